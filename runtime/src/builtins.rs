@@ -1,0 +1,256 @@
+//! The core script API that every script has, whatever modules it uses: check statuses,
+//! `exit`, secrets, `confirm`, `sleep` and `param`.
+
+use rhai::plugin::*;
+
+/// Reporting check results; the run prints the summary line and exits with the worst.
+#[export_module]
+pub mod core_api {
+    use std::time::Duration;
+
+    use crate::diagnostic::interrupt_error;
+    use crate::error::call_error;
+    use crate::secret::Secret;
+    use crate::status::Status;
+    use crate::Context;
+
+    /// Reports an OK result: `ok("3 consul servers alive")`.
+    #[rhai_fn(volatile)]
+    pub fn ok(ctx: NativeCallContext, message: &str) {
+        Context::of(&ctx).report(Status::Ok, message);
+    }
+
+    /// Reports a WARNING; the run exits with 1 unless something worse is reported.
+    #[rhai_fn(volatile)]
+    pub fn warning(ctx: NativeCallContext, message: &str) {
+        Context::of(&ctx).report(Status::Warning, message);
+    }
+
+    /// Reports a CRITICAL problem; the run exits with 2.
+    #[rhai_fn(volatile)]
+    pub fn critical(ctx: NativeCallContext, message: &str) {
+        Context::of(&ctx).report(Status::Critical, message);
+    }
+
+    /// Reports that a state could not be determined (a host unreachable); exit 3 unless
+    /// a WARNING or CRITICAL outranks it.
+    #[rhai_fn(volatile)]
+    pub fn unknown(ctx: NativeCallContext, message: &str) {
+        Context::of(&ctx).report(Status::Unknown, message);
+    }
+
+    /// Ends the script now with exit status `code` (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    #[rhai_fn(name = "exit", volatile, return_raw)]
+    pub fn exit_with(ctx: NativeCallContext, code: i64) -> Result<(), Box<EvalAltResult>> {
+        let code = i32::try_from(code)
+            .ok()
+            .filter(|c| (0..=255).contains(c))
+            .ok_or_else(|| {
+                call_error(
+                    &ctx,
+                    "harun::exit::range",
+                    format!("exit status {code} is outside 0..=255"),
+                )
+            })?;
+        Context::of(&ctx).request_exit(code);
+        Err(Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::UNIT,
+            ctx.call_position(),
+        )))
+    }
+
+    /// Ends the script now with the status of what it reported (0 when nothing was).
+    #[rhai_fn(name = "exit", volatile, return_raw)]
+    pub fn exit_now(ctx: NativeCallContext) -> Result<(), Box<EvalAltResult>> {
+        let code = Context::of(&ctx).report_snapshot().worst().code();
+        exit_with(ctx, code as i64)
+    }
+
+    /// Wraps a value as a Secret: it prints as `<secret>` in every output.
+    #[rhai_fn(volatile)]
+    pub fn secret(ctx: NativeCallContext, value: &str) -> Secret {
+        Context::of(&ctx).secret(value)
+    }
+
+    /// Asks `question` before a destructive step and returns the answer. `--yes` answers
+    /// yes; a dry run notes the question in the plan and goes on; without a terminal the
+    /// step is refused with an error.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn confirm(ctx: NativeCallContext, question: &str) -> Result<bool, Box<EvalAltResult>> {
+        Context::of(&ctx)
+            .confirm(question)
+            .map_err(|e| call_error(&ctx, "harun::confirm::refused", e))
+    }
+
+    /// Waits `seconds` (a whole or fractional number); Ctrl-C and `--timeout` cut it short.
+    #[rhai_fn(name = "sleep", volatile, return_raw)]
+    pub fn sleep_float(ctx: NativeCallContext, seconds: f64) -> Result<(), Box<EvalAltResult>> {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(call_error(
+                &ctx,
+                "harun::sleep::range",
+                format!("cannot sleep {seconds} seconds"),
+            ));
+        }
+        let duration = Duration::from_secs_f64(seconds);
+        Context::of(&ctx)
+            .block_on(duration + Duration::from_secs(1), async move {
+                tokio::time::sleep(duration).await
+            })
+            .map_err(|i| interrupt_error(i, "sleep", ctx.call_position()))
+    }
+
+    /// Waits `seconds`; Ctrl-C and `--timeout` cut it short.
+    #[rhai_fn(name = "sleep", volatile, return_raw)]
+    pub fn sleep_int(ctx: NativeCallContext, seconds: i64) -> Result<(), Box<EvalAltResult>> {
+        sleep_float(ctx, seconds as f64)
+    }
+
+    /// The `--set NAME=VALUE` parameter `name`, as a string; an error names the missing flag.
+    #[rhai_fn(name = "param", volatile, return_raw)]
+    pub fn param(ctx: NativeCallContext, name: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        let context = Context::of(&ctx);
+        context.options().params.get(name).cloned().ok_or_else(|| {
+            call_error(
+                &ctx,
+                "harun::param::missing",
+                format!("this script needs --set {name}=VALUE"),
+            )
+        })
+    }
+
+    /// The `--set NAME=VALUE` parameter `name`, or `default` when it was not given.
+    #[rhai_fn(name = "param", volatile)]
+    pub fn param_or(ctx: NativeCallContext, name: &str, default: Dynamic) -> Dynamic {
+        Context::of(&ctx)
+            .options()
+            .params
+            .get(name)
+            .cloned()
+            .unwrap_or(default)
+    }
+
+    /// True in `--dry-run`: mutating actions are being recorded, not performed.
+    #[rhai_fn(volatile)]
+    pub fn is_dry_run(ctx: NativeCallContext) -> bool {
+        Context::of(&ctx).is_dry_run()
+    }
+}
+
+/// Secret values: never printed, only sent.
+#[export_module]
+pub mod secret_type {
+    use crate::secret::{Secret, REDACTED};
+    use crate::Context;
+
+    /// A Secret prints as `<secret>`.
+    #[rhai_fn(global, name = "to_string", pure)]
+    pub fn to_string(_secret: &mut Secret) -> String {
+        REDACTED.to_string()
+    }
+
+    /// A Secret prints as `<secret>`, in debug output too.
+    #[rhai_fn(global, name = "to_debug", pure)]
+    pub fn to_debug(_secret: &mut Secret) -> String {
+        REDACTED.to_string()
+    }
+
+    /// Joining text and a Secret gives a Secret: `"Bearer " + token`.
+    #[rhai_fn(global, name = "+", volatile)]
+    pub fn prepend(ctx: NativeCallContext, text: &str, secret: Secret) -> Secret {
+        Context::of(&ctx).secret(format!("{text}{}", secret.expose()))
+    }
+
+    /// Joining a Secret and text gives a Secret.
+    #[rhai_fn(global, name = "+", volatile)]
+    pub fn append(ctx: NativeCallContext, secret: Secret, text: &str) -> Secret {
+        Context::of(&ctx).secret(format!("{}{text}", secret.expose()))
+    }
+
+    /// True when the secret is the empty string.
+    #[rhai_fn(global, name = "is_empty", pure)]
+    pub fn is_empty(secret: &mut Secret) -> bool {
+        secret.is_empty()
+    }
+}
+
+/// Where secrets come from: `secret::env`, `secret::file`, `secret::prompt`.
+#[export_module]
+pub mod secret_sources {
+    use std::io::IsTerminal;
+
+    use crate::error::call_error;
+    use crate::secret::Secret;
+    use crate::Context;
+
+    /// The secret in environment variable `name`; an error when it is unset or empty.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn env(ctx: NativeCallContext, name: &str) -> Result<Secret, Box<EvalAltResult>> {
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => Ok(Context::of(&ctx).secret(value)),
+            _ => Err(call_error(
+                &ctx,
+                "harun::secret::env_missing",
+                format!("the environment variable {name} is not set"),
+            )),
+        }
+    }
+
+    /// The secret in the file at `path` (one trailing newline dropped). The file must not
+    /// be readable by group or others: `chmod 600` it.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn file(ctx: NativeCallContext, path: &str) -> Result<Secret, Box<EvalAltResult>> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            call_error(
+                &ctx,
+                "harun::secret::file_read",
+                format!("cannot read the secret file {path}: {e}"),
+            )
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(call_error(
+                &ctx,
+                "harun::secret::file_mode",
+                format!(
+                    "the secret file {path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`"
+                ),
+            ));
+        }
+        let mut value = std::fs::read_to_string(path).map_err(|e| {
+            call_error(
+                &ctx,
+                "harun::secret::file_read",
+                format!("cannot read the secret file {path}: {e}"),
+            )
+        })?;
+        if value.ends_with('\n') {
+            value.pop();
+            if value.ends_with('\r') {
+                value.pop();
+            }
+        }
+        Ok(Context::of(&ctx).secret(value))
+    }
+
+    /// Asks for a secret on the terminal without echoing it; an error without a terminal.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn prompt(ctx: NativeCallContext, label: &str) -> Result<Secret, Box<EvalAltResult>> {
+        if !std::io::stdin().is_terminal() {
+            return Err(call_error(
+                &ctx,
+                "harun::secret::no_terminal",
+                format!("cannot prompt for {label}: no terminal; use secret::env or secret::file"),
+            ));
+        }
+        let value = rpassword::prompt_password(format!("{label}: ")).map_err(|e| {
+            call_error(
+                &ctx,
+                "harun::secret::prompt",
+                format!("cannot read {label}: {e}"),
+            )
+        })?;
+        Ok(Context::of(&ctx).secret(value))
+    }
+}

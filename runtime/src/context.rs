@@ -1,0 +1,226 @@
+//! The state of one harun run, shared by the engine and every built-in.
+//!
+//! Built-ins reach it through the engine's tag: `Context::of(&ctx)` in any native function.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rhai::NativeCallContext;
+
+use crate::bridge::{Bridge, Interrupt};
+use crate::output::{Output, OutputMode};
+use crate::plan::{Action, AuditLog, Plan};
+use crate::secret::{Redactor, Secret};
+use crate::status::{Report, Status};
+use crate::topology::Topology;
+
+/// What the command line decided for this run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Record mutating actions into the plan instead of performing them.
+    pub dry_run: bool,
+    /// Answer every `confirm()` with yes.
+    pub yes: bool,
+    /// The default timeout of one native call (an HTTP request, a command).
+    pub call_timeout: Duration,
+    /// The script's name, for the audit log.
+    pub script: String,
+    /// Where `import` looks for modules: the script's directory.
+    pub base_dir: PathBuf,
+    /// Hold `print` output until the end of the run, or stream it.
+    pub output: OutputMode,
+    /// The `--set KEY=VALUE` parameters (the `params` global).
+    pub params: rhai::Map,
+    /// The arguments after `--` (the `args` global).
+    pub args: Vec<String>,
+    /// The topology file, when there is one (the `topology` global).
+    pub topology: Option<Arc<Topology>>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            dry_run: false,
+            yes: false,
+            call_timeout: Duration::from_secs(30),
+            script: "-".to_string(),
+            base_dir: PathBuf::from("."),
+            output: OutputMode::Stream,
+            params: rhai::Map::new(),
+            args: Vec::new(),
+            topology: None,
+        }
+    }
+}
+
+struct Inner {
+    options: Options,
+    bridge: Bridge,
+    redactor: Redactor,
+    output: Output,
+    report: Mutex<Report>,
+    plan: Plan,
+    audit: Option<AuditLog>,
+    exit: Mutex<Option<i32>>,
+}
+
+/// One run's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct Context(Arc<Inner>);
+
+impl Context {
+    pub fn new(
+        options: Options,
+        bridge: Bridge,
+        redactor: Redactor,
+        audit: Option<AuditLog>,
+    ) -> Context {
+        let output = Output::new(options.output, redactor.clone());
+        Context(Arc::new(Inner {
+            options,
+            bridge,
+            redactor,
+            output,
+            report: Mutex::new(Report::default()),
+            plan: Plan::default(),
+            audit,
+            exit: Mutex::new(None),
+        }))
+    }
+
+    /// The run's context, from inside a native function.
+    ///
+    /// # Panics
+    /// When the engine was not built by [`crate::EngineBuilder`], which always sets it.
+    pub fn of(ctx: &NativeCallContext) -> Context {
+        ctx.tag()
+            .and_then(|tag| tag.clone().try_cast::<Context>())
+            .expect("the engine's tag is the harun Context (set by EngineBuilder)")
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.0.options
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.0.options.dry_run
+    }
+
+    pub fn bridge(&self) -> &Bridge {
+        &self.0.bridge
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.0.redactor
+    }
+
+    pub fn output(&self) -> &Output {
+        &self.0.output
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.0.plan
+    }
+
+    /// A new secret, registered for redaction.
+    pub fn secret(&self, value: impl Into<String>) -> Secret {
+        Secret::new(value, &self.0.redactor)
+    }
+
+    pub fn report(&self, status: Status, message: impl Into<String>) {
+        let message = message.into();
+        let message = self.0.redactor.redact(&message).into_owned();
+        self.lock_report().add(status, message);
+    }
+
+    pub fn report_snapshot(&self) -> Report {
+        self.lock_report().clone()
+    }
+
+    fn lock_report(&self) -> std::sync::MutexGuard<'_, Report> {
+        self.0.report.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `exit(n)`.
+    pub fn request_exit(&self, code: i32) {
+        *self.0.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+    }
+
+    /// The code given to `exit(n)`, if the script called it.
+    pub fn exit_requested(&self) -> Option<i32> {
+        *self.0.exit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits on a future for at most `timeout`, or until the run is cancelled.
+    pub fn block_on<F: std::future::Future>(
+        &self,
+        timeout: Duration,
+        future: F,
+    ) -> Result<F::Output, Interrupt> {
+        self.0.bridge.block_on(timeout, future)
+    }
+
+    /// The one path for every mutating action. In a dry run the action joins the plan and
+    /// `Ok(None)` comes back; otherwise `run` performs it and the outcome is audited.
+    pub fn perform<T, E: std::fmt::Display>(
+        &self,
+        action: Action,
+        run: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        if self.is_dry_run() {
+            tracing::info!(kind = %action.kind, target = %action.target, "dry run: would {}", action.summary);
+            self.0.plan.record(&action, &self.0.redactor);
+            return Ok(None);
+        }
+        tracing::info!(kind = %action.kind, target = %action.target, "{}", action.summary);
+        let outcome = run();
+        if let Some(audit) = &self.0.audit {
+            let error = outcome.as_ref().err().map(|e| e.to_string());
+            if let Err(e) = audit.append(&action, error.as_deref(), &self.0.redactor) {
+                tracing::error!(
+                    "could not append to the audit log {}: {e}",
+                    audit.path().display()
+                );
+            }
+        }
+        outcome.map(Some)
+    }
+
+    /// Asks before a destructive step. `--yes` answers yes; a dry run records the question
+    /// and goes on; a terminal asks; without one the step is refused.
+    pub fn confirm(&self, question: &str) -> Result<bool, String> {
+        let question = self.0.redactor.redact(question).into_owned();
+        if self.0.options.yes {
+            tracing::info!("confirmed by --yes: {question}");
+            return Ok(true);
+        }
+        if self.is_dry_run() {
+            self.0.plan.record(
+                &Action::new("confirm", "local", format!("ask: {question}")),
+                &self.0.redactor,
+            );
+            return Ok(true);
+        }
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            return Err(format!(
+                "refused without confirmation: {question} (no terminal to ask on; pass --yes to confirm)"
+            ));
+        }
+        let mut stderr = std::io::stderr();
+        let _ = write!(stderr, "{question} [y/N] ");
+        let _ = stderr.flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| format!("could not read the answer: {e}"))?;
+        Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    }
+
+    /// Cancels the run (used by the script deadline and the signal handlers).
+    pub fn cancel(&self, reason: Interrupt) {
+        self.0.bridge.cancel(reason);
+    }
+}

@@ -1,0 +1,601 @@
+//! The topology file: which hosts a script operates on, how to reach them, and where each
+//! service keeps its config, in HCL because its users write HCL every day.
+//!
+//! Built-in defaults, then the `defaults` block, then the host's own attributes; for each
+//! service, its built-in defaults, then the top-level service block, then the host's. String
+//! values may use `{name}` and `{address}`, expanded per host; other `{...}` (the service
+//! manager's `{service}` and `{action}`) are left for the code that uses them. Every error
+//! names the file and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hcl_edit::expr::Expression;
+use hcl_edit::structure::{Block, Body, Structure};
+use hcl_edit::Span;
+use rhai::{Array, Dynamic, Map};
+
+use crate::diagnostic::{line_col, Diagnostic};
+
+/// A setting's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    String(String),
+    Int(i64),
+    Bool(bool),
+    List(Vec<String>),
+}
+
+impl Value {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn to_dynamic(&self) -> Dynamic {
+        match self {
+            Value::String(s) => s.clone().into(),
+            Value::Int(i) => (*i).into(),
+            Value::Bool(b) => (*b).into(),
+            Value::List(items) => items
+                .iter()
+                .map(|s| Dynamic::from(s.clone()))
+                .collect::<Array>()
+                .into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    String,
+    Int,
+    Bool,
+    List,
+    OneOf(&'static [&'static str]),
+}
+
+/// Host-level settings: allowed in `defaults` and in `host` blocks.
+const HOST_SETTINGS: &[(&str, Kind)] = &[
+    ("address", Kind::String),
+    ("ssh_user", Kind::String),
+    ("ssh_port", Kind::Int),
+    ("ssh_key", Kind::String),
+    ("transport", Kind::OneOf(&["ssh", "local"])),
+    ("known_hosts", Kind::OneOf(&["strict", "accept-new"])),
+    ("service_manager", Kind::String),
+    ("sudo", Kind::Bool),
+    ("connect_timeout", Kind::String),
+    ("command_timeout", Kind::String),
+    ("roles", Kind::List),
+];
+
+const HOST_DEFAULTS: &[(&str, &str)] = &[
+    ("transport", "ssh"),
+    ("known_hosts", "strict"),
+    ("service_manager", "systemd"),
+    ("connect_timeout", "10s"),
+    ("command_timeout", "60s"),
+];
+
+/// The services harun knows, with their built-in settings.
+const SERVICES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "consul",
+        &[
+            ("address", "http://{address}:8500"),
+            ("config_file", "/etc/consul.d/consul.hcl"),
+            ("service", "consul"),
+            ("cli", "consul"),
+        ],
+    ),
+    (
+        "nomad",
+        &[
+            ("address", "http://{address}:4646"),
+            ("config_file", "/etc/nomad.d/nomad.hcl"),
+            ("service", "nomad"),
+            ("cli", "nomad"),
+        ],
+    ),
+    (
+        "vault",
+        &[
+            ("address", "https://{address}:8200"),
+            ("cluster_address", "https://{address}:8201"),
+            ("config_file", "/etc/vault.d/vault.hcl"),
+            ("service", "vault"),
+            ("cli", "vault"),
+            ("raft_path", "/opt/vault/data"),
+        ],
+    ),
+];
+
+/// Settings allowed in a service block.
+const SERVICE_SETTINGS: &[(&str, Kind)] = &[
+    ("address", Kind::String),
+    ("cluster_address", Kind::String),
+    ("config_file", Kind::String),
+    ("service", Kind::String),
+    ("cli", Kind::String),
+    ("data_dir", Kind::String),
+    ("raft_path", Kind::String),
+    ("user", Kind::String),
+    ("group", Kind::String),
+    ("token_file", Kind::String),
+    ("keys_file", Kind::String),
+    ("ca_file", Kind::String),
+    ("client_cert", Kind::String),
+    ("client_key", Kind::String),
+    ("tls_server_name", Kind::String),
+    ("tls_skip_verify", Kind::Bool),
+    ("dns_address", Kind::String),
+];
+
+/// One host with every setting merged and expanded.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub name: String,
+    /// Host-level settings (`address`, `ssh_user`, `transport`, ...).
+    pub settings: BTreeMap<String, Value>,
+    /// Per-service settings (`consul` -> `address`, `config_file`, ...).
+    pub services: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Where the host block starts, for messages.
+    pub line: usize,
+}
+
+impl Host {
+    pub fn address(&self) -> &str {
+        self.get("address").unwrap_or(&self.name)
+    }
+
+    /// A host-level string setting.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).and_then(Value::as_str)
+    }
+
+    /// A service's string setting, such as `("vault", "config_file")`.
+    pub fn service(&self, service: &str, key: &str) -> Option<&str> {
+        self.services.get(service)?.get(key).and_then(Value::as_str)
+    }
+
+    fn to_dynamic(&self) -> Dynamic {
+        let mut map = Map::new();
+        map.insert("name".into(), self.name.clone().into());
+        for (key, value) in &self.settings {
+            map.insert(key.into(), value.to_dynamic());
+        }
+        for (service, settings) in &self.services {
+            let mut s = Map::new();
+            for (key, value) in settings {
+                s.insert(key.into(), value.to_dynamic());
+            }
+            map.insert(service.into(), s.into());
+        }
+        map.into()
+    }
+}
+
+/// A parsed topology file.
+#[derive(Clone, Debug, Default)]
+pub struct Topology {
+    pub path: PathBuf,
+    /// In file order.
+    pub hosts: Vec<Host>,
+}
+
+impl Topology {
+    pub fn load(path: &Path) -> Result<Topology, Diagnostic> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostic::new(
+                "harun::topology::read",
+                format!("cannot read the topology file {}: {e}", path.display()),
+            )
+        })?;
+        Topology::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Topology, Diagnostic> {
+        Parser {
+            file: path.display().to_string(),
+            text,
+        }
+        .parse(path)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The `topology` global: `#{ file, hosts: [ #{ name, address, ..., consul: #{..} } ] }`.
+    pub fn to_dynamic(&self) -> Dynamic {
+        let mut map = Map::new();
+        map.insert("file".into(), self.path.display().to_string().into());
+        let hosts: Array = self.hosts.iter().map(Host::to_dynamic).collect();
+        map.insert("hosts".into(), hosts.into());
+        map.into()
+    }
+}
+
+struct Parser<'a> {
+    file: String,
+    text: &'a str,
+}
+
+type Settings = BTreeMap<String, Value>;
+
+impl Parser<'_> {
+    fn error(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> Diagnostic {
+        let (line, col) = line_col(self.text, span.map_or(0, |s| s.start));
+        Diagnostic::new("harun::topology", message).at(self.file.clone(), line, col)
+    }
+
+    fn parse(&self, path: &Path) -> Result<Topology, Diagnostic> {
+        let body: Body = hcl_edit::parser::parse_body(self.text).map_err(|e| {
+            Diagnostic::new("harun::topology::syntax", e.message().to_string()).at(
+                self.file.clone(),
+                e.location().line(),
+                e.location().column(),
+            )
+        })?;
+
+        let mut defaults: Option<Settings> = None;
+        let mut service_blocks: BTreeMap<String, Settings> = BTreeMap::new();
+        let mut hosts: Vec<(String, Settings, BTreeMap<String, Settings>, usize)> = Vec::new();
+
+        for structure in body.iter() {
+            let block = match structure {
+                Structure::Attribute(attr) => {
+                    return Err(self.error(
+                        attr.span(),
+                        format!(
+                            "unexpected attribute `{}` at the top level: settings go in a `defaults`, service or `host` block",
+                            attr.key.as_str()
+                        ),
+                    ))
+                }
+                Structure::Block(block) => block,
+            };
+            let ident = block.ident.as_str();
+            match ident {
+                "defaults" => {
+                    self.no_labels(block)?;
+                    if defaults.is_some() {
+                        return Err(self.error(block.span(), "a second `defaults` block"));
+                    }
+                    let (settings, nested) = self.host_body(block, false)?;
+                    if let Some((name, span)) = nested.into_iter().next() {
+                        return Err(self.error(
+                            span,
+                            format!("`{name}` blocks go at the top level or in a `host` block, not in `defaults`"),
+                        ));
+                    }
+                    defaults = Some(settings);
+                }
+                "host" => {
+                    let name = match block.labels.as_slice() {
+                        [label] => label.as_str().to_string(),
+                        _ => {
+                            return Err(self.error(
+                                block.span(),
+                                "a host block takes one label, its name: host \"controller1\" { ... }",
+                            ))
+                        }
+                    };
+                    if hosts.iter().any(|h| h.0 == name) {
+                        return Err(self.error(block.span(), format!("host \"{name}\" is defined twice")));
+                    }
+                    let (settings, nested) = self.host_body(block, true)?;
+                    let mut services = BTreeMap::new();
+                    for (service, _) in nested {
+                        let inner = block
+                            .body
+                            .get_blocks(service.as_str())
+                            .next()
+                            .expect("host_body found this block");
+                        let settings = self.service_body(inner)?;
+                        services.insert(service, settings);
+                    }
+                    let line = line_col(self.text, block.span().map_or(0, |s| s.start)).0;
+                    hosts.push((name, settings, services, line));
+                }
+                service if is_service(service) => {
+                    self.no_labels(block)?;
+                    if service_blocks.contains_key(service) {
+                        return Err(self.error(block.span(), format!("a second `{service}` block")));
+                    }
+                    service_blocks.insert(service.to_string(), self.service_body(block)?);
+                }
+                other => {
+                    return Err(self.error(
+                        block.ident.span(),
+                        format!("unknown block `{other}` (expected defaults, host, consul, nomad or vault)"),
+                    ))
+                }
+            }
+        }
+
+        let defaults = defaults.unwrap_or_default();
+        let hosts = hosts
+            .into_iter()
+            .map(|(name, own, own_services, line)| {
+                merge_host(name, &defaults, own, &service_blocks, own_services, line)
+            })
+            .collect();
+        Ok(Topology {
+            path: path.to_path_buf(),
+            hosts,
+        })
+    }
+
+    fn no_labels(&self, block: &Block) -> Result<(), Diagnostic> {
+        if block.labels.is_empty() {
+            Ok(())
+        } else {
+            Err(self.error(
+                block.span(),
+                format!("a `{}` block takes no labels", block.ident.as_str()),
+            ))
+        }
+    }
+
+    /// Attributes of a `defaults` or `host` block, and the names of service blocks in it.
+    #[allow(clippy::type_complexity)]
+    fn host_body(
+        &self,
+        block: &Block,
+        is_host: bool,
+    ) -> Result<(Settings, Vec<(String, Option<std::ops::Range<usize>>)>), Diagnostic> {
+        let mut settings = Settings::new();
+        let mut nested = Vec::new();
+        for structure in block.body.iter() {
+            match structure {
+                Structure::Attribute(attr) => {
+                    let key = attr.key.as_str();
+                    if key == "address" && !is_host {
+                        return Err(self.error(attr.span(), "`address` belongs in a host block"));
+                    }
+                    let kind = lookup(HOST_SETTINGS, key).ok_or_else(|| {
+                        self.error(
+                            attr.key.span(),
+                            format!(
+                                "unknown setting `{key}` (known: {})",
+                                names(HOST_SETTINGS)
+                            ),
+                        )
+                    })?;
+                    settings.insert(key.to_string(), self.value(&attr.value, kind, key)?);
+                }
+                Structure::Block(inner) => {
+                    let ident = inner.ident.as_str();
+                    if !is_service(ident) {
+                        return Err(self.error(
+                            inner.ident.span(),
+                            format!("unknown block `{ident}` (expected consul, nomad or vault)"),
+                        ));
+                    }
+                    self.no_labels(inner)?;
+                    if nested.iter().any(|(n, _)| n == ident) {
+                        return Err(self.error(inner.span(), format!("a second `{ident}` block")));
+                    }
+                    nested.push((ident.to_string(), inner.span()));
+                }
+            }
+        }
+        Ok((settings, nested))
+    }
+
+    fn service_body(&self, block: &Block) -> Result<Settings, Diagnostic> {
+        let service = block.ident.as_str();
+        let mut settings = Settings::new();
+        for structure in block.body.iter() {
+            match structure {
+                Structure::Attribute(attr) => {
+                    let key = attr.key.as_str();
+                    if key == "token" {
+                        return Err(self.error(
+                            attr.key.span(),
+                            format!("a literal token does not belong in the topology: put it in a mode-0600 file and set `token_file`, or use the {}_TOKEN environment variable", service.to_uppercase()),
+                        ));
+                    }
+                    let kind = lookup(SERVICE_SETTINGS, key).ok_or_else(|| {
+                        self.error(
+                            attr.key.span(),
+                            format!(
+                                "unknown `{service}` setting `{key}` (known: {})",
+                                names(SERVICE_SETTINGS)
+                            ),
+                        )
+                    })?;
+                    settings.insert(key.to_string(), self.value(&attr.value, kind, key)?);
+                }
+                Structure::Block(inner) => {
+                    return Err(self.error(
+                        inner.span(),
+                        format!("unexpected block `{}` in `{service}`", inner.ident.as_str()),
+                    ))
+                }
+            }
+        }
+        Ok(settings)
+    }
+
+    fn value(&self, expr: &Expression, kind: Kind, key: &str) -> Result<Value, Diagnostic> {
+        let wrong = |what: &str| self.error(expr.span(), format!("`{key}` must be {what}"));
+        match (kind, expr) {
+            (Kind::String, Expression::String(s)) => Ok(Value::String(s.value().to_string())),
+            (Kind::OneOf(allowed), Expression::String(s)) => {
+                let v = s.value().as_str();
+                if allowed.contains(&v) {
+                    Ok(Value::String(v.to_string()))
+                } else {
+                    Err(wrong(&format!("one of {}", allowed.join(", "))))
+                }
+            }
+            (Kind::Int, Expression::Number(n)) => n
+                .value()
+                .as_i64()
+                .map(Value::Int)
+                .ok_or_else(|| wrong("a whole number")),
+            (Kind::Bool, Expression::Bool(b)) => Ok(Value::Bool(*b.value())),
+            (Kind::List, Expression::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Expression::String(s) => Ok(s.value().to_string()),
+                    _ => Err(self.error(item.span(), format!("`{key}` must be a list of strings"))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::List),
+            (_, Expression::StringTemplate(_)) => Err(wrong(
+                "a plain string: HCL interpolation is not supported here; use {name} or {address}",
+            )),
+            (Kind::String, _) => Err(wrong("a string")),
+            (Kind::OneOf(allowed), _) => Err(wrong(&format!("one of {}", allowed.join(", ")))),
+            (Kind::Int, _) => Err(wrong("a whole number")),
+            (Kind::Bool, _) => Err(wrong("true or false")),
+            (Kind::List, _) => Err(wrong("a list of strings")),
+        }
+    }
+}
+
+fn is_service(name: &str) -> bool {
+    SERVICES.iter().any(|(s, _)| *s == name)
+}
+
+fn lookup(table: &[(&str, Kind)], key: &str) -> Option<Kind> {
+    table.iter().find(|(k, _)| *k == key).map(|(_, kind)| *kind)
+}
+
+fn names(table: &[(&str, Kind)]) -> String {
+    table.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+}
+
+fn merge_host(
+    name: String,
+    defaults: &Settings,
+    own: Settings,
+    service_blocks: &BTreeMap<String, Settings>,
+    mut own_services: BTreeMap<String, Settings>,
+    line: usize,
+) -> Host {
+    let mut settings: Settings = HOST_DEFAULTS
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    settings.insert("ssh_port".into(), Value::Int(22));
+    settings.insert("sudo".into(), Value::Bool(false));
+    settings.insert("roles".into(), Value::List(Vec::new()));
+    settings.extend(defaults.clone());
+    settings.extend(own);
+    let address = settings
+        .get("address")
+        .and_then(Value::as_str)
+        .unwrap_or(&name)
+        .to_string();
+    settings.insert("address".into(), Value::String(address.clone()));
+
+    let mut services = BTreeMap::new();
+    for (service, builtin) in SERVICES {
+        let mut merged: Settings = builtin
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        if let Some(top) = service_blocks.get(*service) {
+            merged.extend(top.clone());
+        }
+        if let Some(mine) = own_services.remove(*service) {
+            merged.extend(mine);
+        }
+        for value in merged.values_mut() {
+            expand(value, &name, &address);
+        }
+        services.insert(service.to_string(), merged);
+    }
+    for value in settings.values_mut() {
+        expand(value, &name, &address);
+    }
+    Host {
+        name,
+        settings,
+        services,
+        line,
+    }
+}
+
+fn expand(value: &mut Value, name: &str, address: &str) {
+    let fill = |s: &str| s.replace("{name}", name).replace("{address}", address);
+    match value {
+        Value::String(s) => *s = fill(s),
+        Value::List(items) => items.iter_mut().for_each(|s| *s = fill(s)),
+        Value::Int(_) | Value::Bool(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+defaults {
+  ssh_user = "pi"
+  service_manager = "sudo rc-service {service} {action}"
+}
+consul { address = "https://{address}:8501" }
+vault  { raft_path = "/vault_data" }
+host "controller1" { address = "10.0.0.11" }
+host "controller2" {}
+host "controller3" {
+  address  = "10.0.0.13"
+  ssh_user = "admin"
+  vault { config_file = "/opt/vault/etc/vault.hcl" }
+}
+"#;
+
+    #[test]
+    fn merges_defaults_services_and_host_overrides() {
+        let t = Topology::parse(Path::new("harun.hcl"), SAMPLE).unwrap();
+        let names: Vec<&str> = t.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["controller1", "controller2", "controller3"]);
+        let c1 = t.host("controller1").unwrap();
+        assert_eq!(c1.service("consul", "address"), Some("https://10.0.0.11:8501"));
+        assert_eq!(c1.get("ssh_user"), Some("pi"));
+        assert_eq!(
+            c1.get("service_manager"),
+            Some("sudo rc-service {service} {action}")
+        );
+        let c2 = t.host("controller2").unwrap();
+        assert_eq!(c2.address(), "controller2");
+        assert_eq!(c2.service("vault", "raft_path"), Some("/vault_data"));
+        let c3 = t.host("controller3").unwrap();
+        assert_eq!(c3.get("ssh_user"), Some("admin"));
+        assert_eq!(c3.service("vault", "config_file"), Some("/opt/vault/etc/vault.hcl"));
+        assert_eq!(c3.service("vault", "cluster_address"), Some("https://10.0.0.13:8201"));
+    }
+
+    fn error(text: &str) -> String {
+        let d = Topology::parse(Path::new("t.hcl"), text).unwrap_err();
+        let loc = d.location.unwrap();
+        format!("{}:{}: {}", loc.line, loc.col, d.message)
+    }
+
+    #[test]
+    fn errors_point_at_the_line() {
+        assert_eq!(
+            error("host \"a\" {\n  ssh_prot = 22\n}\n").split(" (known").next().unwrap(),
+            "2:3: unknown setting `ssh_prot`"
+        );
+        assert_eq!(
+            error("defaults {\n  transport = \"telnet\"\n}\n"),
+            "2:15: `transport` must be one of ssh, local"
+        );
+        assert!(error("vault {\n  token = \"abc\"\n}\n").starts_with("2:3: a literal token"));
+        assert_eq!(
+            error("host \"a\" {}\nhost \"a\" {}\n"),
+            "2:1: host \"a\" is defined twice"
+        );
+        let syntax = error("host \"a\" {\n  address = \n}\n");
+        assert!(syntax.starts_with("2:") || syntax.starts_with("3:"), "{syntax}");
+    }
+}
