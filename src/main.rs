@@ -1,1 +1,10 @@
-fn main(){}
+//! harun: run Rhai scripts that operate Consul, Nomad and Vault clusters and their hosts.
+
+mod app;
+mod cli;
+mod doc;
+mod finish;
+
+fn main() {
+    std::process::exit(app::run());
+}

@@ -192,10 +192,9 @@ mod tests {
     #[test]
     fn block_on_times_out() {
         let bridge = Bridge::new().unwrap();
-        let out = bridge.block_on(
-            Duration::from_millis(50),
-            async { tokio::time::sleep(Duration::from_secs(10)).await },
-        );
+        let out = bridge.block_on(Duration::from_millis(50), async {
+            tokio::time::sleep(Duration::from_secs(10)).await
+        });
         assert!(matches!(out, Err(Interrupt::Timeout(_))));
     }
 
@@ -207,10 +206,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             b.cancel(Interrupt::Terminated);
         });
-        let out = bridge.block_on(
-            Duration::from_secs(10),
-            async { tokio::time::sleep(Duration::from_secs(10)).await },
-        );
+        let out = bridge.block_on(Duration::from_secs(10), async {
+            tokio::time::sleep(Duration::from_secs(10)).await
+        });
         t.join().unwrap();
         assert_eq!(out, Err(Interrupt::Terminated));
         bridge.reset();

@@ -84,8 +84,10 @@ impl Diagnostic {
                         function: name.clone(),
                         at: location(&source, *pos),
                     });
-                    if !fn_source.is_empty() {
+                    if !fn_source.is_empty() && fn_source != main_source {
                         source = display_source(fn_source, base_dir);
+                    } else if fn_source == main_source {
+                        source = main_source.to_string();
                     }
                     err = inner;
                 }
@@ -116,7 +118,14 @@ impl Diagnostic {
         if let Some(loc) = &self.location {
             let gutter = loc.line.to_string().len() + 1;
             let pad = " ".repeat(gutter);
-            let _ = writeln!(out, "{pad}--> {}:{}:{}", loc.file, loc.line, loc.col);
+            let _ = writeln!(
+                out,
+                "{}--> {}:{}:{}",
+                &pad[1..],
+                loc.file,
+                loc.line,
+                loc.col
+            );
             if let Some(line) = sources.line(&loc.file, loc.line) {
                 let _ = writeln!(out, "{pad}|");
                 let _ = writeln!(out, "{:>w$} | {}", loc.line, line, w = gutter - 1);
@@ -174,15 +183,29 @@ fn module_file(path: &str, base_dir: &Path) -> String {
     file.to_string_lossy().into_owned()
 }
 
-/// Paths under the current directory print relative to it, as a user typed them.
-fn display_source(source: &str, _base_dir: &Path) -> String {
-    let path = Path::new(source);
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Ok(rel) = path.strip_prefix(&cwd) {
-            return rel.to_string_lossy().into_owned();
+/// The file a Rhai source name refers to, as the user would type it: a module's source is
+/// its import path (`lib/util`), resolved like the module resolver does; absolute paths
+/// under the current directory print relative to it.
+fn display_source(source: &str, base_dir: &Path) -> String {
+    let mut path = PathBuf::from(source);
+    if !path.is_file() {
+        let candidate = PathBuf::from(module_file(source, base_dir));
+        if candidate.is_file() {
+            path = candidate;
+        } else {
+            return source.to_string();
         }
     }
-    source.to_string()
+    if path.is_absolute() {
+        if let Ok(cwd) = std::env::current_dir() {
+            if cwd.parent().is_some() {
+                if let Ok(rel) = path.strip_prefix(&cwd) {
+                    return rel.to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+    path.to_string_lossy().into_owned()
 }
 
 /// The stable code and the message (without Rhai's "(line x, position y)" suffix).
@@ -286,7 +309,7 @@ mod tests {
         let text = d.render(&sources, &Redactor::default());
         assert_eq!(
             text,
-            "error[harun::script::syntax]: Expecting ')'\n  --> x.rhai:2:12\n  |\n2 | let b = f(1;\n  |            ^\n"
+            "error[harun::script::syntax]: Expecting ')'\n --> x.rhai:2:12\n  |\n2 | let b = f(1;\n  |            ^\n"
         );
     }
 

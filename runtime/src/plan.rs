@@ -198,8 +198,11 @@ mod tests {
         redactor.register("s3cr3t-token");
         let plan = Plan::default();
         plan.record(
-            &Action::new("write", "controller1", "write /etc/x.hcl")
-                .with_diff("/etc/x.hcl", "a = 1\n", "a = 2\ntoken = \"s3cr3t-token\"\n"),
+            &Action::new("write", "controller1", "write /etc/x.hcl").with_diff(
+                "/etc/x.hcl",
+                "a = 1\n",
+                "a = 2\ntoken = \"s3cr3t-token\"\n",
+            ),
             &redactor,
         );
         let text = plan.render();

@@ -104,7 +104,10 @@ mod tests {
         let redactor = Redactor::default();
         redactor.register("abcd");
         redactor.register("abcdefgh");
-        assert_eq!(redactor.redact("x abcdefgh abcd y"), "x <secret> <secret> y");
+        assert_eq!(
+            redactor.redact("x abcdefgh abcd y"),
+            "x <secret> <secret> y"
+        );
         assert_eq!(redactor.redact("ab"), "ab");
     }
 }

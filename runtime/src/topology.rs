@@ -227,7 +227,11 @@ struct Parser<'a> {
 type Settings = BTreeMap<String, Value>;
 
 impl Parser<'_> {
-    fn error(&self, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> Diagnostic {
+    fn error(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         let (line, col) = line_col(self.text, span.map_or(0, |s| s.start));
         Diagnostic::new("harun::topology", message).at(self.file.clone(), line, col)
     }
@@ -277,15 +281,15 @@ impl Parser<'_> {
                 "host" => {
                     let name = match block.labels.as_slice() {
                         [label] => label.as_str().to_string(),
-                        _ => {
-                            return Err(self.error(
-                                block.span(),
-                                "a host block takes one label, its name: host \"controller1\" { ... }",
-                            ))
-                        }
+                        _ => return Err(self.error(
+                            block.span(),
+                            "a host block takes one label, its name: host \"controller1\" { ... }",
+                        )),
                     };
                     if hosts.iter().any(|h| h.0 == name) {
-                        return Err(self.error(block.span(), format!("host \"{name}\" is defined twice")));
+                        return Err(
+                            self.error(block.span(), format!("host \"{name}\" is defined twice"))
+                        );
                     }
                     let (settings, nested) = self.host_body(block, true)?;
                     let mut services = BTreeMap::new();
@@ -308,12 +312,12 @@ impl Parser<'_> {
                     }
                     service_blocks.insert(service.to_string(), self.service_body(block)?);
                 }
-                other => {
-                    return Err(self.error(
-                        block.ident.span(),
-                        format!("unknown block `{other}` (expected defaults, host, consul, nomad or vault)"),
-                    ))
-                }
+                other => return Err(self.error(
+                    block.ident.span(),
+                    format!(
+                        "unknown block `{other}` (expected defaults, host, consul, nomad or vault)"
+                    ),
+                )),
             }
         }
 
@@ -360,10 +364,7 @@ impl Parser<'_> {
                     let kind = lookup(HOST_SETTINGS, key).ok_or_else(|| {
                         self.error(
                             attr.key.span(),
-                            format!(
-                                "unknown setting `{key}` (known: {})",
-                                names(HOST_SETTINGS)
-                            ),
+                            format!("unknown setting `{key}` (known: {})", names(HOST_SETTINGS)),
                         )
                     })?;
                     settings.insert(key.to_string(), self.value(&attr.value, kind, key)?);
@@ -559,7 +560,10 @@ host "controller3" {
         let names: Vec<&str> = t.hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["controller1", "controller2", "controller3"]);
         let c1 = t.host("controller1").unwrap();
-        assert_eq!(c1.service("consul", "address"), Some("https://10.0.0.11:8501"));
+        assert_eq!(
+            c1.service("consul", "address"),
+            Some("https://10.0.0.11:8501")
+        );
         assert_eq!(c1.get("ssh_user"), Some("pi"));
         assert_eq!(
             c1.get("service_manager"),
@@ -570,8 +574,14 @@ host "controller3" {
         assert_eq!(c2.service("vault", "raft_path"), Some("/vault_data"));
         let c3 = t.host("controller3").unwrap();
         assert_eq!(c3.get("ssh_user"), Some("admin"));
-        assert_eq!(c3.service("vault", "config_file"), Some("/opt/vault/etc/vault.hcl"));
-        assert_eq!(c3.service("vault", "cluster_address"), Some("https://10.0.0.13:8201"));
+        assert_eq!(
+            c3.service("vault", "config_file"),
+            Some("/opt/vault/etc/vault.hcl")
+        );
+        assert_eq!(
+            c3.service("vault", "cluster_address"),
+            Some("https://10.0.0.13:8201")
+        );
     }
 
     fn error(text: &str) -> String {
@@ -583,7 +593,10 @@ host "controller3" {
     #[test]
     fn errors_point_at_the_line() {
         assert_eq!(
-            error("host \"a\" {\n  ssh_prot = 22\n}\n").split(" (known").next().unwrap(),
+            error("host \"a\" {\n  ssh_prot = 22\n}\n")
+                .split(" (known")
+                .next()
+                .unwrap(),
             "2:3: unknown setting `ssh_prot`"
         );
         assert_eq!(
@@ -596,6 +609,9 @@ host "controller3" {
             "2:1: host \"a\" is defined twice"
         );
         let syntax = error("host \"a\" {\n  address = \n}\n");
-        assert!(syntax.starts_with("2:") || syntax.starts_with("3:"), "{syntax}");
+        assert!(
+            syntax.starts_with("2:") || syntax.starts_with("3:"),
+            "{syntax}"
+        );
     }
 }

@@ -1,1 +1,18 @@
+//! harun-stdlib: the built-in modules scripts call.
+//!
+//! Each module is a `#[export_module]` whose `///` comments are the reference `harun doc`
+//! prints. Everything that changes state goes through `Context::perform`, so `--dry-run`
+//! and the audit log cover it.
 
+pub mod local;
+pub mod log;
+pub mod wait;
+
+use rhai::Engine;
+
+/// Registers every built-in module with `engine` (passed to `EngineBuilder::with`).
+pub fn register(engine: &mut Engine) {
+    engine.register_static_module("log", rhai::exported_module!(log::log_api).into());
+    engine.register_static_module("local", rhai::exported_module!(local::local_api).into());
+    engine.register_global_module(rhai::exported_module!(wait::wait_api).into());
+}

@@ -1,0 +1,262 @@
+//! The one place where a run is set up, dispatched, and turned into an exit status.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Parser;
+use harun_runtime::diagnostic::Sources;
+use harun_runtime::engine::globals;
+use harun_runtime::logging::{self, LogFormat};
+use harun_runtime::output::OutputMode;
+use harun_runtime::plan::AuditLog;
+use harun_runtime::{Bridge, Context, Diagnostic, EngineBuilder, Options, Redactor, Topology};
+use rhai::{Dynamic, Engine, EvalAltResult};
+
+use crate::cli::{Cli, Command, Format};
+use crate::finish::{finish, Run};
+
+/// UNKNOWN: script, compile and usage errors.
+pub const EXIT_ERROR: i32 = 3;
+
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            let code = match e.kind() {
+                DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => EXIT_ERROR,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let redactor = Redactor::default();
+    let verbosity = if cli.output.quiet {
+        -1
+    } else {
+        cli.output.verbose as i8
+    };
+    let log_format = match cli.output.log_format {
+        Format::Text => LogFormat::Text,
+        Format::Json => LogFormat::Json,
+    };
+    logging::init(verbosity, log_format, redactor.clone());
+
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "harun", &mut std::io::stdout());
+            0
+        }
+        Some(Command::Doc) => match Session::new(&cli, Path::new("."), "doc", redactor) {
+            Ok(session) => crate::doc::print(&session.engine, cli.output.format),
+            Err(code) => code,
+        },
+        Some(Command::Check { files }) => check(&cli, files, redactor),
+        Some(Command::Repl) => repl(&cli, redactor),
+        None => match (&cli.eval, &cli.script) {
+            (Some(code), _) => eval(&cli, code, redactor),
+            (None, Some(script)) => run_script(&cli, script, redactor),
+            (None, None) => repl(&cli, redactor),
+        },
+    }
+}
+
+/// A context and an engine for one run.
+pub struct Session {
+    pub context: Context,
+    pub engine: Engine,
+    pub base_dir: PathBuf,
+}
+
+impl Session {
+    pub fn new(cli: &Cli, base_dir: &Path, name: &str, redactor: Redactor) -> Result<Session, i32> {
+        Session::with_output(cli, base_dir, name, redactor, output_mode(cli))
+    }
+
+    fn with_output(
+        cli: &Cli,
+        base_dir: &Path,
+        name: &str,
+        redactor: Redactor,
+        output: OutputMode,
+    ) -> Result<Session, i32> {
+        let flags = &cli.run;
+        let topology = load_topology(flags.topology.as_deref(), &redactor)?;
+        let bridge = Bridge::new().map_err(|e| {
+            eprintln!("error[harun::runtime]: cannot start the I/O runtime: {e}");
+            EXIT_ERROR
+        })?;
+        bridge.install_signal_handlers();
+        if let Some(timeout) = flags.timeout {
+            bridge.set_deadline(timeout);
+        }
+        let audit = if flags.dry_run {
+            None
+        } else {
+            flags
+                .audit_log
+                .clone()
+                .or_else(|| dirs::state_dir().map(|d| d.join("harun").join("audit.log")))
+                .map(|path| AuditLog::new(path, name))
+        };
+        let options = Options {
+            dry_run: flags.dry_run,
+            yes: flags.yes,
+            script: name.to_string(),
+            base_dir: base_dir.to_path_buf(),
+            output,
+            params: flags
+                .set
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+                .collect(),
+            args: cli.args.clone(),
+            topology: topology.map(Arc::new),
+            ..Options::default()
+        };
+        let context = Context::new(options, bridge, redactor, audit);
+        let engine = build_engine(context.clone());
+        Ok(Session {
+            context,
+            engine,
+            base_dir: base_dir.to_path_buf(),
+        })
+    }
+}
+
+/// The one engine builder for script runs, `-e`, `check`, `doc` and the REPL.
+pub fn build_engine(context: Context) -> Engine {
+    EngineBuilder::new(context)
+        .with(harun_stdlib::register)
+        .build()
+}
+
+fn output_mode(cli: &Cli) -> OutputMode {
+    if cli.output.format == Format::Json || !std::io::stdout().is_terminal() {
+        OutputMode::Hold
+    } else {
+        OutputMode::Stream
+    }
+}
+
+/// The topology: `--topology` / `HARUN_TOPOLOGY`, else `./harun.hcl` when present.
+fn load_topology(flag: Option<&Path>, redactor: &Redactor) -> Result<Option<Topology>, i32> {
+    let default = Path::new("harun.hcl");
+    let path = match flag {
+        Some(path) => path,
+        None if default.is_file() => default,
+        None => return Ok(None),
+    };
+    Topology::load(path).map(Some).map_err(|d| {
+        eprint!("{}", d.render(&Sources::default(), redactor));
+        EXIT_ERROR
+    })
+}
+
+fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn run_script(cli: &Cli, script: &Path, redactor: Redactor) -> i32 {
+    let name = script.display().to_string();
+    let text = match std::fs::read_to_string(script) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error[harun::script::read]: cannot read the script {name}: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let base_dir = script
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(cwd, Path::to_path_buf);
+    let Ok(session) = Session::new(cli, &base_dir, &name, redactor) else {
+        return EXIT_ERROR;
+    };
+    execute(cli, session, &name, &text, false)
+}
+
+fn eval(cli: &Cli, code: &str, redactor: Redactor) -> i32 {
+    let Ok(session) = Session::new(cli, &cwd(), "-e", redactor) else {
+        return EXIT_ERROR;
+    };
+    execute(cli, session, "-e", code, true)
+}
+
+fn execute(cli: &Cli, session: Session, name: &str, text: &str, show_result: bool) -> i32 {
+    let mut sources = Sources::default();
+    sources.add(name, text);
+    let mut scope = globals(&session.context);
+    let result = session
+        .engine
+        .compile_with_scope(&scope, text)
+        .map_err(|e| Box::new(EvalAltResult::from(e)))
+        .and_then(|mut ast| {
+            ast.set_source(name);
+            session
+                .engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &ast)
+        });
+    finish(Run {
+        context: &session.context,
+        result,
+        show_result,
+        format: cli.output.format,
+        sources: &sources,
+        main_source: name,
+        base_dir: &session.base_dir,
+    })
+}
+
+/// Compiles each file with its imports; prints diagnostics; runs nothing.
+fn check(cli: &Cli, files: &[PathBuf], redactor: Redactor) -> i32 {
+    let mut failed = 0;
+    for file in files {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error[harun::script::read]: cannot read the script {name}: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let base_dir = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(cwd, Path::to_path_buf);
+        let Ok(session) = Session::new(cli, &base_dir, &name, redactor.clone()) else {
+            return EXIT_ERROR;
+        };
+        let scope = globals(&session.context);
+        let mut sources = Sources::default();
+        sources.add(&name, &text);
+        // Self-contained compilation loads every `import`, so a broken module is reported
+        // now rather than halfway through a cluster change.
+        match session.engine.compile_into_self_contained(&scope, &text) {
+            Ok(_) => println!("{name}: ok"),
+            Err(e) => {
+                failed += 1;
+                let d = Diagnostic::from_rhai(&e, &name, &base_dir);
+                eprint!("{}", d.render(&sources, session.context.redactor()));
+            }
+        }
+    }
+    if failed > 0 {
+        EXIT_ERROR
+    } else {
+        0
+    }
+}
+
+fn repl(cli: &Cli, redactor: Redactor) -> i32 {
+    let Ok(session) = Session::with_output(cli, &cwd(), "repl", redactor, OutputMode::Stream)
+    else {
+        return EXIT_ERROR;
+    };
+    let scope = globals(&session.context);
+    harun_repl::run(session.engine, session.context, scope)
+}

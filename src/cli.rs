@@ -1,0 +1,144 @@
+//! The command line. Usage errors exit with 3 (UNKNOWN), not clap's 2, which would read as
+//! CRITICAL to the monitoring that runs harun's health scripts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "harun",
+    version,
+    about = "Operate Consul, Nomad and Vault clusters with scripts: safer than a runbook, faster than Ansible",
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "\
+Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also script, compile and usage errors).
+
+Examples:
+  harun scripts/health.rhai                 run a script against ./harun.hcl
+  harun --dry-run scripts/consul-ha.rhai    show what it would change, change nothing
+  harun -e 'print(40 + 2)'                  evaluate code
+  harun check scripts/*.rhai                compile only, report errors
+  harun repl                                explore interactively"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The script to run; its directory is where `import` looks for modules
+    #[arg(value_name = "SCRIPT")]
+    pub script: Option<PathBuf>,
+
+    /// Arguments for the script, after `--` (the `args` array)
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+
+    /// Evaluate CODE instead of a script file and print its result
+    #[arg(
+        short = 'e',
+        long = "eval",
+        value_name = "CODE",
+        conflicts_with = "script"
+    )]
+    pub eval: Option<String>,
+
+    #[command(flatten)]
+    pub run: RunFlags,
+
+    #[command(flatten)]
+    pub output: OutputFlags,
+}
+
+/// Flags that shape a run.
+#[derive(Args, Debug, Clone)]
+pub struct RunFlags {
+    /// The topology file [default: ./harun.hcl when present]
+    #[arg(long, global = true, env = "HARUN_TOPOLOGY", value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+
+    /// A script parameter, KEY=VALUE; repeatable (the `params` map)
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+
+    /// Show what would change, as a numbered plan with diffs; change nothing
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Answer yes to every confirmation (needed to confirm without a terminal)
+    #[arg(long, global = true)]
+    pub yes: bool,
+
+    /// Stop the run after this long, e.g. 90s, 5m
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Append every change made to this JSON-lines file [default: $XDG_STATE_HOME/harun/audit.log]
+    #[arg(long, global = true, env = "HARUN_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+}
+
+/// Flags that shape what is printed.
+#[derive(Args, Debug, Clone)]
+pub struct OutputFlags {
+    /// More log detail on stderr: -v progress, -vv details, -vvv everything
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Log lines as text or JSON
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
+    pub log_format: Format,
+
+    /// Results as text (a summary line, then output) or one JSON document; `md` is text
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text, value_name = "FORMAT")]
+    pub format: Format,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Text for people (Markdown for `harun doc`)
+    #[value(alias = "md")]
+    Text,
+    /// JSON for programs
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Compile scripts and their imports, report errors, run nothing
+    Check {
+        /// The scripts to check
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Explore and fix a cluster interactively (also: bare `harun` on a terminal)
+    Repl,
+    /// Print the reference of every built-in function, from its doc comment
+    /// (Markdown; `--format json` for the raw metadata)
+    Doc,
+    /// Print a shell completion script: harun completions bash > /etc/bash_completion.d/harun
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s or 5m: {e}"))
+}

@@ -1,0 +1,217 @@
+//! `local`: files and commands on the machine harun runs on (a controller running its own
+//! health check from cron, or the lab). Writes are atomic and keep a backup; every change
+//! goes through the run's dry-run / audit path.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use harun_runtime::error::call_error;
+use harun_runtime::{Action, Context};
+use rhai::plugin::*;
+
+#[export_module]
+pub mod local_api {
+    use std::path::Path;
+
+    use super::write_file;
+    use harun_runtime::diagnostic::interrupt_error;
+    use harun_runtime::error::call_error;
+    use harun_runtime::{Action, Context, Secret};
+    use rhai::Map;
+
+    /// The contents of the text file at `path`.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn read(ctx: NativeCallContext, path: &str) -> Result<String, Box<EvalAltResult>> {
+        std::fs::read_to_string(path).map_err(|e| {
+            call_error(
+                &ctx,
+                "harun::local::read",
+                format!("cannot read {path}: {e}"),
+            )
+        })
+    }
+
+    /// True when `path` exists.
+    #[rhai_fn(volatile)]
+    pub fn exists(path: &str) -> bool {
+        Path::new(path).exists()
+    }
+
+    /// Writes `content` to `path` atomically (a temporary file renamed into place), keeping
+    /// the mode of the file it replaces (0644 for a new one) and a timestamped backup
+    /// `path.harun-YYYYmmddTHHMMSS.bak` of the old content. Returns true when the file
+    /// changed; writing identical content changes nothing.
+    #[rhai_fn(name = "write", volatile, return_raw)]
+    pub fn write(
+        ctx: NativeCallContext,
+        path: &str,
+        content: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        write_file(&ctx, path, content, content, None)
+    }
+
+    /// Like `write(path, content)`, with the file's `mode` (e.g. `0o600`).
+    #[rhai_fn(name = "write", volatile, return_raw)]
+    pub fn write_mode(
+        ctx: NativeCallContext,
+        path: &str,
+        content: &str,
+        mode: i64,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        write_file(&ctx, path, content, content, Some(mode))
+    }
+
+    /// Writes a Secret to `path` with mode 0600; plans and logs show `<secret>`.
+    #[rhai_fn(name = "write", volatile, return_raw)]
+    pub fn write_secret(
+        ctx: NativeCallContext,
+        path: &str,
+        content: Secret,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        write_file(&ctx, path, content.expose(), "<secret>\n", Some(0o600))
+    }
+
+    /// Runs `command` with `sh -c` and returns `#{status, stdout, stderr}`; a non-zero
+    /// status is returned, not thrown. In a dry run the command is planned, not run, and
+    /// the result is `#{status: 0, stdout: "", stderr: "", dry_run: true}`.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn run(ctx: NativeCallContext, command: &str) -> Result<Map, Box<EvalAltResult>> {
+        let context = Context::of(&ctx);
+        let timeout = context.options().call_timeout;
+        let action = Action::new("exec", "local", command);
+        let output = context
+            .perform(action, || {
+                let command = command.to_string();
+                context
+                    .block_on(timeout, async move {
+                        tokio::process::Command::new("sh")
+                            .arg("-c")
+                            .arg(&command)
+                            .stdin(std::process::Stdio::null())
+                            .kill_on_drop(true)
+                            .output()
+                            .await
+                    })
+                    .map_err(|i| i.message())?
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                let interrupted = context.bridge().cancelled();
+                match interrupted {
+                    Some(i) => interrupt_error(i, command, ctx.call_position()),
+                    None => call_error(&ctx, "harun::local::run", format!("`{command}`: {e}")),
+                }
+            })?;
+        let mut map = Map::new();
+        match output {
+            Some(out) => {
+                map.insert(
+                    "status".into(),
+                    (out.status.code().unwrap_or(-1) as i64).into(),
+                );
+                map.insert(
+                    "stdout".into(),
+                    String::from_utf8_lossy(&out.stdout).into_owned().into(),
+                );
+                map.insert(
+                    "stderr".into(),
+                    String::from_utf8_lossy(&out.stderr).into_owned().into(),
+                );
+            }
+            None => {
+                map.insert("status".into(), 0_i64.into());
+                map.insert("stdout".into(), "".into());
+                map.insert("stderr".into(), "".into());
+                map.insert("dry_run".into(), true.into());
+            }
+        }
+        Ok(map)
+    }
+}
+
+fn write_file(
+    ctx: &NativeCallContext,
+    path: &str,
+    content: &str,
+    shown: &str,
+    mode: Option<i64>,
+) -> Result<bool, Box<EvalAltResult>> {
+    let target = Path::new(path);
+    let old = match std::fs::read_to_string(target) {
+        Ok(old) => Some(old),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(call_error(
+                ctx,
+                "harun::local::read",
+                format!("cannot read {path} before writing it: {e}"),
+            ))
+        }
+    };
+    if old.as_deref() == Some(content) {
+        return Ok(false);
+    }
+    let old_mode = std::fs::metadata(target)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777);
+    let mode = mode.map(|m| m as u32).or(old_mode).unwrap_or(0o644);
+    let old_shown = match (&old, shown == content) {
+        (Some(old), true) => old.clone(),
+        (Some(_), false) => "<secret>\n".to_string(),
+        (None, _) => String::new(),
+    };
+    let action = Action::new("write", "local", format!("write {path} (mode {mode:04o})"))
+        .with_diff(path, &old_shown, shown);
+    let context = Context::of(ctx);
+    let done = context
+        .perform(action, || {
+            atomic_write(target, content, mode, old.is_some())
+        })
+        .map_err(|e| {
+            call_error(
+                ctx,
+                "harun::local::write",
+                format!("cannot write {path}: {e}"),
+            )
+        })?;
+    Ok(done.is_some())
+}
+
+fn atomic_write(target: &Path, content: &str, mode: u32, backup: bool) -> std::io::Result<()> {
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file path"))?
+        .to_string_lossy()
+        .into_owned();
+    if backup {
+        let stamp = stamp();
+        std::fs::copy(target, dir.join(format!("{name}.harun-{stamp}.bak")))?;
+    }
+    let tmp = dir.join(format!(".{name}.harun-{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(content.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `20261124T175109`, UTC, for backup names that sort by time.
+fn stamp() -> String {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    now.trim_end_matches('Z').replace(['-', ':'], "")
+}
