@@ -119,6 +119,6 @@ pub fn render_value(value: &Dynamic) -> String {
     if value.is_map() || value.is_array() {
         serde_json::to_string_pretty(&json::to_json(value)).unwrap_or_else(|_| value.to_string())
     } else {
-        value.to_string()
+        json::to_text(value)
     }
 }

@@ -1,4 +1,4 @@
-//! Script values to JSON, for `--format json`: secrets stay `<secret>`.
+//! Script values as JSON (`--format json`) and as text: secrets stay `<secret>`.
 
 use rhai::Dynamic;
 use serde_json::{Map, Number, Value};
@@ -35,4 +35,14 @@ pub fn to_json(value: &Dynamic) -> Value {
         return Value::Object(out);
     }
     Value::String(value.to_string())
+}
+
+/// A scalar as text: secrets as `<secret>`, strings bare, other values as Rhai prints
+/// them (a custom type would otherwise print its Rust type name).
+pub fn to_text(value: &Dynamic) -> String {
+    if value.is::<Secret>() {
+        REDACTED.to_string()
+    } else {
+        value.to_string()
+    }
 }

@@ -312,12 +312,14 @@ impl Parser<'_> {
                     }
                     service_blocks.insert(service.to_string(), self.service_body(block)?);
                 }
-                other => return Err(self.error(
-                    block.ident.span(),
-                    format!(
+                other => {
+                    return Err(self.error(
+                        block.ident.span(),
+                        format!(
                         "unknown block `{other}` (expected defaults, host, consul, nomad or vault)"
                     ),
-                )),
+                    ))
+                }
             }
         }
 
