@@ -43,9 +43,11 @@ pub fn finish(run: Run) -> i32 {
 
     let (code, summary) = match &error {
         Some(d) => {
-            let mut with_error = report.clone();
-            with_error.add(Status::Unknown, format!("{}: {}", d.code, d.message));
-            (EXIT_ERROR, with_error.summary_line_as(Status::Unknown))
+            let error = format!("{}: {}", d.code, d.message);
+            (
+                EXIT_ERROR,
+                report.summary_line_led_by(Status::Unknown, Some(&error)),
+            )
         }
         None => {
             let code = ctx

@@ -16,27 +16,31 @@ pub mod core_api {
 
     /// Reports an OK result: `ok("3 consul servers alive")`.
     #[rhai_fn(volatile)]
-    pub fn ok(ctx: NativeCallContext, message: &str) {
-        Context::of(&ctx).report(Status::Ok, message);
+    pub fn ok(ctx: NativeCallContext, message: Dynamic) {
+        let text = crate::json::script_text(&ctx, message);
+        Context::of(&ctx).report(Status::Ok, text);
     }
 
     /// Reports a WARNING; the run exits with 1 unless something worse is reported.
     #[rhai_fn(volatile)]
-    pub fn warning(ctx: NativeCallContext, message: &str) {
-        Context::of(&ctx).report(Status::Warning, message);
+    pub fn warning(ctx: NativeCallContext, message: Dynamic) {
+        let text = crate::json::script_text(&ctx, message);
+        Context::of(&ctx).report(Status::Warning, text);
     }
 
     /// Reports a CRITICAL problem; the run exits with 2.
     #[rhai_fn(volatile)]
-    pub fn critical(ctx: NativeCallContext, message: &str) {
-        Context::of(&ctx).report(Status::Critical, message);
+    pub fn critical(ctx: NativeCallContext, message: Dynamic) {
+        let text = crate::json::script_text(&ctx, message);
+        Context::of(&ctx).report(Status::Critical, text);
     }
 
     /// Reports that a state could not be determined (a host unreachable); exit 3 unless
     /// a WARNING or CRITICAL outranks it.
     #[rhai_fn(volatile)]
-    pub fn unknown(ctx: NativeCallContext, message: &str) {
-        Context::of(&ctx).report(Status::Unknown, message);
+    pub fn unknown(ctx: NativeCallContext, message: Dynamic) {
+        let text = crate::json::script_text(&ctx, message);
+        Context::of(&ctx).report(Status::Unknown, text);
     }
 
     /// Ends the script now with exit status `code` (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).

@@ -55,8 +55,11 @@ impl EngineBuilder {
 
         let out = context.clone();
         engine.on_print(move |text| out.output().line(text));
-        engine.on_debug(|text, source, pos| {
-            tracing::debug!(target: "script", "{}{pos:?} {text}", source.unwrap_or(""));
+        engine.on_debug(|text, source, pos| match (source, pos.line()) {
+            (Some(source), Some(line)) => {
+                tracing::debug!(target: "script", "{source}:{line}: {text}")
+            }
+            _ => tracing::debug!(target: "script", "{text}"),
         });
 
         // The script stops at its next step once the run is cancelled (Ctrl-C, SIGTERM,

@@ -38,7 +38,7 @@ pub fn code_and_message(value: &Dynamic) -> (String, String) {
     let message = if value.is_string() {
         value.clone().into_string().unwrap_or_default()
     } else {
-        value.to_string()
+        crate::json::to_text(value)
     };
     ("harun::script::thrown".to_string(), message)
 }

@@ -46,3 +46,16 @@ pub fn to_text(value: &Dynamic) -> String {
         value.to_string()
     }
 }
+
+/// A value as the script's `print` shows it: through the engine's `to_string`, so a Secret
+/// nested in a map or array still prints as `<secret>`.
+pub fn script_text(ctx: &rhai::NativeCallContext, value: Dynamic) -> String {
+    if value.is_string() {
+        return value.into_string().unwrap_or_default();
+    }
+    if value.is::<Secret>() {
+        return REDACTED.to_string();
+    }
+    ctx.call_native_fn::<String>("to_string", (value.clone(),))
+        .unwrap_or_else(|_| to_text(&value))
+}

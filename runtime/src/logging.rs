@@ -1,6 +1,6 @@
 //! Logs: tracing on stderr, as text or JSON lines, every line redacted.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
@@ -31,7 +31,8 @@ pub fn init(verbosity: i8, format: LogFormat, redactor: Redactor) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_target(verbosity >= 2);
+        .with_target(verbosity >= 2)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     let _ = match format {
         LogFormat::Text => builder.without_time().try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

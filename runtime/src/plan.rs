@@ -161,7 +161,7 @@ impl AuditLog {
         let action = action.redacted(redactor);
         let record = AuditRecord {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            user: std::env::var("USER").unwrap_or_default(),
+            user: user_name(),
             script: &self.script,
             kind: &action.kind,
             target: &action.target,
@@ -186,6 +186,21 @@ impl AuditLog {
         f.write_all(line.as_bytes())?;
         f.flush()
     }
+}
+
+/// Who ran the change: `$USER`, `$LOGNAME`, else the numeric uid (cron sets neither).
+fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            use std::os::unix::fs::MetadataExt;
+            // The uid that owns our own /proc entry is the real uid, without unsafe code.
+            std::fs::metadata("/proc/self")
+                .map(|m| format!("uid {}", m.uid()))
+                .unwrap_or_else(|_| "unknown".into())
+        })
 }
 
 #[cfg(test)]

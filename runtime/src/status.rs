@@ -102,11 +102,16 @@ impl Report {
 
     /// The summary line under a given label (used when `exit(n)` overrides the status).
     pub fn summary_line_as(&self, status: Status) -> String {
+        self.summary_line_led_by(status, None)
+    }
+
+    /// The summary line under `status`, with `first` (a script error) before the messages.
+    pub fn summary_line_led_by(&self, status: Status, first: Option<&str>) -> String {
         let mut entries: Vec<&(Status, String)> = self.entries.iter().collect();
         entries.sort_by_key(|(status, _)| std::cmp::Reverse(status.severity()));
-        let messages: Vec<&str> = entries
-            .iter()
-            .map(|(_, m)| m.as_str())
+        let messages: Vec<&str> = first
+            .into_iter()
+            .chain(entries.iter().map(|(_, m)| m.as_str()))
             .filter(|m| !m.is_empty())
             .collect();
         if messages.is_empty() {

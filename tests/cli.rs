@@ -1,0 +1,360 @@
+//! The command-line contract: output, diagnostics and exit statuses a user (or a monitoring
+//! system) sees.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Test;
+
+#[test]
+fn eval_prints_42() {
+    Test::new()
+        .args(["-e", "print(40 + 2)"])
+        .run()
+        .status(0)
+        .stdout("42\n");
+}
+
+#[test]
+fn eval_prints_a_non_unit_result() {
+    Test::new()
+        .args(["-e", "40 + 2"])
+        .run()
+        .status(0)
+        .stdout("42\n");
+    Test::new()
+        .args(["-e", "let x = 1;"])
+        .run()
+        .status(0)
+        .stdout("");
+}
+
+#[test]
+fn syntax_error_shows_file_line_column_and_caret() {
+    Test::new()
+        .file("bad.rhai", "let x = 1;\nlet y = foo(1;\n")
+        .args(["bad.rhai"])
+        .run()
+        .status(3)
+        .stdout("")
+        .stderr(
+            "error[harun::script::syntax]: Expecting ',' to separate the arguments to function call 'foo'
+ --> bad.rhai:2:14
+  |
+2 | let y = foo(1;
+  |              ^
+",
+        );
+}
+
+#[test]
+fn critical_exits_2_with_summary_line() {
+    Test::new()
+        .file("check.rhai", "critical(\"x\")")
+        .args(["check.rhai"])
+        .run()
+        .status(2)
+        .stdout("CRITICAL - x\n");
+}
+
+#[test]
+fn summary_line_comes_first_and_worst_status_wins() {
+    Test::new()
+        .file(
+            "health.rhai",
+            r#"
+print("checked 3 nodes");
+ok("consul has 3 servers");
+warning("disk 91% on controller2");
+unknown("controller3 unreachable");
+"#,
+        )
+        .args(["health.rhai"])
+        .run()
+        .status(1)
+        .stdout("WARNING - disk 91% on controller2; controller3 unreachable; consul has 3 servers\nchecked 3 nodes\n");
+}
+
+#[test]
+fn exit_ends_the_script_with_its_status() {
+    Test::new()
+        .args(["-e", "print(\"a\"); exit(2); print(\"never\")"])
+        .run()
+        .status(2)
+        .stdout("a\n");
+    // Not catchable: a `try` around it does not keep the script going.
+    Test::new()
+        .args(["-e", "try { exit(1) } catch (e) { print(\"caught\") }"])
+        .run()
+        .status(1)
+        .stdout("");
+    // exit() with no status exits with the worst reported.
+    Test::new()
+        .args(["-e", "warning(\"w\"); exit(); critical(\"never\")"])
+        .run()
+        .status(1)
+        .stdout("WARNING - w\n");
+}
+
+#[test]
+fn runtime_error_exits_3_with_position_and_call_stack() {
+    let out = Test::new()
+        .file(
+            "lib/util.rhai",
+            "// helpers\nfn check_node(n) {\n    let m = #{a: 1};\n    m.missing\n}\n",
+        )
+        .file(
+            "main.rhai",
+            "import \"lib/util\" as util;\nfn outer(x) {\n    util::check_node(x)\n}\nok(\"before\");\nouter(1);\n",
+        )
+        .args(["main.rhai"])
+        .run()
+        .status(3);
+    assert_eq!(
+        out.stderr,
+        "error[harun::script::unknown_property]: Property not found: missing
+ --> lib/util.rhai:4:7
+  |
+4 |     m.missing
+  |       ^
+  = in `check_node` called at main.rhai:3:11
+  = in `outer` called at main.rhai:6:1
+"
+    );
+    // Monitoring still gets a first line naming the problem.
+    assert_eq!(
+        out.stdout,
+        "UNKNOWN - harun::script::unknown_property: Property not found: missing; before\n"
+    );
+}
+
+#[test]
+fn native_function_errors_carry_code_and_script_position() {
+    Test::new()
+        .file("r.rhai", "let x = 1;\nlet t = local::read(\"/nonexistent/x.txt\");\n")
+        .args(["r.rhai"])
+        .run()
+        .status(3)
+        .stderr(
+            "error[harun::local::read]: cannot read /nonexistent/x.txt: No such file or directory (os error 2)
+ --> r.rhai:2:16
+  |
+2 | let t = local::read(\"/nonexistent/x.txt\");
+  |                ^
+",
+        );
+}
+
+#[test]
+fn errors_are_catchable_by_code() {
+    Test::new()
+        .args([
+            "-e",
+            "try { local::read(\"/nonexistent\") } catch (e) { print(e.code) }",
+        ])
+        .run()
+        .status(0)
+        .stdout("harun::local::read\n");
+}
+
+#[test]
+fn check_reports_errors_and_runs_nothing() {
+    let t = Test::new()
+        .file("good.rhai", "local::write(\"marker\", \"ran\");\n")
+        .file("bad.rhai", "local::write(\"marker\", \"ran\");\nfn (\n")
+        .args(["check", "good.rhai", "bad.rhai"]);
+    let out = t.run().status(3).stdout("good.rhai: ok\n");
+    assert!(out.stderr.contains("--> bad.rhai:2:4"), "{}", out.stderr);
+    assert!(!t.path("marker").exists(), "check ran a script");
+}
+
+#[test]
+fn check_compiles_imported_modules() {
+    Test::new()
+        .file("lib/broken.rhai", "fn x( { }\n")
+        .file("main.rhai", "import \"lib/broken\" as b;\n")
+        .args(["check", "main.rhai"])
+        .run()
+        .status(3)
+        .stderr_has(" --> lib/broken.rhai:1:7");
+}
+
+#[test]
+fn usage_errors_exit_3_and_help_exits_0() {
+    Test::new()
+        .args(["--no-such-flag"])
+        .run()
+        .status(3)
+        .stderr_has("unexpected argument '--no-such-flag'");
+    Test::new()
+        .args(["--set", "novalue", "-e", "1"])
+        .run()
+        .status(3)
+        .stderr_has("expected KEY=VALUE");
+    Test::new()
+        .args(["--timeout", "soon", "-e", "1"])
+        .run()
+        .status(3);
+    Test::new()
+        .args(["--help"])
+        .run()
+        .status(0)
+        .stdout_has("Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN");
+    Test::new()
+        .args(["missing.rhai"])
+        .run()
+        .status(3)
+        .stderr_has("cannot read the script missing.rhai");
+}
+
+#[test]
+fn params_and_args_reach_the_script() {
+    Test::new()
+        .file(
+            "p.rhai",
+            "print(params.node); print(param(\"count\", \"3\")); print(args);",
+        )
+        .args(["--set", "node=controller2", "p.rhai", "--", "a", "b c"])
+        .run()
+        .status(0)
+        .stdout("controller2\n3\n[\"a\", \"b c\"]\n");
+    Test::new()
+        .args(["-e", "param(\"node\")"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::param::missing]: this script needs --set node=VALUE");
+}
+
+#[test]
+fn map_typos_are_errors() {
+    Test::new()
+        .args(["-e", "let m = #{name: 1}; m.nmae"])
+        .run()
+        .status(3)
+        .stderr_has("harun::script::unknown_property");
+}
+
+#[test]
+fn json_format_is_one_document() {
+    let out = Test::new()
+        .file("c.rhai", "print(\"hello\"); warning(\"w1\"); #{a: 1}")
+        .args(["--format", "json", "c.rhai"])
+        .run()
+        .status(1);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("stdout is JSON");
+    assert_eq!(doc["status"], "WARNING");
+    assert_eq!(doc["code"], 1);
+    assert_eq!(doc["summary"], "WARNING - w1");
+    assert_eq!(doc["output"][0], "hello");
+    assert_eq!(doc["messages"][0]["status"], "WARNING");
+
+    let out = Test::new()
+        .args(["--format", "json", "-e", "#{hosts: [1, 2]}"])
+        .run()
+        .status(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["result"]["hosts"][1], 2);
+}
+
+#[test]
+fn timeout_stops_a_blocked_call_within_a_second() {
+    let started = Instant::now();
+    Test::new()
+        .args(["--timeout", "1s", "-e", "sleep(30)"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::deadline]");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn timeout_stops_a_busy_loop() {
+    Test::new()
+        .args(["--timeout", "500ms", "-e", "loop { }"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::deadline]");
+}
+
+fn signal_stops_a_blocked_call(signal: i32, code: &str) {
+    let t = Test::new().args(["-e", "print(\"started\"); sleep(30)"]);
+    let mut child = t
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let sent = Instant::now();
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let out = loop {
+        if let Some(_) = child.try_wait().unwrap() {
+            break child.wait_with_output().unwrap();
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "harun ignored the signal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(code), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+}
+
+#[test]
+fn sigterm_stops_a_blocked_call() {
+    signal_stops_a_blocked_call(libc::SIGTERM, "error[harun::terminated]");
+}
+
+#[test]
+fn ctrl_c_stops_a_blocked_call() {
+    signal_stops_a_blocked_call(libc::SIGINT, "error[harun::interrupted]");
+}
+
+#[test]
+fn wait_until_gives_up_with_what_it_waited_for() {
+    Test::new()
+        .args([
+            "-e",
+            "let n = 0; wait_until(\"three voters\", 0.3, 0.1, || { n += 1; false })",
+        ])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::wait::timeout]: gave up waiting for three voters after 0.3s");
+    Test::new()
+        .args(["-e", "retry(3, 0.05, || 7)"])
+        .run()
+        .status(0)
+        .stdout("7\n");
+}
+
+#[test]
+fn confirm_refuses_without_a_terminal_unless_yes() {
+    Test::new()
+        .args(["-e", "confirm(\"wipe raft data on controller2?\")"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::confirm::refused]: refused without confirmation: wipe raft data on controller2? (no terminal to ask on; pass --yes to confirm)");
+    Test::new()
+        .args(["--yes", "-e", "confirm(\"wipe?\")"])
+        .run()
+        .status(0)
+        .stdout("true\n");
+}
+
+#[test]
+fn secret_file_must_not_be_readable_by_others() {
+    let t = Test::new().file("token", "s3cr3t\n");
+    let path = t.path("token");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let t = t.args(["-e", "secret::file(\"token\")"]);
+    t.run()
+        .status(3)
+        .stderr_has("error[harun::secret::file_mode]: the secret file token is readable by group or others (mode 0644); run `chmod 600 token`");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    t.run().status(0).stdout("<secret>\n");
+}

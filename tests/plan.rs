@@ -1,0 +1,109 @@
+//! Dry run and audit: one path for every change. A dry run changes nothing and prints a
+//! numbered plan with diffs; a real run changes files atomically, keeps a backup, and
+//! appends to the audit log.
+
+mod common;
+
+use common::Test;
+
+const SCRIPT: &str = r#"
+local::write("consul.hcl", "server = true\nbootstrap_expect = 3\n");
+local::run("touch ran-a-command");
+print("done");
+"#;
+
+#[test]
+fn dry_run_prints_a_plan_and_changes_nothing() {
+    let t = Test::new()
+        .file("consul.hcl", "server = true\nbootstrap_expect = 1\n")
+        .file("change.rhai", SCRIPT)
+        .args(["--dry-run", "change.rhai"]);
+    t.run().status(0).stdout(
+        "done
+Plan (dry run, nothing was changed): 2 actions
+  1. [write] local: write consul.hcl (mode 0644)
+       --- a/consul.hcl
+       +++ b/consul.hcl
+       @@ -1,2 +1,2 @@
+        server = true
+       -bootstrap_expect = 1
+       +bootstrap_expect = 3
+  2. [exec] local: touch ran-a-command
+",
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path("consul.hcl")).unwrap(),
+        "server = true\nbootstrap_expect = 1\n"
+    );
+    assert!(!t.path("ran-a-command").exists());
+    assert!(!t.path(".state/harun/audit.log").exists());
+}
+
+#[test]
+fn real_run_writes_atomically_keeps_a_backup_and_audits() {
+    let t = Test::new()
+        .file("consul.hcl", "server = true\nbootstrap_expect = 1\n")
+        .file("change.rhai", SCRIPT)
+        .args(["change.rhai"]);
+    t.run().status(0).stdout("done\n");
+    assert_eq!(
+        std::fs::read_to_string(t.path("consul.hcl")).unwrap(),
+        "server = true\nbootstrap_expect = 3\n"
+    );
+    assert!(t.path("ran-a-command").exists());
+    let backups: Vec<String> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("consul.hcl.harun-") && n.ends_with(".bak"))
+        .collect();
+    assert_eq!(backups.len(), 1, "one backup: {backups:?}");
+    assert_eq!(
+        std::fs::read_to_string(t.path(&backups[0])).unwrap(),
+        "server = true\nbootstrap_expect = 1\n"
+    );
+    let audit = std::fs::read_to_string(t.path(".state/harun/audit.log")).unwrap();
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["kind"], "write");
+    assert_eq!(records[0]["summary"], "write consul.hcl (mode 0644)");
+    assert_eq!(records[0]["outcome"], "ok");
+    assert_eq!(records[0]["script"], "change.rhai");
+    assert_eq!(records[1]["kind"], "exec");
+
+    // A second run changes nothing: no new backup, no new audit record.
+    t.run().status(0);
+    let audit = std::fs::read_to_string(t.path(".state/harun/audit.log")).unwrap();
+    assert_eq!(audit.lines().count(), 3, "only the command ran again");
+}
+
+#[test]
+fn audit_log_flag_chooses_the_file_and_records_failures() {
+    let t = Test::new()
+        .file("f.rhai", "local::write(\"no/such/dir/x.conf\", \"a\")")
+        .args(["--audit-log", "audit.jsonl", "f.rhai"]);
+    t.run().status(3).stderr_has("error[harun::local::write]");
+    let audit = std::fs::read_to_string(t.path("audit.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(audit.trim()).unwrap();
+    assert_eq!(record["outcome"], "error");
+}
+
+#[test]
+fn dry_run_plan_in_json() {
+    let out = Test::new()
+        .file("change.rhai", SCRIPT)
+        .file("consul.hcl", "bootstrap_expect = 1\n")
+        .args(["--dry-run", "--format", "json", "change.rhai"])
+        .run()
+        .status(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["plan"][0]["kind"], "write");
+    assert!(doc["plan"][0]["diff"]
+        .as_str()
+        .unwrap()
+        .contains("+bootstrap_expect = 3"));
+    assert_eq!(doc["plan"][1]["summary"], "touch ran-a-command");
+}
