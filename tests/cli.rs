@@ -289,7 +289,7 @@ fn signal_stops_a_blocked_call(signal: i32, code: &str) {
     let sent = Instant::now();
     unsafe { libc::kill(child.id() as i32, signal) };
     let out = loop {
-        if let Some(_) = child.try_wait().unwrap() {
+        if child.try_wait().unwrap().is_some() {
             break child.wait_with_output().unwrap();
         }
         assert!(
@@ -357,4 +357,48 @@ fn secret_file_must_not_be_readable_by_others() {
         .stderr_has("error[harun::secret::file_mode]: the secret file token is readable by group or others (mode 0644); run `chmod 600 token`");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     t.run().status(0).stdout("<secret>\n");
+}
+
+#[test]
+fn shipped_scripts_and_examples_compile() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<String> = Vec::new();
+    for dir in ["scripts", "examples"] {
+        for entry in std::fs::read_dir(root.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "rhai") {
+                files.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(!files.is_empty());
+    Test::new()
+        .args(std::iter::once("check".to_string()).chain(files))
+        .run()
+        .status(0);
+}
+
+#[test]
+fn topology_report_example_plans_its_write() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let t = Test::new().args([
+        "--topology",
+        root.join("examples/story.hcl").to_str().unwrap(),
+        "--dry-run",
+        root.join("examples/topology-report.rhai").to_str().unwrap(),
+    ]);
+    let out = t.run().status(0);
+    assert!(
+        out.stdout.starts_with("OK - 3 controllers in "),
+        "{}",
+        out.stdout
+    );
+    assert!(out
+        .stdout
+        .contains("  1. [write] local: write topology-report.txt (mode 0644)"));
+    assert!(!t.path("topology-report.txt").exists());
 }

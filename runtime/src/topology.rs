@@ -187,17 +187,17 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn load(path: &Path) -> Result<Topology, Diagnostic> {
+    pub fn load(path: &Path) -> Result<Topology, Box<Diagnostic>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostic::new(
+            Box::new(Diagnostic::new(
                 "harun::topology::read",
                 format!("cannot read the topology file {}: {e}", path.display()),
-            )
+            ))
         })?;
         Topology::parse(path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<Topology, Diagnostic> {
+    pub fn parse(path: &Path, text: &str) -> Result<Topology, Box<Diagnostic>> {
         Parser {
             file: path.display().to_string(),
             text,
@@ -231,17 +231,19 @@ impl Parser<'_> {
         &self,
         span: Option<std::ops::Range<usize>>,
         message: impl Into<String>,
-    ) -> Diagnostic {
+    ) -> Box<Diagnostic> {
         let (line, col) = line_col(self.text, span.map_or(0, |s| s.start));
-        Diagnostic::new("harun::topology", message).at(self.file.clone(), line, col)
+        Box::new(Diagnostic::new("harun::topology", message).at(self.file.clone(), line, col))
     }
 
-    fn parse(&self, path: &Path) -> Result<Topology, Diagnostic> {
+    fn parse(&self, path: &Path) -> Result<Topology, Box<Diagnostic>> {
         let body: Body = hcl_edit::parser::parse_body(self.text).map_err(|e| {
-            Diagnostic::new("harun::topology::syntax", e.message().to_string()).at(
-                self.file.clone(),
-                e.location().line(),
-                e.location().column(),
+            Box::new(
+                Diagnostic::new("harun::topology::syntax", e.message().to_string()).at(
+                    self.file.clone(),
+                    e.location().line(),
+                    e.location().column(),
+                ),
             )
         })?;
 
@@ -336,7 +338,7 @@ impl Parser<'_> {
         })
     }
 
-    fn no_labels(&self, block: &Block) -> Result<(), Diagnostic> {
+    fn no_labels(&self, block: &Block) -> Result<(), Box<Diagnostic>> {
         if block.labels.is_empty() {
             Ok(())
         } else {
@@ -353,7 +355,7 @@ impl Parser<'_> {
         &self,
         block: &Block,
         is_host: bool,
-    ) -> Result<(Settings, Vec<(String, Option<std::ops::Range<usize>>)>), Diagnostic> {
+    ) -> Result<(Settings, Vec<(String, Option<std::ops::Range<usize>>)>), Box<Diagnostic>> {
         let mut settings = Settings::new();
         let mut nested = Vec::new();
         for structure in block.body.iter() {
@@ -390,7 +392,7 @@ impl Parser<'_> {
         Ok((settings, nested))
     }
 
-    fn service_body(&self, block: &Block) -> Result<Settings, Diagnostic> {
+    fn service_body(&self, block: &Block) -> Result<Settings, Box<Diagnostic>> {
         let service = block.ident.as_str();
         let mut settings = Settings::new();
         for structure in block.body.iter() {
@@ -425,7 +427,7 @@ impl Parser<'_> {
         Ok(settings)
     }
 
-    fn value(&self, expr: &Expression, kind: Kind, key: &str) -> Result<Value, Diagnostic> {
+    fn value(&self, expr: &Expression, kind: Kind, key: &str) -> Result<Value, Box<Diagnostic>> {
         let wrong = |what: &str| self.error(expr.span(), format!("`{key}` must be {what}"));
         match (kind, expr) {
             (Kind::String, Expression::String(s)) => Ok(Value::String(s.value().to_string())),
