@@ -258,5 +258,8 @@ fn repl(cli: &Cli, redactor: Redactor) -> i32 {
         return EXIT_ERROR;
     };
     let scope = globals(&session.context);
-    harun_repl::run(session.engine, session.context, scope)
+    let context = session.context.clone();
+    let code = harun_repl::run(session.engine, session.context, scope);
+    context.finish();
+    code
 }

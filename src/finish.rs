@@ -25,6 +25,8 @@ pub struct Run<'a> {
 
 pub fn finish(run: Run) -> i32 {
     let ctx = run.context;
+    // Close SSH masters and the like before printing: the run is over.
+    ctx.finish();
     let report = ctx.report_snapshot();
     // `exit(n)` ends the script through a termination error; it is not a failure.
     let (value, error) = match run.result {

@@ -2,6 +2,8 @@
 //!
 //! Built-ins reach it through the engine's tag: `Context::of(&ctx)` in any native function.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -64,6 +66,8 @@ struct Inner {
     plan: Plan,
     audit: Option<AuditLog>,
     exit: Mutex<Option<i32>>,
+    extensions: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    finalizers: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 /// One run's shared state. Cheap to clone.
@@ -87,6 +91,8 @@ impl Context {
             plan: Plan::default(),
             audit,
             exit: Mutex::new(None),
+            extensions: Mutex::new(HashMap::new()),
+            finalizers: Mutex::new(Vec::new()),
         }))
     }
 
@@ -217,6 +223,37 @@ impl Context {
             .read_line(&mut answer)
             .map_err(|e| format!("could not read the answer: {e}"))?;
         Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    }
+
+    /// Per-run state of a module (an SSH connection pool, an HTTP client), created on
+    /// first use and shared by every call of the run.
+    pub fn extension<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut map = self.0.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()) as Arc<dyn Any + Send + Sync>)
+            .clone();
+        entry
+            .downcast::<T>()
+            .expect("extensions are keyed by their own type")
+    }
+
+    /// Registers clean-up for the end of the run (closing SSH masters).
+    pub fn on_finish(&self, f: impl FnOnce() + Send + 'static) {
+        self.0
+            .finalizers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// Runs the clean-up registered with `on_finish`, once, newest first.
+    pub fn finish(&self) {
+        let finalizers =
+            std::mem::take(&mut *self.0.finalizers.lock().unwrap_or_else(|e| e.into_inner()));
+        for f in finalizers.into_iter().rev() {
+            f();
+        }
     }
 
     /// Cancels the run (used by the script deadline and the signal handlers).

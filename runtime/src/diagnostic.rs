@@ -163,6 +163,22 @@ impl Diagnostic {
     }
 }
 
+/// The error at the bottom of a chain of function calls and module imports.
+pub fn root_cause(mut err: &EvalAltResult) -> &EvalAltResult {
+    loop {
+        match err {
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+            | EvalAltResult::ErrorInModule(_, inner, _) => err = inner,
+            other => return other,
+        }
+    }
+}
+
+/// The stable code and message of any script error.
+pub fn code_and_message_of(err: &EvalAltResult) -> (String, String) {
+    classify(root_cause(err))
+}
+
 fn location(file: &str, pos: Position) -> Option<Location> {
     Some(Location {
         file: file.to_string(),

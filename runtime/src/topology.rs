@@ -63,6 +63,9 @@ const HOST_SETTINGS: &[(&str, Kind)] = &[
     ("ssh_user", Kind::String),
     ("ssh_port", Kind::Int),
     ("ssh_key", Kind::String),
+    ("ssh_config", Kind::String),
+    ("known_hosts_file", Kind::String),
+    ("max_sessions", Kind::Int),
     ("transport", Kind::OneOf(&["ssh", "local"])),
     ("known_hosts", Kind::OneOf(&["strict", "accept-new"])),
     ("service_manager", Kind::String),
@@ -156,12 +159,28 @@ impl Host {
         self.settings.get(key).and_then(Value::as_str)
     }
 
+    /// A host-level whole-number setting.
+    pub fn get_int(&self, key: &str) -> Option<i64> {
+        match self.settings.get(key) {
+            Some(Value::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// A host-level true/false setting.
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        match self.settings.get(key) {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// A service's string setting, such as `("vault", "config_file")`.
     pub fn service(&self, service: &str, key: &str) -> Option<&str> {
         self.services.get(service)?.get(key).and_then(Value::as_str)
     }
 
-    fn to_dynamic(&self) -> Dynamic {
+    pub fn to_dynamic(&self) -> Dynamic {
         let mut map = Map::new();
         map.insert("name".into(), self.name.clone().into());
         for (key, value) in &self.settings {
@@ -490,6 +509,8 @@ fn merge_host(
         .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
         .collect();
     settings.insert("ssh_port".into(), Value::Int(22));
+    // sshd's MaxSessions default: channels one master may carry at once.
+    settings.insert("max_sessions".into(), Value::Int(10));
     settings.insert("sudo".into(), Value::Bool(false));
     settings.insert("roles".into(), Value::List(Vec::new()));
     settings.extend(defaults.clone());

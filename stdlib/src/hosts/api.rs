@@ -1,0 +1,453 @@
+//! The `ssh` module as scripts see it. Every function is also a method of `Host`:
+//! `host("controller1").exec("uptime")` is `ssh::exec(ssh::host("controller1"), "uptime")`.
+
+use rhai::plugin::*;
+
+#[export_module]
+pub mod ssh_api {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use harun_runtime::error::call_error;
+    use harun_runtime::{Context, Secret};
+    use rhai::{Array, FnPtr, Map};
+
+    use super::super::{
+        command_failed, exec_raw, exists as exists_impl, label, lookup, mkdir as mkdir_impl,
+        perform_command, read_optional, result_map, write_file, FileOptions, HostHandle,
+        RunOptions,
+    };
+
+    pub type Host = HostHandle;
+
+    /// The topology host named `name`: `let c1 = host("controller1");`
+    #[rhai_fn(global, name = "host", volatile, return_raw)]
+    pub fn host(ctx: NativeCallContext, name: &str) -> Result<Host, Box<EvalAltResult>> {
+        lookup(&ctx, name)
+    }
+
+    /// The host of a `topology.hosts` entry: `for h in topology.hosts { host(h) }`.
+    #[rhai_fn(global, name = "host", volatile, return_raw)]
+    pub fn host_of(ctx: NativeCallContext, entry: Map) -> Result<Host, Box<EvalAltResult>> {
+        let name = entry
+            .get("name")
+            .and_then(|n| n.clone().into_string().ok())
+            .ok_or_else(|| {
+                call_error(
+                    &ctx,
+                    "harun::host::unknown",
+                    "this map has no `name` of a topology host",
+                )
+            })?;
+        lookup(&ctx, &name)
+    }
+
+    /// Every host of the topology, in file order.
+    #[rhai_fn(global, volatile, return_raw)]
+    pub fn hosts(ctx: NativeCallContext) -> Result<Array, Box<EvalAltResult>> {
+        let context = Context::of(&ctx);
+        let Some(topology) = context.options().topology.clone() else {
+            return Ok(Array::new());
+        };
+        Ok(topology
+            .hosts
+            .iter()
+            .map(|h| Dynamic::from(HostHandle(std::sync::Arc::new(h.clone()))))
+            .collect())
+    }
+
+    /// The host's name in the topology.
+    #[rhai_fn(global, get = "name", pure)]
+    pub fn name(host: &mut Host) -> String {
+        host.name().to_string()
+    }
+
+    /// The address harun connects to.
+    #[rhai_fn(global, get = "address", pure)]
+    pub fn address(host: &mut Host) -> String {
+        host.0.address().to_string()
+    }
+
+    /// All the host's settings as in `topology.hosts`, service blocks included:
+    /// `h.settings.vault.config_file`.
+    #[rhai_fn(global, get = "settings", pure)]
+    pub fn settings(host: &mut Host) -> Dynamic {
+        host.0.to_dynamic()
+    }
+
+    /// A host prints as `host(controller1)`.
+    #[rhai_fn(global, name = "to_string", pure)]
+    pub fn to_string(host: &mut Host) -> String {
+        format!("host({})", host.name())
+    }
+
+    /// A host prints as `host(controller1)`.
+    #[rhai_fn(global, name = "to_debug", pure)]
+    pub fn to_debug(host: &mut Host) -> String {
+        format!("host({})", host.name())
+    }
+
+    /// Runs `command` on the host and returns `#{host, command, status, ok, stdout, stderr}`;
+    /// a non-zero status is returned, not thrown. A change: planned in a dry run (status 0,
+    /// `dry_run: true`), audited otherwise.
+    #[rhai_fn(global, name = "run", volatile, return_raw)]
+    pub fn run(
+        ctx: NativeCallContext,
+        host: Host,
+        command: &str,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        run_with(ctx, host, command, Map::new())
+    }
+
+    /// `run` with options `#{sudo: true, timeout: 120, stdin: "text"}`.
+    #[rhai_fn(global, name = "run", volatile, return_raw)]
+    pub fn run_with(
+        ctx: NativeCallContext,
+        host: Host,
+        command: &str,
+        options: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        let options = RunOptions::parse(&ctx, &options)?;
+        let out = perform_command(&ctx, &host, command, options)?;
+        Ok(result_map(&host, command, out.as_ref()))
+    }
+
+    /// Runs `command` and returns its stdout without the trailing newline; throws
+    /// `harun::host::command_failed` (or a more precise code) naming the host, the command,
+    /// the status and the end of stderr when it fails. A change, like `run`.
+    #[rhai_fn(global, name = "exec", volatile, return_raw)]
+    pub fn exec(
+        ctx: NativeCallContext,
+        host: Host,
+        command: &str,
+    ) -> Result<String, Box<EvalAltResult>> {
+        exec_with(ctx, host, command, Map::new())
+    }
+
+    /// `exec` with options `#{sudo: true, timeout: 120, stdin: "text"}`.
+    #[rhai_fn(global, name = "exec", volatile, return_raw)]
+    pub fn exec_with(
+        ctx: NativeCallContext,
+        host: Host,
+        command: &str,
+        options: Map,
+    ) -> Result<String, Box<EvalAltResult>> {
+        let options = RunOptions::parse(&ctx, &options)?;
+        match perform_command(&ctx, &host, command, options)? {
+            Some(out) if out.status != 0 => Err(command_failed(&ctx, host.name(), command, &out)),
+            Some(out) => Ok(String::from_utf8_lossy(&out.stdout)
+                .trim_end_matches('\n')
+                .to_string()),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// `exec` under sudo (`sudo -n`: a password prompt is an error, never a hang).
+    #[rhai_fn(global, name = "sudo", volatile, return_raw)]
+    pub fn sudo(
+        ctx: NativeCallContext,
+        host: Host,
+        command: &str,
+    ) -> Result<String, Box<EvalAltResult>> {
+        let mut options = Map::new();
+        options.insert("sudo".into(), true.into());
+        exec_with(ctx, host, command, options)
+    }
+
+    /// Runs a command that only reads (`systemctl is-active vault`, `cat /etc/hostname`):
+    /// it runs in a dry run too, and is not audited. Returns the same map as `run`. Never
+    /// pass it a command that changes anything.
+    #[rhai_fn(global, name = "query", volatile, return_raw)]
+    pub fn query(
+        ctx: NativeCallContext,
+        host: Host,
+        command: &str,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        query_with(ctx, host, command, Map::new())
+    }
+
+    /// `query` with options `#{sudo: true, timeout: 120, stdin: "text"}`.
+    #[rhai_fn(global, name = "query", volatile, return_raw)]
+    pub fn query_with(
+        ctx: NativeCallContext,
+        host: Host,
+        command: &str,
+        options: Map,
+    ) -> Result<Map, Box<EvalAltResult>> {
+        let options = RunOptions::parse(&ctx, &options)?;
+        let target = host.target();
+        let sudo = (options.sudo || target.sudo) && target.needs_sudo();
+        let cmd = super::super::shell::command(command, sudo);
+        let out = exec_raw(&ctx, &host, &cmd, options.stdin, options.timeout)?;
+        Ok(result_map(&host, command, Some(&out)))
+    }
+
+    /// The content of the text file `path` on the host (with sudo when the host has
+    /// `sudo = true`); `harun::host::not_found` when it does not exist.
+    #[rhai_fn(global, name = "read", volatile, return_raw)]
+    pub fn read(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+    ) -> Result<String, Box<EvalAltResult>> {
+        match read_optional(&ctx, &host, path)? {
+            Some(bytes) => String::from_utf8(bytes).map_err(|_| {
+                call_error(
+                    &ctx,
+                    "harun::host::binary",
+                    format!("{}: {path} is not text (use download)", host.name()),
+                )
+            }),
+            None => Err(call_error(
+                &ctx,
+                "harun::host::not_found",
+                format!("{}: {path} does not exist", host.name()),
+            )),
+        }
+    }
+
+    /// True when `path` exists on the host.
+    #[rhai_fn(global, name = "exists", volatile, return_raw)]
+    pub fn exists(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        exists_impl(&ctx, &host, path)
+    }
+
+    /// Writes `content` to `path` on the host atomically (a temporary file renamed into
+    /// place), keeping the old file's mode and owner and a timestamped backup
+    /// `path.harun-YYYYmmddTHHMMSS.bak`. Identical content changes nothing. Returns true
+    /// when the file changed. A change: a diff in the dry-run plan, audited otherwise.
+    #[rhai_fn(global, name = "write", volatile, return_raw)]
+    pub fn write(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+        content: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        write_file(
+            &ctx,
+            &host,
+            path,
+            content.as_bytes(),
+            None,
+            &FileOptions {
+                backup: true,
+                ..FileOptions::default()
+            },
+        )
+    }
+
+    /// `write` with options `#{mode: 0o640, owner: "consul", group: "consul", backup: true}`.
+    #[rhai_fn(global, name = "write", volatile, return_raw)]
+    pub fn write_with(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+        content: &str,
+        options: Map,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let options = FileOptions::parse(&ctx, &options)?;
+        write_file(&ctx, &host, path, content.as_bytes(), None, &options)
+    }
+
+    /// Writes a Secret to `path` (mode 0600 unless given); plans show `<secret>`.
+    #[rhai_fn(global, name = "write", volatile, return_raw)]
+    pub fn write_secret(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+        content: Secret,
+        options: Map,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let mut options = FileOptions::parse(&ctx, &options)?;
+        options.mode.get_or_insert(0o600);
+        write_file(
+            &ctx,
+            &host,
+            path,
+            content.expose().as_bytes(),
+            Some("<secret>\n"),
+            &options,
+        )
+    }
+
+    /// Creates the directory `path` and its parents (`mkdir -p`). Returns true when it
+    /// changed something.
+    #[rhai_fn(global, name = "mkdir", volatile, return_raw)]
+    pub fn mkdir(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        mkdir_impl(&ctx, &host, path, &FileOptions::default())
+    }
+
+    /// `mkdir` with `#{owner: "vault", group: "vault", mode: 0o750}`: the story's trap, a
+    /// raft directory created by hand as root that Vault cannot write.
+    #[rhai_fn(global, name = "mkdir", volatile, return_raw)]
+    pub fn mkdir_with(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+        options: Map,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let options = FileOptions::parse(&ctx, &options)?;
+        mkdir_impl(&ctx, &host, path, &options)
+    }
+
+    /// Copies the local file `local` to `remote` on the host (atomically, with a backup).
+    #[rhai_fn(global, name = "upload", volatile, return_raw)]
+    pub fn upload(
+        ctx: NativeCallContext,
+        host: Host,
+        local: &str,
+        remote: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        upload_with(ctx, host, local, remote, Map::new())
+    }
+
+    /// `upload` with `#{mode, owner, group, backup}`.
+    #[rhai_fn(global, name = "upload", volatile, return_raw)]
+    pub fn upload_with(
+        ctx: NativeCallContext,
+        host: Host,
+        local: &str,
+        remote: &str,
+        options: Map,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let options = FileOptions::parse(&ctx, &options)?;
+        let bytes = std::fs::read(local).map_err(|e| {
+            call_error(
+                &ctx,
+                "harun::local::read",
+                format!("cannot read {local}: {e}"),
+            )
+        })?;
+        write_file(&ctx, &host, remote, &bytes, None, &options)
+    }
+
+    /// Copies `remote` from the host to the local file `local`.
+    #[rhai_fn(global, name = "download", volatile, return_raw)]
+    pub fn download(
+        ctx: NativeCallContext,
+        host: Host,
+        remote: &str,
+        local: &str,
+    ) -> Result<(), Box<EvalAltResult>> {
+        let bytes = read_optional(&ctx, &host, remote)?.ok_or_else(|| {
+            call_error(
+                &ctx,
+                "harun::host::not_found",
+                format!("{}: {remote} does not exist", host.name()),
+            )
+        })?;
+        let tmp = format!("{local}.harun-download");
+        std::fs::write(&tmp, &bytes)
+            .and_then(|_| std::fs::rename(&tmp, local))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                call_error(
+                    &ctx,
+                    "harun::local::write",
+                    format!("cannot write {local}: {e}"),
+                )
+            })
+    }
+
+    /// Calls `f(host)` for every host at once (up to 16 at a time) and returns the results
+    /// in host order. When some fail, throws `harun::parallel::failed` naming every failed
+    /// host and its error; `e.errors` maps host to message, `e.results` holds the others.
+    #[rhai_fn(global, name = "parallel", volatile, return_raw)]
+    pub fn parallel(
+        ctx: NativeCallContext,
+        hosts: Array,
+        f: FnPtr,
+    ) -> Result<Array, Box<EvalAltResult>> {
+        parallel_limit(ctx, hosts, 16, f)
+    }
+
+    /// `parallel` with at most `limit` hosts at a time.
+    #[rhai_fn(global, name = "parallel", volatile, return_raw)]
+    pub fn parallel_limit(
+        ctx: NativeCallContext,
+        hosts: Array,
+        limit: i64,
+        f: FnPtr,
+    ) -> Result<Array, Box<EvalAltResult>> {
+        let n = hosts.len();
+        // A dry run goes one host at a time, so the plan lists hosts in a stable order.
+        let workers = if Context::of(&ctx).is_dry_run() {
+            1
+        } else {
+            usize::try_from(limit)
+                .unwrap_or(1)
+                .clamp(1, 64)
+                .min(n.max(1))
+        };
+        // Each thread calls `f` in a context of its own, made from this call's state;
+        // rhai marks the API volatile, not deprecated.
+        #[allow(deprecated)]
+        let store = ctx.store_data();
+        let engine = ctx.engine();
+        let next = AtomicUsize::new(0);
+        let results: Vec<Mutex<Option<Result<Dynamic, Box<EvalAltResult>>>>> =
+            (0..n).map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
+                    #[allow(deprecated)]
+                    let call_ctx = store.create_context(engine);
+                    let outcome = f.call_within_context::<Dynamic>(&call_ctx, (hosts[i].clone(),));
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                });
+            }
+        });
+        let mut values = Array::with_capacity(n);
+        let mut errors = Map::new();
+        let mut lines = Vec::new();
+        for (i, slot) in results.into_iter().enumerate() {
+            let outcome = slot
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or(Ok(Dynamic::UNIT));
+            match outcome {
+                Ok(value) => values.push(value),
+                Err(e) if !e.is_catchable() => return Err(e),
+                Err(e) => {
+                    let who = label(&hosts[i], i);
+                    let (_, message) = harun_runtime::diagnostic::code_and_message_of(&e);
+                    // Host errors already start with the host's name.
+                    if message.starts_with(&format!("{who}: ")) {
+                        lines.push(message.clone());
+                    } else {
+                        lines.push(format!("{who}: {message}"));
+                    }
+                    errors.insert(who.into(), message.into());
+                    values.push(Dynamic::UNIT);
+                }
+            }
+        }
+        if errors.is_empty() {
+            return Ok(values);
+        }
+        let mut value = Map::new();
+        value.insert("code".into(), "harun::parallel::failed".into());
+        value.insert(
+            "message".into(),
+            format!("{} of {n} failed: {}", errors.len(), lines.join("; ")).into(),
+        );
+        value.insert("errors".into(), errors.into());
+        value.insert("results".into(), values.into());
+        Err(Box::new(EvalAltResult::ErrorRuntime(
+            value.into(),
+            ctx.call_position(),
+        )))
+    }
+}

@@ -1,0 +1,533 @@
+//! Hosts from the topology, and what scripts do on them: run commands, read and write
+//! files, in parallel over many hosts. Registered as the `ssh` module; its functions are
+//! also methods of `Host` (`h.exec("uptime")`).
+
+pub mod error;
+pub mod pool;
+pub mod shell;
+pub mod transport;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use harun_runtime::diagnostic::interrupt_error;
+use harun_runtime::error::call_error;
+use harun_runtime::topology::Host;
+use harun_runtime::{Action, Context};
+use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext};
+
+use error::HostError;
+use pool::Pool;
+use transport::{ExecOutput, Target};
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// A host of the topology, as scripts hold it.
+#[derive(Clone)]
+pub struct HostHandle(pub Arc<Host>);
+
+impl HostHandle {
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn target(&self) -> Target {
+        Target::from_host(&self.0)
+    }
+}
+
+/// The run's connection pool; closed when the run ends.
+#[derive(Default)]
+struct Hosts {
+    pool: Arc<Pool>,
+    closing: AtomicBool,
+}
+
+fn pool(context: &Context) -> Arc<Pool> {
+    let hosts = context.extension::<Hosts>();
+    if !hosts.closing.swap(true, Ordering::SeqCst) {
+        let pool = hosts.pool.clone();
+        let ctx = context.clone();
+        context.on_finish(move || {
+            let _ = ctx
+                .bridge()
+                .block_on(Duration::from_secs(5), async move { pool.close().await });
+        });
+    }
+    hosts.pool.clone()
+}
+
+/// The topology host `name`, or an error listing the known ones.
+pub fn lookup(ctx: &NativeCallContext, name: &str) -> RhaiResult<HostHandle> {
+    let context = Context::of(ctx);
+    let topology = context.options().topology.clone();
+    let Some(topology) = topology else {
+        return Err(call_error(
+            ctx,
+            "harun::host::no_topology",
+            format!("no host `{name}`: there is no topology (pass --topology FILE or create ./harun.hcl)"),
+        ));
+    };
+    match topology.host(name) {
+        Some(host) => Ok(HostHandle(Arc::new(host.clone()))),
+        None => Err(call_error(
+            ctx,
+            "harun::host::unknown",
+            format!(
+                "no host `{name}` in {} (hosts: {})",
+                topology.path.display(),
+                topology
+                    .hosts
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// Options of `run` / `exec` / `query`: `#{sudo: true, timeout: 120, stdin: "..."}`.
+#[derive(Default)]
+pub struct RunOptions {
+    pub sudo: bool,
+    pub timeout: Option<Duration>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl RunOptions {
+    pub fn parse(ctx: &NativeCallContext, options: &Map) -> RhaiResult<RunOptions> {
+        let mut out = RunOptions::default();
+        for (key, value) in options {
+            match key.as_str() {
+                "sudo" => {
+                    out.sudo = value
+                        .as_bool()
+                        .map_err(|_| bad_option(ctx, "sudo", "true or false"))?
+                }
+                "timeout" => {
+                    let secs = value
+                        .as_float()
+                        .or_else(|_| value.as_int().map(|i| i as f64))
+                        .map_err(|_| bad_option(ctx, "timeout", "a number of seconds"))?;
+                    out.timeout = Some(Duration::from_secs_f64(secs.max(0.0)));
+                }
+                "stdin" => {
+                    out.stdin = Some(
+                        value
+                            .clone()
+                            .into_string()
+                            .map_err(|_| bad_option(ctx, "stdin", "a string"))?
+                            .into_bytes(),
+                    )
+                }
+                other => {
+                    return Err(call_error(
+                        ctx,
+                        "harun::host::option",
+                        format!("unknown option `{other}` (known: sudo, timeout, stdin)"),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn bad_option(ctx: &NativeCallContext, key: &str, what: &str) -> Box<EvalAltResult> {
+    call_error(
+        ctx,
+        "harun::host::option",
+        format!("option `{key}` must be {what}"),
+    )
+}
+
+/// Runs a command on a host and waits for it, within the host's timeouts and the run's
+/// cancellation. The one place where commands reach hosts.
+pub fn exec_raw(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    command: &str,
+    stdin: Option<Vec<u8>>,
+    timeout: Option<Duration>,
+) -> RhaiResult<ExecOutput> {
+    let context = Context::of(ctx);
+    let target = host.target();
+    let pool = pool(&context);
+    let limit = target.connect_timeout + timeout.unwrap_or(target.command_timeout);
+    tracing::debug!(host = %target.name, "exec: {command}");
+    let t = target.clone();
+    let cmd = command.to_string();
+    let p = pool.clone();
+    let outcome = context.block_on(limit, async move {
+        let (connection, _permit) = p.acquire(&t).await?;
+        let result = connection.exec(&t, &cmd, stdin).await;
+        if result.is_err() {
+            p.invalidate(&t).await;
+        }
+        result
+    });
+    match outcome {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(host_error(ctx, &e)),
+        Err(interrupt) => Err(interrupt_error(
+            interrupt,
+            &format!("{}: `{command}`", target.name),
+            ctx.call_position(),
+        )),
+    }
+}
+
+/// A host error as a script error; the full cause chain goes to the log (`-v`).
+pub fn host_error(ctx: &NativeCallContext, e: &HostError) -> Box<EvalAltResult> {
+    if e.detail != e.reason {
+        tracing::info!(host = %e.host, "{}", e.detail);
+    }
+    call_error(ctx, e.code, e.to_string())
+}
+
+/// Whether this operation should run under sudo on this host.
+fn use_sudo(target: &Target, asked: bool) -> bool {
+    (asked || target.sudo) && target.needs_sudo()
+}
+
+fn result_map(host: &HostHandle, command: &str, out: Option<&ExecOutput>) -> Map {
+    let mut map = Map::new();
+    map.insert("host".into(), host.name().into());
+    map.insert("command".into(), command.into());
+    match out {
+        Some(out) => {
+            map.insert("status".into(), (out.status as i64).into());
+            map.insert("ok".into(), (out.status == 0).into());
+            map.insert(
+                "stdout".into(),
+                String::from_utf8_lossy(&out.stdout).into_owned().into(),
+            );
+            map.insert(
+                "stderr".into(),
+                String::from_utf8_lossy(&out.stderr).into_owned().into(),
+            );
+        }
+        None => {
+            map.insert("status".into(), 0_i64.into());
+            map.insert("ok".into(), true.into());
+            map.insert("stdout".into(), "".into());
+            map.insert("stderr".into(), "".into());
+            map.insert("dry_run".into(), true.into());
+        }
+    }
+    map
+}
+
+/// The last lines of stderr, for an error message.
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// The error for a command that exited non-zero, classified by status and stderr.
+pub fn command_failed(
+    ctx: &NativeCallContext,
+    host: &str,
+    command: &str,
+    out: &ExecOutput,
+) -> Box<EvalAltResult> {
+    let stderr = tail(&out.stderr);
+    let lower = stderr.to_lowercase();
+    let (code, what) =
+        if lower.contains("a password is required") || lower.contains("a terminal is required") {
+            (
+                "harun::host::sudo",
+                "sudo needs a password; allow the command without one (NOPASSWD) for this user"
+                    .to_string(),
+            )
+        } else if out.status == 127 {
+            (
+                "harun::host::command_not_found",
+                "command not found".to_string(),
+            )
+        } else if out.status == 126
+            || lower.contains("permission denied")
+            || lower.contains("operation not permitted")
+        {
+            (
+                "harun::host::permission",
+                "permission denied (set `sudo = true` for this host, or use the `sudo` option)"
+                    .to_string(),
+            )
+        } else {
+            (
+                "harun::host::command_failed",
+                format!("exited with status {}", out.status),
+            )
+        };
+    let mut message = format!("{host}: `{command}` {what}");
+    if !stderr.is_empty() {
+        message.push_str(": ");
+        message.push_str(&stderr);
+    }
+    call_error(ctx, code, message)
+}
+
+/// Runs a command as a change: planned in a dry run, audited otherwise.
+fn perform_command(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    command: &str,
+    options: RunOptions,
+) -> RhaiResult<Option<ExecOutput>> {
+    let context = Context::of(ctx);
+    let target = host.target();
+    let sudo = use_sudo(&target, options.sudo);
+    let shown = if sudo {
+        format!("sudo {command}")
+    } else {
+        command.to_string()
+    };
+    context.perform(Action::new("exec", host.name(), shown), || {
+        exec_raw(
+            ctx,
+            host,
+            &shell::command(command, sudo),
+            options.stdin,
+            options.timeout,
+        )
+    })
+}
+
+/// The content of `path` on `host`, or `None` when it does not exist.
+pub fn read_optional(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    path: &str,
+) -> RhaiResult<Option<Vec<u8>>> {
+    let target = host.target();
+    let cmd = shell::script(shell::READ, &[path], use_sudo(&target, false));
+    let out = exec_raw(ctx, host, &cmd, None, None)?;
+    match out.status {
+        0 => Ok(Some(out.stdout)),
+        shell::MISSING => Ok(None),
+        _ => Err(command_failed(
+            ctx,
+            host.name(),
+            &format!("cat {path}"),
+            &out,
+        )),
+    }
+}
+
+/// Options of `write` / `upload` / `mkdir`: `#{mode: 0o640, owner: "vault", group: "vault",
+/// backup: true}`.
+#[derive(Default)]
+pub struct FileOptions {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub backup: bool,
+}
+
+impl FileOptions {
+    pub fn parse(ctx: &NativeCallContext, options: &Map) -> RhaiResult<FileOptions> {
+        let mut out = FileOptions {
+            backup: true,
+            ..FileOptions::default()
+        };
+        for (key, value) in options {
+            let text = || {
+                value
+                    .clone()
+                    .into_string()
+                    .map_err(|_| bad_option(ctx, key, "a string"))
+            };
+            match key.as_str() {
+                "mode" => {
+                    let mode = value
+                        .as_int()
+                        .map_err(|_| bad_option(ctx, "mode", "a number such as 0o640"))?;
+                    if !(0..=0o7777).contains(&mode) {
+                        return Err(bad_option(ctx, "mode", "between 0o000 and 0o7777"));
+                    }
+                    out.mode = Some(mode as u32);
+                }
+                "owner" => out.owner = Some(text()?),
+                "group" => out.group = Some(text()?),
+                "backup" => {
+                    out.backup = value
+                        .as_bool()
+                        .map_err(|_| bad_option(ctx, "backup", "true or false"))?
+                }
+                other => {
+                    return Err(call_error(
+                        ctx,
+                        "harun::host::option",
+                        format!("unknown option `{other}` (known: mode, owner, group, backup)"),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(mode) = self.mode {
+            parts.push(format!("mode {mode:04o}"));
+        }
+        match (&self.owner, &self.group) {
+            (Some(o), Some(g)) => parts.push(format!("owner {o}:{g}")),
+            (Some(o), None) => parts.push(format!("owner {o}")),
+            (None, Some(g)) => parts.push(format!("group {g}")),
+            (None, None) => {}
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
+    }
+}
+
+fn as_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => format!("<{} bytes of binary data>\n", bytes.len()),
+    }
+}
+
+/// Writes `content` to `path` on `host` atomically, with a backup of the old file; a
+/// change only when the content differs. `shown` is what the plan shows as the new content
+/// (`<secret>` for a secret). Returns true when the file changed.
+pub fn write_file(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    path: &str,
+    content: &[u8],
+    shown: Option<&str>,
+    options: &FileOptions,
+) -> RhaiResult<bool> {
+    let old = read_optional(ctx, host, path)?;
+    if old.as_deref() == Some(content) {
+        return Ok(false);
+    }
+    let new_shown = shown.map_or_else(|| as_text(content), str::to_string);
+    let old_shown = match (&old, shown) {
+        (Some(_), Some(_)) => "<secret>\n".to_string(),
+        (Some(old), None) => as_text(old),
+        (None, _) => String::new(),
+    };
+    let action = Action::new(
+        "write",
+        host.name(),
+        format!("write {path}{}", options.describe()),
+    )
+    .with_diff(path, &old_shown, &new_shown);
+    let target = host.target();
+    let mode = options.mode.map(|m| format!("{m:o}")).unwrap_or_default();
+    let stamp = stamp();
+    let cmd = shell::script(
+        shell::WRITE,
+        &[
+            path,
+            &mode,
+            options.owner.as_deref().unwrap_or(""),
+            options.group.as_deref().unwrap_or(""),
+            if options.backup && old.is_some() {
+                "1"
+            } else {
+                "0"
+            },
+            &stamp,
+        ],
+        use_sudo(&target, false),
+    );
+    let context = Context::of(ctx);
+    let done = context.perform(action, || {
+        let out = exec_raw(ctx, host, &cmd, Some(content.to_vec()), None)?;
+        if out.status != 0 {
+            return Err(command_failed(
+                ctx,
+                host.name(),
+                &format!("write {path}"),
+                &out,
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(done.is_some())
+}
+
+/// `20261124T175109`, UTC, for backup names that sort by time.
+pub fn stamp() -> String {
+    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    now.trim_end_matches('Z').replace(['-', ':'], "")
+}
+
+pub fn mkdir(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    path: &str,
+    options: &FileOptions,
+) -> RhaiResult<bool> {
+    let target = host.target();
+    let check = shell::script(r#"[ -d "$1" ]"#, &[path], use_sudo(&target, false));
+    if exec_raw(ctx, host, &check, None, None)?.status == 0
+        && options.owner.is_none()
+        && options.group.is_none()
+        && options.mode.is_none()
+    {
+        return Ok(false);
+    }
+    let mode = options.mode.map(|m| format!("{m:o}")).unwrap_or_default();
+    let cmd = shell::script(
+        shell::MKDIR,
+        &[
+            path,
+            options.owner.as_deref().unwrap_or(""),
+            options.group.as_deref().unwrap_or(""),
+            &mode,
+        ],
+        use_sudo(&target, false),
+    );
+    let action = Action::new(
+        "mkdir",
+        host.name(),
+        format!("mkdir -p {path}{}", options.describe()),
+    );
+    let done = Context::of(ctx).perform(action, || {
+        let out = exec_raw(ctx, host, &cmd, None, None)?;
+        if out.status != 0 {
+            return Err(command_failed(
+                ctx,
+                host.name(),
+                &format!("mkdir -p {path}"),
+                &out,
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(done.is_some())
+}
+
+/// True when `path` exists on `host`.
+pub fn exists(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<bool> {
+    let target = host.target();
+    let cmd = shell::script(r#"[ -e "$1" ]"#, &[path], use_sudo(&target, false));
+    Ok(exec_raw(ctx, host, &cmd, None, None)?.status == 0)
+}
+
+/// How `parallel` names an item in its errors: the host name, a map's `name`, or `#i`.
+pub fn label(item: &Dynamic, index: usize) -> String {
+    if let Some(host) = item.read_lock::<HostHandle>() {
+        return host.name().to_string();
+    }
+    if let Some(map) = item.read_lock::<Map>() {
+        if let Some(name) = map.get("name") {
+            return name.to_string();
+        }
+    }
+    format!("#{index}")
+}
+
+pub mod api;

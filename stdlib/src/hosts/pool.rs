@@ -1,0 +1,150 @@
+//! One connection per host for the whole run, shared by every call and thread.
+//!
+//! SSH masters live in a control directory of this process's own
+//! (`$XDG_RUNTIME_DIR/harun-ssh/PID`), so concurrent runs (cron and a person) never touch
+//! each other's sockets. Directories of processes that died (a killed cron run) are removed
+//! at the next start; their masters exit by themselves after a minute idle.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::HostError;
+use super::transport::{connect_ssh, Connection, Target};
+
+struct Slot {
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// sshd's MaxSessions: commands in flight over one master.
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+pub struct Pool {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    control_dir: OnceLock<Result<PathBuf, String>>,
+}
+
+impl Pool {
+    fn slot(&self, target: &Target) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(target.name.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    connection: tokio::sync::Mutex::new(None),
+                    permits: Arc::new(Semaphore::new(target.max_sessions)),
+                })
+            })
+            .clone()
+    }
+
+    /// The host's connection (connecting on first use) and a session permit.
+    pub async fn acquire(
+        &self,
+        target: &Target,
+    ) -> Result<(Arc<Connection>, OwnedSemaphorePermit), HostError> {
+        let slot = self.slot(target);
+        let permit = slot.permits.clone().acquire_owned().await.map_err(|_| {
+            HostError::new(
+                "harun::host::closed",
+                &target.name,
+                "connection pool closed",
+            )
+        })?;
+        let mut connection = slot.connection.lock().await;
+        if let Some(c) = connection.as_ref() {
+            return Ok((c.clone(), permit));
+        }
+        let fresh = if target.local {
+            Arc::new(Connection::Local)
+        } else {
+            let dir = self
+                .control_dir()
+                .map_err(|e| HostError::new("harun::host::control_dir", &target.name, e))?;
+            tracing::debug!(host = %target.name, address = %target.address, "connecting over ssh");
+            Arc::new(Connection::Ssh(Arc::new(connect_ssh(target, &dir).await?)))
+        };
+        *connection = Some(fresh.clone());
+        Ok((fresh, permit))
+    }
+
+    /// Forgets a broken connection so the next call reconnects (a host that rebooted).
+    pub async fn invalidate(&self, target: &Target) {
+        let slot = self.slot(target);
+        slot.connection.lock().await.take();
+    }
+
+    fn control_dir(&self) -> Result<PathBuf, String> {
+        self.control_dir
+            .get_or_init(|| {
+                let base = control_base();
+                std::fs::create_dir_all(&base)
+                    .and_then(|_| restrict(&base))
+                    .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+                remove_stale(&base);
+                let dir = base.join(std::process::id().to_string());
+                std::fs::create_dir_all(&dir)
+                    .and_then(|_| restrict(&dir))
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                Ok(dir)
+            })
+            .clone()
+    }
+
+    /// Closes every master and removes the control directory (the end of the run).
+    pub async fn close(&self) {
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for slot in slots {
+            let connection = slot.connection.lock().await.take();
+            if let Some(connection) = connection.and_then(|c| Arc::try_unwrap(c).ok()) {
+                if let Connection::Ssh(session) = connection {
+                    if let Ok(session) = Arc::try_unwrap(session) {
+                        let _ = tokio::time::timeout(Duration::from_secs(3), session.close()).await;
+                    }
+                }
+            }
+        }
+        if let Some(Ok(dir)) = self.control_dir.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn control_base() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir).join("harun-ssh"),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        _ => std::env::temp_dir().join(format!("harun-ssh-{}", unsafe { libc::getuid() })),
+    }
+}
+
+fn restrict(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Removes the control directories of harun processes that no longer run.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            tracing::debug!("removing the stale ssh control directory of process {pid}");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The shell snippets behind file operations: POSIX sh, GNU and busybox userlands alike,
+//! so the same code serves SSH hosts and this machine.
+
+use std::borrow::Cow;
+
+/// `'it'\''s'`: one argument for the remote shell.
+pub fn quote(arg: &str) -> String {
+    shell_escape::unix::escape(Cow::Borrowed(arg)).into_owned()
+}
+
+/// `sh -c 'SCRIPT' harun ARG...`, with `sudo -n` in front when asked.
+pub fn script(script: &str, args: &[&str], sudo: bool) -> String {
+    let mut out = String::new();
+    if sudo {
+        out.push_str("sudo -n ");
+    }
+    out.push_str("sh -c ");
+    out.push_str(&quote(script));
+    out.push_str(" harun");
+    for arg in args {
+        out.push(' ');
+        out.push_str(&quote(arg));
+    }
+    out
+}
+
+/// A user's command, under `sudo -n sh -c` when asked.
+pub fn command(command: &str, sudo: bool) -> String {
+    if sudo {
+        format!("sudo -n sh -c {}", quote(command))
+    } else {
+        command.to_string()
+    }
+}
+
+/// Exit status for "the file does not exist" (EX_NOINPUT).
+pub const MISSING: i32 = 66;
+
+/// `$1`'s content, or exit 66 when it does not exist.
+pub const READ: &str = r#"if [ -e "$1" ]; then exec cat -- "$1"; else exit 66; fi"#;
+
+/// Writes stdin to `$1` atomically: a temporary file in the same directory, its mode and
+/// owner set (`$2` mode, `$3` owner, `$4` group; empty keeps the old file's, or 0644),
+/// a backup `$1.harun-$6.bak` of the old file when `$5` is 1, then a rename.
+pub const WRITE: &str = r#"set -e
+target=$1 mode=$2 owner=$3 group=$4 backup=$5 stamp=$6
+dir=$(dirname -- "$target")
+[ -d "$dir" ] || { echo "directory $dir does not exist" >&2; exit 1; }
+tmp=$(mktemp "$dir/.harun.XXXXXX")
+trap 'rm -f "$tmp"' EXIT
+cat > "$tmp"
+if [ -e "$target" ]; then
+  [ -n "$mode" ] || mode=$(stat -c %a -- "$target")
+  [ -n "$owner" ] || owner=$(stat -c %u -- "$target")
+  [ -n "$group" ] || group=$(stat -c %g -- "$target")
+  if [ "$backup" = 1 ]; then cp -p -- "$target" "$target.harun-$stamp.bak"; fi
+fi
+chmod "${mode:-644}" "$tmp"
+if [ -n "$owner$group" ]; then chown "$owner${group:+:$group}" "$tmp"; fi
+mv -f -- "$tmp" "$target"
+trap - EXIT"#;
+
+/// `mkdir -p $1`, then owner `$2`, group `$3` and mode `$4` when given.
+pub const MKDIR: &str = r#"set -e
+mkdir -p -- "$1"
+if [ -n "$2$3" ]; then chown "$2${3:+:$3}" -- "$1"; fi
+if [ -n "$4" ]; then chmod "$4" -- "$1"; fi"#;

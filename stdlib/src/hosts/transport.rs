@@ -1,0 +1,209 @@
+//! How a command reaches a host: over SSH (one multiplexed master per host) or on this
+//! machine. Everything else a host does (files, services) is a shell command run through
+//! [`Connection::exec`], so the two transports behave the same.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use harun_runtime::topology::Host;
+use tokio::io::AsyncWriteExt;
+
+use super::error::HostError;
+
+/// What a finished command left behind.
+#[derive(Clone, Debug)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// How to reach one host, from its topology settings.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub address: String,
+    pub user: Option<String>,
+    pub port: u16,
+    pub key: Option<PathBuf>,
+    pub ssh_config: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    pub accept_new: bool,
+    pub local: bool,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub max_sessions: usize,
+    pub sudo: bool,
+}
+
+impl Target {
+    pub fn from_host(host: &Host) -> Target {
+        let duration = |key: &str, default: u64| {
+            host.get(key)
+                .and_then(|s| humantime::parse_duration(s).ok())
+                .unwrap_or(Duration::from_secs(default))
+        };
+        Target {
+            name: host.name.clone(),
+            address: host.address().to_string(),
+            user: host.get("ssh_user").map(str::to_string),
+            port: host
+                .get_int("ssh_port")
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(22),
+            key: host.get("ssh_key").map(PathBuf::from),
+            ssh_config: host.get("ssh_config").map(PathBuf::from),
+            known_hosts_file: host.get("known_hosts_file").map(PathBuf::from),
+            accept_new: host.get("known_hosts") == Some("accept-new"),
+            local: host.get("transport") == Some("local"),
+            connect_timeout: duration("connect_timeout", 10),
+            command_timeout: duration("command_timeout", 60),
+            max_sessions: host
+                .get_int("max_sessions")
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(10),
+            sudo: host.get_bool("sudo").unwrap_or(false),
+        }
+    }
+
+    /// Whether privileged commands need `sudo` in front: not when we already are root.
+    pub fn needs_sudo(&self) -> bool {
+        if self.local {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            unsafe { libc::geteuid() != 0 }
+        } else {
+            self.user.as_deref() != Some("root")
+        }
+    }
+}
+
+/// An open way to run commands on one host.
+pub enum Connection {
+    Local,
+    Ssh(Arc<openssh::Session>),
+}
+
+impl Connection {
+    /// Runs `command` through the host's shell, feeding `stdin` when given.
+    pub async fn exec(
+        &self,
+        target: &Target,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, HostError> {
+        match self {
+            Connection::Local => exec_local(target, command, stdin).await,
+            Connection::Ssh(session) => exec_ssh(target, session.clone(), command, stdin).await,
+        }
+    }
+}
+
+async fn exec_local(
+    target: &Target,
+    command: &str,
+    stdin: Option<Vec<u8>>,
+) -> Result<ExecOutput, HostError> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| HostError::io(&target.name, "cannot start sh", &e))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(&input)
+            .await
+            .map_err(|e| HostError::io(&target.name, "cannot feed the command", &e))?;
+        drop(pipe);
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| HostError::io(&target.name, "the command failed", &e))?;
+    Ok(ExecOutput {
+        status: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
+async fn exec_ssh(
+    target: &Target,
+    session: Arc<openssh::Session>,
+    command: &str,
+    stdin: Option<Vec<u8>>,
+) -> Result<ExecOutput, HostError> {
+    let mut cmd = session.arc_raw_command(command);
+    cmd.stdin(if stdin.is_some() {
+        openssh::Stdio::piped()
+    } else {
+        openssh::Stdio::null()
+    })
+    .stdout(openssh::Stdio::piped())
+    .stderr(openssh::Stdio::piped());
+    let mut child = cmd.spawn().await.map_err(|e| HostError::ssh(target, &e))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin().take()) {
+        pipe.write_all(&input)
+            .await
+            .map_err(|e| HostError::io(&target.name, "cannot feed the command", &e))?;
+        pipe.shutdown().await.ok();
+        drop(pipe);
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| HostError::ssh(target, &e))?;
+    Ok(ExecOutput {
+        status: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
+/// Opens the SSH master for a host: key authentication only, the topology's known-hosts
+/// policy, a connect timeout, and a master that exits by itself when idle, so a killed run
+/// leaves no process behind for long.
+pub async fn connect_ssh(
+    target: &Target,
+    control_dir: &std::path::Path,
+) -> Result<openssh::Session, HostError> {
+    let mut builder = openssh::SessionBuilder::default();
+    builder
+        .port(target.port)
+        .connect_timeout(target.connect_timeout)
+        .server_alive_interval(Duration::from_secs(15))
+        .control_directory(control_dir)
+        .control_persist(openssh::ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(60).expect("60 is not zero"),
+        ))
+        .known_hosts_check(if target.accept_new {
+            openssh::KnownHosts::Add
+        } else {
+            openssh::KnownHosts::Strict
+        });
+    if let Some(user) = &target.user {
+        builder.user(user.clone());
+    }
+    if let Some(key) = &target.key {
+        builder.keyfile(key);
+    }
+    if let Some(config) = &target.ssh_config {
+        builder.config_file(config);
+    }
+    if let Some(file) = &target.known_hosts_file {
+        builder.user_known_hosts_file(file);
+    }
+    builder
+        .connect_mux(&target.address)
+        .await
+        .map_err(|e| HostError::ssh(target, &e))
+}
