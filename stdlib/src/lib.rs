@@ -4,9 +4,11 @@
 //! prints. Everything that changes state goes through `Context::perform`, so `--dry-run`
 //! and the audit log cover it.
 
+pub mod hcl;
 pub mod hosts;
 pub mod local;
 pub mod log;
+pub mod service;
 pub mod wait;
 
 use rhai::Engine;
@@ -14,8 +16,14 @@ use rhai::Engine;
 /// Registers every built-in module with `engine` (passed to `EngineBuilder::with`).
 pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<hosts::HostHandle>("Host");
+    engine.register_type_with_name::<hcl::edit::Document>("HclDocument");
     engine.register_static_module("log", rhai::exported_module!(log::log_api).into());
     engine.register_static_module("local", rhai::exported_module!(local::local_api).into());
     engine.register_static_module("ssh", rhai::exported_module!(hosts::api::ssh_api).into());
+    engine.register_static_module("hcl", rhai::exported_module!(hcl::api::hcl_api).into());
+    engine.register_static_module(
+        "service",
+        rhai::exported_module!(service::service_api).into(),
+    );
     engine.register_global_module(rhai::exported_module!(wait::wait_api).into());
 }

@@ -1,0 +1,312 @@
+//! `service`: start, stop, restart and query services through the host's service manager
+//! (systemd, OpenRC, or a command template from the topology), waiting until the service
+//! reaches the state asked for.
+
+use std::time::{Duration, Instant};
+
+use harun_runtime::diagnostic::interrupt_error;
+use harun_runtime::error::call_error;
+use harun_runtime::{Action, Context};
+use rhai::plugin::*;
+
+use crate::hosts::{command_failed, exec_raw, shell, HostHandle};
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+enum Manager {
+    Systemd,
+    OpenRc,
+    /// `sudo rc-service {service} {action}`: status is the exit code of action `status`.
+    Template(String),
+}
+
+fn manager(host: &HostHandle) -> Manager {
+    match host.0.get("service_manager").unwrap_or("systemd") {
+        "systemd" => Manager::Systemd,
+        "openrc" => Manager::OpenRc,
+        template => Manager::Template(template.to_string()),
+    }
+}
+
+/// `consul` names the topology's consul service (its `service` setting, the unit name);
+/// any other name is a unit name as is.
+fn unit(host: &HostHandle, name: &str) -> String {
+    host.0.service(name, "service").unwrap_or(name).to_string()
+}
+
+fn sudo(host: &HostHandle) -> bool {
+    let target = host.target();
+    target.sudo && target.needs_sudo()
+}
+
+fn action_command(host: &HostHandle, unit: &str, action: &str) -> String {
+    let q = shell::quote(unit);
+    match manager(host) {
+        Manager::Systemd => shell::command(&format!("systemctl {action} {q}"), sudo(host)),
+        Manager::OpenRc => shell::command(&format!("rc-service {q} {action}"), sudo(host)),
+        Manager::Template(t) => t.replace("{service}", &q).replace("{action}", action),
+    }
+}
+
+/// The service's state: `active`, `inactive`, `failed`, `activating`, `deactivating`.
+pub fn state(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResult<String> {
+    let unit = unit(host, name);
+    let out = exec_raw(
+        ctx,
+        host,
+        &action_command(
+            host,
+            &unit,
+            match manager(host) {
+                Manager::Systemd => "is-active",
+                _ => "status",
+            },
+        ),
+        None,
+        None,
+    )?;
+    let state = match manager(host) {
+        Manager::Systemd => {
+            let word = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if word.is_empty() {
+                // systemctl itself failed (not installed, no permission).
+                return Err(command_failed(
+                    ctx,
+                    host.name(),
+                    &format!("systemctl is-active {unit}"),
+                    &out,
+                ));
+            }
+            word
+        }
+        Manager::OpenRc => match out.status {
+            0 => "active".into(),
+            3 => "inactive".into(),
+            127 => {
+                return Err(command_failed(
+                    ctx,
+                    host.name(),
+                    &format!("rc-service {unit} status"),
+                    &out,
+                ))
+            }
+            _ => "failed".into(),
+        },
+        Manager::Template(_) => match out.status {
+            0 => "active".into(),
+            127 => {
+                return Err(command_failed(
+                    ctx,
+                    host.name(),
+                    &format!("{unit} status"),
+                    &out,
+                ))
+            }
+            _ => "inactive".into(),
+        },
+    };
+    Ok(state)
+}
+
+/// Polls until the service is in `wanted`, failing fast on `failed` when it wanted active.
+pub fn wait_for(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    name: &str,
+    wanted: &str,
+    timeout: Duration,
+) -> RhaiResult<()> {
+    let started = Instant::now();
+    let context = Context::of(ctx);
+    loop {
+        let now = state(ctx, host, name)?;
+        if now == wanted {
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if (now == "failed" && wanted == "active" && waited > Duration::from_secs(2))
+            || waited >= timeout
+        {
+            let hint = match manager(host) {
+                Manager::Systemd => format!("; see `journalctl -u {}`", unit(host, name)),
+                _ => String::new(),
+            };
+            return Err(call_error(
+                ctx,
+                "harun::service::state",
+                format!(
+                    "{}: {name} is {now}, not {wanted}, after {}{hint}",
+                    host.name(),
+                    humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                ),
+            ));
+        }
+        let pause = Duration::from_millis(250).min(timeout.saturating_sub(waited));
+        context
+            .block_on(pause + Duration::from_secs(1), async move {
+                tokio::time::sleep(pause).await
+            })
+            .map_err(|i| interrupt_error(i, "waiting for a service", ctx.call_position()))?;
+    }
+}
+
+/// start / stop / restart: skipped when the service already is where `action` leads
+/// (except restart), planned in a dry run, then waited for.
+fn change(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    name: &str,
+    action: &str,
+    timeout: Duration,
+) -> RhaiResult<bool> {
+    let wanted = if action == "stop" {
+        "inactive"
+    } else {
+        "active"
+    };
+    if action != "restart" && state(ctx, host, name)? == wanted {
+        return Ok(false);
+    }
+    let unit = unit(host, name);
+    let command = action_command(host, &unit, action);
+    let context = Context::of(ctx);
+    let done = context.perform(
+        Action::new("service", host.name(), format!("{action} {unit}")),
+        || {
+            let out = exec_raw(ctx, host, &command, None, Some(timeout))?;
+            if out.status != 0 {
+                return Err(command_failed(
+                    ctx,
+                    host.name(),
+                    &format!("{action} {unit}"),
+                    &out,
+                ));
+            }
+            wait_for(ctx, host, name, wanted, timeout)
+        },
+    )?;
+    Ok(done.is_some())
+}
+
+fn seconds(ctx: &NativeCallContext, s: f64) -> RhaiResult<Duration> {
+    if s.is_finite() && s >= 0.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(call_error(
+            ctx,
+            "harun::service::timeout",
+            format!("{s} is not a number of seconds"),
+        ))
+    }
+}
+
+#[export_module]
+pub mod service_api {
+    use super::*;
+
+    /// The state of service `name` on the host: "active", "inactive", "failed",
+    /// "activating", ... `name` may be a topology service (`"vault"` uses its `service`
+    /// setting) or a unit name. A read: it runs in a dry run too.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn status(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+    ) -> Result<String, Box<EvalAltResult>> {
+        state(&ctx, &host, name)
+    }
+
+    /// True when service `name` is active on the host.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn is_active(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        Ok(state(&ctx, &host, name)? == "active")
+    }
+
+    /// Starts service `name` and waits until it is active (60 s at most); nothing to do
+    /// when it already runs. Returns true when it started it.
+    #[rhai_fn(name = "start", volatile, return_raw)]
+    pub fn start(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        change(&ctx, &host, name, "start", DEFAULT_TIMEOUT)
+    }
+
+    /// `start`, waiting at most `timeout_seconds`.
+    #[rhai_fn(name = "start", volatile, return_raw)]
+    pub fn start_within(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+        timeout_seconds: f64,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let timeout = seconds(&ctx, timeout_seconds)?;
+        change(&ctx, &host, name, "start", timeout)
+    }
+
+    /// Stops service `name` and waits until it is inactive (60 s at most); nothing to do
+    /// when it is not running. Returns true when it stopped it.
+    #[rhai_fn(name = "stop", volatile, return_raw)]
+    pub fn stop(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        change(&ctx, &host, name, "stop", DEFAULT_TIMEOUT)
+    }
+
+    /// `stop`, waiting at most `timeout_seconds`.
+    #[rhai_fn(name = "stop", volatile, return_raw)]
+    pub fn stop_within(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+        timeout_seconds: f64,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let timeout = seconds(&ctx, timeout_seconds)?;
+        change(&ctx, &host, name, "stop", timeout)
+    }
+
+    /// Restarts service `name` and waits until it is active again (60 s at most).
+    #[rhai_fn(name = "restart", volatile, return_raw)]
+    pub fn restart(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        change(&ctx, &host, name, "restart", DEFAULT_TIMEOUT)
+    }
+
+    /// `restart`, waiting at most `timeout_seconds`.
+    #[rhai_fn(name = "restart", volatile, return_raw)]
+    pub fn restart_within(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+        timeout_seconds: f64,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let timeout = seconds(&ctx, timeout_seconds)?;
+        change(&ctx, &host, name, "restart", timeout)
+    }
+
+    /// Waits until service `name` is in `state` ("active", "inactive"), at most
+    /// `timeout_seconds`; throws `harun::service::state` with the state it is in.
+    #[rhai_fn(name = "wait", volatile, return_raw)]
+    pub fn wait(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+        wanted: &str,
+        timeout_seconds: f64,
+    ) -> Result<(), Box<EvalAltResult>> {
+        let timeout = seconds(&ctx, timeout_seconds)?;
+        wait_for(&ctx, &host, name, wanted, timeout)
+    }
+}
