@@ -148,3 +148,4 @@ impl Outcome {
         std::fs::read_to_string(Path::new(&self.dir).join(name)).unwrap_or_default()
     }
 }
+pub mod sshd;

@@ -343,7 +343,7 @@ fn new_block(segment: &Segment, content: &hcl::Body, indent: &str) -> Result<Blo
     for label in &segment.labels {
         builder = builder.add_label(label.clone());
     }
-    let block = builder.add_structures(content.clone().into_iter()).build();
+    let block = builder.add_structures(content.clone()).build();
     let text = format(&hcl::Body::builder().add_block(block).build())?;
     let indented: String = text
         .lines()
@@ -402,9 +402,7 @@ fn block_from(segment: &Segment, map: &hcl::Map<String, hcl::Value>) -> Result<h
     for label in &segment.labels {
         builder = builder.add_label(label.clone());
     }
-    Ok(builder
-        .add_structures(body_from(&entries)?.into_iter())
-        .build())
+    Ok(builder.add_structures(body_from(&entries)?).build())
 }
 
 #[cfg(test)]

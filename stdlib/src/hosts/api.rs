@@ -393,8 +393,8 @@ pub mod ssh_api {
         let store = ctx.store_data();
         let engine = ctx.engine();
         let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<Result<Dynamic, Box<EvalAltResult>>>>> =
-            (0..n).map(|_| Mutex::new(None)).collect();
+        type Outcome = Option<Result<Dynamic, Box<EvalAltResult>>>;
+        let results: Vec<Mutex<Outcome>> = (0..n).map(|_| Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| loop {

@@ -155,28 +155,36 @@ pub fn exec_raw(
     let context = Context::of(ctx);
     let target = host.target();
     let pool = pool(&context);
-    let limit = target.connect_timeout + timeout.unwrap_or(target.command_timeout);
     tracing::debug!(host = %target.name, "exec: {command}");
-    let t = target.clone();
-    let cmd = command.to_string();
-    let p = pool.clone();
-    let outcome = context.block_on(limit, async move {
-        let (connection, _permit) = p.acquire(&t).await?;
-        let result = connection.exec(&t, &cmd, stdin).await;
-        if result.is_err() {
-            p.invalidate(&t).await;
-        }
-        result
-    });
-    match outcome {
-        Ok(Ok(out)) => Ok(out),
-        Ok(Err(e)) => Err(host_error(ctx, &e)),
-        Err(interrupt) => Err(interrupt_error(
+    let interrupted = |interrupt| {
+        interrupt_error(
             interrupt,
             &format!("{}: `{command}`", target.name),
             ctx.call_position(),
-        )),
-    }
+        )
+    };
+    // Connecting and running have their own limits: a slow handshake does not eat the
+    // command's time, and a local command waits for no handshake at all.
+    let (t, p) = (target.clone(), pool.clone());
+    let (connection, permit) = context
+        .block_on(
+            target.connect_timeout + Duration::from_secs(1),
+            async move { p.acquire(&t).await },
+        )
+        .map_err(interrupted)?
+        .map_err(|e| host_error(ctx, &e))?;
+    let (t, p, cmd) = (target.clone(), pool.clone(), command.to_string());
+    let outcome = context
+        .block_on(timeout.unwrap_or(target.command_timeout), async move {
+            let result = connection.exec(&t, &cmd, stdin).await;
+            drop(permit);
+            if result.is_err() {
+                p.invalidate(&t).await;
+            }
+            result
+        })
+        .map_err(interrupted)?;
+    outcome.map_err(|e| host_error(ctx, &e))
 }
 
 /// A host error as a script error; the full cause chain goes to the log (`-v`).

@@ -105,11 +105,10 @@ impl Pool {
             .collect();
         for slot in slots {
             let connection = slot.connection.lock().await.take();
-            if let Some(connection) = connection.and_then(|c| Arc::try_unwrap(c).ok()) {
-                if let Connection::Ssh(session) = connection {
-                    if let Ok(session) = Arc::try_unwrap(session) {
-                        let _ = tokio::time::timeout(Duration::from_secs(3), session.close()).await;
-                    }
+            if let Some(Connection::Ssh(session)) = connection.and_then(|c| Arc::try_unwrap(c).ok())
+            {
+                if let Ok(session) = Arc::try_unwrap(session) {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), session.close()).await;
                 }
             }
         }

@@ -36,8 +36,13 @@ pub fn command(command: &str, sudo: bool) -> String {
 /// Exit status for "the file does not exist" (EX_NOINPUT).
 pub const MISSING: i32 = 66;
 
-/// `$1`'s content, or exit 66 when it does not exist.
-pub const READ: &str = r#"if [ -e "$1" ]; then exec cat -- "$1"; else exit 66; fi"#;
+/// `$1`'s content, or exit 66 when it does not exist. A file we may not even look at
+/// (in a directory we cannot enter) is not "missing": `cat` then reports why.
+pub const READ: &str = r#"if [ -e "$1" ]; then exec cat -- "$1"; fi
+d=$(dirname -- "$1")
+while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done
+if [ -r "$d" ] && [ -x "$d" ]; then exit 66; fi
+exec cat -- "$1""#;
 
 /// Writes stdin to `$1` atomically: a temporary file in the same directory, its mode and
 /// owner set (`$2` mode, `$3` owner, `$4` group; empty keeps the old file's, or 0644),

@@ -158,15 +158,35 @@ async fn exec_ssh(
         pipe.shutdown().await.ok();
         drop(pipe);
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| HostError::ssh(target, &e))?;
+    let out = match child.wait_with_output().await {
+        Ok(out) => out,
+        Err(e) => return not_found_as_status(target, e),
+    };
     Ok(ExecOutput {
         status: out.status.code().unwrap_or(-1),
         stdout: out.stdout,
         stderr: out.stderr,
     })
+}
+
+/// openssh turns a remote exit status 127 into an error; give it back as the status the
+/// shell returned, so both transports report a missing command the same way.
+fn not_found_as_status(target: &Target, e: openssh::Error) -> Result<ExecOutput, HostError> {
+    let text = format!(
+        "{e}: {}",
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    if text.contains("remote command not found") {
+        Ok(ExecOutput {
+            status: 127,
+            stdout: Vec::new(),
+            stderr: b"command not found".to_vec(),
+        })
+    } else {
+        Err(HostError::ssh(target, &e))
+    }
 }
 
 /// Opens the SSH master for a host: key authentication only, the topology's known-hosts

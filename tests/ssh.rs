@@ -1,0 +1,374 @@
+//! Hosts over real SSH: sshd processes on loopback aliases, a test user with sudo.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::sshd::{SshLab, USER};
+use common::Test;
+
+fn test_with(lab: &SshLab, defaults: &str) -> Test {
+    Test::new().file("harun.hcl", &lab.topology(defaults))
+}
+
+#[test]
+fn commands_return_output_and_status() {
+    let lab = SshLab::start(1);
+    test_with(&lab, "")
+        .file(
+            "t.rhai",
+            r#"
+let h = host("host1");
+print(h.exec("echo hello; whoami"));
+let r = h.run("echo oops >&2; exit 3");
+print(`${r.status} ${r.ok} ${r.stderr}`);
+print(h.sudo("whoami"));
+print(h.query("echo read-only").stdout);
+try { h.exec("echo fine; echo broken >&2; exit 5") } catch (e) { print(e.code); print(e.message) }
+try { h.exec("no-such-command-here") } catch (e) { print(e.code) }
+"#,
+        )
+        .args(["t.rhai"])
+        .run()
+        .status(0)
+        .stdout(&format!(
+            "hello\n{USER}\n3 false oops\n\nroot\nread-only\n\nharun::host::command_failed\nhost1: `echo fine; echo broken >&2; exit 5` exited with status 5: broken\nharun::host::command_not_found\n"
+        ));
+}
+
+#[test]
+fn config_file_edited_over_ssh_keeps_comments_and_a_backup() {
+    let lab = SshLab::start(1);
+    // A root-owned config, as on the story's controllers: the edit needs sudo.
+    let dir = lab.path("etc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("consul.hcl");
+    std::fs::write(
+        &config,
+        "# consul on host1\nserver = true\nbootstrap_expect = 1 # single server\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        r#"
+let h = host("host1");
+let path = "{}";
+let doc = hcl::edit(h.read(path));
+doc.set("bootstrap_expect", 3);
+doc.set("retry_join", ["host1", "host2", "host3"]);
+print(h.write(path, doc.to_string()));
+print(h.write(path, doc.to_string()));
+"#,
+        config.display()
+    );
+    let t = test_with(&lab, "  sudo = true").file("edit.rhai", &script);
+    t.args(["edit.rhai"])
+        .run()
+        .status(0)
+        .stdout("true\nfalse\n");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "# consul on host1\nserver = true\nbootstrap_expect = 3 # single server\nretry_join = [\"host1\", \"host2\", \"host3\"]\n"
+    );
+    let meta = std::fs::metadata(&config).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640, "mode kept");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), 0, "owner kept");
+    let backups: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("consul.hcl.harun-")
+        })
+        .collect();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(backups[0].path()).unwrap(),
+        "# consul on host1\nserver = true\nbootstrap_expect = 1 # single server\n"
+    );
+}
+
+#[test]
+fn without_sudo_a_root_owned_file_is_a_permission_error() {
+    let lab = SshLab::start(1);
+    let dir = lab.path("private");
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.join("vault.hcl"), "ui = true\n").unwrap();
+    test_with(&lab, "")
+        .args([
+            "-e",
+            &format!("host(\"host1\").read(\"{}/vault.hcl\")", dir.display()),
+        ])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::host::permission]: host1: `cat ")
+        .stderr_has("permission denied (set `sudo = true` for this host");
+}
+
+#[test]
+fn dry_run_over_ssh_plans_the_diff_and_changes_nothing() {
+    let lab = SshLab::start(1);
+    let file = lab.path("nomad.hcl");
+    std::fs::write(&file, "server {\n  bootstrap_expect = 1\n}\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let script = format!(
+        "let h = host(\"host1\");\nlet doc = hcl::edit(h.read(\"{0}\"));\ndoc.set(\"server.bootstrap_expect\", 3);\nh.write(\"{0}\", doc.to_string());\nh.exec(\"touch /tmp/never\");\n",
+        file.display()
+    );
+    let out = test_with(&lab, "")
+        .file("d.rhai", &script)
+        .args(["--dry-run", "d.rhai"])
+        .run()
+        .status(0);
+    assert!(
+        out.stdout.contains("  1. [write] host1: write "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("-  bootstrap_expect = 1\n       +  bootstrap_expect = 3"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("  2. [exec] host1: touch /tmp/never"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "server {\n  bootstrap_expect = 1\n}\n"
+    );
+}
+
+#[test]
+fn host_key_mismatch_is_refused_under_the_strict_policy() {
+    let lab = SshLab::start(2);
+    // known_hosts claims host2's key for host1's address.
+    let text = std::fs::read_to_string(&lab.known_hosts).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let host2_key: Vec<&str> = lines[1].split_whitespace().skip(1).collect();
+    let first_addr = lines[0].split_whitespace().next().unwrap();
+    std::fs::write(
+        &lab.known_hosts,
+        format!("{first_addr} {}\n{}\n", host2_key.join(" "), lines[1]),
+    )
+    .unwrap();
+    test_with(&lab, "")
+        .args(["-e", "host(\"host1\").exec(\"true\")"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::host::host_key]: host1: host key verification failed");
+    // A host missing from known_hosts is refused too, unless accept-new is chosen.
+    std::fs::write(&lab.known_hosts, "").unwrap();
+    test_with(&lab, "")
+        .args(["-e", "host(\"host2\").exec(\"true\")"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::host::host_key]: host2:");
+    test_with(&lab, "  known_hosts = \"accept-new\"")
+        .args(["-e", "host(\"host2\").exec(\"echo in\")"])
+        .run()
+        .status(0)
+        .stdout("in\n");
+    assert!(std::fs::read_to_string(&lab.known_hosts)
+        .unwrap()
+        .contains("ssh-ed25519"));
+}
+
+#[test]
+fn a_refused_key_names_the_user_and_host() {
+    let lab = SshLab::start(1);
+    let other = lab.path("other_key");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let topology = lab.topology("").replace(
+        &lab.user_key.display().to_string(),
+        &other.display().to_string(),
+    );
+    Test::new()
+        .file("harun.hcl", &topology)
+        .args(["-e", "host(\"host1\").exec(\"true\")"])
+        .run()
+        .status(3)
+        .stderr_has(&format!(
+            "error[harun::host::auth]: host1: the SSH key was refused for {USER}@"
+        ));
+}
+
+#[test]
+fn a_stopped_sshd_is_unreachable_within_the_timeout() {
+    let mut lab = SshLab::start(2);
+    lab.hosts[1].stop();
+    let started = Instant::now();
+    test_with(&lab, "")
+        .args(["-e", "host(\"host2\").exec(\"true\")"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::host::unreachable]: host2: connection refused by ");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_host_that_never_answers_times_out() {
+    let lab = SshLab::start(1);
+    // Accepts TCP connections and never says a word, like a hung machine.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(4).flatten() {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(15));
+    });
+    let topology = format!(
+        "{}host \"hung\" {{\n  address = \"127.0.0.1\"\n  ssh_port = {port}\n  connect_timeout = \"2s\"\n  command_timeout = \"1s\"\n}}\n",
+        lab.topology("")
+    );
+    let started = Instant::now();
+    let out = Test::new()
+        .file("harun.hcl", &topology)
+        .args(["-e", "host(\"hung\").exec(\"true\")"])
+        .run()
+        .status(3);
+    assert!(out.stderr.contains("hung"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("harun::host::timeout") || out.stderr.contains("harun::timeout"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(keep);
+}
+
+#[test]
+fn one_command_in_parallel_over_twenty_hosts() {
+    let lab = SshLab::start(20);
+    let out = test_with(&lab, "")
+        .file(
+            "p.rhai",
+            r#"
+let results = parallel(hosts(), |h| h.exec("echo $SSH_CONNECTION"));
+for i in 0..results.len() {
+    // The server address sshd saw: proof that each host was reached on its own.
+    print(`${hosts()[i].name} ${results[i].split(" ")[2]}`);
+}
+"#,
+        )
+        .args(["p.rhai"])
+        .run()
+        .status(0);
+    let expected: String = lab
+        .hosts
+        .iter()
+        .map(|h| format!("{} {}\n", h.name, h.address))
+        .collect();
+    assert_eq!(out.stdout, expected);
+}
+
+#[test]
+fn parallel_reports_every_failed_host() {
+    let mut lab = SshLab::start(4);
+    lab.hosts[1].stop();
+    lab.hosts[3].stop();
+    test_with(&lab, "")
+        .args([
+            "-e",
+            "try { parallel(hosts(), |h| h.exec(\"true\")) } catch (e) { print(e.message); print(e.errors.keys()); print(e.results) }",
+        ])
+        .run()
+        .status(0)
+        .stdout_has("2 of 4 failed: host2: connection refused by ")
+        .stdout_has("; host4: connection refused by ")
+        .stdout_has("[\"host2\", \"host4\"]")
+        .stdout_has("[\"\", (), \"\", ()]");
+}
+
+#[test]
+fn services_start_stop_through_a_command_template() {
+    let lab = SshLab::start(1);
+    // A tiny service manager: a `sleep` process with a pid file stands for the service.
+    let state = lab.path("svc");
+    std::fs::create_dir_all(&state).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let manager = lab.path("svc.sh");
+    std::fs::write(
+        &manager,
+        format!(
+            r#"#!/bin/sh
+pid={0}/$1.pid
+case "$2" in
+  start) [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && exit 0
+         nohup sleep 300 >/dev/null 2>&1 & echo $! > "$pid" ;;
+  stop) [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null; rm -f "$pid" ;;
+  restart) "$0" "$1" stop; "$0" "$1" start ;;
+  status) [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null ;;
+esac
+"#,
+            state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&manager, std::fs::Permissions::from_mode(0o755)).unwrap();
+    test_with(
+        &lab,
+        &format!(
+            "  service_manager = \"{} {{service}} {{action}}\"",
+            manager.display()
+        ),
+    )
+    .file(
+        "s.rhai",
+        r#"
+let h = host("host1");
+print(service::status(h, "consul"));
+print(service::start(h, "consul"));
+print(service::is_active(h, "consul"));
+print(service::start(h, "consul"));
+print(service::restart(h, "consul"));
+print(service::stop(h, "consul"));
+print(service::status(h, "consul"));
+"#,
+    )
+    .args(["s.rhai"])
+    .run()
+    .status(0)
+    .stdout("inactive\ntrue\ntrue\nfalse\ntrue\ntrue\ninactive\n");
+}
+
+#[test]
+fn control_directories_of_dead_runs_are_removed() {
+    let lab = SshLab::start(1);
+    let t = test_with(&lab, "");
+    let runtime = t.path("run");
+    // A run that was killed left its control directory behind (pid 4194303 is not alive).
+    let stale = runtime.join("harun-ssh/4194303");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("master"), "").unwrap();
+    let t = t
+        .env("XDG_RUNTIME_DIR", runtime.to_str().unwrap())
+        .args(["-e", "host(\"host1\").exec(\"echo ok\")"]);
+    t.run().status(0).stdout("ok\n");
+    assert!(!stale.exists(), "the stale control directory was kept");
+    let left: Vec<_> = std::fs::read_dir(runtime.join("harun-ssh"))
+        .unwrap()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "this run's control directory was kept: {left:?}"
+    );
+}
