@@ -103,15 +103,21 @@ impl Pool {
             .drain()
             .map(|(_, s)| s)
             .collect();
+        // All masters at once: a run over 30 hosts should not wait 30 times in a row.
+        let mut closing = tokio::task::JoinSet::new();
         for slot in slots {
-            let connection = slot.connection.lock().await.take();
-            if let Some(Connection::Ssh(session)) = connection.and_then(|c| Arc::try_unwrap(c).ok())
-            {
-                if let Ok(session) = Arc::try_unwrap(session) {
-                    let _ = tokio::time::timeout(Duration::from_secs(3), session.close()).await;
+            closing.spawn(async move {
+                let connection = slot.connection.lock().await.take();
+                if let Some(Connection::Ssh(session)) =
+                    connection.and_then(|c| Arc::try_unwrap(c).ok())
+                {
+                    if let Ok(session) = Arc::try_unwrap(session) {
+                        let _ = tokio::time::timeout(Duration::from_secs(3), session.close()).await;
+                    }
                 }
-            }
+            });
         }
+        while closing.join_next().await.is_some() {}
         if let Some(Ok(dir)) = self.control_dir.get() {
             let _ = std::fs::remove_dir_all(dir);
         }
