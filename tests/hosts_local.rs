@@ -47,6 +47,32 @@ try { h.read("conf/missing.hcl") } catch (e) { print(e.code) }
 }
 
 #[test]
+fn upload_and_download_copy_files_whole() {
+    let t = Test::new()
+        .file("harun.hcl", TOPOLOGY)
+        .file("local.bin", "line one\nline two\n")
+        .file(
+            "u.rhai",
+            r#"
+let h = host("here");
+print(h.upload("local.bin", "remote.bin", #{mode: 0o600}));
+print(h.upload("local.bin", "remote.bin"));
+h.download("remote.bin", "back.bin");
+try { h.download("missing.bin", "x.bin") } catch (e) { print(e.code) }
+"#,
+        )
+        .args(["u.rhai"]);
+    t.run()
+        .status(0)
+        .stdout("true\nfalse\nharun::host::not_found\n");
+    assert_eq!(
+        std::fs::read_to_string(t.path("back.bin")).unwrap(),
+        "line one\nline two\n"
+    );
+    assert!(!t.path("x.bin").exists());
+}
+
+#[test]
 fn run_options_are_checked() {
     Test::new()
         .file("harun.hcl", TOPOLOGY)
