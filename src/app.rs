@@ -55,6 +55,7 @@ pub fn run() -> i32 {
             Err(code) => code,
         },
         Some(Command::Check { files }) => check(&cli, files, redactor),
+        Some(Command::Lab { command }) => crate::lab::run(command),
         Some(Command::Repl) => repl(&cli, redactor),
         None => match (&cli.eval, &cli.script) {
             (Some(code), _) => eval(&cli, code, redactor),

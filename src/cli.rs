@@ -122,10 +122,28 @@ pub enum Command {
     /// Print the reference of every built-in function, from its doc comment
     /// (Markdown; `--format json` for the raw metadata)
     Doc,
+    /// A local lab of three controllers running twins of Consul, Nomad and Vault
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
     /// Print a shell completion script: harun completions bash > /etc/bash_completion.d/harun
     Completions {
         /// The shell
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Run one twin in the foreground (what the lab's service manager starts)
+    #[command(hide = true)]
+    Serve {
+        /// consul, nomad or vault
+        service: String,
+        /// The server's HCL config file
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 

@@ -4,6 +4,7 @@ mod app;
 mod cli;
 mod doc;
 mod finish;
+mod lab;
 
 fn main() {
     std::process::exit(app::run());

@@ -1,0 +1,1156 @@
+//! The consensus every twin shares: membership by polling, a Raft-like election, and a
+//! replicated state machine, all over the twins' own HTTP ports (`/_twin/...`).
+//!
+//! What is real, because scripts observe it (ARCHITECTURE.md, Lab): at most one leader per
+//! term, elected only by a majority of voters and only with every committed write; a write
+//! is committed only when a majority of voters has it, so it survives the loss of any
+//! minority; a stopped process is a node down whose state survives on disk; servers that
+//! join later start as non-voters and are promoted after a short stable period (autopilot).
+//!
+//! What is simplified: there is no log, only the state and its index (a follower that is
+//! behind or diverged gets the whole state, like Raft's InstallSnapshot); gossip is polling;
+//! election timeouts are staggered by rank instead of random, so elections converge fast.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Applies one replicated operation to the state; must be deterministic. `index` is the
+/// index the operation commits at (Consul's ModifyIndex).
+pub type ApplyFn = dyn Fn(&mut Value, &Value, u64) -> Result<Value, String> + Send + Sync;
+/// Whether this node may take part in consensus right now (a sealed Vault may not).
+pub type ActiveFn = dyn Fn() -> bool + Send + Sync;
+
+const HEARTBEAT: Duration = Duration::from_millis(150);
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(400);
+const FAILED_AFTER: Duration = Duration::from_millis(1500);
+const RPC_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// A server in the raft configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Server {
+    pub id: String,
+    /// The raft address as the APIs show it (`127.0.0.1:8300`).
+    pub address: String,
+    /// Where its twin answers (`http://127.0.0.1:8500`).
+    pub http: String,
+    pub voter: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStatus {
+    Alive,
+    Leaving,
+    Left,
+    Failed,
+}
+
+/// An agent known through membership (Consul's serf members).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub addr: String,
+    pub http: String,
+    pub server: bool,
+    pub status: MemberStatus,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What survives a restart.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Persistent {
+    pub term: u64,
+    pub voted_for: Option<String>,
+    pub index: u64,
+    pub last_term: u64,
+    pub config: Vec<Server>,
+    pub data: Value,
+    pub bootstrapped: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+pub struct Options {
+    /// Node name: the raft ID (Consul and Vault use node names in the lab).
+    pub id: String,
+    pub address: String,
+    pub http: String,
+    pub server: bool,
+    /// 0: no automatic bootstrap (Vault bootstraps at init or migration).
+    pub bootstrap_expect: usize,
+    pub state_file: PathBuf,
+    /// Base URLs to join at start and keep trying (retry_join).
+    pub join: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    /// How long a new server must be healthy before it becomes a voter.
+    pub promote_after: Duration,
+}
+
+struct Inner {
+    p: Persistent,
+    role: Role,
+    leader: Option<String>,
+    last_contact: Instant,
+    members: BTreeMap<String, (Member, Instant)>,
+    acked: HashMap<String, Instant>,
+    healthy_since: HashMap<String, Instant>,
+    left: bool,
+}
+
+/// One node's view of the cluster.
+pub struct Cluster {
+    pub opts: Options,
+    inner: Mutex<Inner>,
+    writes: tokio::sync::Mutex<()>,
+    client: reqwest::Client,
+    apply: Box<ApplyFn>,
+    active: Box<ActiveFn>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Hello {
+    member: Member,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HelloReply {
+    members: Vec<Member>,
+    leader: Option<String>,
+    bootstrapped: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VoteRequest {
+    term: u64,
+    candidate: String,
+    index: u64,
+    last_term: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VoteReply {
+    term: u64,
+    granted: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Append {
+    term: u64,
+    leader: String,
+    /// The leader's committed index and the term of its last write.
+    index: u64,
+    last_term: u64,
+    /// A new entry at `index + 1`, or None for a heartbeat.
+    entry: Option<Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AppendReply {
+    term: u64,
+    ok: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    term: u64,
+    leader: String,
+    index: u64,
+    last_term: u64,
+    config: Vec<Server>,
+    data: Value,
+}
+
+fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cluster {
+    pub fn new(opts: Options, apply: Box<ApplyFn>, active: Box<ActiveFn>) -> Arc<Cluster> {
+        let p: Persistent = std::fs::read(&opts.state_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_else(|| Persistent {
+                data: json!({}),
+                ..Persistent::default()
+            });
+        let me = Member {
+            name: opts.id.clone(),
+            addr: opts
+                .address
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            http: opts.http.clone(),
+            server: opts.server,
+            status: MemberStatus::Alive,
+            tags: opts.tags.clone(),
+        };
+        let mut members = BTreeMap::new();
+        members.insert(me.name.clone(), (me, Instant::now()));
+        let client = reqwest::Client::builder()
+            .timeout(RPC_TIMEOUT)
+            .no_proxy()
+            .build()
+            .expect("an HTTP client without TLS builds");
+        Arc::new(Cluster {
+            opts,
+            inner: Mutex::new(Inner {
+                p,
+                role: Role::Follower,
+                leader: None,
+                last_contact: Instant::now(),
+                members,
+                acked: HashMap::new(),
+                healthy_since: HashMap::new(),
+                left: false,
+            }),
+            writes: tokio::sync::Mutex::new(()),
+            client,
+            apply,
+            active,
+        })
+    }
+
+    /// The internal routes, to merge into the twin's router.
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/_twin/hello", post(hello))
+            .route("/_twin/vote", post(vote))
+            .route("/_twin/append", post(append))
+            .route("/_twin/snapshot", post(snapshot))
+            .route("/_twin/write", post(forwarded_write))
+            .route("/_twin/join", post(join_request))
+            .route("/_twin/remove", post(remove_request))
+            .with_state(self.clone())
+    }
+
+    /// Starts the membership and consensus loops.
+    pub fn spawn(self: &Arc<Self>) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            loop {
+                c.membership_round().await;
+                tokio::time::sleep(MEMBERSHIP_POLL).await;
+            }
+        });
+        let c = self.clone();
+        tokio::spawn(async move {
+            loop {
+                c.consensus_round().await;
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        });
+    }
+
+    fn persist(&self, p: &Persistent) {
+        let tmp = self.opts.state_file.with_extension("tmp");
+        let bytes = serde_json::to_vec(p).expect("state serializes");
+        if std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &self.opts.state_file))
+            .is_err()
+        {
+            tracing::error!("cannot persist state to {}", self.opts.state_file.display());
+        }
+    }
+
+    // ----- what twins ask -----
+
+    pub fn is_leader(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.role == Role::Leader
+    }
+
+    /// The leader's server entry, if one is known.
+    pub fn leader(&self) -> Option<Server> {
+        let inner = lock(&self.inner);
+        let id = inner.leader.clone()?;
+        inner.p.config.iter().find(|s| s.id == id).cloned()
+    }
+
+    pub fn config(&self) -> Vec<Server> {
+        lock(&self.inner).p.config.clone()
+    }
+
+    pub fn index(&self) -> u64 {
+        lock(&self.inner).p.index
+    }
+
+    pub fn bootstrapped(&self) -> bool {
+        lock(&self.inner).p.bootstrapped
+    }
+
+    /// Reads the replicated state.
+    pub fn read<T>(&self, f: impl FnOnce(&Value) -> T) -> T {
+        f(&lock(&self.inner).p.data)
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        let inner = lock(&self.inner);
+        inner.members.values().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// When each server was last heard from by this leader.
+    pub fn last_contact(&self, id: &str) -> Option<Duration> {
+        let inner = lock(&self.inner);
+        if id == self.opts.id {
+            return Some(Duration::ZERO);
+        }
+        inner.acked.get(id).map(|t| t.elapsed())
+    }
+
+    pub fn healthy_since(&self, id: &str) -> Option<Instant> {
+        lock(&self.inner).healthy_since.get(id).copied()
+    }
+
+    /// Sets up a single-server configuration with `data` as the state (Vault init and
+    /// `operator migrate`, or an explicit bootstrap).
+    pub fn bootstrap_alone(&self, data: Value) {
+        let mut inner = lock(&self.inner);
+        inner.p.config = vec![self.me_server(true)];
+        inner.p.bootstrapped = true;
+        inner.p.data = data;
+        inner.p.data["_config"] = serde_json::to_value(&inner.p.config).expect("config serializes");
+        inner.p.index = inner.p.index.max(1);
+        let p = inner.p.clone();
+        drop(inner);
+        self.persist(&p);
+    }
+
+    /// Configuration changes are operations of the core; everything else is the twin's.
+    fn apply_any(&self, data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
+        if let Some(config) = op.get("_config") {
+            data["_config"] = config.clone();
+            return Ok(Value::Null);
+        }
+        (self.apply)(data, op, index)
+    }
+
+    fn me_server(&self, voter: bool) -> Server {
+        Server {
+            id: self.opts.id.clone(),
+            address: self.opts.address.clone(),
+            http: self.opts.http.clone(),
+            voter,
+        }
+    }
+
+    /// Commits an operation through the leader and returns what it produced.
+    pub async fn write(&self, op: Value) -> Result<Value, String> {
+        if !(self.active)() {
+            return Err("node is not active".into());
+        }
+        if self.is_leader() {
+            return self.propose(op).await;
+        }
+        let leader = self
+            .leader()
+            .ok_or_else(|| "No cluster leader".to_string())?;
+        let reply = self
+            .client
+            .post(format!("{}/_twin/write", leader.http))
+            .json(&op)
+            .send()
+            .await
+            .map_err(|_| "No cluster leader".to_string())?;
+        let body: Value = reply.json().await.map_err(|e| e.to_string())?;
+        match body.get("ok") {
+            Some(v) => Ok(v.clone()),
+            None => Err(body["error"].as_str().unwrap_or("write failed").to_string()),
+        }
+    }
+
+    async fn propose(&self, op: Value) -> Result<Value, String> {
+        let _serial = self.writes.lock().await;
+        let (term, index, last_term, mut data, servers) = {
+            let inner = lock(&self.inner);
+            if inner.role != Role::Leader {
+                return Err("No cluster leader".into());
+            }
+            (
+                inner.p.term,
+                inner.p.index,
+                inner.p.last_term,
+                inner.p.data.clone(),
+                inner.p.config.clone(),
+            )
+        };
+        let result = self.apply_any(&mut data, &op, index + 1)?;
+        let message = Append {
+            term,
+            leader: self.opts.id.clone(),
+            index,
+            last_term,
+            entry: Some(op),
+        };
+        let acks = self.broadcast_append(&servers, &message).await;
+        let voters: Vec<&Server> = servers.iter().filter(|s| s.voter).collect();
+        let granted = voters
+            .iter()
+            .filter(|s| s.id == self.opts.id || acks.contains(&s.id))
+            .count();
+        if granted * 2 <= voters.len() {
+            return Err("No cluster leader".into());
+        }
+        let mut inner = lock(&self.inner);
+        if inner.role != Role::Leader || inner.p.term != term {
+            return Err("leadership lost".into());
+        }
+        inner.p.data = data;
+        inner.p.index = index + 1;
+        inner.p.last_term = term;
+        // Configuration changes ride in the state, so they replicate with everything else.
+        if let Some(config) = inner.p.data.get("_config").cloned() {
+            if let Ok(config) = serde_json::from_value::<Vec<Server>>(config) {
+                inner.p.config = config;
+            }
+        }
+        let p = inner.p.clone();
+        drop(inner);
+        self.persist(&p);
+        Ok(result)
+    }
+
+    /// Sends an append to every other server; returns the ids that accepted it. Servers
+    /// that refused (behind or diverged) get the whole state.
+    async fn broadcast_append(&self, servers: &[Server], message: &Append) -> Vec<String> {
+        let body = serde_json::to_value(message).expect("append serializes");
+        let calls = servers.iter().filter(|s| s.id != self.opts.id).map(|s| {
+            let url = format!("{}/_twin/append", s.http);
+            let body = body.clone();
+            let id = s.id.clone();
+            let client = self.client.clone();
+            async move {
+                let reply = client.post(url).json(&body).send().await.ok()?;
+                let reply: AppendReply = reply.json().await.ok()?;
+                Some((id, reply))
+            }
+        });
+        let replies = futures_join_all(calls).await;
+        let mut ok = Vec::new();
+        let mut behind = Vec::new();
+        for (id, reply) in replies.into_iter().flatten() {
+            if reply.term > message.term {
+                self.step_down(reply.term);
+                return Vec::new();
+            }
+            lock(&self.inner).acked.insert(id.clone(), Instant::now());
+            if reply.ok {
+                ok.push(id);
+            } else {
+                behind.push(id);
+            }
+        }
+        for id in behind {
+            if let Some(server) = servers.iter().find(|s| s.id == id) {
+                if self.send_snapshot(server).await && message.entry.is_none() {
+                    ok.push(id);
+                }
+            }
+        }
+        ok
+    }
+
+    async fn send_snapshot(&self, server: &Server) -> bool {
+        let snapshot = {
+            let inner = lock(&self.inner);
+            Snapshot {
+                term: inner.p.term,
+                leader: self.opts.id.clone(),
+                index: inner.p.index,
+                last_term: inner.p.last_term,
+                config: inner.p.config.clone(),
+                data: inner.p.data.clone(),
+            }
+        };
+        let reply = self
+            .client
+            .post(format!("{}/_twin/snapshot", server.http))
+            .json(&snapshot)
+            .send()
+            .await;
+        match reply {
+            Ok(r) => r.json::<AppendReply>().await.map(|a| a.ok).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    fn step_down(&self, term: u64) {
+        let mut inner = lock(&self.inner);
+        if term > inner.p.term {
+            inner.p.term = term;
+            inner.p.voted_for = None;
+            let p = inner.p.clone();
+            inner.role = Role::Follower;
+            inner.leader = None;
+            drop(inner);
+            self.persist(&p);
+        }
+    }
+
+    // ----- the loops -----
+
+    /// Says hello to every known member and every join address: a member that answers is
+    /// alive (and tells us whom it knows); one silent for a while is failed.
+    async fn membership_round(&self) {
+        let (me, targets) = {
+            let inner = lock(&self.inner);
+            if inner.left {
+                return;
+            }
+            let Some((me, _)) = inner.members.get(&self.opts.id) else {
+                return;
+            };
+            let mut targets: Vec<(Option<String>, String)> = inner
+                .members
+                .values()
+                .filter(|(m, _)| m.name != self.opts.id && m.status != MemberStatus::Left)
+                .map(|(m, _)| (Some(m.name.clone()), m.http.clone()))
+                .collect();
+            for url in &self.opts.join {
+                if *url != self.opts.http && !targets.iter().any(|(_, t)| t == url) {
+                    targets.push((None, url.clone()));
+                }
+            }
+            (me.clone(), targets)
+        };
+        let calls = targets.into_iter().map(|(name, url)| {
+            let client = self.client.clone();
+            let body = Hello { member: me.clone() };
+            async move {
+                let reply = async {
+                    let r = client
+                        .post(format!("{url}/_twin/hello"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .ok()?;
+                    r.json::<HelloReply>().await.ok()
+                }
+                .await;
+                (name, url, reply)
+            }
+        });
+        let results = futures_join_all(calls).await;
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        for (name, url, reply) in results {
+            match reply {
+                Some(reply) => {
+                    for m in reply.members {
+                        if m.name == self.opts.id {
+                            continue;
+                        }
+                        let answered = m.http == url;
+                        match inner.members.get_mut(&m.name) {
+                            Some((known, seen)) => {
+                                if answered {
+                                    *seen = now;
+                                    known.status = m.status;
+                                    known.tags = m.tags.clone();
+                                } else if m.status == MemberStatus::Left {
+                                    known.status = MemberStatus::Left;
+                                }
+                            }
+                            None => {
+                                let seen = if answered { now } else { now - FAILED_AFTER };
+                                inner.members.insert(m.name.clone(), (m, seen));
+                            }
+                        }
+                    }
+                }
+                None => {
+                    if let Some((m, seen)) = name.and_then(|n| inner.members.get_mut(&n)) {
+                        if m.status == MemberStatus::Alive && seen.elapsed() > FAILED_AFTER {
+                            m.status = MemberStatus::Failed;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consensus_round(&self) {
+        if !self.opts.server || lock(&self.inner).left {
+            return;
+        }
+        if !(self.active)() {
+            let mut inner = lock(&self.inner);
+            inner.role = Role::Follower;
+            return;
+        }
+        if !self.bootstrapped() {
+            self.try_bootstrap().await;
+            return;
+        }
+        let role = lock(&self.inner).role;
+        match role {
+            Role::Leader => self.lead().await,
+            Role::Follower | Role::Candidate => self.maybe_elect().await,
+        }
+    }
+
+    /// bootstrap_expect: wait until that many servers are alive, then all of them start
+    /// with the same configuration. A server that finds a cluster asks to join it instead.
+    async fn try_bootstrap(&self) {
+        let alive_servers: Vec<Member> = {
+            let inner = lock(&self.inner);
+            inner
+                .members
+                .values()
+                .filter(|(m, _)| m.server && m.status == MemberStatus::Alive)
+                .map(|(m, _)| m.clone())
+                .collect()
+        };
+        // Is there a cluster already? Ask the others.
+        for m in alive_servers.iter().filter(|m| m.name != self.opts.id) {
+            let url = format!("{}/_twin/join", m.http);
+            let reply = self
+                .client
+                .post(url)
+                .json(&self.me_server(false))
+                .send()
+                .await;
+            if let Ok(r) = reply {
+                if r.status().is_success() {
+                    // The leader will send us the state; until then we wait.
+                    return;
+                }
+            }
+        }
+        let expect = self.opts.bootstrap_expect;
+        if expect == 0 || alive_servers.len() < expect {
+            return;
+        }
+        let mut config: Vec<Server> = alive_servers
+            .iter()
+            .map(|m| Server {
+                id: m.name.clone(),
+                address: format!(
+                    "{}:{}",
+                    m.addr,
+                    self.opts.address.rsplit(':').next().unwrap_or("8300")
+                ),
+                http: m.http.clone(),
+                voter: true,
+            })
+            .collect();
+        config.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut inner = lock(&self.inner);
+        inner.p.data["_config"] = serde_json::to_value(&config).expect("config serializes");
+        inner.p.config = config;
+        inner.p.bootstrapped = true;
+        inner.last_contact = Instant::now();
+        let p = inner.p.clone();
+        drop(inner);
+        tracing::info!("bootstrapped with {} servers", p.config.len());
+        self.persist(&p);
+    }
+
+    async fn maybe_elect(&self) {
+        let (request, voters) = {
+            let inner = lock(&self.inner);
+            let voters: Vec<Server> = inner.p.config.iter().filter(|s| s.voter).cloned().collect();
+            let Some(rank) = voters.iter().position(|s| s.id == self.opts.id) else {
+                return;
+            };
+            let timeout = Duration::from_millis(900 + 350 * rank as u64);
+            if inner.last_contact.elapsed() < timeout {
+                return;
+            }
+            (
+                VoteRequest {
+                    term: inner.p.term + 1,
+                    candidate: self.opts.id.clone(),
+                    index: inner.p.index,
+                    last_term: inner.p.last_term,
+                },
+                voters,
+            )
+        };
+        {
+            let mut inner = lock(&self.inner);
+            inner.p.term = request.term;
+            inner.p.voted_for = Some(self.opts.id.clone());
+            inner.role = Role::Candidate;
+            inner.leader = None;
+            inner.last_contact = Instant::now();
+            let p = inner.p.clone();
+            drop(inner);
+            self.persist(&p);
+        }
+        let body = serde_json::to_value(&request).expect("vote serializes");
+        let calls = voters.iter().filter(|s| s.id != self.opts.id).map(|s| {
+            let client = self.client.clone();
+            let url = format!("{}/_twin/vote", s.http);
+            let body = body.clone();
+            async move {
+                let r = client.post(url).json(&body).send().await.ok()?;
+                r.json::<VoteReply>().await.ok()
+            }
+        });
+        let replies = futures_join_all(calls).await;
+        let mut granted = 1;
+        for reply in replies.into_iter().flatten() {
+            if reply.term > request.term {
+                self.step_down(reply.term);
+                return;
+            }
+            if reply.granted {
+                granted += 1;
+            }
+        }
+        let elected = {
+            let mut inner = lock(&self.inner);
+            let won = inner.role == Role::Candidate
+                && inner.p.term == request.term
+                && granted * 2 > voters.len();
+            if won {
+                tracing::info!("elected leader for term {}", request.term);
+                inner.role = Role::Leader;
+                inner.leader = Some(self.opts.id.clone());
+                inner.acked.clear();
+            }
+            won
+        };
+        if elected {
+            self.lead().await;
+        }
+    }
+
+    /// Heartbeats, catching followers up, promoting new servers, and stepping down when
+    /// a majority is out of reach.
+    async fn lead(&self) {
+        // Heartbeats and writes take turns, so a heartbeat never overtakes an entry.
+        let serial = self.writes.lock().await;
+        let (term, index, last_term, servers) = {
+            let inner = lock(&self.inner);
+            (
+                inner.p.term,
+                inner.p.index,
+                inner.p.last_term,
+                inner.p.config.clone(),
+            )
+        };
+        let message = Append {
+            term,
+            leader: self.opts.id.clone(),
+            index,
+            last_term,
+            entry: None,
+        };
+        let ok = self.broadcast_append(&servers, &message).await;
+        drop(serial);
+        let voters: Vec<&Server> = servers.iter().filter(|s| s.voter).collect();
+        let reachable = voters
+            .iter()
+            .filter(|s| s.id == self.opts.id || ok.contains(&s.id))
+            .count();
+        let now = Instant::now();
+        {
+            let mut inner = lock(&self.inner);
+            if inner.role != Role::Leader {
+                return;
+            }
+            if reachable * 2 > voters.len() {
+                inner.last_contact = now;
+            } else if inner.last_contact.elapsed() > Duration::from_secs(2) {
+                tracing::warn!("lost the majority of voters; stepping down");
+                inner.role = Role::Follower;
+                inner.leader = None;
+                return;
+            }
+            for s in &servers {
+                if s.id == self.opts.id || ok.contains(&s.id) {
+                    inner.healthy_since.entry(s.id.clone()).or_insert(now);
+                } else {
+                    inner.healthy_since.remove(&s.id);
+                }
+            }
+        }
+        // Autopilot: a non-voter that has been healthy long enough becomes a voter.
+        let promote: Vec<String> = {
+            let inner = lock(&self.inner);
+            servers
+                .iter()
+                .filter(|s| !s.voter)
+                .filter(|s| {
+                    inner
+                        .healthy_since
+                        .get(&s.id)
+                        .is_some_and(|t| t.elapsed() >= self.opts.promote_after)
+                })
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        for id in promote {
+            let mut config = servers.clone();
+            for s in config.iter_mut().filter(|s| s.id == id) {
+                s.voter = true;
+            }
+            let _ = self.propose(json!({"_config": config})).await;
+            tracing::info!("promoted {id} to voter");
+        }
+    }
+
+    /// Adds a server as a non-voter (leader only).
+    pub async fn add_server(&self, server: Server) -> Result<(), String> {
+        if !self.is_leader() {
+            let leader = self.leader().ok_or("No cluster leader")?;
+            let r = self
+                .client
+                .post(format!("{}/_twin/join", leader.http))
+                .json(&server)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            return if r.status().is_success() {
+                Ok(())
+            } else {
+                Err(r.text().await.unwrap_or_default())
+            };
+        }
+        let mut config = self.config();
+        if let Some(existing) = config.iter_mut().find(|s| s.id == server.id) {
+            if existing.http == server.http {
+                return Ok(());
+            }
+            existing.http = server.http;
+            existing.address = server.address;
+        } else {
+            config.push(Server {
+                voter: false,
+                ..server
+            });
+        }
+        self.propose(json!({"_config": config})).await.map(|_| ())
+    }
+
+    /// Removes a server from the configuration (leader only, forwarded otherwise).
+    pub async fn remove_server(&self, id: &str) -> Result<(), String> {
+        if !self.is_leader() {
+            let leader = self.leader().ok_or("No cluster leader")?;
+            let r = self
+                .client
+                .post(format!("{}/_twin/remove", leader.http))
+                .json(&json!({"id": id}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            return if r.status().is_success() {
+                Ok(())
+            } else {
+                Err(r.text().await.unwrap_or_default())
+            };
+        }
+        let mut config = self.config();
+        let before = config.len();
+        config.retain(|s| s.id != id);
+        if config.len() == before {
+            return Err(format!(
+                "id \"{id}\" was not found in the Raft configuration"
+            ));
+        }
+        self.propose(json!({"_config": config})).await.map(|_| ())
+    }
+
+    /// Joins the cluster of the agent at `http` (Consul's agent join): learn its members.
+    pub async fn join_member(&self, http: &str) -> Result<(), String> {
+        let me = {
+            lock(&self.inner)
+                .members
+                .get(&self.opts.id)
+                .map(|(m, _)| m.clone())
+        };
+        let me = me.ok_or("no local member")?;
+        let reply = self
+            .client
+            .post(format!("{http}/_twin/hello"))
+            .json(&Hello { member: me })
+            .send()
+            .await
+            .map_err(|e| format!("1 error occurred:\n\t* Failed to join {http}: {e}\n\n"))?;
+        let reply: HelloReply = reply.json().await.map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        for m in reply.members {
+            if m.name != self.opts.id {
+                inner.members.entry(m.name.clone()).or_insert((m, now));
+            }
+        }
+        Ok(())
+    }
+
+    /// Graceful leave: out of the raft configuration, marked left for everyone.
+    pub async fn leave(&self) {
+        if self.opts.server && self.bootstrapped() {
+            let _ = self.remove_server(&self.opts.id.clone()).await;
+        }
+        let (me, others) = {
+            let mut inner = lock(&self.inner);
+            inner.left = true;
+            if let Some((m, _)) = inner.members.get_mut(&self.opts.id) {
+                m.status = MemberStatus::Left;
+            }
+            let me = inner.members.get(&self.opts.id).map(|(m, _)| m.clone());
+            let others: Vec<String> = inner
+                .members
+                .values()
+                .filter(|(m, _)| m.name != self.opts.id)
+                .map(|(m, _)| m.http.clone())
+                .collect();
+            (me, others)
+        };
+        if let Some(me) = me {
+            for url in others {
+                let _ = self
+                    .client
+                    .post(format!("{url}/_twin/hello"))
+                    .json(&Hello { member: me.clone() })
+                    .send()
+                    .await;
+            }
+        }
+    }
+
+    /// Marks a failed member as left (force-leave); `prune` forgets it entirely.
+    pub async fn force_leave(&self, name: &str, prune: bool) -> Result<(), String> {
+        let server = {
+            let mut inner = lock(&self.inner);
+            let Some((m, _)) = inner.members.get_mut(name) else {
+                return Err(format!("agent: No node found with name '{name}'"));
+            };
+            m.status = MemberStatus::Left;
+            let server = m.server;
+            if prune {
+                inner.members.remove(name);
+            }
+            server
+        };
+        if server && self.config().iter().any(|s| s.id == name) {
+            let _ = self.remove_server(name).await;
+        }
+        Ok(())
+    }
+}
+
+/// Runs futures concurrently (tokio's JoinSet would need 'static futures).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = (0..futures.len()).map(|_| None).collect();
+    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> =
+        futures.into_iter().enumerate().collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => {
+                outputs[*i] = Some(out);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+// ----- handlers of the internal routes -----
+
+async fn hello(State(c): State<Arc<Cluster>>, Json(h): Json<Hello>) -> Json<HelloReply> {
+    let now = Instant::now();
+    let mut inner = lock(&c.inner);
+    let incoming = h.member;
+    if incoming.name != c.opts.id {
+        match inner.members.get_mut(&incoming.name) {
+            Some((m, seen)) => {
+                *seen = now;
+                m.http = incoming.http.clone();
+                m.addr = incoming.addr.clone();
+                m.tags = incoming.tags.clone();
+                m.status = incoming.status;
+            }
+            None => {
+                inner.members.insert(incoming.name.clone(), (incoming, now));
+            }
+        }
+    }
+    Json(HelloReply {
+        members: inner.members.values().map(|(m, _)| m.clone()).collect(),
+        leader: inner.leader.clone(),
+        bootstrapped: inner.p.bootstrapped,
+    })
+}
+
+async fn vote(State(c): State<Arc<Cluster>>, Json(v): Json<VoteRequest>) -> Json<VoteReply> {
+    let mut inner = lock(&c.inner);
+    // A node that hears from a live leader, or that may not take part, votes for no one.
+    let leader_alive =
+        inner.leader.is_some() && inner.last_contact.elapsed() < Duration::from_millis(800);
+    if v.term > inner.p.term && !leader_alive {
+        inner.p.term = v.term;
+        inner.p.voted_for = None;
+        inner.role = Role::Follower;
+        inner.leader = None;
+    }
+    let up_to_date = (v.last_term, v.index) >= (inner.p.last_term, inner.p.index);
+    let free = inner.p.voted_for.is_none() || inner.p.voted_for.as_deref() == Some(&v.candidate);
+    let granted = v.term == inner.p.term && free && up_to_date && !leader_alive && (c.active)();
+    if granted {
+        inner.p.voted_for = Some(v.candidate.clone());
+        inner.last_contact = Instant::now();
+    }
+    let reply = VoteReply {
+        term: inner.p.term,
+        granted,
+    };
+    let p = inner.p.clone();
+    drop(inner);
+    c.persist(&p);
+    Json(reply)
+}
+
+async fn append(State(c): State<Arc<Cluster>>, Json(a): Json<Append>) -> Json<AppendReply> {
+    if !(c.active)() {
+        return Json(AppendReply { term: 0, ok: false });
+    }
+    let mut inner = lock(&c.inner);
+    if a.term < inner.p.term {
+        return Json(AppendReply {
+            term: inner.p.term,
+            ok: false,
+        });
+    }
+    if a.term > inner.p.term {
+        inner.p.term = a.term;
+        inner.p.voted_for = None;
+    }
+    inner.role = if a.leader == c.opts.id {
+        Role::Leader
+    } else {
+        Role::Follower
+    };
+    inner.leader = Some(a.leader.clone());
+    inner.last_contact = Instant::now();
+    let in_step =
+        inner.p.index == a.index && inner.p.last_term == a.last_term && inner.p.bootstrapped;
+    let ok = match (&a.entry, in_step) {
+        (None, true) => true,
+        (Some(op), true) => {
+            let mut data = inner.p.data.clone();
+            match c.apply_any(&mut data, op, a.index + 1) {
+                Ok(_) => {
+                    inner.p.data = data;
+                    inner.p.index = a.index + 1;
+                    inner.p.last_term = a.term;
+                    if let Some(config) = inner.p.data.get("_config").cloned() {
+                        if let Ok(config) = serde_json::from_value::<Vec<Server>>(config) {
+                            inner.p.config = config;
+                        }
+                    }
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        (_, false) => false,
+    };
+    let reply = AppendReply {
+        term: inner.p.term,
+        ok,
+    };
+    let p = inner.p.clone();
+    drop(inner);
+    if ok && a.entry.is_some() {
+        c.persist(&p);
+    }
+    Json(reply)
+}
+
+async fn snapshot(State(c): State<Arc<Cluster>>, Json(s): Json<Snapshot>) -> Json<AppendReply> {
+    if !(c.active)() {
+        return Json(AppendReply { term: 0, ok: false });
+    }
+    let mut inner = lock(&c.inner);
+    if s.term < inner.p.term {
+        return Json(AppendReply {
+            term: inner.p.term,
+            ok: false,
+        });
+    }
+    inner.p.term = s.term;
+    inner.p.index = s.index;
+    inner.p.last_term = s.last_term;
+    inner.p.config = s.config;
+    inner.p.data = s.data;
+    inner.p.bootstrapped = true;
+    inner.role = Role::Follower;
+    inner.leader = Some(s.leader);
+    inner.last_contact = Instant::now();
+    let p = inner.p.clone();
+    drop(inner);
+    tracing::info!("installed a snapshot at index {}", p.index);
+    c.persist(&p);
+    Json(AppendReply {
+        term: p.term,
+        ok: true,
+    })
+}
+
+async fn forwarded_write(State(c): State<Arc<Cluster>>, Json(op): Json<Value>) -> Json<Value> {
+    if !c.is_leader() {
+        return Json(json!({"error": "No cluster leader"}));
+    }
+    match c.propose(op).await {
+        Ok(v) => Json(json!({"ok": v})),
+        Err(e) => Json(json!({"error": e})),
+    }
+}
+
+async fn join_request(
+    State(c): State<Arc<Cluster>>,
+    Json(server): Json<Server>,
+) -> (axum::http::StatusCode, String) {
+    if !c.bootstrapped() {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not bootstrapped".into(),
+        );
+    }
+    match c.add_server(server).await {
+        Ok(()) => (axum::http::StatusCode::OK, String::new()),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn remove_request(
+    State(c): State<Arc<Cluster>>,
+    Json(body): Json<Value>,
+) -> (axum::http::StatusCode, String) {
+    let id = body["id"].as_str().unwrap_or_default().to_string();
+    match c.remove_server(&id).await {
+        Ok(()) => (axum::http::StatusCode::OK, String::new()),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}

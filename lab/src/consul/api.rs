@@ -1,0 +1,1205 @@
+//! The Consul twin's HTTP API: paths, methods, status codes, plain-text errors and field
+//! names as in the API facts (../shared/reference/apifacts/consul.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::state::{decode_value, encode_value};
+use super::{Agent, LocalCheck};
+use crate::cluster::MemberStatus;
+use crate::config::join_url;
+
+type Q = Query<HashMap<String, String>>;
+type A = State<Arc<Agent>>;
+
+pub fn routes(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/members", get(members))
+        .route("/v1/agent/join/{address}", put(join))
+        .route("/v1/agent/leave", put(leave))
+        .route("/v1/agent/force-leave/{node}", put(force_leave))
+        .route("/v1/agent/services", get(agent_services))
+        .route("/v1/agent/checks", get(agent_checks))
+        .route("/v1/agent/service/register", put(register_service))
+        .route("/v1/agent/service/deregister/{id}", put(deregister_service))
+        .route("/v1/agent/check/register", put(register_check))
+        .route("/v1/agent/check/deregister/{id}", put(deregister_check))
+        .route("/v1/agent/check/pass/{id}", put(check_pass))
+        .route("/v1/agent/check/warn/{id}", put(check_warn))
+        .route("/v1/agent/check/fail/{id}", put(check_fail))
+        .route("/v1/agent/check/update/{id}", put(check_update))
+        .route("/v1/status/leader", get(status_leader))
+        .route("/v1/status/peers", get(status_peers))
+        .route("/v1/operator/raft/configuration", get(raft_configuration))
+        .route("/v1/operator/raft/peer", delete(raft_remove_peer))
+        .route("/v1/operator/autopilot/health", get(autopilot_health))
+        .route("/v1/catalog/datacenters", get(datacenters))
+        .route("/v1/catalog/nodes", get(catalog_nodes))
+        .route("/v1/catalog/services", get(catalog_services))
+        .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/health/service/{name}", get(health_service))
+        .route("/v1/health/state/{state}", get(health_state))
+        .route("/v1/health/node/{node}", get(health_node))
+        .route("/v1/health/checks/{service}", get(health_checks))
+        .route(
+            "/v1/kv/",
+            get(kv_get_root).put(kv_put_root).delete(kv_delete_root),
+        )
+        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/session/create", put(session_create))
+        .route("/v1/session/destroy/{id}", put(session_destroy))
+        .route("/v1/session/info/{id}", get(session_info))
+        .route("/v1/session/list", get(session_list))
+        .with_state(agent)
+}
+
+// ----- responses -----
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+fn empty() -> Response {
+    StatusCode::OK.into_response()
+}
+
+/// JSON with the blocking-query headers Consul sets on catalog, health and KV reads.
+fn indexed(agent: &Agent, value: Value) -> Response {
+    let mut response = axum::Json(value).into_response();
+    add_index_headers(agent, response.headers_mut());
+    response
+}
+
+fn add_index_headers(agent: &Agent, headers: &mut HeaderMap) {
+    let index = agent.cluster.index().max(1);
+    headers.insert("X-Consul-Index", HeaderValue::from(index));
+    let known = agent.cluster.leader().is_some();
+    headers.insert(
+        "X-Consul-KnownLeader",
+        HeaderValue::from_static(if known { "true" } else { "false" }),
+    );
+    headers.insert("X-Consul-LastContact", HeaderValue::from_static("0"));
+}
+
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    q.contains_key(name)
+}
+
+/// The request's token: `?token=`, then `X-Consul-Token`, then `Authorization: Bearer`.
+fn token(headers: &HeaderMap, q: &HashMap<String, String>) -> Option<String> {
+    if let Some(t) = q.get("token").filter(|t| !t.is_empty()) {
+        return Some(t.clone());
+    }
+    if let Some(t) = headers.get("X-Consul-Token").and_then(|v| v.to_str().ok()) {
+        if !t.is_empty() {
+            return Some(t.to_string());
+        }
+    }
+    headers
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+}
+
+/// ACLs: with `acl { enabled = true }` only the management token may act (a lab needs
+/// no finer policies); an unknown token is "ACL not found", none is "Permission denied".
+fn authorize(
+    agent: &Agent,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<(), Response> {
+    let s = &agent.settings;
+    if !s.acl_enabled {
+        return Ok(());
+    }
+    match token(headers, q) {
+        Some(t) if Some(&t) == s.management_token.as_ref() => Ok(()),
+        Some(_) => Err(text(StatusCode::FORBIDDEN, "ACL not found")),
+        None if s.default_allow => Ok(()),
+        None => Err(text(StatusCode::FORBIDDEN, "Permission denied")),
+    }
+}
+
+macro_rules! authorize {
+    ($agent:expr, $headers:expr, $q:expr) => {
+        if let Err(r) = authorize(&$agent, &$headers, &$q) {
+            return r;
+        }
+    };
+}
+
+/// Reads need a leader unless `?stale` (Consul's default consistency).
+fn need_leader(agent: &Agent, q: &HashMap<String, String>) -> Result<(), Response> {
+    if flag(q, "stale") || agent.cluster.leader().is_some() {
+        Ok(())
+    } else {
+        Err(text(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader"))
+    }
+}
+
+macro_rules! need_leader {
+    ($agent:expr, $q:expr) => {
+        if let Err(r) = need_leader(&$agent, &$q) {
+            return r;
+        }
+    };
+}
+
+/// A body field in PascalCase or snake_case (`Name` / `name`).
+fn field<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
+    body.get(name)
+        .or_else(|| body.get(name.to_lowercase()))
+        .or_else(|| {
+            let snake: String = name
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    if c.is_uppercase() && i > 0 {
+                        vec!['_', c.to_ascii_lowercase()]
+                    } else {
+                        vec![c.to_ascii_lowercase()]
+                    }
+                })
+                .collect();
+            body.get(snake)
+        })
+        .filter(|v| !v.is_null())
+}
+
+fn parse_body(bytes: &Bytes) -> Result<Value, Response> {
+    if bytes.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("Request decode failed: {e}"),
+        )
+    })
+}
+
+fn member_status_code(status: MemberStatus) -> u8 {
+    match status {
+        MemberStatus::Alive => 1,
+        MemberStatus::Leaving => 2,
+        MemberStatus::Left => 3,
+        MemberStatus::Failed => 4,
+    }
+}
+
+// ----- agent -----
+
+async fn agent_self(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    let s = &agent.settings;
+    let me = agent
+        .cluster
+        .members()
+        .into_iter()
+        .find(|m| m.name == s.node_name);
+    let leader = agent.cluster.leader();
+    axum::Json(json!({
+        "Config": {
+            "Datacenter": s.datacenter,
+            "PrimaryDatacenter": s.datacenter,
+            "NodeName": s.node_name,
+            "NodeID": s.node_id,
+            "Revision": "lab",
+            "Server": s.server,
+            "Version": "1.8.7",
+        },
+        "DebugConfig": {"BootstrapExpect": s.bootstrap_expect, "RetryJoinLAN": s.retry_join},
+        "Coord": {"Adjustment": 0, "Error": 1.5, "Vec": [0, 0, 0, 0, 0, 0, 0, 0]},
+        "Member": me.map(|m| member_json(&m)),
+        "Stats": {
+            "consul": {
+                "server": s.server.to_string(),
+                "leader": agent.cluster.is_leader().to_string(),
+                "leader_addr": leader.map(|l| l.address).unwrap_or_default(),
+                "bootstrap": (s.bootstrap_expect == 1).to_string(),
+                "known_datacenters": "1",
+            },
+            "raft": {"num_peers": agent.cluster.config().len().saturating_sub(1).to_string()},
+            "agent": {"checks": agent.local().checks.len().to_string(), "services": agent.local().services.len().to_string()},
+        },
+        "Meta": {},
+    }))
+    .into_response()
+}
+
+fn member_json(m: &crate::cluster::Member) -> Value {
+    json!({
+        "Name": m.name,
+        "Addr": m.addr,
+        "Port": 8301,
+        "Tags": m.tags,
+        "Status": member_status_code(m.status),
+        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+    })
+}
+
+async fn members(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    if flag(&q, "wan") {
+        return axum::Json(json!([])).into_response();
+    }
+    let list: Vec<Value> = agent.cluster.members().iter().map(member_json).collect();
+    axum::Json(Value::Array(list)).into_response()
+}
+
+async fn join(State(agent): A, headers: HeaderMap, q: Q, Path(address): Path<String>) -> Response {
+    authorize!(agent, headers, q);
+    match agent
+        .cluster
+        .join_member(&join_url(&address, agent.settings.http.port()))
+        .await
+    {
+        Ok(()) => empty(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn leave(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    agent.cluster.leave().await;
+    let a = agent.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.shutdown.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::process::exit(0);
+    });
+    empty()
+}
+
+async fn force_leave(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(node): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    match agent.cluster.force_leave(&node, flag(&q, "prune")).await {
+        Ok(()) => empty(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn agent_services(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    let services: serde_json::Map<String, Value> = agent
+        .local()
+        .services
+        .iter()
+        .map(|(id, s)| (id.clone(), s.clone()))
+        .collect();
+    axum::Json(Value::Object(services)).into_response()
+}
+
+async fn agent_checks(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    let checks: serde_json::Map<String, Value> = agent
+        .local()
+        .checks
+        .iter()
+        .map(|(id, c)| (id.clone(), c.def.clone()))
+        .collect();
+    axum::Json(Value::Object(checks)).into_response()
+}
+
+fn parse_ttl(value: Option<&Value>) -> Result<Option<Duration>, String> {
+    match value.and_then(Value::as_str) {
+        None | Some("") => Ok(None),
+        Some(s) => humantime::parse_duration(s)
+            .map(Some)
+            .map_err(|_| format!("Invalid check: TTL must be a duration, got {s:?}")),
+    }
+}
+
+/// A check definition in the catalog's shape.
+fn check_def(
+    agent: &Agent,
+    body: &Value,
+    service: Option<(&str, &str, &Value)>,
+    default_id: String,
+    default_name: String,
+) -> Result<(Value, Option<Duration>), Response> {
+    if (field(body, "Args").is_some() || field(body, "ScriptArgs").is_some())
+        && !agent.settings.enable_script_checks
+    {
+        return Err(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true",
+        ));
+    }
+    let status = field(body, "Status")
+        .and_then(Value::as_str)
+        .unwrap_or("critical");
+    if !matches!(status, "passing" | "warning" | "critical") {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "Status for checks must 'passing', 'warning', 'critical'",
+        ));
+    }
+    let ttl = parse_ttl(field(body, "TTL")).map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
+    let kind = if ttl.is_some() {
+        "ttl"
+    } else if field(body, "HTTP").is_some() {
+        "http"
+    } else if field(body, "TCP").is_some() {
+        "tcp"
+    } else if field(body, "Args").is_some() || field(body, "ScriptArgs").is_some() {
+        "script"
+    } else {
+        ""
+    };
+    let (service_id, service_name, service_tags) = match service {
+        Some((id, name, tags)) => (id.to_string(), name.to_string(), tags.clone()),
+        None => (String::new(), String::new(), json!([])),
+    };
+    let def = json!({
+        "Node": agent.settings.node_name,
+        "CheckID": field(body, "CheckID").or(field(body, "ID")).and_then(Value::as_str).unwrap_or(&default_id),
+        "Name": field(body, "Name").and_then(Value::as_str).unwrap_or(&default_name),
+        "Status": status,
+        "Notes": field(body, "Notes").and_then(Value::as_str).unwrap_or(""),
+        "Output": "",
+        "ServiceID": service_id,
+        "ServiceName": service_name,
+        "ServiceTags": service_tags,
+        "Type": kind,
+        "Namespace": "default",
+    });
+    Ok((def, ttl))
+}
+
+fn add_check(agent: &Agent, def: Value, ttl: Option<Duration>) {
+    let id = def["CheckID"].as_str().unwrap_or_default().to_string();
+    agent.local().checks.insert(
+        id,
+        LocalCheck {
+            def,
+            deadline: ttl.map(|t| Instant::now() + t),
+            ttl: ttl.map(|t| t.as_millis() as u64),
+        },
+    );
+}
+
+async fn register_service(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) -> Response {
+    authorize!(agent, headers, q);
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(name) = field(&body, "Name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return text(StatusCode::BAD_REQUEST, "Missing service name");
+    };
+    let id = field(&body, "ID")
+        .and_then(Value::as_str)
+        .unwrap_or(name)
+        .to_string();
+    let address = field(&body, "Address")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if address == "0.0.0.0" || address == "::" || address == "[::]" {
+        return text(StatusCode::BAD_REQUEST, "Invalid service address");
+    }
+    let tags = field(&body, "Tags").cloned().unwrap_or(json!([]));
+    let service = json!({
+        "ID": id,
+        "Service": name,
+        "Tags": tags,
+        "Meta": field(&body, "Meta").cloned().unwrap_or(json!({})),
+        "Port": field(&body, "Port").and_then(Value::as_i64).unwrap_or(0),
+        "Address": address,
+        "Weights": field(&body, "Weights").cloned().unwrap_or(json!({"Passing": 1, "Warning": 1})),
+        "EnableTagOverride": field(&body, "EnableTagOverride").and_then(Value::as_bool).unwrap_or(false),
+        "Datacenter": agent.settings.datacenter,
+    });
+    let mut checks = Vec::new();
+    if let Some(check) = field(&body, "Check") {
+        checks.push(check.clone());
+    }
+    if let Some(Value::Array(list)) = field(&body, "Checks") {
+        checks.extend(list.iter().cloned());
+    }
+    let mut defs = Vec::new();
+    let many = checks.len() > 1;
+    for (i, check) in checks.iter().enumerate() {
+        let default_id = if many {
+            format!("service:{id}:{}", i + 1)
+        } else {
+            format!("service:{id}")
+        };
+        match check_def(
+            &agent,
+            check,
+            Some((&id, name, &tags)),
+            default_id,
+            format!("Service '{name}' check"),
+        ) {
+            Ok(def) => defs.push(def),
+            Err(r) => return r,
+        }
+    }
+    {
+        let mut local = agent.local();
+        if flag(&q, "replace-existing-checks") {
+            local
+                .checks
+                .retain(|_, c| c.def["ServiceID"] != id.as_str());
+        }
+        local.services.insert(id.clone(), service);
+    }
+    for (def, ttl) in defs {
+        add_check(&agent, def, ttl);
+    }
+    agent.save_local();
+    agent.sync().await;
+    empty()
+}
+
+async fn deregister_service(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(id): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    {
+        let mut local = agent.local();
+        if local.services.remove(&id).is_none() {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."),
+            );
+        }
+        local
+            .checks
+            .retain(|_, c| c.def["ServiceID"] != id.as_str());
+    }
+    agent.save_local();
+    agent.sync().await;
+    empty()
+}
+
+async fn register_check(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) -> Response {
+    authorize!(agent, headers, q);
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(name) = field(&body, "Name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return text(StatusCode::BAD_REQUEST, "Missing check name");
+    };
+    let service = match field(&body, "ServiceID").and_then(Value::as_str) {
+        Some(sid) if !sid.is_empty() => match agent.local().services.get(sid) {
+            Some(s) => Some((
+                sid.to_string(),
+                s["Service"].as_str().unwrap_or_default().to_string(),
+                s["Tags"].clone(),
+            )),
+            None => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("ServiceID {sid:?} does not exist"),
+                )
+            }
+        },
+        _ => None,
+    };
+    let default_id = name.clone();
+    let service_ref = service
+        .as_ref()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c));
+    let (def, ttl) = match check_def(&agent, &body, service_ref, default_id, name) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    add_check(&agent, def, ttl);
+    agent.save_local();
+    agent.sync().await;
+    empty()
+}
+
+async fn deregister_check(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(id): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    if agent.local().checks.remove(&id).is_none() {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+            ),
+        );
+    }
+    agent.save_local();
+    agent.sync().await;
+    empty()
+}
+
+async fn set_check(agent: Arc<Agent>, id: String, status: &str, output: String) -> Response {
+    {
+        let mut local = agent.local();
+        let Some(check) = local.checks.get_mut(&id) else {
+            return text(StatusCode::NOT_FOUND, format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."));
+        };
+        check.def["Status"] = json!(status);
+        check.def["Output"] = json!(output);
+        if let Some(ttl) = check.ttl {
+            check.deadline = Some(Instant::now() + Duration::from_millis(ttl));
+        }
+    }
+    agent.save_local();
+    agent.sync().await;
+    empty()
+}
+
+async fn check_pass(State(agent): A, headers: HeaderMap, q: Q, Path(id): Path<String>) -> Response {
+    authorize!(agent, headers, q);
+    let note = q.get("note").cloned().unwrap_or_default();
+    set_check(agent, id, "passing", note).await
+}
+
+async fn check_warn(State(agent): A, headers: HeaderMap, q: Q, Path(id): Path<String>) -> Response {
+    authorize!(agent, headers, q);
+    let note = q.get("note").cloned().unwrap_or_default();
+    set_check(agent, id, "warning", note).await
+}
+
+async fn check_fail(State(agent): A, headers: HeaderMap, q: Q, Path(id): Path<String>) -> Response {
+    authorize!(agent, headers, q);
+    let note = q.get("note").cloned().unwrap_or_default();
+    set_check(agent, id, "critical", note).await
+}
+
+async fn check_update(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    authorize!(agent, headers, q);
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let status = field(&body, "Status")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !matches!(status.as_str(), "passing" | "warning" | "critical") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid check status: '{status}'"),
+        );
+    }
+    let output = field(&body, "Output")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    set_check(agent, id, &status, output).await
+}
+
+// ----- status and operator -----
+
+async fn status_leader(State(agent): A) -> Response {
+    let leader = agent
+        .cluster
+        .leader()
+        .map(|l| l.address)
+        .unwrap_or_default();
+    axum::Json(json!(leader)).into_response()
+}
+
+async fn status_peers(State(agent): A) -> Response {
+    if agent.cluster.leader().is_none() {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader");
+    }
+    let peers: Vec<String> = agent
+        .cluster
+        .config()
+        .into_iter()
+        .map(|s| s.address)
+        .collect();
+    axum::Json(json!(peers)).into_response()
+}
+
+/// Raft IDs are node IDs, as with Consul's raft protocol 3.
+fn raft_id(agent: &Agent, name: &str) -> String {
+    agent
+        .cluster
+        .members()
+        .into_iter()
+        .find(|m| m.name == name)
+        .and_then(|m| m.tags.get("id").cloned())
+        .unwrap_or_else(|| name.to_string())
+}
+
+async fn raft_configuration(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let leader = agent.cluster.leader().map(|l| l.id);
+    let servers: Vec<Value> = agent
+        .cluster
+        .config()
+        .iter()
+        .map(|s| {
+            json!({
+                "ID": raft_id(&agent, &s.id),
+                "Node": s.id,
+                "Address": s.address,
+                "Leader": leader.as_deref() == Some(s.id.as_str()),
+                "Voter": s.voter,
+                "ProtocolVersion": "3",
+            })
+        })
+        .collect();
+    axum::Json(json!({"Servers": servers, "Index": agent.cluster.index()})).into_response()
+}
+
+async fn raft_remove_peer(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    let (id, address) = (q.get("id"), q.get("address"));
+    let target = match (id, address) {
+        (None, None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove",
+            )
+        }
+        (Some(_), Some(_)) => return text(StatusCode::BAD_REQUEST, "Must specify only one of ?id or ?address"),
+        (Some(id), None) => agent
+            .cluster
+            .config()
+            .into_iter()
+            .find(|s| raft_id(&agent, &s.id) == *id || s.id == *id)
+            .map(|s| s.id)
+            .ok_or_else(|| format!("id \"{id}\" was not found in the Raft configuration")),
+        (None, Some(addr)) => agent
+            .cluster
+            .config()
+            .into_iter()
+            .find(|s| s.address == *addr)
+            .map(|s| s.id)
+            .ok_or_else(|| format!("address \"{addr}\" was not found in the Raft configuration")),
+    };
+    let result = match target {
+        Ok(name) => agent.cluster.remove_server(&name).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => empty(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn autopilot_health(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let leader = agent.cluster.leader().map(|l| l.id);
+    let members = agent.cluster.members();
+    let servers: Vec<Value> = agent
+        .cluster
+        .config()
+        .iter()
+        .map(|s| {
+            let alive = members.iter().any(|m| m.name == s.id && m.status == MemberStatus::Alive);
+            let contact = agent.cluster.last_contact(&s.id);
+            let healthy = alive && contact.is_some_and(|c| c < Duration::from_secs(2));
+            json!({
+                "ID": raft_id(&agent, &s.id),
+                "Name": s.id,
+                "Address": s.address,
+                "SerfStatus": if alive { "alive" } else { "failed" },
+                "Version": "1.8.7",
+                "Leader": leader.as_deref() == Some(s.id.as_str()),
+                "LastContact": contact.map(|c| format!("{}ms", c.as_millis())).unwrap_or_else(|| "-1ns".into()),
+                "LastTerm": 0,
+                "LastIndex": agent.cluster.index(),
+                "Healthy": healthy,
+                "Voter": s.voter,
+                "StableSince": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            })
+        })
+        .collect();
+    let healthy_voters = servers
+        .iter()
+        .filter(|s| s["Voter"] == true && s["Healthy"] == true)
+        .count();
+    let voters = servers.iter().filter(|s| s["Voter"] == true).count();
+    let healthy = servers.iter().all(|s| s["Healthy"] == true);
+    let tolerance = healthy_voters.saturating_sub(voters / 2 + 1);
+    axum::Json(json!({"Healthy": healthy, "FailureTolerance": tolerance, "Servers": servers}))
+        .into_response()
+}
+
+// ----- catalog and health -----
+
+async fn datacenters(State(agent): A) -> Response {
+    axum::Json(json!([agent.settings.datacenter])).into_response()
+}
+
+async fn catalog_nodes(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let nodes: Vec<Value> = agent.cluster.read(|d| {
+        d["nodes"]
+            .as_object()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    });
+    indexed(&agent, Value::Array(nodes))
+}
+
+async fn catalog_services(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let mut out = serde_json::Map::new();
+    agent.cluster.read(|d| {
+        for per_node in d["services"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            for s in per_node.as_object().into_iter().flat_map(|m| m.values()) {
+                let name = s["Service"].as_str().unwrap_or_default().to_string();
+                let tags = out.entry(name).or_insert_with(|| json!([]));
+                for t in s["Tags"].as_array().into_iter().flatten() {
+                    let list = tags.as_array_mut().expect("tags are an array");
+                    if !list.contains(t) {
+                        list.push(t.clone());
+                    }
+                }
+            }
+        }
+    });
+    indexed(&agent, Value::Object(out))
+}
+
+/// Every (node, service) pair of a service name, in node order.
+fn instances(d: &Value, name: &str, tag: Option<&str>) -> Vec<(Value, Value)> {
+    let mut out = Vec::new();
+    for (node, per_node) in d["services"].as_object().into_iter().flatten() {
+        for s in per_node.as_object().into_iter().flat_map(|m| m.values()) {
+            if s["Service"] != name {
+                continue;
+            }
+            if let Some(tag) = tag {
+                if !s["Tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x == tag))
+                {
+                    continue;
+                }
+            }
+            out.push((d["nodes"][node].clone(), s.clone()));
+        }
+    }
+    out
+}
+
+async fn catalog_service(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(name): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let list: Vec<Value> = agent.cluster.read(|d| {
+        instances(d, &name, q.get("tag").map(String::as_str))
+            .into_iter()
+            .map(|(node, s)| {
+                json!({
+                    "ID": node["ID"], "Node": node["Node"], "Address": node["Address"],
+                    "Datacenter": node["Datacenter"], "TaggedAddresses": node["TaggedAddresses"],
+                    "NodeMeta": node["Meta"],
+                    "ServiceID": s["ID"], "ServiceName": s["Service"], "ServiceTags": s["Tags"],
+                    "ServiceAddress": s["Address"], "ServicePort": s["Port"], "ServiceMeta": s["Meta"],
+                    "ServiceWeights": s["Weights"], "ServiceEnableTagOverride": s["EnableTagOverride"],
+                    "CreateIndex": s["CreateIndex"], "ModifyIndex": s["ModifyIndex"],
+                    "Namespace": "default",
+                })
+            })
+            .collect()
+    });
+    indexed(&agent, Value::Array(list))
+}
+
+fn node_checks(d: &Value, node: &str) -> Vec<Value> {
+    d["checks"][node]
+        .as_object()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default()
+}
+
+async fn health_service(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(name): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let passing_only = match q.get("passing").map(String::as_str) {
+        None => false,
+        Some("" | "true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(_) => return text(StatusCode::BAD_REQUEST, "Invalid value for ?passing"),
+    };
+    let list: Vec<Value> = agent.cluster.read(|d| {
+        instances(d, &name, q.get("tag").map(String::as_str))
+            .into_iter()
+            .filter_map(|(node, s)| {
+                let node_name = node["Node"].as_str().unwrap_or_default().to_string();
+                let checks: Vec<Value> = node_checks(d, &node_name)
+                    .into_iter()
+                    .filter(|c| c["ServiceID"] == "" || c["ServiceID"] == s["ID"])
+                    .collect();
+                if passing_only && !checks.iter().all(|c| c["Status"] == "passing") {
+                    return None;
+                }
+                let mut service = s.clone();
+                service.as_object_mut().map(|o| o.remove("Datacenter"));
+                Some(json!({"Node": node, "Service": service, "Checks": checks}))
+            })
+            .collect()
+    });
+    indexed(&agent, Value::Array(list))
+}
+
+async fn health_state(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(state): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    if !matches!(state.as_str(), "any" | "passing" | "warning" | "critical") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid check state: '{state}'"),
+        );
+    }
+    let list: Vec<Value> = agent.cluster.read(|d| {
+        d["checks"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|per| {
+                per.as_object()
+                    .into_iter()
+                    .flat_map(|m| m.values().cloned())
+            })
+            .filter(|c| state == "any" || c["Status"] == state.as_str())
+            .collect()
+    });
+    indexed(&agent, Value::Array(list))
+}
+
+async fn health_node(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(node): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let list = agent.cluster.read(|d| node_checks(d, &node));
+    indexed(&agent, Value::Array(list))
+}
+
+async fn health_checks(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(service): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let list: Vec<Value> = agent.cluster.read(|d| {
+        d["checks"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|per| {
+                per.as_object()
+                    .into_iter()
+                    .flat_map(|m| m.values().cloned())
+            })
+            .filter(|c| c["ServiceName"] == service.as_str())
+            .collect()
+    });
+    indexed(&agent, Value::Array(list))
+}
+
+// ----- KV -----
+
+async fn kv_get_root(s: A, h: HeaderMap, q: Q) -> Response {
+    kv_get(s, h, q, Path(String::new())).await
+}
+
+async fn kv_put_root(s: A, h: HeaderMap, q: Q, body: Bytes) -> Response {
+    kv_put(s, h, q, Path(String::new()), body).await
+}
+
+async fn kv_delete_root(s: A, h: HeaderMap, q: Q) -> Response {
+    kv_delete(s, h, q, Path(String::new())).await
+}
+
+async fn kv_get(State(agent): A, headers: HeaderMap, q: Q, Path(key): Path<String>) -> Response {
+    authorize!(agent, headers, q);
+    let keys = flag(&q, "keys");
+    let recurse = flag(&q, "recurse") || keys;
+    if key.is_empty() && !recurse {
+        return text(StatusCode::BAD_REQUEST, "Missing key name");
+    }
+    need_leader!(agent, q);
+    let entries: Vec<Value> = agent.cluster.read(|d| {
+        d["kv"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|(k, _)| {
+                if recurse {
+                    k.starts_with(&key)
+                } else {
+                    **k == key
+                }
+            })
+            .map(|(_, v)| v.clone())
+            .collect()
+    });
+    if keys {
+        let separator = q
+            .get("separator")
+            .or(q.get("seperator"))
+            .cloned()
+            .unwrap_or_default();
+        let mut names: Vec<String> = Vec::new();
+        for e in &entries {
+            let k = e["Key"].as_str().unwrap_or_default();
+            let name = match separator.chars().next() {
+                Some(_) => match k[key.len()..].find(&separator) {
+                    Some(i) => k[..key.len() + i + separator.len()].to_string(),
+                    None => k.to_string(),
+                },
+                None => k.to_string(),
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() && !key.is_empty() {
+            let mut r = StatusCode::NOT_FOUND.into_response();
+            add_index_headers(&agent, r.headers_mut());
+            return r;
+        }
+        return indexed(&agent, json!(names));
+    }
+    if entries.is_empty() {
+        let mut r = StatusCode::NOT_FOUND.into_response();
+        add_index_headers(&agent, r.headers_mut());
+        return r;
+    }
+    if flag(&q, "raw") {
+        let bytes = decode_value(&entries[0]["Value"]);
+        let mut r = (StatusCode::OK, bytes).into_response();
+        r.headers_mut()
+            .insert("Content-Type", HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(
+            "X-Content-Type-Options",
+            HeaderValue::from_static("nosniff"),
+        );
+        add_index_headers(&agent, r.headers_mut());
+        return r;
+    }
+    indexed(&agent, Value::Array(entries))
+}
+
+fn parse_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Response> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| text(StatusCode::BAD_REQUEST, format!("Invalid {name} index"))),
+    }
+}
+
+async fn kv_put(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    authorize!(agent, headers, q);
+    if key.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "Missing key name");
+    }
+    let set: Vec<&str> = ["cas", "acquire", "release"]
+        .into_iter()
+        .filter(|f| q.contains_key(*f))
+        .collect();
+    if set.len() > 1 {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Conflicting flags: {}\n", set.join("&")),
+        );
+    }
+    if body.len() > 512 * 1024 {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body(%d bytes) too large, max size: 524288 bytes. See https://www.consul.io/docs/agent/options.html#kv_max_value_size.".replace("%d", &body.len().to_string()));
+    }
+    let cas = match parse_u64(&q, "cas") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let flags = match parse_u64(&q, "flags") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let op = json!({
+        "op": "kv_set", "key": key, "value": encode_value(&body),
+        "flags": flags.unwrap_or(0), "cas": cas,
+        "acquire": q.get("acquire"), "release": q.get("release"),
+    });
+    match agent.cluster.write(op).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn kv_delete(State(agent): A, headers: HeaderMap, q: Q, Path(key): Path<String>) -> Response {
+    authorize!(agent, headers, q);
+    let recurse = flag(&q, "recurse");
+    if key.is_empty() && !recurse {
+        return text(StatusCode::BAD_REQUEST, "Missing key name");
+    }
+    if recurse && q.contains_key("cas") {
+        return text(StatusCode::BAD_REQUEST, "Conflicting flags: cas&recurse\n");
+    }
+    let cas = match parse_u64(&q, "cas") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let op = json!({"op": "kv_delete", "key": key, "recurse": recurse, "cas": cas});
+    match agent.cluster.write(op).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+// ----- sessions -----
+
+async fn session_create(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) -> Response {
+    authorize!(agent, headers, q);
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let node = field(&body, "Node")
+        .and_then(Value::as_str)
+        .unwrap_or(&agent.settings.node_name)
+        .to_string();
+    let behavior = field(&body, "Behavior")
+        .and_then(Value::as_str)
+        .unwrap_or("release");
+    if !matches!(behavior, "release" | "delete") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid Behavior setting '{behavior}'"),
+        );
+    }
+    let session = json!({
+        "ID": uuid::Uuid::new_v4().to_string(),
+        "Name": field(&body, "Name").and_then(Value::as_str).unwrap_or(""),
+        "Node": node,
+        "LockDelay": 15_000_000_000u64,
+        "Behavior": behavior,
+        "TTL": field(&body, "TTL").and_then(Value::as_str).unwrap_or(""),
+        "NodeChecks": ["serfHealth"],
+        "ServiceChecks": null,
+        "Namespace": "default",
+    });
+    match agent
+        .cluster
+        .write(json!({"op": "session_create", "session": session}))
+        .await
+    {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn session_destroy(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(id): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    match agent
+        .cluster
+        .write(json!({"op": "session_destroy", "id": id}))
+        .await
+    {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn session_info(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(id): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let found: Vec<Value> = agent
+        .cluster
+        .read(|d| d["sessions"].get(&id).cloned().into_iter().collect());
+    if found.is_empty() {
+        return indexed(&agent, Value::Null);
+    }
+    indexed(&agent, Value::Array(found))
+}
+
+async fn session_list(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    let list: Vec<Value> = agent.cluster.read(|d| {
+        d["sessions"]
+            .as_object()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    });
+    indexed(&agent, Value::Array(list))
+}

@@ -1,0 +1,462 @@
+//! The Consul server twin: reads the same consul.hcl a real agent reads and answers the
+//! HTTP API as documented in the API facts, for the endpoints harun and its scripts use.
+//!
+//! Services and checks belong to the agent they were registered at (kept in its data_dir
+//! and synced into the catalog under its node): deregistering through another agent finds
+//! nothing to remove, and the registration goes stale, as in the story.
+
+mod api;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::cluster::{Cluster, MemberStatus, Options};
+use crate::config::{join_url, ConfigFile};
+
+/// Keys a consul.hcl may hold; others are refused as the real agent refuses them.
+const KNOWN_KEYS: &[&str] = &[
+    "datacenter",
+    "data_dir",
+    "node_name",
+    "node_id",
+    "server",
+    "bootstrap",
+    "bootstrap_expect",
+    "retry_join",
+    "retry_interval",
+    "retry_max",
+    "start_join",
+    "rejoin_after_leave",
+    "leave_on_terminate",
+    "bind_addr",
+    "client_addr",
+    "advertise_addr",
+    "addresses.*",
+    "ports.*",
+    "ui",
+    "ui_config.*",
+    "log_level",
+    "log_file",
+    "encrypt",
+    "enable_script_checks",
+    "enable_local_script_checks",
+    "acl.*",
+    "connect.*",
+    "performance.*",
+    "telemetry.*",
+    "tls.*",
+    "verify_incoming",
+    "verify_outgoing",
+    "verify_server_hostname",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "recursors",
+    "domain",
+    "node_meta.*",
+    "autopilot.*",
+    "dns_config.*",
+];
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub datacenter: String,
+    pub node_name: String,
+    pub node_id: String,
+    pub server: bool,
+    pub bind: String,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub bootstrap_expect: usize,
+    pub retry_join: Vec<String>,
+    pub management_token: Option<String>,
+    pub acl_enabled: bool,
+    pub default_allow: bool,
+    pub enable_script_checks: bool,
+    pub server_port: u16,
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Settings, String> {
+        let file = ConfigFile::load(path)?;
+        file.check_keys(KNOWN_KEYS, |key| {
+            format!(
+                "Error parsing {}: 1 error occurred:\n\t* invalid config key {key}\n",
+                file.path
+            )
+        })?;
+        let wrap = |e: String| format!("Error parsing {}: {e}", file.path);
+        let data_dir = file
+            .string("data_dir")
+            .map_err(wrap)?
+            .ok_or("data_dir cannot be empty")?;
+        let server = file.bool("server").map_err(wrap)?.unwrap_or(false);
+        let bootstrap = file.bool("bootstrap").map_err(wrap)?.unwrap_or(false);
+        let expect = file.int("bootstrap_expect").map_err(wrap)?.unwrap_or(0);
+        if expect < 0 {
+            return Err("bootstrap_expect cannot be negative".into());
+        }
+        if expect > 0 && !server {
+            return Err("'bootstrap_expect = N' requires 'server = true'".into());
+        }
+        if expect > 0 && bootstrap {
+            return Err(
+                "'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive".into(),
+            );
+        }
+        let bind = file
+            .string("bind_addr")
+            .map_err(wrap)?
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let client = file
+            .string("addresses.http")
+            .map_err(wrap)?
+            .or(file.string("client_addr").map_err(wrap)?)
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let http_port = file.int("ports.http").map_err(wrap)?.unwrap_or(8500);
+        let http: SocketAddr = format!("{client}:{http_port}")
+            .parse()
+            .map_err(|_| format!("Invalid HTTP address {client}:{http_port}"))?;
+        let node_name = file
+            .string("node_name")
+            .map_err(wrap)?
+            .unwrap_or_else(|| hostname());
+        let management_token = file
+            .string("acl.tokens.initial_management")
+            .map_err(wrap)?
+            .or(file.string("acl.tokens.master").map_err(wrap)?);
+        let acl_enabled = file.bool("acl.enabled").map_err(wrap)?.unwrap_or(false);
+        let default_allow = file
+            .string("acl.default_policy")
+            .map_err(wrap)?
+            .is_none_or(|p| p == "allow");
+        let data_dir = PathBuf::from(data_dir);
+        Ok(Settings {
+            datacenter: file
+                .string("datacenter")
+                .map_err(wrap)?
+                .unwrap_or_else(|| "dc1".into()),
+            node_id: node_id(&data_dir),
+            node_name,
+            server,
+            bind,
+            http,
+            data_dir,
+            bootstrap_expect: if bootstrap { 1 } else { expect as usize },
+            retry_join: file
+                .strings("retry_join")
+                .map_err(wrap)?
+                .into_iter()
+                .chain(file.strings("start_join").map_err(wrap)?)
+                .collect(),
+            management_token,
+            acl_enabled,
+            default_allow,
+            enable_script_checks: file
+                .bool("enable_script_checks")
+                .map_err(wrap)?
+                .unwrap_or(false),
+            server_port: file.int("ports.server").map_err(wrap)?.unwrap_or(8300) as u16,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The node ID kept in the data dir, made on first start.
+fn node_id(data_dir: &Path) -> String {
+    let file = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        return id.trim().to_string();
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A check registered at this agent, with its live status.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct LocalCheck {
+    pub def: Value,
+    #[serde(skip)]
+    pub deadline: Option<Instant>,
+    pub ttl: Option<u64>,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Local {
+    services: BTreeMap<String, Value>,
+    checks: BTreeMap<String, LocalCheck>,
+}
+
+pub struct Agent {
+    pub settings: Settings,
+    pub cluster: Arc<Cluster>,
+    local: Mutex<Local>,
+    pub shutdown: tokio::sync::Notify,
+}
+
+impl Agent {
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save_local(&self) {
+        let text = serde_json::to_vec(&*self.local()).expect("local state serializes");
+        let path = self.settings.data_dir.join("agent-local.json");
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path));
+    }
+
+    /// Anti-entropy: the catalog entries of this node follow what the agent holds.
+    async fn sync(&self) {
+        if self.cluster.leader().is_none() {
+            return;
+        }
+        let me = self.settings.node_name.clone();
+        let (catalog_services, catalog_checks) = self.cluster.read(|d| {
+            (
+                d["services"][&me].as_object().cloned().unwrap_or_default(),
+                d["checks"][&me].as_object().cloned().unwrap_or_default(),
+            )
+        });
+        let (services, checks) = {
+            let local = self.local();
+            (local.services.clone(), local.checks.clone())
+        };
+        let mut ops = Vec::new();
+        for (id, service) in &services {
+            let same = catalog_services
+                .get(id)
+                .is_some_and(|c| strip_indexes(c) == strip_indexes(service));
+            if !same {
+                ops.push(json!({"op": "register_service", "node": me, "service": service}));
+            }
+        }
+        for id in catalog_services.keys() {
+            if !services.contains_key(id) && id != "consul" {
+                ops.push(json!({"op": "deregister_service", "node": me, "id": id}));
+            }
+        }
+        for (id, check) in &checks {
+            let same = catalog_checks
+                .get(id)
+                .is_some_and(|c| strip_indexes(c) == strip_indexes(&check.def));
+            if !same {
+                ops.push(json!({"op": "register_check", "node": me, "check": check.def}));
+            }
+        }
+        for (id, check) in &catalog_checks {
+            let service_check = check["ServiceID"].as_str().is_some_and(|s| !s.is_empty());
+            if !checks.contains_key(id)
+                && id != "serfHealth"
+                && (service_check || check["CheckID"] != "serfHealth")
+            {
+                ops.push(json!({"op": "deregister_check", "node": me, "id": id}));
+            }
+        }
+        for op in ops {
+            if let Err(e) = self.cluster.write(op).await {
+                tracing::debug!("catalog sync: {e}");
+                return;
+            }
+        }
+    }
+
+    /// The leader keeps every member's node and its serfHealth check in the catalog.
+    async fn reconcile(&self) {
+        if !self.cluster.is_leader() {
+            return;
+        }
+        let members = self.cluster.members();
+        let (nodes, checks) = self
+            .cluster
+            .read(|d| (d["nodes"].clone(), d["checks"].clone()));
+        for m in members {
+            let status = match m.status {
+                MemberStatus::Alive => "passing",
+                MemberStatus::Failed | MemberStatus::Leaving => "critical",
+                MemberStatus::Left => {
+                    if nodes.get(&m.name).is_some() {
+                        let _ = self
+                            .cluster
+                            .write(json!({"op": "deregister_node", "node": m.name}))
+                            .await;
+                    }
+                    continue;
+                }
+            };
+            if nodes.get(&m.name).is_none() {
+                let node = json!({
+                    "ID": m.tags.get("id").cloned().unwrap_or_default(),
+                    "Node": m.name,
+                    "Address": m.addr,
+                    "Datacenter": m.tags.get("dc").cloned().unwrap_or_else(|| "dc1".into()),
+                    "TaggedAddresses": {"lan": m.addr, "wan": m.addr},
+                    "Meta": {"consul-network-segment": ""},
+                });
+                if self
+                    .cluster
+                    .write(json!({"op": "register_node", "node": node}))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if m.server {
+                    let service = json!({
+                        "ID": "consul", "Service": "consul", "Tags": [], "Meta": {},
+                        "Address": "", "Port": self.settings.server_port,
+                        "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": false,
+                    });
+                    let _ = self
+                        .cluster
+                        .write(
+                            json!({"op": "register_service", "node": m.name, "service": service}),
+                        )
+                        .await;
+                }
+            }
+            let current = checks[&m.name]["serfHealth"]["Status"].as_str();
+            if current != Some(status) {
+                let output = if status == "passing" {
+                    "Agent alive and reachable"
+                } else {
+                    "Agent not live or unreachable"
+                };
+                let check = json!({
+                    "Node": m.name, "CheckID": "serfHealth", "Name": "Serf Health Status",
+                    "Status": status, "Notes": "", "Output": output,
+                    "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "",
+                });
+                let _ = self
+                    .cluster
+                    .write(json!({"op": "register_check", "node": m.name, "check": check}))
+                    .await;
+            }
+        }
+    }
+
+    /// TTL checks that were not refreshed in time turn critical.
+    fn expire_ttls(&self) -> bool {
+        let mut changed = false;
+        let mut local = self.local();
+        for check in local.checks.values_mut() {
+            if let Some(deadline) = check.deadline {
+                if Instant::now() > deadline && check.def["Status"] != "critical" {
+                    check.def["Status"] = json!("critical");
+                    check.def["Output"] = json!("TTL expired");
+                    check.deadline = None;
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+}
+
+fn strip_indexes(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("CreateIndex");
+        o.remove("ModifyIndex");
+    }
+    v
+}
+
+/// Runs the Consul twin until it is stopped or leaves.
+pub async fn serve(config: &Path) -> Result<(), String> {
+    let settings = Settings::load(config)?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        format!(
+            "Error creating data_dir {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let _ = std::fs::write(settings.data_dir.join("node-id"), &settings.node_id);
+    let http_url = format!("http://{}", settings.http);
+    let mut tags = BTreeMap::new();
+    tags.insert("dc".to_string(), settings.datacenter.clone());
+    tags.insert("id".to_string(), settings.node_id.clone());
+    tags.insert(
+        "role".to_string(),
+        if settings.server { "consul" } else { "node" }.to_string(),
+    );
+    if settings.server {
+        tags.insert("port".to_string(), settings.server_port.to_string());
+        if settings.bootstrap_expect == 1 {
+            tags.insert("bootstrap".to_string(), "1".to_string());
+        } else if settings.bootstrap_expect > 1 {
+            tags.insert("expect".to_string(), settings.bootstrap_expect.to_string());
+        }
+    }
+    let join = settings
+        .retry_join
+        .iter()
+        .map(|j| join_url(j, settings.http.port()))
+        .collect();
+    let cluster = Cluster::new(
+        Options {
+            id: settings.node_name.clone(),
+            address: format!("{}:{}", settings.bind, settings.server_port),
+            http: http_url,
+            server: settings.server,
+            bootstrap_expect: settings.bootstrap_expect,
+            state_file: settings.data_dir.join("raft-state.json"),
+            join,
+            tags,
+            promote_after: Duration::from_secs(3),
+        },
+        Box::new(state::apply),
+        Box::new(|| true),
+    );
+    let local: Local = std::fs::read(settings.data_dir.join("agent-local.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let agent = Arc::new(Agent {
+        settings: settings.clone(),
+        cluster: cluster.clone(),
+        local: Mutex::new(local),
+        shutdown: tokio::sync::Notify::new(),
+    });
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .map_err(|e| {
+            format!(
+                "Error starting agent: Failed to start Consul HTTP server on {}: {e}",
+                settings.http
+            )
+        })?;
+    cluster.spawn();
+    let a = agent.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            a.reconcile().await;
+            if a.expire_ttls() {
+                a.save_local();
+            }
+            a.sync().await;
+        }
+    });
+    let app = api::routes(agent.clone()).merge(cluster.routes());
+    tracing::info!(
+        "consul twin {} listening on {}",
+        settings.node_name,
+        settings.http
+    );
+    let a = agent.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { a.shutdown.notified().await })
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,11 @@
+//! harun-lab: twins of Consul, Nomad and Vault servers, and the supervisor of a local lab
+//! of three controllers on loopback addresses.
+//!
+//! Each twin is a real process (`harun lab serve SERVICE --config FILE`) that reads the
+//! same HCL config file a real server reads, so scripts edit and restart it exactly as
+//! they would on a controller. The binary links this crate for `harun lab` and `--lab`;
+//! the stdlib never depends on it.
+
+pub mod cluster;
+pub mod config;
+pub mod consul;
