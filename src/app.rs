@@ -57,12 +57,35 @@ pub fn run() -> i32 {
         Some(Command::Check { files }) => check(&cli, files, redactor),
         Some(Command::Lab { command }) => crate::lab::run(command),
         Some(Command::Repl) => repl(&cli, redactor),
-        None => match (&cli.eval, &cli.script) {
-            (Some(code), _) => eval(&cli, code, redactor),
-            (None, Some(script)) => run_script(&cli, script, redactor),
-            (None, None) => repl(&cli, redactor),
-        },
+        None => with_lab(&cli, |cli| match (&cli.eval, &cli.script) {
+            (Some(code), _) => eval(cli, code, redactor),
+            (None, Some(script)) => run_script(cli, script, redactor),
+            (None, None) => repl(cli, redactor),
+        }),
     }
+}
+
+/// `--lab`: the run gets a fresh lab and its topology, and the lab goes away after.
+fn with_lab(cli: &Cli, run: impl FnOnce(&Cli) -> i32) -> i32 {
+    if !cli.run.lab {
+        return run(cli);
+    }
+    if cli.run.topology.is_some() {
+        eprintln!("error[harun::usage]: --lab brings its own topology; drop --topology");
+        return EXIT_ERROR;
+    }
+    let lab = match crate::lab::TempLab::start() {
+        Ok(lab) => lab,
+        Err(e) => {
+            eprintln!("error[harun::lab]: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let mut with_topology = cli.clone();
+    with_topology.run.topology = Some(lab.topology.clone());
+    let code = run(&with_topology);
+    lab.finish(cli.run.keep_lab);
+    code
 }
 
 /// A context and an engine for one run.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "harun",
     version,
@@ -75,6 +75,14 @@ pub struct RunFlags {
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
+    /// Run against a fresh temporary lab of three controllers (see `harun lab up`)
+    #[arg(long, global = true)]
+    pub lab: bool,
+
+    /// With --lab: keep the lab running afterwards and print where it is
+    #[arg(long, global = true, requires = "lab")]
+    pub keep_lab: bool,
+
     /// Append every change made to this JSON-lines file [default: $XDG_STATE_HOME/harun/audit.log]
     #[arg(long, global = true, env = "HARUN_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
@@ -109,7 +117,7 @@ pub enum Format {
     Json,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Compile scripts and their imports, report errors, run nothing
     Check {
@@ -134,8 +142,34 @@ pub enum Command {
     },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum LabCommand {
+    /// Start a lab: three controllers on loopback in the story's first state; prints the
+    /// path of its topology file
+    Up {
+        /// Where the lab keeps its configs, data and logs
+        #[arg(long, default_value = "harun-lab")]
+        dir: PathBuf,
+    },
+    /// Show each controller's services and who leads
+    Status {
+        #[arg(long, default_value = "harun-lab")]
+        dir: PathBuf,
+    },
+    /// Stop every service of the lab (its files stay)
+    Down {
+        #[arg(long, default_value = "harun-lab")]
+        dir: PathBuf,
+    },
+    /// The lab's service manager: start, stop, restart or query one service
+    #[command(hide = true)]
+    Ctl {
+        #[arg(long)]
+        dir: PathBuf,
+        host: String,
+        service: String,
+        action: String,
+    },
     /// Run one twin in the foreground (what the lab's service manager starts)
     #[command(hide = true)]
     Serve {

@@ -1,16 +1,82 @@
-//! `harun lab ...`: the local lab's commands.
+//! `harun lab ...` and `--lab`: the local lab's commands.
+
+use std::path::{Path, PathBuf};
+
+use harun_lab::supervisor;
 
 use crate::cli::LabCommand;
 
+fn harun() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("harun"))
+}
+
 pub fn run(command: &LabCommand) -> i32 {
-    match command {
-        LabCommand::Serve { service, config } => serve(service, config),
+    let outcome = match command {
+        LabCommand::Serve { service, config } => return serve(service, config),
+        LabCommand::Up { dir } => supervisor::up(dir, &harun()).map(|path| {
+            println!("{}", path.display());
+            0
+        }),
+        LabCommand::Status { dir } => supervisor::status(dir).map(|text| {
+            print!("{text}");
+            0
+        }),
+        LabCommand::Down { dir } => supervisor::down(dir).map(|_| 0),
+        LabCommand::Ctl {
+            dir,
+            host,
+            service,
+            action,
+        } => supervisor::ctl(dir, &harun(), host, service, action),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error[harun::lab]: {e}");
+            if matches!(command, LabCommand::Ctl { .. }) {
+                1
+            } else {
+                crate::app::EXIT_ERROR
+            }
+        }
+    }
+}
+
+/// A fresh lab in a temporary directory for `--lab`; removed by [`TempLab::finish`]
+/// unless kept.
+pub struct TempLab {
+    pub dir: PathBuf,
+    pub topology: PathBuf,
+}
+
+impl TempLab {
+    pub fn start() -> Result<TempLab, String> {
+        let dir = std::env::temp_dir().join(format!("harun-lab-{}", std::process::id()));
+        let topology = supervisor::up(&dir, &harun())?;
+        Ok(TempLab { dir, topology })
+    }
+
+    pub fn finish(self, keep: bool) {
+        if keep {
+            eprintln!(
+                "harun: the lab keeps running in {} (topology {}); stop it with `harun lab down --dir {}`",
+                self.dir.display(),
+                self.topology.display(),
+                self.dir.display()
+            );
+            return;
+        }
+        if let Err(e) = supervisor::down(&self.dir) {
+            eprintln!("harun: could not stop the lab in {}: {e}", self.dir.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// Runs one twin until it stops; a config it refuses exits 1 with the reason on stderr,
 /// as the real agent does.
-fn serve(service: &str, config: &std::path::Path) -> i32 {
+fn serve(service: &str, config: &Path) -> i32 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -25,9 +91,7 @@ fn serve(service: &str, config: &std::path::Path) -> i32 {
     let outcome = runtime.block_on(async {
         match service {
             "consul" => harun_lab::consul::serve(config).await,
-            other => Err(format!(
-                "unknown service {other:?} (consul, nomad or vault)"
-            )),
+            other => Err(format!("unknown service {other:?} (consul, nomad or vault)")),
         }
     });
     match outcome {

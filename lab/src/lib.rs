@@ -9,3 +9,4 @@
 pub mod cluster;
 pub mod config;
 pub mod consul;
+pub mod supervisor;

@@ -1,0 +1,414 @@
+//! The lab supervisor: three controllers on a free 127.x.y.0/24 block, their config files,
+//! and the processes of their services.
+//!
+//! `harun lab up` writes DIR/harun.hcl (transport local, a service manager that is this
+//! program's `lab ctl`), one config file per controller and service, and starts the story's
+//! first state: controller1 runs single-server Consul; controllers 2 and 3 have configs but
+//! their services are stopped.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub const HOSTS: [&str; 3] = ["controller1", "controller2", "controller3"];
+
+/// The services a controller runs, with their HTTP ports.
+pub const SERVICES: &[(&str, u16)] = &[("consul", 8500)];
+
+/// What `lab up` decided, kept in DIR/lab.json.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lab {
+    pub dir: PathBuf,
+    /// `127.x.y`: controller N is `127.x.y.(10+N)`.
+    pub block: String,
+}
+
+impl Lab {
+    pub fn load(dir: &Path) -> Result<Lab, String> {
+        let file = dir.join("lab.json");
+        let bytes = std::fs::read(&file)
+            .map_err(|_| format!("no lab in {} (start one with `harun lab up --dir {}`)", dir.display(), dir.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged: {e}", file.display()))
+    }
+
+    pub fn address(&self, host: &str) -> String {
+        let n: usize = host.trim_start_matches("controller").parse().unwrap_or(1);
+        format!("{}.{}", self.block, 10 + n)
+    }
+
+    fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.join(host)
+    }
+
+    pub fn config_file(&self, host: &str, service: &str) -> PathBuf {
+        self.host_dir(host).join(format!("{service}.hcl"))
+    }
+
+    fn pid_file(&self, host: &str, service: &str) -> PathBuf {
+        self.host_dir(host).join("run").join(format!("{service}.pid"))
+    }
+
+    pub fn log_file(&self, host: &str, service: &str) -> PathBuf {
+        self.host_dir(host).join("log").join(format!("{service}.log"))
+    }
+
+    pub fn topology_file(&self) -> PathBuf {
+        self.dir.join("harun.hcl")
+    }
+
+    /// The pid of a running service, if it runs.
+    pub fn pid(&self, host: &str, service: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.pid_file(host, service))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        alive.then_some(pid)
+    }
+}
+
+fn port_of(service: &str) -> Result<u16, String> {
+    SERVICES
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| format!("unknown service {service:?} (the lab runs {})", names()))
+}
+
+fn names() -> String {
+    SERVICES.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+}
+
+/// A 127.x.y block where nothing listens on the controllers' ports.
+fn free_block() -> Result<String, String> {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    for attempt in 0..200u64 {
+        let n = seed.wrapping_mul(6364136223846793005).wrapping_add(attempt * 1442695040888963407);
+        let block = format!("127.{}.{}", 100 + (n >> 33) % 150, (n >> 17) % 256);
+        let free = (11..=13).all(|i| {
+            SERVICES.iter().all(|(_, port)| {
+                TcpListener::bind(format!("{block}.{i}:{port}")).is_ok()
+            })
+        });
+        if free {
+            return Ok(block);
+        }
+    }
+    Err("no free 127.x.y.0/24 block found".into())
+}
+
+fn consul_config(lab: &Lab, host: &str) -> String {
+    let address = lab.address(host);
+    format!(
+        r#"# Consul server on {host} (harun lab): a single server, as in the story's first state.
+datacenter = "homelab"
+data_dir   = "{data}"
+node_name  = "{host}"
+
+server           = true
+bootstrap_expect = 1
+
+bind_addr   = "{address}"
+client_addr = "{address}"
+
+ui_config {{
+  enabled = true
+}}
+"#,
+        data = lab.host_dir(host).join("consul").display(),
+    )
+}
+
+fn topology(lab: &Lab, harun: &Path) -> String {
+    let dir = lab.dir.display();
+    let mut out = format!(
+        r#"# The lab's topology, written by `harun lab up`: three controllers on loopback,
+# services run by the lab's own service manager. Point scripts at it with
+# --topology {dir}/harun.hcl (or HARUN_TOPOLOGY).
+defaults {{
+  transport       = "local"
+  service_manager = "{harun} lab ctl --dir {dir} {{name}} {{service}} {{action}}"
+}}
+
+consul {{
+  address     = "http://{{address}}:8500"
+  config_file = "{dir}/{{name}}/consul.hcl"
+  data_dir    = "{dir}/{{name}}/consul"
+}}
+
+"#,
+        harun = harun.display(),
+    );
+    for host in HOSTS {
+        out.push_str(&format!("host \"{host}\" {{ address = \"{}\" }}\n", lab.address(host)));
+    }
+    out
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `harun lab up`: returns the topology path.
+pub fn up(dir: &Path, harun: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if let Ok(existing) = Lab::load(&dir) {
+        let running: Vec<String> = HOSTS
+            .iter()
+            .flat_map(|h| SERVICES.iter().map(move |(s, _)| (*h, *s)))
+            .filter(|(h, s)| existing.pid(h, s).is_some())
+            .map(|(h, s)| format!("{s} on {h}"))
+            .collect();
+        if !running.is_empty() {
+            return Err(format!(
+                "a lab is already running in {} ({}); stop it with `harun lab down --dir {}`",
+                dir.display(),
+                running.join(", "),
+                dir.display()
+            ));
+        }
+    }
+    let lab = Lab {
+        dir: dir.clone(),
+        block: free_block()?,
+    };
+    for host in HOSTS {
+        for sub in ["run", "log", "consul"] {
+            std::fs::create_dir_all(lab.host_dir(host).join(sub))
+                .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
+        }
+        std::fs::write(lab.config_file(host, "consul"), consul_config(&lab, host))
+            .map_err(|e| format!("cannot write a config: {e}"))?;
+    }
+    write_private(
+        &dir.join("lab.json"),
+        &serde_json::to_string_pretty(&lab).expect("lab serializes"),
+    )?;
+    std::fs::write(lab.topology_file(), topology(&lab, harun))
+        .map_err(|e| format!("cannot write the topology: {e}"))?;
+    start(&lab, harun, "controller1", "consul")?;
+    wait_for_leader(&lab, "controller1", Duration::from_secs(10))?;
+    seed(&lab)?;
+    Ok(lab.topology_file())
+}
+
+/// The story's first state holds data worth keeping: some KV entries.
+fn seed(lab: &Lab) -> Result<(), String> {
+    let base = format!("http://{}:8500", lab.address("controller1"));
+    for (key, value) in [
+        ("homelab/dns/zone", "home.arpa"),
+        ("homelab/backup/schedule", "0 3 * * *"),
+        ("homelab/nomad/datacenter", "homelab"),
+    ] {
+        http_put(&format!("{base}/v1/kv/{key}"), value)?;
+    }
+    Ok(())
+}
+
+/// A minimal blocking HTTP PUT, enough for the supervisor's own set-up calls.
+fn http_put(url: &str, body: &str) -> Result<String, String> {
+    http("PUT", url, body)
+}
+
+fn http_get(url: &str) -> Result<String, String> {
+    http("GET", url, "")
+}
+
+fn http(method: &str, url: &str, body: &str) -> Result<String, String> {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").ok_or("only http URLs")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let addr: SocketAddr = authority.parse().map_err(|_| format!("bad address {authority}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{url}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("0");
+    if !status.starts_with('2') {
+        return Err(format!("{method} {url}: {status} {body}"));
+    }
+    // Chunked bodies are not used by the twins' small answers (axum sets Content-Length).
+    Ok(body.to_string())
+}
+
+fn wait_for_leader(lab: &Lab, host: &str, timeout: Duration) -> Result<(), String> {
+    let url = format!("http://{}:8500/v1/status/leader", lab.address(host));
+    let started = Instant::now();
+    loop {
+        if let Ok(body) = http_get(&url) {
+            if body.trim() != "\"\"" && !body.trim().is_empty() {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("consul on {host} elected no leader within {}s", timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts a service's twin in the background and waits until it answers on its port; a
+/// twin that refuses its config exits, and its own words are the error.
+pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), String> {
+    let port = port_of(service)?;
+    if lab.pid(host, service).is_some() {
+        return Ok(());
+    }
+    let log_path = lab.log_file(host, service);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+    let mut cmd = Command::new(harun);
+    cmd.args(["lab", "serve", service, "--config"])
+        .arg(lab.config_file(host, service))
+        .env("HARUN_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    // Its own session: a Ctrl-C meant for a script does not stop the lab.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {service} on {host}: {e}"))?;
+    std::fs::write(lab.pid_file(host, service), child.id().to_string())
+        .map_err(|e| format!("cannot write the pid file: {e}"))?;
+    let addr: SocketAddr = format!("{}:{port}", lab.address(host)).parse().expect("an address");
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = std::fs::remove_file(lab.pid_file(host, service));
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail = text.get(log_start as usize..).unwrap_or("").trim();
+            return Err(format!("{service} on {host} exited ({status}): {tail}"));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            // Reaped by init once we exit: the twin outlives this command.
+            std::mem::forget(child);
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{service} on {host} did not answer on {addr} within 10s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stop(lab: &Lab, host: &str, service: &str) -> Result<(), String> {
+    port_of(service)?;
+    let Some(pid) = lab.pid(host, service) else {
+        let _ = std::fs::remove_file(lab.pid_file(host, service));
+        return Ok(());
+    };
+    // SAFETY: signalling a pid we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let started = Instant::now();
+    while lab.pid(host, service).is_some() {
+        if started.elapsed() > Duration::from_secs(5) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_file(lab.pid_file(host, service));
+    Ok(())
+}
+
+/// The lab's service manager: `lab ctl HOST SERVICE start|stop|restart|status`.
+/// Exit status: 0 done (or active, for status), 3 inactive, 1 failed.
+pub fn ctl(dir: &Path, harun: &Path, host: &str, service: &str, action: &str) -> Result<i32, String> {
+    let lab = Lab::load(dir)?;
+    if !HOSTS.contains(&host) {
+        return Err(format!("no host {host:?} in the lab"));
+    }
+    match action {
+        "start" => start(&lab, harun, host, service).map(|_| 0),
+        "stop" => stop(&lab, host, service).map(|_| 0),
+        "restart" => {
+            stop(&lab, host, service)?;
+            start(&lab, harun, host, service).map(|_| 0)
+        }
+        "status" => {
+            port_of(service)?;
+            Ok(if lab.pid(host, service).is_some() { 0 } else { 3 })
+        }
+        other => Err(format!("unknown action {other:?} (start, stop, restart, status)")),
+    }
+}
+
+/// `harun lab status`: a line per controller and service.
+pub fn status(dir: &Path) -> Result<String, String> {
+    let lab = Lab::load(dir)?;
+    let mut out = format!(
+        "lab in {} (controllers at {}.11-13)\n",
+        lab.dir.display(),
+        lab.block
+    );
+    for host in HOSTS {
+        for (service, port) in SERVICES {
+            let address = lab.address(host);
+            let state = match lab.pid(host, service) {
+                None => "stopped".to_string(),
+                Some(pid) => {
+                    let leader = http_get(&format!("http://{address}:{port}/v1/status/leader"))
+                        .map(|b| b.trim().trim_matches('"').to_string())
+                        .unwrap_or_default();
+                    let role = if leader.is_empty() {
+                        "no leader".to_string()
+                    } else if leader.starts_with(&format!("{address}:")) {
+                        "leader".to_string()
+                    } else {
+                        format!("follower of {leader}")
+                    };
+                    format!("running (pid {pid}), {role}")
+                }
+            };
+            out.push_str(&format!("{host:<12} {address:<16} {service:<7} {state}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// `harun lab down`: stops every service the lab started; the files stay.
+pub fn down(dir: &Path) -> Result<(), String> {
+    let lab = Lab::load(dir)?;
+    for host in HOSTS {
+        for (service, _) in SERVICES {
+            stop(&lab, host, service)?;
+        }
+    }
+    Ok(())
+}
