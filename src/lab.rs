@@ -67,7 +67,10 @@ impl TempLab {
             return;
         }
         if let Err(e) = supervisor::down(&self.dir) {
-            eprintln!("harun: could not stop the lab in {}: {e}", self.dir.display());
+            eprintln!(
+                "harun: could not stop the lab in {}: {e}",
+                self.dir.display()
+            );
             return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -91,7 +94,9 @@ fn serve(service: &str, config: &Path) -> i32 {
     let outcome = runtime.block_on(async {
         match service {
             "consul" => harun_lab::consul::serve(config).await,
-            other => Err(format!("unknown service {other:?} (consul, nomad or vault)")),
+            other => Err(format!(
+                "unknown service {other:?} (consul, nomad or vault)"
+            )),
         }
     });
     match outcome {

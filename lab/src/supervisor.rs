@@ -30,8 +30,13 @@ pub struct Lab {
 impl Lab {
     pub fn load(dir: &Path) -> Result<Lab, String> {
         let file = dir.join("lab.json");
-        let bytes = std::fs::read(&file)
-            .map_err(|_| format!("no lab in {} (start one with `harun lab up --dir {}`)", dir.display(), dir.display()))?;
+        let bytes = std::fs::read(&file).map_err(|_| {
+            format!(
+                "no lab in {} (start one with `harun lab up --dir {}`)",
+                dir.display(),
+                dir.display()
+            )
+        })?;
         serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged: {e}", file.display()))
     }
 
@@ -49,11 +54,15 @@ impl Lab {
     }
 
     fn pid_file(&self, host: &str, service: &str) -> PathBuf {
-        self.host_dir(host).join("run").join(format!("{service}.pid"))
+        self.host_dir(host)
+            .join("run")
+            .join(format!("{service}.pid"))
     }
 
     pub fn log_file(&self, host: &str, service: &str) -> PathBuf {
-        self.host_dir(host).join("log").join(format!("{service}.log"))
+        self.host_dir(host)
+            .join("log")
+            .join(format!("{service}.log"))
     }
 
     pub fn topology_file(&self) -> PathBuf {
@@ -82,7 +91,11 @@ fn port_of(service: &str) -> Result<u16, String> {
 }
 
 fn names() -> String {
-    SERVICES.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+    SERVICES
+        .iter()
+        .map(|(s, _)| *s)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A 127.x.y block where nothing listens on the controllers' ports.
@@ -93,12 +106,14 @@ fn free_block() -> Result<String, String> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
     for attempt in 0..200u64 {
-        let n = seed.wrapping_mul(6364136223846793005).wrapping_add(attempt * 1442695040888963407);
+        let n = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(attempt * 1442695040888963407);
         let block = format!("127.{}.{}", 100 + (n >> 33) % 150, (n >> 17) % 256);
         let free = (11..=13).all(|i| {
-            SERVICES.iter().all(|(_, port)| {
-                TcpListener::bind(format!("{block}.{i}:{port}")).is_ok()
-            })
+            SERVICES
+                .iter()
+                .all(|(_, port)| TcpListener::bind(format!("{block}.{i}:{port}")).is_ok())
         });
         if free {
             return Ok(block);
@@ -150,7 +165,10 @@ consul {{
         harun = harun.display(),
     );
     for host in HOSTS {
-        out.push_str(&format!("host \"{host}\" {{ address = \"{}\" }}\n", lab.address(host)));
+        out.push_str(&format!(
+            "host \"{host}\" {{ address = \"{}\" }}\n",
+            lab.address(host)
+        ));
     }
     out
 }
@@ -237,9 +255,14 @@ fn http_get(url: &str) -> Result<String, String> {
 fn http(method: &str, url: &str, body: &str) -> Result<String, String> {
     use std::io::Read;
     let rest = url.strip_prefix("http://").ok_or("only http URLs")?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let addr: SocketAddr = authority.parse().map_err(|_| format!("bad address {authority}"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("{url}: {e}"))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let addr: SocketAddr = authority
+        .parse()
+        .map_err(|_| format!("bad address {authority}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("{url}: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
     write!(
         stream,
@@ -248,7 +271,9 @@ fn http(method: &str, url: &str, body: &str) -> Result<String, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split_whitespace().nth(1).unwrap_or("0");
     if !status.starts_with('2') {
@@ -268,7 +293,10 @@ fn wait_for_leader(lab: &Lab, host: &str, timeout: Duration) -> Result<(), Strin
             }
         }
         if started.elapsed() > timeout {
-            return Err(format!("consul on {host} elected no leader within {}s", timeout.as_secs()));
+            return Err(format!(
+                "consul on {host} elected no leader within {}s",
+                timeout.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -304,10 +332,14 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), S
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {service} on {host}: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {service} on {host}: {e}"))?;
     std::fs::write(lab.pid_file(host, service), child.id().to_string())
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
-    let addr: SocketAddr = format!("{}:{port}", lab.address(host)).parse().expect("an address");
+    let addr: SocketAddr = format!("{}:{port}", lab.address(host))
+        .parse()
+        .expect("an address");
     let started = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -322,7 +354,9 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), S
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(10) {
-            return Err(format!("{service} on {host} did not answer on {addr} within 10s"));
+            return Err(format!(
+                "{service} on {host} did not answer on {addr} within 10s"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -349,7 +383,13 @@ pub fn stop(lab: &Lab, host: &str, service: &str) -> Result<(), String> {
 
 /// The lab's service manager: `lab ctl HOST SERVICE start|stop|restart|status`.
 /// Exit status: 0 done (or active, for status), 3 inactive, 1 failed.
-pub fn ctl(dir: &Path, harun: &Path, host: &str, service: &str, action: &str) -> Result<i32, String> {
+pub fn ctl(
+    dir: &Path,
+    harun: &Path,
+    host: &str,
+    service: &str,
+    action: &str,
+) -> Result<i32, String> {
     let lab = Lab::load(dir)?;
     if !HOSTS.contains(&host) {
         return Err(format!("no host {host:?} in the lab"));
@@ -363,9 +403,15 @@ pub fn ctl(dir: &Path, harun: &Path, host: &str, service: &str, action: &str) ->
         }
         "status" => {
             port_of(service)?;
-            Ok(if lab.pid(host, service).is_some() { 0 } else { 3 })
+            Ok(if lab.pid(host, service).is_some() {
+                0
+            } else {
+                3
+            })
         }
-        other => Err(format!("unknown action {other:?} (start, stop, restart, status)")),
+        other => Err(format!(
+            "unknown action {other:?} (start, stop, restart, status)"
+        )),
     }
 }
 
