@@ -126,7 +126,7 @@ impl Settings {
         let node_name = file
             .string("node_name")
             .map_err(wrap)?
-            .unwrap_or_else(|| hostname());
+            .unwrap_or_else(hostname);
         let management_token = file
             .string("acl.tokens.initial_management")
             .map_err(wrap)?

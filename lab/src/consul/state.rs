@@ -166,9 +166,9 @@ fn kv_set(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
         .and_then(|e| e["Session"].as_str())
         .map(str::to_string);
     if let Some(acquire) = op["acquire"].as_str() {
-        if !data
+        if data
             .get("sessions")
-            .is_some_and(|s| s.get(acquire).is_some())
+            .is_none_or(|s| s.get(acquire).is_none())
         {
             return Err(format!("invalid session \"{acquire}\""));
         }
