@@ -293,6 +293,24 @@ impl Cluster {
         lock(&self.inner).p.bootstrapped
     }
 
+    /// Sends a follower's read to the leader, as Consul's default consistency mode does,
+    /// so a write through one server shows at once through every other one.
+    /// None when no leader answers.
+    pub async fn forward_read(
+        &self,
+        path_and_query: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<reqwest::Response> {
+        let leader = self.leader()?;
+        let mut request = self.client.get(format!("{}{path_and_query}", leader.http));
+        for name in ["x-consul-token", "authorization"] {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value.as_bytes());
+            }
+        }
+        request.send().await.ok()
+    }
+
     /// Reads the replicated state.
     pub fn read<T>(&self, f: impl FnOnce(&Value) -> T) -> T {
         f(&lock(&self.inner).p.data)
@@ -634,6 +652,26 @@ impl Cluster {
         let expect = self.opts.bootstrap_expect;
         if expect == 0 || alive_servers.len() < expect {
             return;
+        }
+        // As Consul does: a server that reports raft peers of its own disables bootstrap
+        // mode, even if it could not take our join just now (say, mid-election).
+        for m in alive_servers.iter().filter(|m| m.name != self.opts.id) {
+            let hello = Hello {
+                member: lock(&self.inner).members[&self.opts.id].0.clone(),
+            };
+            let reply = self
+                .client
+                .post(format!("{}/_twin/hello", m.http))
+                .json(&hello)
+                .send()
+                .await;
+            let bootstrapped = match reply {
+                Ok(r) => r.json::<HelloReply>().await.map(|h| h.bootstrapped),
+                Err(e) => Err(e),
+            };
+            if bootstrapped.unwrap_or(true) {
+                return;
+            }
         }
         let mut config: Vec<Server> = alive_servers
             .iter()

@@ -76,7 +76,10 @@ impl Lab {
             .trim()
             .parse()
             .ok()?;
-        // SAFETY: signal 0 only checks that the process exists.
+        // SAFETY: reaps the twin if this process started it and it ended (`--lab` runs
+        // the lab inside the script's process, where an unreaped twin would look alive);
+        // for anyone else's pid it fails harmlessly. Signal 0 only checks existence.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
         let alive = unsafe { libc::kill(pid, 0) } == 0;
         alive.then_some(pid)
     }

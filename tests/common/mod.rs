@@ -148,4 +148,5 @@ impl Outcome {
         std::fs::read_to_string(Path::new(&self.dir).join(name)).unwrap_or_default()
     }
 }
+pub mod http;
 pub mod sshd;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::Router;
@@ -64,7 +65,48 @@ pub fn routes(agent: Arc<Agent>) -> Router {
         .route("/v1/session/destroy/{id}", put(session_destroy))
         .route("/v1/session/info/{id}", get(session_info))
         .route("/v1/session/list", get(session_list))
+        .layer(middleware::from_fn_with_state(agent.clone(), forward_reads))
         .with_state(agent)
+}
+
+/// Consul's default consistency: a follower hands catalog, health, KV and session reads
+/// to the leader; `?stale` reads the local copy. Without a known leader the handler
+/// itself answers "No cluster leader".
+async fn forward_reads(State(agent): A, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let replicated = ["/v1/kv/", "/v1/catalog/", "/v1/health/", "/v1/session/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+        && path != "/v1/catalog/datacenters";
+    let stale = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair == "stale" || pair.starts_with("stale="))
+    });
+    if request.method() != Method::GET
+        || !replicated
+        || stale
+        || agent.cluster.is_leader()
+        || agent.cluster.leader().is_none()
+    {
+        return next.run(request).await;
+    }
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(path.to_string(), |pq| pq.to_string());
+    let Some(reply) = agent.cluster.forward_read(&target, request.headers()).await else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader");
+    };
+    let status =
+        StatusCode::from_u16(reply.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut headers = HeaderMap::new();
+    for (name, value) in reply.headers() {
+        if name.as_str().starts_with("x-consul-") || name.as_str() == "content-type" {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let body = reply.bytes().await.unwrap_or_default();
+    (status, headers, body).into_response()
 }
 
 // ----- responses -----

@@ -1,0 +1,365 @@
+//! The lab: `harun lab up/status/down`, `--lab`, and the Consul twin's behaviour that the
+//! story depends on (bootstrap_expect, failover, stale registrations).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::http::{eventually, get, put, request};
+use common::Test;
+
+struct Lab {
+    test: Test,
+    dir: std::path::PathBuf,
+}
+
+impl Lab {
+    fn up() -> Lab {
+        let test = Test::new();
+        let dir = test.path("lab");
+        let started = Instant::now();
+        let out = test
+            .command()
+            .args(["lab", "up", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "lab up took {:?}",
+            started.elapsed()
+        );
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            Path::new(&printed),
+            std::fs::canonicalize(&dir).unwrap().join("harun.hcl")
+        );
+        Lab { test, dir }
+    }
+
+    fn address(&self, host: &str) -> String {
+        let topology = std::fs::read_to_string(self.dir.join("harun.hcl")).unwrap();
+        let line = topology
+            .lines()
+            .find(|l| l.starts_with(&format!("host \"{host}\"")))
+            .unwrap();
+        line.split('"').nth(3).unwrap().to_string()
+    }
+
+    fn consul(&self, host: &str, path: &str) -> String {
+        format!("http://{}:8500{path}", self.address(host))
+    }
+
+    fn harun(&self, args: &[&str]) -> std::process::Output {
+        self.test
+            .command()
+            .args(["--topology"])
+            .arg(self.dir.join("harun.hcl"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ctl(&self, host: &str, service: &str, action: &str) -> std::process::Output {
+        self.test
+            .command()
+            .args(["lab", "ctl", "--dir"])
+            .arg(&self.dir)
+            .args([host, service, action])
+            .output()
+            .unwrap()
+    }
+
+    fn set_config(&self, host: &str, service: &str, edit: impl Fn(String) -> String) {
+        let path = self.dir.join(host).join(format!("{service}.hcl"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self
+            .test
+            .command()
+            .args(["lab", "down", "--dir"])
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+fn leader(url: &str) -> Option<String> {
+    let reply = request("GET", url, "").ok()?;
+    let leader: String = serde_json::from_str(&reply.body).ok()?;
+    (!leader.is_empty()).then_some(leader)
+}
+
+#[test]
+fn lab_up_starts_the_story_first_state() {
+    let lab = Lab::up();
+    let c1 = lab.address("controller1");
+    assert_eq!(
+        leader(&lab.consul("controller1", "/v1/status/leader")),
+        Some(format!("{c1}:8300"))
+    );
+    let kv = get(&lab.consul("controller1", "/v1/kv/homelab?recurse"));
+    assert_eq!(kv.status, 200);
+    assert_eq!(kv.json().as_array().unwrap().len(), 3);
+    let config = get(&lab.consul("controller1", "/v1/operator/raft/configuration")).json();
+    assert_eq!(config["Servers"].as_array().unwrap().len(), 1);
+    // Controllers 2 and 3 have single-server configs and nothing running.
+    assert!(request("GET", &lab.consul("controller2", "/v1/status/leader"), "").is_err());
+    let text = std::fs::read_to_string(lab.dir.join("controller2/consul.hcl")).unwrap();
+    assert!(text.contains("bootstrap_expect = 1"));
+    let status = lab
+        .test
+        .command()
+        .args(["lab", "status", "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(
+        status.contains("controller1") && status.contains("leader"),
+        "{status}"
+    );
+    assert!(
+        status.contains("controller2") && status.contains("stopped"),
+        "{status}"
+    );
+    // A second lab in the same directory is refused while this one runs.
+    let again = lab
+        .test
+        .command()
+        .args(["lab", "up", "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("a lab is already running"));
+    // Down stops everything.
+    let down = lab
+        .test
+        .command()
+        .args(["lab", "down", "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .unwrap();
+    assert!(down.status.success());
+    assert!(request("GET", &lab.consul("controller1", "/v1/status/leader"), "").is_err());
+}
+
+#[test]
+fn scripts_control_lab_services_through_the_topology() {
+    let lab = Lab::up();
+    let out = lab.harun(&[
+        "-e",
+        "let h = host(\"controller3\"); print(service::status(h, \"consul\")); service::start(h, \"consul\"); print(service::is_active(h, \"consul\")); service::stop(h, \"consul\"); print(service::status(h, \"consul\"))",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "inactive\ntrue\ninactive\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_bad_config_fails_the_start_with_the_agents_words() {
+    let lab = Lab::up();
+    lab.set_config("controller2", "consul", |t| t + "\nbootstrap_exepct = 3\n");
+    let out = lab.ctl("controller2", "consul", "start");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid config key bootstrap_exepct"),
+        "{stderr}"
+    );
+}
+
+fn go_ha(lab: &Lab) {
+    let joins = format!(
+        "retry_join = [\"{}\", \"{}\", \"{}\"]\n",
+        lab.address("controller1"),
+        lab.address("controller2"),
+        lab.address("controller3")
+    );
+    for host in ["controller1", "controller2", "controller3"] {
+        lab.set_config(host, "consul", |t| {
+            t.replace("bootstrap_expect = 1", "bootstrap_expect = 3") + &joins
+        });
+    }
+}
+
+fn voters(lab: &Lab, host: &str) -> Option<usize> {
+    let reply = request(
+        "GET",
+        &lab.consul(host, "/v1/operator/raft/configuration"),
+        "",
+    )
+    .ok()?;
+    if reply.status != 200 {
+        return None;
+    }
+    Some(
+        reply.json()["Servers"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["Voter"] == true)
+            .count(),
+    )
+}
+
+#[test]
+fn new_servers_join_the_running_one_and_a_leader_survives_its_loss() {
+    let lab = Lab::up();
+    go_ha(&lab);
+    assert!(lab.ctl("controller1", "consul", "restart").status.success());
+    assert!(lab.ctl("controller2", "consul", "start").status.success());
+    assert!(lab.ctl("controller3", "consul", "start").status.success());
+    eventually("three voters", Duration::from_secs(20), || {
+        (voters(&lab, "controller2")? == 3).then_some(())
+    });
+    // The KV data of the single server reached the new ones.
+    let kv = get(&lab.consul("controller3", "/v1/kv/homelab/dns/zone?raw"));
+    assert_eq!(kv.body, "home.arpa");
+    // Stop the leader: another one takes over and writes go on.
+    let old = leader(&lab.consul("controller1", "/v1/status/leader")).unwrap();
+    let old_host = ["controller1", "controller2", "controller3"]
+        .into_iter()
+        .find(|h| old.starts_with(&format!("{}:", lab.address(h))))
+        .unwrap();
+    assert!(lab.ctl(old_host, "consul", "stop").status.success());
+    let survivor = ["controller1", "controller2", "controller3"]
+        .into_iter()
+        .find(|h| *h != old_host)
+        .unwrap();
+    let new = eventually("a new leader", Duration::from_secs(15), || {
+        leader(&lab.consul(survivor, "/v1/status/leader")).filter(|l| *l != old)
+    });
+    assert_ne!(new, old);
+    assert_eq!(
+        put(&lab.consul(survivor, "/v1/kv/after-failover"), "yes").body,
+        "true"
+    );
+    // The stopped server comes back and catches up.
+    assert!(lab.ctl(old_host, "consul", "start").status.success());
+    eventually(
+        "the returning server to catch up",
+        Duration::from_secs(15),
+        || {
+            let r = request(
+                "GET",
+                &lab.consul(old_host, "/v1/kv/after-failover?raw"),
+                "",
+            )
+            .ok()?;
+            (r.body == "yes").then_some(())
+        },
+    );
+}
+
+#[test]
+fn no_leader_until_bootstrap_expect_servers_are_up() {
+    let lab = Lab::up();
+    assert!(lab.ctl("controller1", "consul", "stop").status.success());
+    // A cold start of a fresh three-server cluster: wipe the single server's state.
+    std::fs::remove_dir_all(lab.dir.join("controller1/consul")).unwrap();
+    std::fs::create_dir_all(lab.dir.join("controller1/consul")).unwrap();
+    go_ha(&lab);
+    assert!(lab.ctl("controller1", "consul", "start").status.success());
+    assert!(lab.ctl("controller2", "consul", "start").status.success());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        leader(&lab.consul("controller1", "/v1/status/leader")),
+        None
+    );
+    let r = get(&lab.consul("controller1", "/v1/kv/x"));
+    assert_eq!((r.status, r.body.as_str()), (500, "No cluster leader"));
+    assert!(lab.ctl("controller3", "consul", "start").status.success());
+    eventually(
+        "a leader once three servers are up",
+        Duration::from_secs(15),
+        || leader(&lab.consul("controller2", "/v1/status/leader")),
+    );
+}
+
+#[test]
+fn deregistering_through_the_wrong_agent_leaves_a_stale_registration() {
+    let lab = Lab::up();
+    go_ha(&lab);
+    assert!(lab.ctl("controller1", "consul", "restart").status.success());
+    assert!(lab.ctl("controller2", "consul", "start").status.success());
+    assert!(lab.ctl("controller3", "consul", "start").status.success());
+    eventually("three voters", Duration::from_secs(20), || {
+        (voters(&lab, "controller1")? == 3).then_some(())
+    });
+    // Vault registers through whichever server consul.service.consul gave it: controller2.
+    let reply = put(
+        &lab.consul("controller2", "/v1/agent/service/register"),
+        r#"{"ID": "vault:controller1:8200", "Name": "vault", "Tags": ["active"], "Port": 8200}"#,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    eventually(
+        "the registration in the catalog",
+        Duration::from_secs(10),
+        || {
+            let r = get(&lab.consul("controller1", "/v1/catalog/service/vault"));
+            (r.json().as_array()?.len() == 1).then_some(())
+        },
+    );
+    // ... and deregisters through another one: controller3 does not know it.
+    let reply = put(
+        &lab.consul(
+            "controller3",
+            "/v1/agent/service/deregister/vault:controller1:8200",
+        ),
+        "",
+    );
+    assert_eq!(reply.status, 404);
+    assert!(reply.body.contains("Unknown service ID"), "{}", reply.body);
+    std::thread::sleep(Duration::from_secs(1));
+    let stale = get(&lab.consul("controller1", "/v1/catalog/service/vault")).json();
+    assert_eq!(stale.as_array().unwrap().len(), 1, "the stale entry stays");
+    assert_eq!(stale[0]["Node"], "controller2");
+    // Through the agent that owns it, it goes away.
+    assert_eq!(
+        put(
+            &lab.consul(
+                "controller2",
+                "/v1/agent/service/deregister/vault:controller1:8200"
+            ),
+            ""
+        )
+        .status,
+        200
+    );
+    eventually("the registration gone", Duration::from_secs(10), || {
+        let r = get(&lab.consul("controller1", "/v1/catalog/service/vault"));
+        r.json().as_array()?.is_empty().then_some(())
+    });
+}
+
+#[test]
+fn dash_dash_lab_runs_a_script_on_a_fresh_lab_and_removes_it() {
+    let t = Test::new().args([
+        "--lab",
+        "-e",
+        "print(topology.hosts.len()); print(service::status(host(\"controller1\"), \"consul\")); topology.file",
+    ]);
+    let out = t.run().status(0);
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("3"));
+    assert_eq!(lines.next(), Some("active"));
+    let topology = lines.next().unwrap();
+    assert!(
+        !Path::new(topology).exists(),
+        "the temporary lab was kept: {topology}"
+    );
+}
