@@ -170,6 +170,13 @@ pub enum LabCommand {
         service: String,
         action: String,
     },
+    /// The lab's stand-in for the `vault` CLI (what the topology's `vault { cli }` names):
+    /// `operator migrate -config FILE`
+    #[command(hide = true)]
+    Vault {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run one twin in the foreground (what the lab's service manager starts)
     #[command(hide = true)]
     Serve {

@@ -13,6 +13,7 @@ fn harun() -> PathBuf {
 pub fn run(command: &LabCommand) -> i32 {
     let outcome = match command {
         LabCommand::Serve { service, config } => return serve(service, config),
+        LabCommand::Vault { args } => return vault_cli(args),
         LabCommand::Up { dir } => supervisor::up(dir, &harun()).map(|path| {
             println!("{}", path.display());
             0
@@ -77,6 +78,19 @@ impl TempLab {
     }
 }
 
+/// The lab's `vault` command: only what scripts need of it offline.
+fn vault_cli(args: &[String]) -> i32 {
+    match args {
+        [operator, migrate, rest @ ..] if operator == "operator" && migrate == "migrate" => {
+            harun_lab::vault::migrate::run(rest)
+        }
+        _ => {
+            eprintln!("Usage: vault operator migrate -config FILE [-start PREFIX] [-reset] (the lab's vault CLI knows only this command)");
+            1
+        }
+    }
+}
+
 /// Runs one twin until it stops; a config it refuses exits 1 with the reason on stderr,
 /// as the real agent does.
 fn serve(service: &str, config: &Path) -> i32 {
@@ -94,6 +108,7 @@ fn serve(service: &str, config: &Path) -> i32 {
     let outcome = runtime.block_on(async {
         match service {
             "consul" => harun_lab::consul::serve(config).await,
+            "vault" => harun_lab::vault::serve(config).await,
             other => Err(format!(
                 "unknown service {other:?} (consul, nomad or vault)"
             )),

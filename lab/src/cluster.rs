@@ -334,6 +334,28 @@ impl Cluster {
         lock(&self.inner).healthy_since.get(id).copied()
     }
 
+    /// A state written offline (by `operator migrate`) names this node without knowing
+    /// where it answers: fill in our own addresses before anyone is told of them.
+    pub fn claim_own_address(&self) {
+        let mut inner = lock(&self.inner);
+        let (http, address) = (self.opts.http.clone(), self.opts.address.clone());
+        let mut changed = false;
+        for s in inner.p.config.iter_mut().filter(|s| s.id == self.opts.id) {
+            if s.http != http || s.address != address {
+                s.http = http.clone();
+                s.address = address.clone();
+                changed = true;
+            }
+        }
+        if changed {
+            inner.p.data["_config"] =
+                serde_json::to_value(&inner.p.config).expect("config serializes");
+            let p = inner.p.clone();
+            drop(inner);
+            self.persist(&p);
+        }
+    }
+
     /// Sets up a single-server configuration with `data` as the state (Vault init and
     /// `operator migrate`, or an explicit bootstrap).
     pub fn bootstrap_alone(&self, data: Value) {

@@ -10,3 +10,4 @@ pub mod cluster;
 pub mod config;
 pub mod consul;
 pub mod supervisor;
+pub mod vault;

@@ -17,7 +17,12 @@ use serde::{Deserialize, Serialize};
 pub const HOSTS: [&str; 3] = ["controller1", "controller2", "controller3"];
 
 /// The services a controller runs, with their HTTP ports.
-pub const SERVICES: &[(&str, u16)] = &[("consul", 8500)];
+/// Started in this order, stopped in the reverse one.
+pub const SERVICES: &[(&str, u16)] = &[("consul", 8500), ("vault", 8200)];
+
+/// How the lab initialises Vault: 5 shares, 3 of them to unseal.
+const VAULT_SHARES: usize = 5;
+const VAULT_THRESHOLD: usize = 3;
 
 /// What `lab up` decided, kept in DIR/lab.json.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -147,6 +152,32 @@ ui_config {{
     )
 }
 
+fn vault_config(lab: &Lab, host: &str) -> String {
+    let address = lab.address(host);
+    format!(
+        r#"# Vault on {host} (harun lab): file storage, as in the story's first state.
+ui = true
+
+storage "file" {{
+  path = "{data}"
+}}
+
+listener "tcp" {{
+  address     = "{address}:8200"
+  tls_disable = true
+}}
+
+api_addr     = "http://{address}:8200"
+cluster_addr = "http://{address}:8201"
+
+service_registration "consul" {{
+  address = "{address}:8500"
+}}
+"#,
+        data = lab.host_dir(host).join("vault").join("data").display(),
+    )
+}
+
 fn topology(lab: &Lab, harun: &Path) -> String {
     let dir = lab.dir.display();
     let mut out = format!(
@@ -162,6 +193,16 @@ consul {{
   address     = "http://{{address}}:8500"
   config_file = "{dir}/{{name}}/consul.hcl"
   data_dir    = "{dir}/{{name}}/consul"
+}}
+
+vault {{
+  address         = "http://{{address}}:8200"
+  cluster_address = "http://{{address}}:8201"
+  config_file     = "{dir}/{{name}}/vault.hcl"
+  raft_path       = "{dir}/{{name}}/vault/raft"
+  cli             = "{harun} lab vault"
+  keys_file       = "{dir}/vault-unseal-keys"
+  token_file      = "{dir}/vault-root-token"
 }}
 
 "#,
@@ -214,11 +255,12 @@ pub fn up(dir: &Path, harun: &Path) -> Result<PathBuf, String> {
         block: free_block()?,
     };
     for host in HOSTS {
-        for sub in ["run", "log", "consul"] {
+        for sub in ["run", "log", "consul", "vault"] {
             std::fs::create_dir_all(lab.host_dir(host).join(sub))
                 .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
         }
         std::fs::write(lab.config_file(host, "consul"), consul_config(&lab, host))
+            .and_then(|_| std::fs::write(lab.config_file(host, "vault"), vault_config(&lab, host)))
             .map_err(|e| format!("cannot write a config: {e}"))?;
     }
     write_private(
@@ -230,7 +272,73 @@ pub fn up(dir: &Path, harun: &Path) -> Result<PathBuf, String> {
     start(&lab, harun, "controller1", "consul")?;
     wait_for_leader(&lab, "controller1", Duration::from_secs(10))?;
     seed(&lab)?;
+    start(&lab, harun, "controller1", "vault")?;
+    init_vault(&lab)?;
     Ok(lab.topology_file())
+}
+
+/// Vault in the story's first state: initialised, unsealed, holding secrets; the unseal
+/// keys and the root token go to mode-0600 files in the lab's directory.
+fn init_vault(lab: &Lab) -> Result<(), String> {
+    let base = format!("http://{}:8200", lab.address("controller1"));
+    let reply = http_put(
+        &format!("{base}/v1/sys/init"),
+        &format!("{{\"secret_shares\": {VAULT_SHARES}, \"secret_threshold\": {VAULT_THRESHOLD}}}"),
+    )?;
+    let init: serde_json::Value =
+        serde_json::from_str(&reply).map_err(|e| format!("vault init answered {reply:?}: {e}"))?;
+    let keys: Vec<String> = init["keys"]
+        .as_array()
+        .map(|k| {
+            k.iter()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let token = init["root_token"].as_str().unwrap_or_default().to_string();
+    write_private(
+        &lab.dir.join("vault-unseal-keys"),
+        &(keys.join("\n") + "\n"),
+    )?;
+    write_private(&lab.dir.join("vault-root-token"), &(token.clone() + "\n"))?;
+    for key in keys.iter().take(VAULT_THRESHOLD) {
+        http_put(
+            &format!("{base}/v1/sys/unseal"),
+            &format!("{{\"key\": \"{key}\"}}"),
+        )?;
+    }
+    let authed = |path: &str, body: &str| {
+        http_with(
+            "POST",
+            &format!("{base}{path}"),
+            body,
+            &[("X-Vault-Token", token.as_str())],
+        )
+    };
+    authed(
+        "/v1/sys/mounts/secret",
+        r#"{"type": "kv", "options": {"version": "2"}}"#,
+    )?;
+    for (path, data) in [
+        (
+            "homelab/nas",
+            r#"{"username": "backup", "password": "correct-horse-battery"}"#,
+        ),
+        (
+            "homelab/wifi",
+            r#"{"ssid": "homelab", "psk": "not-a-real-psk"}"#,
+        ),
+        (
+            "homelab/grafana",
+            r#"{"admin_password": "grafana-lab-only"}"#,
+        ),
+    ] {
+        authed(
+            &format!("/v1/secret/data/{path}"),
+            &format!("{{\"data\": {data}}}"),
+        )?;
+    }
+    Ok(())
 }
 
 /// The story's first state holds data worth keeping: some KV entries.
@@ -256,6 +364,15 @@ fn http_get(url: &str) -> Result<String, String> {
 }
 
 fn http(method: &str, url: &str, body: &str) -> Result<String, String> {
+    http_with(method, url, body, &[])
+}
+
+fn http_with(
+    method: &str,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Result<String, String> {
     use std::io::Read;
     let rest = url.strip_prefix("http://").ok_or("only http URLs")?;
     let (authority, path) = rest
@@ -269,8 +386,12 @@ fn http(method: &str, url: &str, body: &str) -> Result<String, String> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n{body}",
+        body.len(),
+        headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>()
     )
     .map_err(|e| e.to_string())?;
     let mut response = String::new();
@@ -431,6 +552,9 @@ pub fn status(dir: &Path) -> Result<String, String> {
             let address = lab.address(host);
             let state = match lab.pid(host, service) {
                 None => "stopped".to_string(),
+                Some(pid) if *service == "vault" => {
+                    format!("running (pid {pid}), {}", vault_state(&address))
+                }
                 Some(pid) => {
                     let leader = http_get(&format!("http://{address}:{port}/v1/status/leader"))
                         .map(|b| b.trim().trim_matches('"').to_string())
@@ -451,11 +575,40 @@ pub fn status(dir: &Path) -> Result<String, String> {
     Ok(out)
 }
 
+/// Sealed or not, active or standby, from the node's own unauthenticated endpoints.
+fn vault_state(address: &str) -> String {
+    let base = format!("http://{address}:8200");
+    let Ok(status) = http_get(&format!("{base}/v1/sys/seal-status")) else {
+        return "not answering".into();
+    };
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+    let storage = status["storage_type"].as_str().unwrap_or("?");
+    if status["initialized"] != true {
+        return format!("not initialized, {storage} storage");
+    }
+    if status["sealed"] == true {
+        return format!(
+            "sealed ({}/{} keys given), {storage} storage",
+            status["progress"], status["t"]
+        );
+    }
+    let leader: serde_json::Value = http_get(&format!("{base}/v1/sys/leader"))
+        .ok()
+        .and_then(|l| serde_json::from_str(&l).ok())
+        .unwrap_or_default();
+    let role = if leader["ha_enabled"] != true || leader["is_self"] == true {
+        "active"
+    } else {
+        "standby"
+    };
+    format!("unsealed, {role}, {storage} storage")
+}
+
 /// `harun lab down`: stops every service the lab started; the files stay.
 pub fn down(dir: &Path) -> Result<(), String> {
     let lab = Lab::load(dir)?;
     for host in HOSTS {
-        for (service, _) in SERVICES {
+        for (service, _) in SERVICES.iter().rev() {
             stop(&lab, host, service)?;
         }
     }

@@ -18,6 +18,15 @@ impl Reply {
 }
 
 pub fn request(method: &str, url: &str, body: &str) -> Result<Reply, String> {
+    request_with(method, url, body, &[])
+}
+
+pub fn request_with(
+    method: &str,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
     let rest = url.strip_prefix("http://").ok_or("http only")?;
     let (authority, path) = rest
         .split_once('/')
@@ -30,8 +39,12 @@ pub fn request(method: &str, url: &str, body: &str) -> Result<Reply, String> {
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n{body}",
+        body.len(),
+        headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>()
     )
     .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();

@@ -149,4 +149,5 @@ impl Outcome {
     }
 }
 pub mod http;
+pub mod lab;
 pub mod sshd;

@@ -222,6 +222,11 @@ impl Agent {
             return;
         }
         let me = self.settings.node_name.clone();
+        // Services join the catalog once their node is in it (the leader adds members'
+        // nodes), so a catalog entry never lacks its node's address.
+        if self.cluster.read(|d| d["nodes"][&me].is_null()) {
+            return;
+        }
         let (catalog_services, catalog_checks) = self.cluster.read(|d| {
             (
                 d["services"][&me].as_object().cloned().unwrap_or_default(),

@@ -1,0 +1,274 @@
+//! `vault operator migrate -config FILE`, as the lab's Vault CLI: copies every storage
+//! entry (still encrypted) from `storage_source` to `storage_destination`, with the real
+//! command's flags, lock key, preconditions, messages and exit codes (1 for usage and
+//! config errors, 2 for migration errors).
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::storage::FileBackend;
+use super::{host_port, raft_node_id, raft_state_file, storage_block, StorageSettings};
+use crate::cluster::{Persistent, Server};
+use crate::config::ConfigFile;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+const LOCK: &str = "core/migration";
+
+/// A storage opened for migration: file on disk or a raft node's state file.
+enum Side {
+    File(FileBackend),
+    Raft { state_file: PathBuf, p: Persistent },
+}
+
+impl Side {
+    fn open(
+        settings: &StorageSettings,
+        cluster_addr: Option<&str>,
+        role: &str,
+    ) -> Result<Side, String> {
+        match settings {
+            StorageSettings::File { path } => Ok(Side::File(FileBackend { root: path.clone() })),
+            StorageSettings::Raft { path, node_id, .. } => {
+                let mount = |e: String| format!("error mounting '{role}': {e}");
+                if !path.is_dir() {
+                    return Err(mount(format!(
+                        "failed to create fsm: failed to open bolt file: open {}: no such file or directory",
+                        raft_state_file(path).display()
+                    )));
+                }
+                let state_file = raft_state_file(path);
+                let mut p: Persistent = std::fs::read(&state_file)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                if !p.data.is_object() {
+                    p.data = json!({});
+                }
+                if role == "storage_destination" {
+                    let cluster_addr =
+                        cluster_addr.ok_or_else(|| mount("cluster_addr config not set".into()))?;
+                    if !p.bootstrapped {
+                        // The migrator bootstraps a one-node cluster: id node_id, address cluster_addr.
+                        let me = Server {
+                            id: raft_node_id(path, node_id.as_ref()),
+                            address: host_port(cluster_addr),
+                            http: String::new(),
+                            voter: true,
+                        };
+                        p.config = vec![me];
+                        p.data["_config"] = serde_json::to_value(&p.config).expect("serializes");
+                        p.bootstrapped = true;
+                        p.index = p.index.max(1);
+                    }
+                }
+                Ok(Side::Raft { state_file, p })
+            }
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        match self {
+            Side::File(f) => f.all_keys(),
+            Side::Raft { p, .. } => {
+                let mut keys: Vec<String> = p.data["vault"]
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default();
+                keys.sort();
+                keys
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            Side::File(f) => f.get(key),
+            Side::Raft { p, .. } => p.data["vault"][key]
+                .as_str()
+                .and_then(|v| B64.decode(v).ok()),
+        }
+    }
+
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        match self {
+            Side::File(f) => f.put(key, value),
+            Side::Raft { p, .. } => {
+                if !p.data["vault"].is_object() {
+                    p.data["vault"] = json!({});
+                }
+                p.data["vault"][key] = json!(B64.encode(value));
+                Ok(())
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), String> {
+        match self {
+            Side::File(f) => f.delete(key),
+            Side::Raft { p, .. } => {
+                if let Some(o) = p.data["vault"].as_object_mut() {
+                    o.remove(key);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn commit(&self) -> Result<(), String> {
+        if let Side::Raft { state_file, p } = self {
+            let tmp = state_file.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(p).expect("serializes"))
+                .and_then(|_| std::fs::rename(&tmp, state_file))
+                .map_err(|e| format!("failed to write {}: {e}", state_file.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn log(message: &str) {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    eprintln!("{now} [INFO]  {message}");
+}
+
+struct Flags {
+    config: Vec<String>,
+    start: String,
+    reset: bool,
+}
+
+fn parse_flags(args: &[String]) -> Result<Flags, String> {
+    let mut flags = Flags {
+        config: Vec::new(),
+        start: String::new(),
+        reset: false,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].trim_start_matches('-');
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (arg, None),
+        };
+        let value = |i: &mut usize| -> Result<String, String> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            *i += 1;
+            args.get(*i)
+                .cloned()
+                .ok_or_else(|| format!("flag needs an argument: -{name}"))
+        };
+        match name {
+            "config" => flags.config.push(value(&mut i)?),
+            "start" => flags.start = value(&mut i)?,
+            "reset" => flags.reset = inline.as_deref().is_none_or(|v| v == "true"),
+            "max-parallel" => {
+                let n: i64 = value(&mut i)?
+                    .parse()
+                    .map_err(|_| "invalid value for -max-parallel".to_string())?;
+                if n < 1 {
+                    return Err(format!(
+                        "Argument to flag -max-parallel must be between 1 and {}",
+                        i64::MAX
+                    ));
+                }
+            }
+            "log-level" => {
+                value(&mut i)?;
+            }
+            other => return Err(format!("flag provided but not defined: -{other}")),
+        }
+        i += 1;
+    }
+    Ok(flags)
+}
+
+/// `operator migrate ARGS`: returns the exit status.
+pub fn run(args: &[String]) -> i32 {
+    let flags = match parse_flags(args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if flags.config.len() != 1 {
+        eprintln!("Must specify exactly one config path using -config");
+        return 1;
+    }
+    let path = Path::new(&flags.config[0]);
+    let loaded = ConfigFile::load(path).and_then(|file| {
+        for block in ["storage_source", "storage_destination"] {
+            if file.labeled(block).len() != 1 {
+                return Err(format!("exactly one {block:?} block is required"));
+            }
+        }
+        let source = storage_block(&file, "storage_source")?;
+        let destination = storage_block(&file, "storage_destination")?;
+        let cluster_addr = file.string("cluster_addr")?;
+        Ok((source, destination, cluster_addr))
+    });
+    let (source, destination, cluster_addr) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            let e = e
+                .trim_start_matches(&format!("Error parsing {}: ", path.display()))
+                .to_string();
+            eprintln!("Error loading configuration from {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let outcome = (|| -> Result<&'static str, String> {
+        let mut from = Side::open(&source, None, "storage_source")?;
+        if flags.reset {
+            from.delete(LOCK)?;
+            from.commit()?;
+            return Ok("Success! Migration lock reset (if it was set).");
+        }
+        let mut to = Side::open(&destination, cluster_addr.as_deref(), "storage_destination")?;
+        let lockable = !matches!(source, StorageSettings::Raft { .. });
+        if lockable {
+            if let Some(lock) = from.get(LOCK) {
+                let lock: Value = serde_json::from_slice(&lock).unwrap_or(Value::Null);
+                return Err(format!(
+                    "storage migration in progress (started: {})",
+                    lock["start"].as_str().unwrap_or("unknown")
+                ));
+            }
+            let start = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            from.put(
+                LOCK,
+                &serde_json::to_vec(&json!({"start": start})).expect("serializes"),
+            )?;
+        }
+        let copied = (|| -> Result<(), String> {
+            for key in from.keys() {
+                if key == LOCK || key == "core/lock" || key.as_str() < flags.start.as_str() {
+                    continue;
+                }
+                let value = from
+                    .get(&key)
+                    .ok_or_else(|| format!("error reading entry {key:?}"))?;
+                to.put(&key, &value)?;
+                log(&format!("copied key: path={key}"));
+            }
+            to.commit()
+        })();
+        if lockable {
+            let _ = from.delete(LOCK);
+        }
+        copied.map(|_| "Success! All of the keys have been migrated.")
+    })();
+    match outcome {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("Error migrating: {e}");
+            2
+        }
+    }
+}

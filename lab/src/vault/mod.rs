@@ -1,0 +1,793 @@
+//! The Vault server twin: reads the same vault.hcl a real server reads, starts sealed
+//! every time, opens only with the threshold of genuine Shamir shares, keeps its data
+//! encrypted at rest in `file` (Vault's on-disk layout) or `raft` storage, and answers
+//! the HTTP API as the API facts describe (../shared/reference/apifacts/vault.md).
+//!
+//! With raft storage the active node is the raft leader among the unsealed nodes; a
+//! standby forwards everything but the node-local endpoints to it.
+
+mod api;
+pub mod barrier;
+pub mod migrate;
+mod registration;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::cluster::{Cluster, Options};
+use crate::config::ConfigFile;
+use barrier::SealConfig;
+use storage::{FileBackend, Storage};
+
+/// Keys a vault.hcl may hold; others are refused as the real server refuses them.
+const KNOWN_KEYS: &[&str] = &[
+    "storage.*",
+    "ha_storage.*",
+    "listener.*",
+    "seal.*",
+    "service_registration.*",
+    "api_addr",
+    "cluster_addr",
+    "cluster_name",
+    "disable_mlock",
+    "disable_cache",
+    "ui",
+    "log_level",
+    "log_format",
+    "log_file",
+    "pid_file",
+    "plugin_directory",
+    "default_lease_ttl",
+    "max_lease_ttl",
+    "telemetry.*",
+    "raw_storage_endpoint",
+    "disable_clustering",
+];
+
+pub const VERSION: &str = "1.15.6";
+
+#[derive(Clone, Debug)]
+pub enum StorageSettings {
+    File {
+        path: PathBuf,
+    },
+    Raft {
+        path: PathBuf,
+        node_id: Option<String>,
+        retry_join: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// Base URL of the Consul agent (`http://127.0.0.1:8500`).
+    pub agent: String,
+    pub service: String,
+    pub tags: Vec<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub api_addr: String,
+    pub cluster_addr: Option<String>,
+    pub storage: StorageSettings,
+    pub registration: Option<Registration>,
+    pub cluster_name: String,
+}
+
+/// `http://host:port/` to `host:port`.
+pub fn host_port(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    rest.trim_end_matches('/').to_string()
+}
+
+fn storage_block(file: &ConfigFile, ident: &str) -> Result<StorageSettings, String> {
+    let blocks = file.labeled(ident);
+    let Some((kind, body)) = blocks.iter().next() else {
+        return Err(format!("Error: A {ident} backend must be specified"));
+    };
+    let path = |b: &hcl::Map<String, hcl::Value>| -> Result<PathBuf, String> {
+        match b.get("path") {
+            Some(hcl::Value::String(p)) if !p.is_empty() => Ok(PathBuf::from(p)),
+            _ => Err(format!(
+                "Error initializing {ident} of type {kind}: 'path' must be set"
+            )),
+        }
+    };
+    match kind.as_str() {
+        "file" => Ok(StorageSettings::File { path: path(body)? }),
+        "raft" => {
+            let retry_join = match body.get("retry_join") {
+                None => Vec::new(),
+                Some(hcl::Value::Object(one)) => vec![one.clone()],
+                Some(hcl::Value::Array(many)) => {
+                    many.iter().filter_map(|v| v.as_object().cloned()).collect()
+                }
+                Some(_) => return Err("retry_join: expected blocks".into()),
+            };
+            let retry_join = retry_join
+                .iter()
+                .map(|b| match b.get("leader_api_addr") {
+                    Some(hcl::Value::String(a)) => Ok(a.trim_end_matches('/').to_string()),
+                    _ => Err("Error parsing retry_join: leader_api_addr or auto_join must be set (the lab does not support auto_join)".to_string()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(StorageSettings::Raft {
+                path: path(body)?,
+                node_id: match body.get("node_id") {
+                    Some(hcl::Value::String(id)) => Some(id.clone()),
+                    _ => std::env::var("VAULT_RAFT_NODE_ID").ok(),
+                },
+                retry_join,
+            })
+        }
+        other => Err(format!(
+            "Error initializing {ident} of type {other}: the lab's Vault twin knows file and raft"
+        )),
+    }
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Settings, String> {
+        let file = ConfigFile::load(path)?;
+        file.check_keys(KNOWN_KEYS, |key| {
+            format!(
+                "Error loading configuration from {}: unknown configuration key {key:?}",
+                file.path
+            )
+        })?;
+        let wrap = |e: String| format!("Error loading configuration from {}: {e}", file.path);
+        let listeners = file.labeled("listener");
+        let tcp = listeners
+            .get("tcp")
+            .ok_or("Error: no listener \"tcp\" block (the lab's Vault twin listens on TCP)")?;
+        let address = match tcp.get("address") {
+            Some(hcl::Value::String(a)) => a.clone(),
+            _ => "127.0.0.1:8200".to_string(),
+        };
+        let listen: SocketAddr = address.parse().map_err(|_| {
+            format!("Error initializing listener of type tcp: bad address {address:?}")
+        })?;
+        let storage = storage_block(&file, "storage")?;
+        if !file.labeled("ha_storage").is_empty() && matches!(storage, StorageSettings::Raft { .. })
+        {
+            return Err("HA storage cannot be declared when Raft is the storage type".into());
+        }
+        let api_addr = file
+            .string("api_addr")
+            .map_err(wrap)?
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_string();
+        let cluster_addr = file.string("cluster_addr").map_err(wrap)?;
+        if let StorageSettings::Raft { path, .. } = &storage {
+            if cluster_addr.is_none() {
+                return Err("Cluster address must be set when using raft storage".into());
+            }
+            if file.get("disable_mlock").is_none() {
+                return Err("Error: disable_mlock must be set explicitly to true or false when using integrated storage (Vault 1.20 and later refuse to start without it)".into());
+            }
+            if !path.is_dir() {
+                return Err(format!(
+                    "Error initializing storage of type raft: failed to create fsm: failed to open bolt file: open {}: no such file or directory",
+                    path.join("vault.db").display()
+                ));
+            }
+        }
+        if let Some(c) = &cluster_addr {
+            if host_port(c) == host_port(&api_addr) {
+                return Err(format!(
+                    "Address {api_addr:?} used for both API and cluster addresses"
+                ));
+            }
+        }
+        let registration = match file.labeled("service_registration").get("consul") {
+            None => None,
+            Some(body) => {
+                let string = |k: &str| match body.get(k) {
+                    Some(hcl::Value::String(s)) => Some(s.clone()),
+                    _ => None,
+                };
+                let address = string("address").unwrap_or_else(|| "127.0.0.1:8500".into());
+                let agent = if address.contains("://") {
+                    address
+                } else {
+                    format!(
+                        "{}://{address}",
+                        string("scheme").unwrap_or_else(|| "http".into())
+                    )
+                };
+                let mut tags: Vec<String> = string("service_tags")
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+                tags.sort();
+                tags.dedup();
+                Some(Registration {
+                    agent: agent.trim_end_matches('/').to_string(),
+                    service: string("service").unwrap_or_else(|| "vault".into()),
+                    tags,
+                    token: string("token"),
+                })
+            }
+        };
+        Ok(Settings {
+            listen,
+            api_addr,
+            cluster_addr,
+            storage,
+            registration,
+            cluster_name: file
+                .string("cluster_name")
+                .map_err(wrap)?
+                .unwrap_or_else(|| "vault-cluster-lab".into()),
+        })
+    }
+}
+
+/// A raft join in progress: what the leader's challenge gave, until the node is unsealed.
+#[derive(Clone)]
+pub struct PendingJoin {
+    pub leader: String,
+    pub seal_config: SealConfig,
+    pub master: Vec<u8>,
+    pub challenge: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Core {
+    barrier_key: Option<Vec<u8>>,
+    progress: Vec<Vec<u8>>,
+    nonce: String,
+    pending_join: Option<PendingJoin>,
+    /// The seal config a join brought, until the leader's snapshot lands here.
+    joined_config: Option<SealConfig>,
+    /// Challenges this node (as leader) handed out: server id to nonce.
+    challenges: std::collections::HashMap<String, Vec<u8>>,
+}
+
+pub struct Node {
+    pub settings: Settings,
+    pub storage: Storage,
+    pub node_id: String,
+    unsealed: Arc<AtomicBool>,
+    core: Mutex<Core>,
+    pub client: reqwest::Client,
+    pub shutdown: tokio::sync::Notify,
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+impl Node {
+    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match &self.storage {
+            Storage::Raft(c) => Some(c),
+            Storage::File(_) => None,
+        }
+    }
+
+    pub fn sealed(&self) -> bool {
+        !self.unsealed.load(Ordering::SeqCst)
+    }
+
+    pub fn seal_config(&self) -> Option<SealConfig> {
+        if let Some(bytes) = self.storage.get("core/seal-config") {
+            return serde_json::from_slice(&bytes).ok();
+        }
+        let core = self.core();
+        core.pending_join
+            .as_ref()
+            .map(|p| p.seal_config.clone())
+            .or(core.joined_config.clone())
+    }
+
+    pub fn initialized(&self) -> bool {
+        self.seal_config().is_some()
+    }
+
+    pub fn ha_enabled(&self) -> bool {
+        self.cluster().is_some()
+    }
+
+    /// Active: unsealed and, with HA storage, the raft leader.
+    pub fn active(&self) -> bool {
+        !self.sealed() && self.cluster().is_none_or(|c| c.is_leader())
+    }
+
+    pub fn standby(&self) -> bool {
+        !self.sealed() && !self.active()
+    }
+
+    /// The active node's API address, as seen from here.
+    pub fn leader_api(&self) -> Option<String> {
+        self.cluster()?.leader().map(|s| s.http)
+    }
+
+    pub fn seal_status(&self) -> Value {
+        let config = self.seal_config();
+        let sealed = self.sealed();
+        let cluster_id = if sealed {
+            String::new()
+        } else {
+            self.cluster_id()
+        };
+        let core = self.core();
+        let mut status = json!({
+            "type": "shamir",
+            "initialized": config.is_some(),
+            "sealed": sealed,
+            "t": config.as_ref().map_or(0, |c| c.secret_threshold),
+            "n": config.as_ref().map_or(0, |c| c.secret_shares),
+            "progress": core.progress.len(),
+            "nonce": core.nonce,
+            "version": VERSION,
+            "build_date": "2024-02-28T17:07:34Z",
+            "migration": false,
+            "recovery_seal": false,
+            "storage_type": self.storage.kind(),
+        });
+        if !sealed {
+            status["cluster_name"] = json!(self.settings.cluster_name);
+            status["cluster_id"] = json!(cluster_id);
+        }
+        status
+    }
+
+    fn cluster_id(&self) -> String {
+        self.read("core/cluster/local/info")
+            .and_then(|v| v["id"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    // ----- the barrier -----
+
+    /// Reads and decrypts an entry; None while sealed or when missing.
+    pub fn read(&self, key: &str) -> Option<Value> {
+        let barrier = self.core().barrier_key.clone()?;
+        let sealed = self.storage.get(key)?;
+        let plain = barrier::decrypt(&barrier, &sealed)?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    pub async fn write(&self, key: &str, value: &Value) -> Result<(), String> {
+        let barrier = self.core().barrier_key.clone().ok_or("Vault is sealed")?;
+        let plain = serde_json::to_vec(value).expect("a value serializes");
+        self.storage
+            .put(key, &barrier::encrypt(&barrier, &plain))
+            .await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), String> {
+        if self.sealed() {
+            return Err("Vault is sealed".into());
+        }
+        self.storage.delete(key).await
+    }
+
+    // ----- init, unseal, seal -----
+
+    /// Initializes storage; returns the key shares and the root token. Stays sealed.
+    pub async fn init(
+        &self,
+        shares: usize,
+        threshold: usize,
+    ) -> Result<(Vec<Vec<u8>>, String), String> {
+        barrier::check_params(shares, threshold)?;
+        if self.initialized() {
+            return Err("Vault is already initialized".into());
+        }
+        let unseal_key = barrier::random_bytes(barrier::KEY_LEN);
+        let barrier_key = barrier::random_bytes(barrier::KEY_LEN);
+        let keys = barrier::split(&unseal_key, shares, threshold)?;
+        let root_token = format!(
+            "hvs.{}",
+            B64.encode(barrier::random_bytes(18))
+                .replace(['+', '/'], "x")
+        );
+        let seal_config = SealConfig {
+            kind: "shamir".into(),
+            secret_shares: shares,
+            secret_threshold: threshold,
+        };
+        let mut entries: Vec<(String, Vec<u8>)> = vec![
+            (
+                "core/seal-config".into(),
+                serde_json::to_vec(&seal_config).expect("serializes"),
+            ),
+            (
+                "core/master".into(),
+                barrier::encrypt(&unseal_key, &barrier_key),
+            ),
+        ];
+        let mut encrypted = |key: &str, value: Value| {
+            let plain = serde_json::to_vec(&value).expect("serializes");
+            entries.push((key.to_string(), barrier::encrypt(&barrier_key, &plain)));
+        };
+        encrypted(
+            &token_key(&root_token),
+            json!({"policies": ["root"], "display_name": "root"}),
+        );
+        encrypted(
+            "core/cluster/local/info",
+            json!({"id": uuid::Uuid::new_v4().to_string(), "name": self.settings.cluster_name}),
+        );
+        encrypted("core/mounts", json!({}));
+        match &self.storage {
+            Storage::File(f) => {
+                for (key, value) in &entries {
+                    f.put(key, value)?;
+                }
+            }
+            Storage::Raft(cluster) => {
+                let mut data = json!({"vault": {}});
+                for (key, value) in &entries {
+                    data["vault"][key] = json!(B64.encode(value));
+                }
+                cluster.bootstrap_alone(data);
+            }
+        }
+        Ok((keys, root_token))
+    }
+
+    /// One key share; at the threshold the shares are combined and tried.
+    pub async fn unseal(&self, share: Vec<u8>) -> Result<Value, (u16, String)> {
+        let Some(config) = self.seal_config() else {
+            return Err((400, "Vault is not initialized".into()));
+        };
+        if !self.sealed() {
+            return Ok(self.seal_status());
+        }
+        let shares = {
+            let mut core = self.core();
+            if core.progress.is_empty() {
+                core.nonce = uuid::Uuid::new_v4().to_string();
+            }
+            if !core.progress.contains(&share) {
+                core.progress.push(share);
+            }
+            if core.progress.len() < config.secret_threshold {
+                drop(core);
+                return Ok(self.seal_status());
+            }
+            core.nonce.clear();
+            std::mem::take(&mut core.progress)
+        };
+        let key = barrier::combine(&shares).map_err(|e| (400, e))?;
+        let pending = self.core().pending_join.clone();
+        let master = match &pending {
+            Some(p) => p.master.clone(),
+            None => self
+                .storage
+                .get("core/master")
+                .ok_or((500, "no root key in storage".to_string()))?,
+        };
+        let Some(barrier_key) = barrier::decrypt(&key, &master) else {
+            return Err((400, "Unseal failed, invalid key".into()));
+        };
+        if let Some(p) = pending {
+            self.answer_challenge(&p, &barrier_key)
+                .await
+                .map_err(|e| (500, e))?;
+            let mut core = self.core();
+            core.pending_join = None;
+            core.joined_config = Some(p.seal_config.clone());
+        }
+        self.core().barrier_key = Some(barrier_key);
+        self.unsealed.store(true, Ordering::SeqCst);
+        tracing::info!("vault is unsealed");
+        Ok(self.seal_status())
+    }
+
+    pub fn reset_progress(&self) {
+        let mut core = self.core();
+        core.progress.clear();
+        core.nonce.clear();
+    }
+
+    pub fn seal(&self) {
+        self.unsealed.store(false, Ordering::SeqCst);
+        let mut core = self.core();
+        core.barrier_key = None;
+        core.progress.clear();
+        tracing::info!("vault is sealed");
+    }
+
+    // ----- tokens -----
+
+    pub fn token_valid(&self, token: &str) -> bool {
+        !token.is_empty() && self.read(&token_key(token)).is_some()
+    }
+
+    // ----- raft join -----
+
+    /// The joining side: fetch the leader's challenge; the answer waits for the unseal.
+    pub async fn join(&self, leader: &str) -> Result<(), String> {
+        let reply = self
+            .client
+            .post(format!("{leader}/v1/sys/storage/raft/bootstrap/challenge"))
+            .json(&json!({"server_id": self.node_id}))
+            .send()
+            .await
+            .map_err(|e| format!("error during raft bootstrap init call: {e}"))?;
+        let status = reply.status();
+        let body: Value = reply.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!(
+                "error during raft bootstrap init call: Error making API request. URL: PUT {leader}/v1/sys/storage/raft/bootstrap/challenge Code: {}. Errors: {}",
+                status.as_u16(),
+                body["errors"]
+            ));
+        }
+        let decode = |field: &str| {
+            body[field]
+                .as_str()
+                .and_then(|s| B64.decode(s).ok())
+                .ok_or_else(|| format!("the leader's challenge has no {field}"))
+        };
+        let pending = PendingJoin {
+            leader: leader.to_string(),
+            seal_config: serde_json::from_value(body["seal_config"].clone())
+                .map_err(|e| format!("the leader's seal config: {e}"))?,
+            master: decode("master")?,
+            challenge: decode("challenge")?,
+        };
+        self.core().pending_join = Some(pending);
+        Ok(())
+    }
+
+    pub fn pending_join(&self) -> bool {
+        self.core().pending_join.is_some()
+    }
+
+    async fn answer_challenge(&self, p: &PendingJoin, barrier_key: &[u8]) -> Result<(), String> {
+        let answer = barrier::decrypt(barrier_key, &p.challenge)
+            .ok_or("the leader's challenge cannot be opened with these keys")?;
+        let reply = self
+            .client
+            .post(format!("{}/v1/sys/storage/raft/bootstrap/answer", p.leader))
+            .json(&json!({
+                "server_id": self.node_id,
+                "answer": B64.encode(answer),
+                "cluster_addr": self.settings.cluster_addr,
+                "api_addr": self.settings.api_addr,
+            }))
+            .send()
+            .await
+            .map_err(|e| format!("error during raft bootstrap answer call: {e}"))?;
+        if reply.status().is_success() {
+            return Ok(());
+        }
+        let body: Value = reply.json().await.unwrap_or(Value::Null);
+        Err(format!(
+            "failed to send answer to raft leader node: {}",
+            body["errors"]
+        ))
+    }
+
+    /// The leader's side of a join: a nonce encrypted under the barrier key.
+    pub fn challenge(&self, server_id: &str) -> Result<Value, String> {
+        let barrier_key = self.core().barrier_key.clone().ok_or("Vault is sealed")?;
+        let nonce = barrier::random_bytes(16);
+        let challenge = barrier::encrypt(&barrier_key, &nonce);
+        self.core().challenges.insert(server_id.to_string(), nonce);
+        Ok(json!({
+            "challenge": B64.encode(challenge),
+            "seal_config": self.seal_config(),
+            "master": B64.encode(self.storage.get("core/master").unwrap_or_default()),
+        }))
+    }
+
+    pub async fn answer(&self, body: &Value) -> Result<Value, (u16, String)> {
+        let server_id = body["server_id"].as_str().unwrap_or_default();
+        if server_id.is_empty() {
+            return Err((400, "no server id provided".into()));
+        }
+        let answer = body["answer"]
+            .as_str()
+            .and_then(|a| B64.decode(a).ok())
+            .ok_or((400, "no answer provided".to_string()))?;
+        let cluster_addr = body["cluster_addr"].as_str().unwrap_or_default();
+        if cluster_addr.is_empty() {
+            return Err((400, "no cluster_addr provided".into()));
+        }
+        let expected = self.core().challenges.remove(server_id);
+        if expected.as_deref() != Some(answer.as_slice()) {
+            return Err((400, "invalid answer given".into()));
+        }
+        let cluster = self
+            .cluster()
+            .ok_or((400, "raft storage is not in use".to_string()))?;
+        let address = host_port(cluster_addr);
+        if let Some(other) = cluster
+            .config()
+            .iter()
+            .find(|s| s.id == server_id && s.address != address)
+        {
+            return Err((
+                400,
+                format!(
+                    "node ID {server_id:?} is already in use by {} in the raft configuration",
+                    other.address
+                ),
+            ));
+        }
+        cluster
+            .add_server(crate::cluster::Server {
+                id: server_id.to_string(),
+                address,
+                http: body["api_addr"].as_str().unwrap_or_default().to_string(),
+                voter: false,
+            })
+            .await
+            .map_err(|e| (500, e))?;
+        Ok(json!({"peers": cluster.config()}))
+    }
+}
+
+fn token_key(token: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(token.as_bytes());
+    format!("sys/token/id/h{}", barrier::hex(&hash))
+}
+
+/// The raft node id: from the config, else kept in `<path>/node-id` (made on first start).
+fn raft_node_id(path: &Path, configured: Option<&String>) -> String {
+    if let Some(id) = configured {
+        return id.clone();
+    }
+    let file = path.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        return id.trim().to_string();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let _ = std::fs::write(&file, &id);
+    id
+}
+
+/// Where a raft node keeps its replicated state.
+pub fn raft_state_file(path: &Path) -> PathBuf {
+    path.join("vault.db")
+}
+
+/// Runs the Vault twin until SIGTERM or SIGINT.
+pub async fn serve(config: &Path) -> Result<(), String> {
+    let settings = Settings::load(config)?;
+    let unsealed = Arc::new(AtomicBool::new(false));
+    let (storage, node_id) = match &settings.storage {
+        StorageSettings::File { path } => {
+            std::fs::create_dir_all(path)
+                .map_err(|e| format!("Error initializing storage of type file: {e}"))?;
+            let backend = FileBackend { root: path.clone() };
+            if let Some(lock) = backend.get("core/migration") {
+                let lock: Value = serde_json::from_slice(&lock).unwrap_or(Value::Null);
+                return Err(format!(
+                    "ERROR! Storage migration in progress (started: {}). Server startup is prevented until the migration completes. Use 'vault operator migrate -reset' to force clear the migration lock.",
+                    lock["start"].as_str().unwrap_or("unknown")
+                ));
+            }
+            (Storage::File(backend), String::new())
+        }
+        StorageSettings::Raft { path, node_id, .. } => {
+            let id = raft_node_id(path, node_id.as_ref());
+            let flag = unsealed.clone();
+            let cluster = Cluster::new(
+                Options {
+                    id: id.clone(),
+                    address: host_port(settings.cluster_addr.as_deref().unwrap_or_default()),
+                    http: settings.api_addr.clone(),
+                    server: true,
+                    bootstrap_expect: 0,
+                    state_file: raft_state_file(path),
+                    join: Vec::new(),
+                    tags: Default::default(),
+                    promote_after: Duration::from_secs(3),
+                },
+                Box::new(storage::apply),
+                // Vault runs raft only while unsealed: a sealed node neither votes nor
+                // takes entries, and cannot lead.
+                Box::new(move || flag.load(Ordering::SeqCst)),
+            );
+            cluster.claim_own_address();
+            (Storage::Raft(cluster), id)
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let node = Arc::new(Node {
+        settings: settings.clone(),
+        storage,
+        node_id,
+        unsealed,
+        core: Mutex::new(Core::default()),
+        client,
+        shutdown: tokio::sync::Notify::new(),
+    });
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "Error initializing listener of type tcp: listen tcp {}: {e}",
+                settings.listen
+            )
+        })?;
+    let mut app = api::routes(node.clone());
+    if let Some(cluster) = node.cluster() {
+        cluster.spawn();
+        app = app.merge(cluster.routes());
+    }
+    if let StorageSettings::Raft { retry_join, .. } = &settings.storage {
+        if !retry_join.is_empty() {
+            tokio::spawn(retry_join_loop(node.clone(), retry_join.clone()));
+        }
+    }
+    let registration = settings
+        .registration
+        .clone()
+        .map(|r| tokio::spawn(registration::run(node.clone(), r)));
+    let n = node.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        n.shutdown.notify_waiters();
+    });
+    tracing::info!(
+        "vault twin listening on {} ({} storage), sealed",
+        settings.listen,
+        node.storage.kind()
+    );
+    let n = node.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { n.shutdown.notified().await })
+        .await
+        .map_err(|e| e.to_string());
+    if let (Some(task), Some(r)) = (registration, &settings.registration) {
+        task.abort();
+        registration::deregister(&node, r).await;
+    }
+    served
+}
+
+/// `retry_join`: an uninitialised raft node keeps asking the listed leaders for a
+/// challenge until one answers; the node still has to be unsealed by hand.
+async fn retry_join_loop(node: Arc<Node>, leaders: Vec<String>) {
+    loop {
+        if node.initialized() || !node.sealed() {
+            return;
+        }
+        for leader in &leaders {
+            match node.join(leader).await {
+                Ok(()) => {
+                    tracing::info!(
+                        "join: fetched the challenge from {leader}; unseal this node to finish"
+                    );
+                    return;
+                }
+                Err(e) => tracing::debug!("join {leader}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,214 @@
+//! Vault's physical storage: `file` in Vault's on-disk layout, or `raft` replicated through
+//! the lab's consensus core. Values are raw bytes, already encrypted by the barrier.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::cluster::Cluster;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+pub enum Storage {
+    File(FileBackend),
+    Raft(Arc<Cluster>),
+}
+
+impl Storage {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Storage::File(_) => "file",
+            Storage::Raft(_) => "raft",
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            Storage::File(f) => f.get(key),
+            Storage::Raft(c) => {
+                c.read(|d| d["vault"][key].as_str().and_then(|v| B64.decode(v).ok()))
+            }
+        }
+    }
+
+    pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        match self {
+            Storage::File(f) => f.put(key, value),
+            Storage::Raft(c) => c
+                .write(json!({"op": "put", "key": key, "value": B64.encode(value)}))
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), String> {
+        match self {
+            Storage::File(f) => f.delete(key),
+            Storage::Raft(c) => c
+                .write(json!({"op": "delete", "key": key}))
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// Every key under `prefix`, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        match self {
+            Storage::File(f) => f
+                .all_keys()
+                .into_iter()
+                .filter(|k| k.starts_with(prefix))
+                .collect(),
+            Storage::Raft(c) => c.read(|d| {
+                d["vault"]
+                    .as_object()
+                    .map(|o| {
+                        o.keys()
+                            .filter(|k| k.starts_with(prefix))
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }),
+        }
+    }
+}
+
+/// Applies a replicated storage operation to the raft state.
+pub fn apply(data: &mut Value, op: &Value, _index: u64) -> Result<Value, String> {
+    if !data["vault"].is_object() {
+        data["vault"] = json!({});
+    }
+    let key = op["key"].as_str().ok_or("an operation without a key")?;
+    match op["op"].as_str() {
+        Some("put") => {
+            data["vault"][key] = op["value"].clone();
+        }
+        Some("delete") => {
+            data["vault"]
+                .as_object_mut()
+                .expect("an object")
+                .remove(key);
+        }
+        other => return Err(format!("unknown storage operation {other:?}")),
+    }
+    Ok(Value::Null)
+}
+
+/// `storage "file"`: key `a/b/c` lives in `<path>/a/b/_c` as `{"Value":"<base64>"}` and a
+/// newline; written through a temp file with mode 0600, directories 0700.
+pub struct FileBackend {
+    pub root: PathBuf,
+}
+
+impl FileBackend {
+    fn path_of(&self, key: &str) -> Result<PathBuf, String> {
+        if key.split('/').any(|p| p == "..") {
+            return Err("path cannot contain parent references".into());
+        }
+        let (dir, base) = key.rsplit_once('/').unwrap_or(("", key));
+        Ok(self.root.join(dir).join(format!("_{base}")))
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.path_of(key).ok()?).ok()?;
+        if bytes.is_empty() {
+            return None;
+        }
+        let entry: Value = serde_json::from_slice(&bytes).ok()?;
+        B64.decode(entry["Value"].as_str()?).ok()
+    }
+
+    pub fn put(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let path = self.path_of(key)?;
+        let dir = path.parent().expect("a key has a directory");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+        let mut text = serde_json::to_string(&json!({"Value": B64.encode(value)}))
+            .expect("an entry serializes");
+        text.push('\n');
+        let tmp = dir.join(format!(
+            ".{}.{}",
+            path.file_name().unwrap().to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("failed to write {}: {e}", path.display()))
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), String> {
+        let path = self.path_of(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("failed to remove {}: {e}", path.display())),
+        }
+        // Empty parents go too, up to the root.
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.root || std::fs::remove_dir(&d).is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        Ok(())
+    }
+
+    /// Every key in the tree, sorted (`operator migrate` and prefix scans).
+    pub fn all_keys(&self) -> Vec<String> {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, &format!("{prefix}{name}/"), out);
+                } else if let Some(base) = name.strip_prefix('_') {
+                    out.push(format!("{prefix}{base}"));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, "", &mut out);
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_layout_is_vaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = FileBackend {
+            root: dir.path().to_path_buf(),
+        };
+        f.put("core/seal-config", b"{}").unwrap();
+        let text = std::fs::read_to_string(dir.path().join("core/_seal-config")).unwrap();
+        assert_eq!(text, "{\"Value\":\"e30=\"}\n");
+        // Old Vault wrote the key too; it is ignored on read.
+        std::fs::write(
+            dir.path().join("core/_old"),
+            "{\"Key\":\"core/old\",\"Value\":\"e30=\"}\n",
+        )
+        .unwrap();
+        assert_eq!(f.get("core/old").unwrap(), b"{}");
+        assert_eq!(f.all_keys(), vec!["core/old", "core/seal-config"]);
+        f.delete("core/old").unwrap();
+        f.delete("core/seal-config").unwrap();
+        assert!(!dir.path().join("core").exists());
+        assert!(f.put("../escape", b"x").is_err());
+    }
+}

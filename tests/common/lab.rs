@@ -1,0 +1,129 @@
+//! A lab started with `harun lab up` for one test, stopped when the test ends.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::http::{request, request_with, Reply};
+use super::Test;
+
+pub struct Lab {
+    pub test: Test,
+    pub dir: std::path::PathBuf,
+}
+
+impl Lab {
+    pub fn up() -> Lab {
+        let test = Test::new();
+        let dir = test.path("lab");
+        let started = Instant::now();
+        let out = test
+            .command()
+            .args(["lab", "up", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "lab up took {:?}",
+            started.elapsed()
+        );
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            Path::new(&printed),
+            std::fs::canonicalize(&dir).unwrap().join("harun.hcl")
+        );
+        Lab { test, dir }
+    }
+
+    pub fn address(&self, host: &str) -> String {
+        let topology = std::fs::read_to_string(self.dir.join("harun.hcl")).unwrap();
+        let line = topology
+            .lines()
+            .find(|l| l.starts_with(&format!("host \"{host}\"")))
+            .unwrap();
+        line.split('"').nth(3).unwrap().to_string()
+    }
+
+    pub fn consul(&self, host: &str, path: &str) -> String {
+        format!("http://{}:8500{path}", self.address(host))
+    }
+
+    pub fn vault(&self, host: &str, path: &str) -> String {
+        format!("http://{}:8200{path}", self.address(host))
+    }
+
+    pub fn root_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vault-root-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn unseal_keys(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("vault-unseal-keys"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A Vault request with the root token.
+    pub fn vault_call(&self, method: &str, host: &str, path: &str, body: &str) -> Reply {
+        let token = self.root_token();
+        request_with(
+            method,
+            &self.vault(host, path),
+            body,
+            &[("X-Vault-Token", token.as_str())],
+        )
+        .unwrap_or_else(|e| panic!("{method} {path} on {host}: {e}"))
+    }
+
+    pub fn harun(&self, args: &[&str]) -> std::process::Output {
+        self.test
+            .command()
+            .args(["--topology"])
+            .arg(self.dir.join("harun.hcl"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ctl(&self, host: &str, service: &str, action: &str) -> std::process::Output {
+        self.test
+            .command()
+            .args(["lab", "ctl", "--dir"])
+            .arg(&self.dir)
+            .args([host, service, action])
+            .output()
+            .unwrap()
+    }
+
+    pub fn set_config(&self, host: &str, service: &str, edit: impl Fn(String) -> String) {
+        let path = self.dir.join(host).join(format!("{service}.hcl"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self
+            .test
+            .command()
+            .args(["lab", "down", "--dir"])
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+pub fn leader(url: &str) -> Option<String> {
+    let reply = request("GET", url, "").ok()?;
+    let leader: String = serde_json::from_str(&reply.body).ok()?;
+    (!leader.is_empty()).then_some(leader)
+}
