@@ -109,6 +109,7 @@ fn serve(service: &str, config: &Path) -> i32 {
         match service {
             "consul" => harun_lab::consul::serve(config).await,
             "vault" => harun_lab::vault::serve(config).await,
+            "nomad" => harun_lab::nomad::serve(config).await,
             other => Err(format!(
                 "unknown service {other:?} (consul, nomad or vault)"
             )),

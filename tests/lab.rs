@@ -281,3 +281,122 @@ fn dash_dash_lab_runs_a_script_on_a_fresh_lab_and_removes_it() {
         "the temporary lab was kept: {topology}"
     );
 }
+
+fn consul_ha(lab: &Lab) {
+    go_ha(lab);
+    assert!(lab.ctl("controller1", "consul", "restart").status.success());
+    assert!(lab.ctl("controller2", "consul", "start").status.success());
+    assert!(lab.ctl("controller3", "consul", "start").status.success());
+    eventually("three consul voters", Duration::from_secs(20), || {
+        (voters(lab, "controller1")? == 3).then_some(())
+    });
+}
+
+fn nomad(lab: &Lab, host: &str, path: &str) -> String {
+    format!("http://{}:4646{path}", lab.address(host))
+}
+
+#[test]
+fn nomad_servers_wait_for_bootstrap_expect_and_find_each_other_through_consul() {
+    let lab = Lab::up();
+    consul_ha(&lab);
+    // A cold start of three Nomad servers that know no addresses: Consul introduces them.
+    assert!(lab.ctl("controller1", "nomad", "stop").status.success());
+    std::fs::remove_dir_all(lab.dir.join("controller1/nomad")).unwrap();
+    for host in ["controller1", "controller2", "controller3"] {
+        lab.set_config(host, "nomad", |t| {
+            t.replace("bootstrap_expect = 1", "bootstrap_expect = 3")
+        });
+    }
+    assert!(lab.ctl("controller1", "nomad", "start").status.success());
+    assert!(lab.ctl("controller2", "nomad", "start").status.success());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        get(&nomad(&lab, "controller1", "/v1/status/leader")).body,
+        "\"\""
+    );
+    let r = get(&nomad(&lab, "controller2", "/v1/nodes"));
+    assert_eq!((r.status, r.body.as_str()), (500, "No cluster leader"));
+    assert!(lab.ctl("controller3", "nomad", "start").status.success());
+    let leader = eventually("a nomad leader", Duration::from_secs(20), || {
+        let r = get(&nomad(&lab, "controller3", "/v1/status/leader"));
+        let l: String = serde_json::from_str(&r.body).ok()?;
+        (!l.is_empty()).then_some(l)
+    });
+    assert!(leader.ends_with(":4647"), "{leader}");
+    let config = get(&nomad(
+        &lab,
+        "controller1",
+        "/v1/operator/raft/configuration",
+    ))
+    .json();
+    assert_eq!(config["Servers"].as_array().unwrap().len(), 3);
+    let members = get(&nomad(&lab, "controller2", "/v1/agent/members")).json();
+    assert_eq!(members["Members"].as_array().unwrap().len(), 3);
+    assert_eq!(members["Members"][0]["Status"], "alive");
+    eventually("three ready client nodes", Duration::from_secs(10), || {
+        let nodes = get(&nomad(&lab, "controller1", "/v1/nodes")).json();
+        let ready = nodes
+            .as_array()?
+            .iter()
+            .filter(|n| n["Status"] == "ready")
+            .count();
+        (ready == 3).then_some(())
+    });
+}
+
+#[test]
+fn nomad_nodes_drain_and_come_back_eligible() {
+    let lab = Lab::up();
+    let id = eventually("the client node", Duration::from_secs(10), || {
+        let nodes = get(&nomad(&lab, "controller1", "/v1/nodes")).json();
+        nodes.as_array()?.first()?["ID"]
+            .as_str()
+            .map(str::to_string)
+    });
+    let jobs = get(&nomad(&lab, "controller1", "/v1/jobs")).json();
+    assert_eq!(jobs.as_array().unwrap().len(), 3);
+    let drain = put(
+        &nomad(&lab, "controller1", &format!("/v1/node/{id}/drain")),
+        r#"{"DrainSpec": {"Deadline": 3600000000000, "IgnoreSystemJobs": true}, "Meta": {"message": "upgrade"}}"#,
+    );
+    assert_eq!(drain.status, 200, "{}", drain.body);
+    assert!(drain.json()["NodeModifyIndex"].as_u64().unwrap() > 0);
+    let node = get(&nomad(&lab, "controller1", &format!("/v1/node/{id}"))).json();
+    assert_eq!(
+        (node["Drain"].clone(), node["SchedulingEligibility"].clone()),
+        (true.into(), "ineligible".into())
+    );
+    let refused = put(
+        &nomad(&lab, "controller1", &format!("/v1/node/{id}/eligibility")),
+        r#"{"Eligibility": "eligible"}"#,
+    );
+    assert_eq!(refused.status, 500);
+    assert!(
+        refused.body.contains("while it is draining"),
+        "{}",
+        refused.body
+    );
+    let undrain = put(
+        &nomad(&lab, "controller1", &format!("/v1/node/{id}/drain")),
+        r#"{"DrainSpec": null, "MarkEligible": true}"#,
+    );
+    assert_eq!(undrain.status, 200);
+    let node = get(&nomad(&lab, "controller1", &format!("/v1/node/{id}"))).json();
+    assert_eq!(
+        (node["Drain"].clone(), node["SchedulingEligibility"].clone()),
+        (false.into(), "eligible".into())
+    );
+    let unknown = put(
+        &nomad(
+            &lab,
+            "controller1",
+            "/v1/node/00000000-0000-0000-0000-000000000000/drain",
+        ),
+        r#"{"DrainSpec": null}"#,
+    );
+    assert_eq!(
+        (unknown.status, unknown.body.as_str()),
+        (500, "node not found")
+    );
+}

@@ -9,5 +9,6 @@
 pub mod cluster;
 pub mod config;
 pub mod consul;
+pub mod nomad;
 pub mod supervisor;
 pub mod vault;

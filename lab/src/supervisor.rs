@@ -18,7 +18,7 @@ pub const HOSTS: [&str; 3] = ["controller1", "controller2", "controller3"];
 
 /// The services a controller runs, with their HTTP ports.
 /// Started in this order, stopped in the reverse one.
-pub const SERVICES: &[(&str, u16)] = &[("consul", 8500), ("vault", 8200)];
+pub const SERVICES: &[(&str, u16)] = &[("consul", 8500), ("nomad", 4646), ("vault", 8200)];
 
 /// How the lab initialises Vault: 5 shares, 3 of them to unseal.
 const VAULT_SHARES: usize = 5;
@@ -152,6 +152,33 @@ ui_config {{
     )
 }
 
+fn nomad_config(lab: &Lab, host: &str) -> String {
+    let address = lab.address(host);
+    format!(
+        r#"# Nomad on {host} (harun lab): one server that is also a client, as in the story's
+# first state.
+datacenter = "homelab"
+data_dir   = "{data}"
+name       = "{host}"
+bind_addr  = "{address}"
+
+server {{
+  enabled          = true
+  bootstrap_expect = 1
+}}
+
+client {{
+  enabled = true
+}}
+
+consul {{
+  address = "{address}:8500"
+}}
+"#,
+        data = lab.host_dir(host).join("nomad").display(),
+    )
+}
+
 fn vault_config(lab: &Lab, host: &str) -> String {
     let address = lab.address(host);
     format!(
@@ -193,6 +220,12 @@ consul {{
   address     = "http://{{address}}:8500"
   config_file = "{dir}/{{name}}/consul.hcl"
   data_dir    = "{dir}/{{name}}/consul"
+}}
+
+nomad {{
+  address     = "http://{{address}}:4646"
+  config_file = "{dir}/{{name}}/nomad.hcl"
+  data_dir    = "{dir}/{{name}}/nomad"
 }}
 
 vault {{
@@ -255,11 +288,12 @@ pub fn up(dir: &Path, harun: &Path) -> Result<PathBuf, String> {
         block: free_block()?,
     };
     for host in HOSTS {
-        for sub in ["run", "log", "consul", "vault"] {
+        for sub in ["run", "log", "consul", "nomad", "vault"] {
             std::fs::create_dir_all(lab.host_dir(host).join(sub))
                 .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
         }
         std::fs::write(lab.config_file(host, "consul"), consul_config(&lab, host))
+            .and_then(|_| std::fs::write(lab.config_file(host, "nomad"), nomad_config(&lab, host)))
             .and_then(|_| std::fs::write(lab.config_file(host, "vault"), vault_config(&lab, host)))
             .map_err(|e| format!("cannot write a config: {e}"))?;
     }
@@ -270,10 +304,13 @@ pub fn up(dir: &Path, harun: &Path) -> Result<PathBuf, String> {
     std::fs::write(lab.topology_file(), topology(&lab, harun))
         .map_err(|e| format!("cannot write the topology: {e}"))?;
     start(&lab, harun, "controller1", "consul")?;
-    wait_for_leader(&lab, "controller1", Duration::from_secs(10))?;
+    wait_for_leader(&lab, "controller1", "consul", Duration::from_secs(10))?;
     seed(&lab)?;
+    start(&lab, harun, "controller1", "nomad")?;
     start(&lab, harun, "controller1", "vault")?;
     init_vault(&lab)?;
+    wait_for_leader(&lab, "controller1", "nomad", Duration::from_secs(10))?;
+    seed_jobs(&lab)?;
     Ok(lab.topology_file())
 }
 
@@ -354,6 +391,24 @@ fn seed(lab: &Lab) -> Result<(), String> {
     Ok(())
 }
 
+/// The homelab's jobs, so `nomad job status` has something to show.
+fn seed_jobs(lab: &Lab) -> Result<(), String> {
+    let base = format!("http://{}:4646", lab.address("controller1"));
+    for (id, kind) in [
+        ("traefik", "system"),
+        ("grafana", "service"),
+        ("backup", "batch"),
+    ] {
+        http_put(
+            &format!("{base}/v1/jobs"),
+            &format!(
+                r#"{{"Job": {{"ID": "{id}", "Name": "{id}", "Type": "{kind}", "Datacenters": ["homelab"]}}}}"#
+            ),
+        )?;
+    }
+    Ok(())
+}
+
 /// A minimal blocking HTTP PUT, enough for the supervisor's own set-up calls.
 fn http_put(url: &str, body: &str) -> Result<String, String> {
     http("PUT", url, body)
@@ -407,8 +462,12 @@ fn http_with(
     Ok(body.to_string())
 }
 
-fn wait_for_leader(lab: &Lab, host: &str, timeout: Duration) -> Result<(), String> {
-    let url = format!("http://{}:8500/v1/status/leader", lab.address(host));
+fn wait_for_leader(lab: &Lab, host: &str, service: &str, timeout: Duration) -> Result<(), String> {
+    let url = format!(
+        "http://{}:{}/v1/status/leader",
+        lab.address(host),
+        port_of(service)?
+    );
     let started = Instant::now();
     loop {
         if let Ok(body) = http_get(&url) {
@@ -418,7 +477,7 @@ fn wait_for_leader(lab: &Lab, host: &str, timeout: Duration) -> Result<(), Strin
         }
         if started.elapsed() > timeout {
             return Err(format!(
-                "consul on {host} elected no leader within {}s",
+                "{service} on {host} elected no leader within {}s",
                 timeout.as_secs()
             ));
         }

@@ -1,0 +1,462 @@
+//! The Nomad twin's HTTP API: JSON on success, plain-text errors, `No cluster leader`
+//! (500) for reads that need one unless `?stale`.
+
+// Handlers return `Result<_, Response>` so `?` turns a refusal into the HTTP answer.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::{Agent, VERSION};
+use crate::cluster::MemberStatus;
+use crate::config::join_url;
+
+type A = State<Arc<Agent>>;
+type Q = Query<HashMap<String, String>>;
+
+pub fn routes(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/members", get(members))
+        .route("/v1/agent/join", post(join).put(join))
+        .route("/v1/agent/force-leave", post(force_leave).put(force_leave))
+        .route("/v1/agent/health", get(health))
+        .route("/v1/status/leader", get(status_leader))
+        .route("/v1/status/peers", get(status_peers))
+        .route("/v1/operator/raft/configuration", get(raft_configuration))
+        .route(
+            "/v1/operator/raft/peer",
+            delete(raft_remove_peer).fallback(invalid_404),
+        )
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/node/{id}", get(node))
+        .route("/v1/node/{id}/drain", post(drain).put(drain))
+        .route(
+            "/v1/node/{id}/eligibility",
+            post(eligibility).put(eligibility),
+        )
+        .route("/v1/jobs", get(jobs).post(register_job).put(register_job))
+        .layer(middleware::from_fn(invalid_method))
+        .with_state(agent)
+}
+
+/// Nomad's wrong-method answer is `Invalid method` in plain text.
+async fn invalid_method(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Invalid method");
+    }
+    response
+}
+
+async fn invalid_404() -> Response {
+    text(StatusCode::NOT_FOUND, "Invalid method")
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut r = (status, message.into()).into_response();
+    r.headers_mut().insert(
+        "Content-Type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn with_index(agent: &Agent, value: Value) -> Response {
+    let mut r = axum::Json(value).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        "X-Nomad-Index",
+        HeaderValue::from(agent.cluster.index().max(1)),
+    );
+    h.insert(
+        "X-Nomad-KnownLeader",
+        HeaderValue::from_static(if agent.cluster.leader().is_some() {
+            "true"
+        } else {
+            "false"
+        }),
+    );
+    h.insert("X-Nomad-LastContact", HeaderValue::from_static("0"));
+    r
+}
+
+fn need_leader(agent: &Agent, q: &HashMap<String, String>) -> Result<(), Response> {
+    if q.contains_key("stale") || agent.cluster.leader().is_some() {
+        Ok(())
+    } else {
+        Err(text(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader"))
+    }
+}
+
+fn member_json(m: &crate::cluster::Member) -> Value {
+    json!({
+        "Name": m.name,
+        "Addr": m.addr,
+        "Port": 4648,
+        "Tags": m.tags,
+        "Status": match m.status {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Leaving => "leaving",
+            MemberStatus::Left => "left",
+            MemberStatus::Failed => "failed",
+        },
+        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+    })
+}
+
+async fn agent_self(State(agent): A) -> Response {
+    let s = &agent.settings;
+    let leader = agent.cluster.leader();
+    let me = agent
+        .cluster
+        .members()
+        .into_iter()
+        .find(|m| m.name == s.member_name());
+    axum::Json(json!({
+        "config": {
+            "Region": s.region,
+            "Datacenter": s.datacenter,
+            "NodeName": s.name,
+            "DataDir": s.data_dir,
+            "Version": {"Version": VERSION},
+            "Server": {
+                "Enabled": s.server,
+                "BootstrapExpect": s.bootstrap_expect,
+                "ServerJoin": {"RetryJoin": s.retry_join},
+            },
+            "Client": {"Enabled": s.client},
+            "Consuls": s.consul.iter().map(|c| json!({
+                "Name": "default",
+                "Addr": c.agent,
+                "ServerServiceName": c.server_service_name,
+                "ServerAutoJoin": c.server_auto_join,
+                "AutoAdvertise": c.auto_advertise,
+                "Token": if c.token.is_some() { "<redacted>" } else { "" },
+            })).collect::<Vec<_>>(),
+        },
+        "member": me.as_ref().map(member_json).unwrap_or(json!({})),
+        "stats": {
+            "nomad": {
+                "server": s.server.to_string(),
+                "leader": agent.cluster.is_leader().to_string(),
+                "leader_addr": leader.map(|l| l.address).unwrap_or_default(),
+                "bootstrap": (s.bootstrap_expect == 1).to_string(),
+                "known_regions": "1",
+            },
+            "client": {"node_id": agent.node_id},
+        },
+    }))
+    .into_response()
+}
+
+async fn members(State(agent): A) -> Response {
+    let s = &agent.settings;
+    let members: Vec<Value> = agent
+        .cluster
+        .members()
+        .iter()
+        .filter(|m| m.server)
+        .map(member_json)
+        .collect();
+    axum::Json(json!({
+        "ServerName": s.name,
+        "ServerRegion": s.region,
+        "ServerDC": s.datacenter,
+        "Members": members,
+    }))
+    .into_response()
+}
+
+async fn join(State(agent): A, request: Request) -> Response {
+    if !agent.settings.server {
+        return text(StatusCode::NOT_IMPLEMENTED, "Invalid method");
+    }
+    // `address` may repeat, so read the raw query.
+    let addresses: Vec<String> = request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("address="))
+        .map(|a| a.replace("%3A", ":").replace("%3a", ":"))
+        .collect();
+    if addresses.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "missing address to join");
+    }
+    let mut joined = 0;
+    let mut errors = Vec::new();
+    for address in &addresses {
+        match agent
+            .cluster
+            .join_member(&join_url(address, agent.settings.http.port()))
+            .await
+        {
+            Ok(()) => joined += 1,
+            Err(e) => errors.push(format!("{address}: {e}")),
+        }
+    }
+    axum::Json(json!({"num_joined": joined, "error": errors.join("; ")})).into_response()
+}
+
+async fn force_leave(State(agent): A, Query(q): Q) -> Response {
+    let Some(node) = q.get("node").filter(|n| !n.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "missing node to force leave");
+    };
+    let prune = match q.get("prune").map(String::as_str) {
+        None | Some("false") => false,
+        Some("" | "true") => true,
+        Some(_) => return text(StatusCode::BAD_REQUEST, "invalid prune value"),
+    };
+    match agent.cluster.force_leave(node, prune).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn health(State(agent): A) -> Response {
+    let ok = json!({"message": "ok", "ok": true});
+    let mut body = json!({});
+    if agent.settings.client {
+        body["client"] = ok.clone();
+    }
+    if agent.settings.server {
+        if agent.cluster.leader().is_some() {
+            body["server"] = ok;
+        } else {
+            body["server"] = json!({"message": "No cluster leader", "ok": false});
+            return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
+        }
+    }
+    axum::Json(body).into_response()
+}
+
+async fn status_leader(State(agent): A) -> Response {
+    let leader = agent
+        .cluster
+        .leader()
+        .map(|l| l.address)
+        .unwrap_or_default();
+    axum::Json(json!(leader)).into_response()
+}
+
+async fn status_peers(State(agent): A) -> Response {
+    let peers: Vec<String> = agent
+        .cluster
+        .config()
+        .into_iter()
+        .filter(|s| s.voter)
+        .map(|s| s.address)
+        .collect();
+    axum::Json(json!(peers)).into_response()
+}
+
+async fn raft_configuration(State(agent): A, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q) {
+        return r;
+    }
+    let leader = agent.cluster.leader().map(|l| l.id);
+    let servers: Vec<Value> = agent
+        .cluster
+        .config()
+        .iter()
+        .map(|s| {
+            json!({
+                "Address": s.address,
+                "ID": s.id,
+                "Leader": Some(&s.id) == leader.as_ref(),
+                "Node": s.id,
+                "RaftProtocol": "3",
+                "Voter": s.voter,
+            })
+        })
+        .collect();
+    with_index(
+        &agent,
+        json!({"Index": agent.cluster.index(), "Servers": servers}),
+    )
+}
+
+async fn raft_remove_peer(State(agent): A, Query(q): Q) -> Response {
+    if q.contains_key("address") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Removing a peer by address is not supported in the current raft protocol version",
+        );
+    }
+    let Some(id) = q.get("id").filter(|i| !i.is_empty()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Must specify the peer's ID to remove",
+        );
+    };
+    match agent.cluster.remove_server(id).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn node_stub(n: &Value) -> Value {
+    let mut stub = n.clone();
+    if let Some(o) = stub.as_object_mut() {
+        o.remove("Member");
+    }
+    stub
+}
+
+async fn nodes(State(agent): A, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q) {
+        return r;
+    }
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let list: Vec<Value> = agent.cluster.read(|d| {
+        d["nodes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| id.starts_with(&prefix))
+            .map(|(_, n)| node_stub(n))
+            .collect()
+    });
+    with_index(&agent, json!(list))
+}
+
+async fn node(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q) {
+        return r;
+    }
+    match agent.cluster.read(|d| d["nodes"].get(&id).cloned()) {
+        Some(n) => with_index(&agent, node_stub(&n)),
+        None => text(StatusCode::NOT_FOUND, "node not found"),
+    }
+}
+
+fn parse(body: &Bytes) -> Result<Value, Response> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn update_node(agent: &Agent, id: &str, fields: Value) -> Response {
+    match agent
+        .cluster
+        .write(json!({"op": "update_node", "id": id, "fields": fields}))
+        .await
+    {
+        Ok(index) => with_index(
+            agent,
+            json!({"EvalCreateIndex": 0, "EvalIDs": null, "Index": index, "NodeModifyIndex": index}),
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn drain(State(agent): A, Path(id): Path<String>, body: Bytes) -> Response {
+    let body = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let fields = match body.get("DrainSpec").filter(|s| !s.is_null()) {
+        Some(spec) => json!({
+            "Drain": true,
+            "SchedulingEligibility": "ineligible",
+            "DrainStrategy": {"DrainSpec": spec},
+            "LastDrain": {"Status": "draining", "Meta": body["Meta"]},
+        }),
+        None => {
+            let mut f = json!({"Drain": false, "DrainStrategy": null});
+            if body["MarkEligible"] == true {
+                f["SchedulingEligibility"] = json!("eligible");
+            }
+            f
+        }
+    };
+    update_node(&agent, &id, fields).await
+}
+
+async fn eligibility(State(agent): A, Path(id): Path<String>, body: Bytes) -> Response {
+    let body = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let wanted = body["Eligibility"].as_str().unwrap_or_default();
+    if wanted != "eligible" && wanted != "ineligible" {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("invalid scheduling eligibility {wanted:?}"),
+        );
+    }
+    let draining = agent.cluster.read(|d| d["nodes"][&id]["Drain"] == true);
+    if draining && wanted == "eligible" {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "can not set node's scheduling eligibility to eligible while it is draining",
+        );
+    }
+    update_node(&agent, &id, json!({"SchedulingEligibility": wanted})).await
+}
+
+async fn jobs(State(agent): A, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q) {
+        return r;
+    }
+    let prefix = q.get("prefix").cloned().unwrap_or_default();
+    let list: Vec<Value> = agent.cluster.read(|d| {
+        d["jobs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| id.starts_with(&prefix))
+            .map(|(_, j)| j.clone())
+            .collect()
+    });
+    with_index(&agent, json!(list))
+}
+
+/// A job registration keeps the job's stub (the lab schedules nothing).
+async fn register_job(State(agent): A, body: Bytes) -> Response {
+    let body = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let job = &body["Job"];
+    let Some(id) = job["ID"].as_str().filter(|i| !i.is_empty()) else {
+        return text(StatusCode::BAD_REQUEST, "Job ID does not match name");
+    };
+    let stub = json!({
+        "ID": id,
+        "ParentID": "",
+        "Name": job["Name"].as_str().unwrap_or(id),
+        "Namespace": "default",
+        "Datacenters": job["Datacenters"],
+        "Type": job["Type"].as_str().unwrap_or("service"),
+        "Priority": job["Priority"].as_u64().unwrap_or(50),
+        "Periodic": false,
+        "ParameterizedJob": false,
+        "Stop": false,
+        "Status": "running",
+        "StatusDescription": "",
+    });
+    match agent
+        .cluster
+        .write(json!({"op": "upsert_job", "job": stub}))
+        .await
+    {
+        Ok(index) => with_index(
+            &agent,
+            json!({"EvalID": uuid::Uuid::new_v4().to_string(), "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": "", "Index": index}),
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}

@@ -1,0 +1,450 @@
+//! The Nomad agent twin: reads the same nomad.hcl a real agent reads, runs as server (raft
+//! membership, bootstrap_expect, server_join / retry_join, auto-join through the local
+//! Consul agent) and as client (its node in the replicated state, with drain and
+//! eligibility), and answers the HTTP API as the API facts describe.
+
+mod api;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::cluster::{Cluster, MemberStatus, Options};
+use crate::config::{join_url, ConfigFile};
+
+pub const VERSION: &str = "1.7.7";
+
+const KNOWN_KEYS: &[&str] = &[
+    "datacenter",
+    "region",
+    "name",
+    "data_dir",
+    "bind_addr",
+    "log_level",
+    "log_file",
+    "leave_on_interrupt",
+    "leave_on_terminate",
+    "disable_update_check",
+    "addresses.*",
+    "advertise.*",
+    "ports.*",
+    "server.*",
+    "client.*",
+    "consul.*",
+    "vault.*",
+    "acl.*",
+    "tls.*",
+    "telemetry.*",
+    "plugin.*",
+    "ui.*",
+    "limits.*",
+];
+
+#[derive(Clone, Debug)]
+pub struct ConsulSettings {
+    pub agent: String,
+    pub server_service_name: String,
+    pub server_auto_join: bool,
+    pub auto_advertise: bool,
+    pub token: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub name: String,
+    pub region: String,
+    pub datacenter: String,
+    pub data_dir: PathBuf,
+    pub bind: String,
+    pub http: SocketAddr,
+    pub server: bool,
+    pub client: bool,
+    pub bootstrap_expect: usize,
+    pub retry_join: Vec<String>,
+    pub consul: Option<ConsulSettings>,
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Settings, String> {
+        let file = ConfigFile::load(path)?;
+        file.check_keys(KNOWN_KEYS, |key| {
+            format!(
+                "Error loading configuration from {}: unexpected keys {key}",
+                file.path
+            )
+        })?;
+        let wrap = |e: String| format!("Error loading configuration from {}: {e}", file.path);
+        let data_dir = file
+            .string("data_dir")
+            .map_err(wrap)?
+            .ok_or("Must specify data directory")?;
+        let server = file.bool("server.enabled").map_err(wrap)?.unwrap_or(false);
+        let client = file.bool("client.enabled").map_err(wrap)?.unwrap_or(false);
+        if !server && !client {
+            return Err("Must specify either server, client or dev mode for the agent.".into());
+        }
+        let expect = file
+            .int("server.bootstrap_expect")
+            .map_err(wrap)?
+            .unwrap_or(0);
+        if server && expect < 1 {
+            return Err(
+                "Error: bootstrap_expect must be set to a value greater than 0 for servers".into(),
+            );
+        }
+        let bind = file
+            .string("bind_addr")
+            .map_err(wrap)?
+            .unwrap_or_else(|| "0.0.0.0".into());
+        let http_host = file
+            .string("addresses.http")
+            .map_err(wrap)?
+            .unwrap_or_else(|| bind.clone());
+        let http_port = file.int("ports.http").map_err(wrap)?.unwrap_or(4646);
+        let http: SocketAddr = format!("{http_host}:{http_port}")
+            .parse()
+            .map_err(|_| format!("Invalid HTTP address {http_host}:{http_port}"))?;
+        let advertise = file
+            .string("advertise.rpc")
+            .map_err(wrap)?
+            .map(|a| a.split(':').next().unwrap_or_default().to_string())
+            .unwrap_or_else(|| http.ip().to_string());
+        let mut retry_join = file
+            .strings("server.server_join.retry_join")
+            .map_err(wrap)?;
+        retry_join.extend(file.strings("server.retry_join").map_err(wrap)?);
+        retry_join.extend(
+            file.strings("server.server_join.start_join")
+                .map_err(wrap)?,
+        );
+        let consul = if file.get("consul").is_some() {
+            let s = |k: &str, d: &str| -> Result<String, String> {
+                Ok(file
+                    .string(&format!("consul.{k}"))
+                    .map_err(wrap)?
+                    .unwrap_or_else(|| d.to_string()))
+            };
+            let address = s("address", "127.0.0.1:8500")?;
+            Some(ConsulSettings {
+                agent: if address.contains("://") {
+                    address
+                } else {
+                    format!("http://{address}")
+                },
+                server_service_name: s("server_service_name", "nomad")?,
+                server_auto_join: file
+                    .bool("consul.server_auto_join")
+                    .map_err(wrap)?
+                    .unwrap_or(true),
+                auto_advertise: file
+                    .bool("consul.auto_advertise")
+                    .map_err(wrap)?
+                    .unwrap_or(true),
+                token: file.string("consul.token").map_err(wrap)?,
+            })
+        } else {
+            None
+        };
+        Ok(Settings {
+            name: file
+                .string("name")
+                .map_err(wrap)?
+                .unwrap_or_else(|| "localhost".into()),
+            region: file
+                .string("region")
+                .map_err(wrap)?
+                .unwrap_or_else(|| "global".into()),
+            datacenter: file
+                .string("datacenter")
+                .map_err(wrap)?
+                .unwrap_or_else(|| "dc1".into()),
+            data_dir: PathBuf::from(data_dir),
+            bind: advertise,
+            http,
+            server,
+            client,
+            bootstrap_expect: expect as usize,
+            retry_join,
+            consul,
+        })
+    }
+
+    pub fn member_name(&self) -> String {
+        format!("{}.{}", self.name, self.region)
+    }
+}
+
+pub struct Agent {
+    pub settings: Settings,
+    pub cluster: Arc<Cluster>,
+    pub node_id: String,
+    pub client: reqwest::Client,
+}
+
+/// Applies a replicated operation: client nodes and jobs.
+fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
+    for table in ["nodes", "jobs"] {
+        if !data[table].is_object() {
+            data[table] = json!({});
+        }
+    }
+    match op["op"].as_str() {
+        Some("upsert_node") => {
+            let mut node = op["node"].clone();
+            let id = node["ID"].as_str().unwrap_or_default().to_string();
+            let old = &data["nodes"][&id];
+            node["CreateIndex"] = old["CreateIndex"]
+                .as_u64()
+                .map_or(json!(index), |c| json!(c));
+            node["ModifyIndex"] = json!(index);
+            data["nodes"][&id] = node;
+            Ok(json!(index))
+        }
+        Some("update_node") => {
+            let id = op["id"].as_str().unwrap_or_default();
+            let node = data["nodes"]
+                .get_mut(id)
+                .filter(|n| n.is_object())
+                .ok_or("node not found")?;
+            for (k, v) in op["fields"].as_object().into_iter().flatten() {
+                node[k] = v.clone();
+            }
+            node["ModifyIndex"] = json!(index);
+            Ok(json!(index))
+        }
+        Some("upsert_job") => {
+            let mut job = op["job"].clone();
+            let id = job["ID"].as_str().unwrap_or_default().to_string();
+            let old = &data["jobs"][&id];
+            job["CreateIndex"] = old["CreateIndex"]
+                .as_u64()
+                .map_or(json!(index), |c| json!(c));
+            job["ModifyIndex"] = json!(index);
+            job["JobModifyIndex"] = json!(index);
+            data["jobs"][&id] = job;
+            Ok(json!(index))
+        }
+        other => Err(format!("unknown operation {other:?}")),
+    }
+}
+
+/// The client's node ID, kept in the data dir.
+fn node_id(data_dir: &Path) -> String {
+    let file = data_dir.join("client").join("client-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        return id.trim().to_string();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let _ = std::fs::create_dir_all(data_dir.join("client"));
+    let _ = std::fs::write(&file, &id);
+    id
+}
+
+impl Agent {
+    /// The client's node in the replicated state: registered once a leader exists; the
+    /// leader marks nodes whose agent failed as down.
+    async fn client_round(&self) {
+        if self.cluster.leader().is_none() {
+            return;
+        }
+        if self.settings.client {
+            let registered = self
+                .cluster
+                .read(|d| d["nodes"][&self.node_id]["Status"] == "ready");
+            if !registered {
+                let existing = self.cluster.read(|d| d["nodes"][&self.node_id].clone());
+                let node = json!({
+                    "ID": self.node_id,
+                    "Name": self.settings.name,
+                    "Datacenter": self.settings.datacenter,
+                    "Address": self.settings.bind,
+                    "NodeClass": "",
+                    "NodePool": "default",
+                    "Version": VERSION,
+                    "Drain": existing["Drain"].as_bool().unwrap_or(false),
+                    "SchedulingEligibility": existing["SchedulingEligibility"].as_str().unwrap_or("eligible"),
+                    "Status": "ready",
+                    "StatusDescription": "",
+                    "Drivers": {"docker": {"Attributes": {}, "Detected": true, "Healthy": true, "HealthDescription": "Healthy"}},
+                    "HostVolumes": {},
+                    "LastDrain": existing["LastDrain"].clone(),
+                    "Member": self.settings.member_name(),
+                });
+                let _ = self
+                    .cluster
+                    .write(json!({"op": "upsert_node", "node": node}))
+                    .await;
+            }
+        }
+        if self.cluster.is_leader() {
+            let members: BTreeMap<String, MemberStatus> = self
+                .cluster
+                .members()
+                .into_iter()
+                .map(|m| (m.name, m.status))
+                .collect();
+            let down: Vec<String> = self.cluster.read(|d| {
+                d["nodes"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, n)| n["Status"] == "ready")
+                    .filter(|(_, n)| {
+                        n["Member"].as_str().is_some_and(|m| {
+                            members.get(m).is_some_and(|s| *s != MemberStatus::Alive)
+                        })
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            });
+            for id in down {
+                let _ = self
+                    .cluster
+                    .write(json!({"op": "update_node", "id": id, "fields": {"Status": "down"}}))
+                    .await;
+            }
+        }
+    }
+
+    /// auto_advertise and server_auto_join: register `nomad` (http, rpc, serf) at the local
+    /// Consul agent, and while there is no leader join the servers found in its catalog.
+    async fn consul_round(&self, consul: &ConsulSettings, advertised: &mut bool) {
+        let with_token = |r: reqwest::RequestBuilder| match &consul.token {
+            Some(t) => r.header("X-Consul-Token", t),
+            None => r,
+        };
+        if consul.auto_advertise && !*advertised && self.settings.server {
+            let mut ok = true;
+            for (tag, port) in [
+                ("http", self.settings.http.port()),
+                ("rpc", 4647),
+                ("serf", 4648),
+            ] {
+                let service = json!({
+                    "ID": format!("_nomad-server-{}-{tag}", self.settings.name),
+                    "Name": consul.server_service_name,
+                    "Tags": [tag],
+                    "Address": self.settings.bind,
+                    "Port": port,
+                });
+                let sent = with_token(
+                    self.client
+                        .put(format!("{}/v1/agent/service/register", consul.agent)),
+                )
+                .json(&service)
+                .send()
+                .await;
+                ok &= sent.is_ok_and(|r| r.status().is_success());
+            }
+            *advertised = ok;
+        }
+        if !consul.server_auto_join || !self.settings.server || self.cluster.leader().is_some() {
+            return;
+        }
+        let url = format!(
+            "{}/v1/catalog/service/{}?tag=serf&stale",
+            consul.agent, consul.server_service_name
+        );
+        let Ok(reply) = with_token(self.client.get(url)).send().await else {
+            tracing::debug!("unable to query Consul at {}", consul.agent);
+            return;
+        };
+        let entries: Value = reply.json().await.unwrap_or(Value::Null);
+        for entry in entries.as_array().into_iter().flatten() {
+            let address = entry["ServiceAddress"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+                .or(entry["Address"].as_str())
+                .unwrap_or_default();
+            if address.is_empty() || address == self.settings.bind {
+                continue;
+            }
+            let _ = self
+                .cluster
+                .join_member(&join_url(address, self.settings.http.port()))
+                .await;
+        }
+    }
+}
+
+pub async fn serve(config: &Path) -> Result<(), String> {
+    let settings = Settings::load(config)?;
+    std::fs::create_dir_all(settings.data_dir.join("server")).map_err(|e| {
+        format!(
+            "Error creating data_dir {}: {e}",
+            settings.data_dir.display()
+        )
+    })?;
+    let node_id = node_id(&settings.data_dir);
+    let mut tags = BTreeMap::new();
+    tags.insert("role".to_string(), "nomad".to_string());
+    tags.insert("region".to_string(), settings.region.clone());
+    tags.insert("dc".to_string(), settings.datacenter.clone());
+    tags.insert("port".to_string(), "4647".to_string());
+    tags.insert("build".to_string(), VERSION.to_string());
+    if settings.bootstrap_expect == 1 {
+        tags.insert("bootstrap".to_string(), "1".to_string());
+    } else if settings.bootstrap_expect > 1 {
+        tags.insert("expect".to_string(), settings.bootstrap_expect.to_string());
+    }
+    let cluster = Cluster::new(
+        Options {
+            id: settings.member_name(),
+            address: format!("{}:4647", settings.bind),
+            http: format!("http://{}", settings.http),
+            server: settings.server,
+            bootstrap_expect: settings.bootstrap_expect,
+            state_file: settings.data_dir.join("server").join("raft-state.json"),
+            join: settings
+                .retry_join
+                .iter()
+                .map(|j| join_url(j, settings.http.port()))
+                .collect(),
+            tags,
+            promote_after: Duration::from_secs(3),
+        },
+        Box::new(apply),
+        Box::new(|| true),
+    );
+    let agent = Arc::new(Agent {
+        settings: settings.clone(),
+        cluster: cluster.clone(),
+        node_id,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?,
+    });
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .map_err(|e| {
+            format!(
+                "Error starting agent: failed to start HTTP server on {}: {e}",
+                settings.http
+            )
+        })?;
+    cluster.spawn();
+    let a = agent.clone();
+    tokio::spawn(async move {
+        let mut advertised = false;
+        loop {
+            a.client_round().await;
+            if let Some(consul) = a.settings.consul.clone() {
+                a.consul_round(&consul, &mut advertised).await;
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    });
+    let app = api::routes(agent.clone()).merge(cluster.routes());
+    tracing::info!(
+        "nomad twin {} listening on {}",
+        settings.member_name(),
+        settings.http
+    );
+    axum::serve(listener, app).await.map_err(|e| e.to_string())
+}
