@@ -229,8 +229,8 @@ fn deregistering_through_the_wrong_agent_leaves_a_stale_registration() {
         ),
         "",
     );
-    assert_eq!(reply.status, 404);
-    assert!(reply.body.contains("Unknown service ID"), "{}", reply.body);
+    // Consul 1.8.7 answers 200 and removes nothing: nobody notices.
+    assert_eq!(reply.status, 200, "{}", reply.body);
     std::thread::sleep(Duration::from_secs(1));
     let stale = by_hand(&lab);
     assert_eq!(stale.len(), 1, "the stale entry stays");

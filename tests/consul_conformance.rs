@@ -1,0 +1,379 @@
+//! One HTTP-level client suite for the Consul endpoints harun uses, run against three real
+//! Consul 1.8.7 servers (tests/setup installs Debian bullseye's package) and against three
+//! lab twins, started from the same config files. What differs is fixed in the twin or
+//! written down in lab/README.md; a missing `consul` binary fails the run, it never skips.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::http::{eventually, get, put, request, Reply};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Twin,
+    Real,
+}
+
+struct Servers {
+    kind: Kind,
+    block: String,
+    dir: tempfile::TempDir,
+    children: Vec<Option<Child>>,
+}
+
+/// A 127.x.y block where nothing answers on Consul's ports yet.
+fn free_block(kind: Kind) -> String {
+    let seed = std::process::id() as usize * 7 + if kind == Kind::Real { 3 } else { 0 };
+    for attempt in 0..100 {
+        let n = seed.wrapping_mul(2654435761).wrapping_add(attempt * 97);
+        let block = format!("127.{}.{}", 20 + n % 60, (n / 60) % 250 + 1);
+        let free = (11..=13).all(|i| {
+            [8300, 8301, 8302, 8500, 8600]
+                .iter()
+                .all(|port| std::net::TcpListener::bind(format!("{block}.{i}:{port}")).is_ok())
+        });
+        if free {
+            return block;
+        }
+    }
+    panic!("no free loopback block");
+}
+
+impl Servers {
+    fn new(kind: Kind) -> Servers {
+        if kind == Kind::Real {
+            let found = Command::new("consul").arg("version").output();
+            assert!(
+                found.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("v1.8.7")),
+                "real Consul 1.8.7 is missing: run tests/setup (it installs Debian bullseye's consul)"
+            );
+        }
+        Servers {
+            kind,
+            block: free_block(kind),
+            dir: tempfile::tempdir().unwrap(),
+            children: vec![None, None, None],
+        }
+    }
+
+    fn address(&self, i: usize) -> String {
+        format!("{}.{}", self.block, 11 + i)
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}:8500{path}", self.address(i))
+    }
+
+    /// The same consul.hcl for both: what the story's controllers run.
+    fn config(&self, i: usize) -> PathBuf {
+        let data = self.dir.path().join(format!("data{i}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let joins: Vec<String> = (0..3).map(|j| format!("\"{}\"", self.address(j))).collect();
+        let text = format!(
+            "datacenter = \"homelab\"\ndata_dir = \"{}\"\nnode_name = \"controller{}\"\nserver = true\nbootstrap_expect = 3\nbind_addr = \"{address}\"\nclient_addr = \"{address}\"\nretry_join = [{}]\nlog_level = \"warn\"\n",
+            data.display(),
+            i + 1,
+            joins.join(", "),
+            address = self.address(i),
+        );
+        let path = self.dir.path().join(format!("consul{i}.hcl"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn start(&mut self, i: usize) {
+        let config = self.config(i);
+        let log = std::fs::File::create(self.dir.path().join(format!("log{i}"))).unwrap();
+        let mut command = match self.kind {
+            Kind::Real => {
+                let mut c = Command::new("consul");
+                c.arg("agent")
+                    .arg(format!("-config-file={}", config.display()));
+                c
+            }
+            Kind::Twin => {
+                let mut c = Command::new(common::harun_bin());
+                c.args(["lab", "serve", "consul", "--config"]).arg(&config);
+                c
+            }
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[i] = Some(child);
+        eventually("the HTTP API", Duration::from_secs(20), || {
+            request("GET", &self.url(i, "/v1/agent/self"), "").ok()
+        });
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        (0..3)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("log{i}"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.stop(i);
+        }
+    }
+}
+
+fn leader(s: &Servers, i: usize) -> String {
+    serde_json::from_str(&get(&s.url(i, "/v1/status/leader")).body).unwrap_or_default()
+}
+
+fn header(reply: &Reply, name: &str) -> Option<String> {
+    reply.headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+fn suite(kind: Kind) {
+    let mut s = Servers::new(kind);
+    // bootstrap_expect = 3: two servers elect nobody, and reads that need a leader fail.
+    s.start(0);
+    s.start(1);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(leader(&s, 0), "", "{kind:?}: a leader with 2 of 3 servers");
+    let r = get(&s.url(1, "/v1/kv/x"));
+    assert_eq!(r.status, 500, "{kind:?}");
+    assert!(r.body.contains("No cluster leader"), "{kind:?}: {}", r.body);
+    s.start(2);
+    let elected = eventually("a leader", Duration::from_secs(30), || {
+        let l = leader(&s, 2);
+        (!l.is_empty()).then_some(l)
+    });
+    assert!(elected.ends_with(":8300"), "{kind:?}: {elected}");
+    eventually("three voters", Duration::from_secs(30), || {
+        let c = get(&s.url(0, "/v1/operator/raft/configuration"));
+        let c = c.json();
+        let voters = c["Servers"]
+            .as_array()?
+            .iter()
+            .filter(|x| x["Voter"] == true)
+            .count();
+        (voters == 3).then_some(())
+    });
+    let config = get(&s.url(1, "/v1/operator/raft/configuration")).json();
+    for server in config["Servers"].as_array().unwrap() {
+        for field in [
+            "ID",
+            "Node",
+            "Address",
+            "Leader",
+            "Voter",
+            "ProtocolVersion",
+        ] {
+            assert!(
+                server.get(field).is_some(),
+                "{kind:?}: raft server without {field}: {server}"
+            );
+        }
+    }
+    assert!(config["Index"].as_u64().is_some(), "{kind:?}");
+    let peers = get(&s.url(0, "/v1/status/peers")).json();
+    assert_eq!(peers.as_array().unwrap().len(), 3, "{kind:?}");
+
+    // Members: Status is a number (1 = alive), the serf port, role tag.
+    let members = eventually("three alive members", Duration::from_secs(15), || {
+        let m = get(&s.url(2, "/v1/agent/members")).json();
+        let alive = m.as_array()?.iter().filter(|x| x["Status"] == 1).count();
+        (alive == 3).then_some(m)
+    });
+    let one = &members[0];
+    assert_eq!(one["Port"], 8301, "{kind:?}: {one}");
+    assert_eq!(one["Tags"]["role"], "consul", "{kind:?}: {one}");
+    assert!(
+        one["Name"].as_str().unwrap().starts_with("controller"),
+        "{kind:?}"
+    );
+
+    // Catalog.
+    assert_eq!(
+        get(&s.url(0, "/v1/catalog/datacenters")).json(),
+        serde_json::json!(["homelab"])
+    );
+    eventually("three catalog nodes", Duration::from_secs(15), || {
+        let n = get(&s.url(0, "/v1/catalog/nodes")).json();
+        (n.as_array()?.len() == 3).then_some(())
+    });
+    let consul = get(&s.url(0, "/v1/catalog/service/consul")).json();
+    assert_eq!(consul.as_array().unwrap().len(), 3, "{kind:?}: {consul}");
+    assert_eq!(consul[0]["ServicePort"], 8300, "{kind:?}");
+
+    // KV: written through one server, read through another.
+    let w = put(&s.url(0, "/v1/kv/homelab/dns/zone"), "home.arpa");
+    assert_eq!((w.status, w.body.trim()), (200, "true"), "{kind:?}");
+    let r = get(&s.url(2, "/v1/kv/homelab/dns/zone"));
+    assert_eq!(r.status, 200, "{kind:?}");
+    assert!(
+        header(&r, "X-Consul-Index").is_some(),
+        "{kind:?}: {}",
+        r.headers
+    );
+    let entry = &r.json()[0];
+    assert_eq!(entry["Key"], "homelab/dns/zone");
+    assert_eq!(entry["Value"], "aG9tZS5hcnBh");
+    assert_eq!(entry["Flags"], 0);
+    for field in ["CreateIndex", "ModifyIndex", "LockIndex"] {
+        assert!(entry[field].is_u64(), "{kind:?}: {field} in {entry}");
+    }
+    assert_eq!(
+        get(&s.url(1, "/v1/kv/homelab/dns/zone?raw")).body,
+        "home.arpa"
+    );
+    let missing = get(&s.url(1, "/v1/kv/homelab/nothing"));
+    assert_eq!(
+        (missing.status, missing.body.as_str()),
+        (404, ""),
+        "{kind:?}"
+    );
+    put(&s.url(0, "/v1/kv/homelab/backup/schedule"), "0 3 * * *");
+    let keys = get(&s.url(1, "/v1/kv/homelab/?keys")).json();
+    assert_eq!(
+        keys,
+        serde_json::json!(["homelab/backup/schedule", "homelab/dns/zone"]),
+        "{kind:?}"
+    );
+    let cas = put(&s.url(1, "/v1/kv/homelab/dns/zone?cas=0"), "other");
+    assert_eq!(
+        cas.body.trim(),
+        "false",
+        "{kind:?}: cas=0 on an existing key"
+    );
+    let d = request("DELETE", &s.url(2, "/v1/kv/homelab/backup/schedule"), "").unwrap();
+    assert_eq!((d.status, d.body.trim()), (200, "true"), "{kind:?}");
+
+    // Services belong to the agent they were registered at.
+    let reg = put(
+        &s.url(1, "/v1/agent/service/register"),
+        r#"{"ID": "vault:127.0.0.1:8200", "Name": "vault", "Tags": ["active"], "Port": 8200,
+            "Check": {"CheckID": "vault-sealed", "Name": "Vault Sealed Status", "TTL": "30s"}}"#,
+    );
+    assert_eq!(reg.status, 200, "{kind:?}: {}", reg.body);
+    let local = get(&s.url(1, "/v1/agent/services")).json();
+    assert_eq!(
+        local["vault:127.0.0.1:8200"]["Service"], "vault",
+        "{kind:?}: {local}"
+    );
+    assert!(get(&s.url(2, "/v1/agent/services"))
+        .json()
+        .get("vault:127.0.0.1:8200")
+        .is_none());
+    eventually(
+        "the service in the catalog",
+        Duration::from_secs(15),
+        || {
+            let c = get(&s.url(0, "/v1/catalog/service/vault")).json();
+            (c.as_array()?.len() == 1 && c[0]["Node"] == "controller2").then_some(())
+        },
+    );
+    // A TTL check starts critical; passing it makes the service healthy.
+    let healthy = get(&s.url(0, "/v1/health/service/vault?passing")).json();
+    assert_eq!(healthy.as_array().unwrap().len(), 0, "{kind:?}: {healthy}");
+    let pass = put(
+        &s.url(1, "/v1/agent/check/pass/vault-sealed?note=unsealed"),
+        "",
+    );
+    assert_eq!(pass.status, 200, "{kind:?}: {}", pass.body);
+    eventually("the service healthy", Duration::from_secs(15), || {
+        let h = get(&s.url(2, "/v1/health/service/vault?passing")).json();
+        (h.as_array()?.len() == 1).then_some(())
+    });
+    let wrong = put(
+        &s.url(2, "/v1/agent/service/deregister/vault:127.0.0.1:8200"),
+        "",
+    );
+    // 1.8.7 says 200 and removes nothing (newer Consul says 404 "Unknown service ID").
+    assert_eq!(wrong.status, 200, "{kind:?}: {}", wrong.body);
+    std::thread::sleep(Duration::from_secs(1));
+    let stale = get(&s.url(0, "/v1/catalog/service/vault")).json();
+    assert_eq!(
+        stale.as_array().unwrap().len(),
+        1,
+        "{kind:?}: the stale entry stays"
+    );
+    let right = put(
+        &s.url(1, "/v1/agent/service/deregister/vault:127.0.0.1:8200"),
+        "",
+    );
+    assert_eq!(right.status, 200, "{kind:?}");
+    eventually("the service gone", Duration::from_secs(15), || {
+        let c = get(&s.url(0, "/v1/catalog/service/vault")).json();
+        c.as_array()?.is_empty().then_some(())
+    });
+
+    // Sessions and locks.
+    let session = put(
+        &s.url(0, "/v1/session/create"),
+        r#"{"Name": "harun", "TTL": "30s"}"#,
+    )
+    .json();
+    let id = session["ID"].as_str().unwrap().to_string();
+    let lock = put(
+        &s.url(1, &format!("/v1/kv/homelab/lock?acquire={id}")),
+        "me",
+    );
+    assert_eq!(lock.body.trim(), "true", "{kind:?}");
+    let other = put(&s.url(2, "/v1/session/create"), "{}").json();
+    let other = other["ID"].as_str().unwrap().to_string();
+    let again = put(
+        &s.url(2, &format!("/v1/kv/homelab/lock?acquire={other}")),
+        "you",
+    );
+    assert_eq!(
+        again.body.trim(),
+        "false",
+        "{kind:?}: a held lock was taken"
+    );
+    let held = get(&s.url(0, "/v1/kv/homelab/lock")).json();
+    assert_eq!(held[0]["Session"], id.as_str(), "{kind:?}");
+    let release = put(&s.url(0, &format!("/v1/kv/homelab/lock?release={id}")), "");
+    assert_eq!(release.body.trim(), "true", "{kind:?}");
+    let info = get(&s.url(2, &format!("/v1/session/info/{id}"))).json();
+    assert_eq!(info[0]["Name"], "harun", "{kind:?}");
+
+    // The leader stops: the other two elect a new one and keep the data.
+    let old = leader(&s, 0);
+    let gone = (0..3)
+        .find(|i| old.starts_with(&format!("{}:", s.address(*i))))
+        .unwrap();
+    s.stop(gone);
+    let survivor = (gone + 1) % 3;
+    eventually("a new leader", Duration::from_secs(30), || {
+        let l = leader(&s, survivor);
+        (!l.is_empty() && l != old).then_some(())
+    });
+    let kept = get(&s.url(survivor, "/v1/kv/homelab/dns/zone?raw"));
+    assert_eq!(kept.body, "home.arpa", "{kind:?}: {}", s.log());
+}
+
+#[test]
+fn the_consul_twin_passes_the_client_suite() {
+    suite(Kind::Twin);
+}
+
+#[test]
+fn real_consul_passes_the_client_suite() {
+    suite(Kind::Real);
+}
