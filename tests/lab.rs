@@ -400,3 +400,27 @@ fn nomad_nodes_drain_and_come_back_eligible() {
         (500, "node not found")
     );
 }
+
+#[test]
+fn the_controllers_example_reports_the_story_first_state() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/controllers.rhai");
+    let out = Test::new()
+        .args(["--lab", example.to_str().unwrap()])
+        .run()
+        .status(1);
+    let mut lines = out.stdout.lines();
+    let summary = lines.next().unwrap();
+    assert!(
+        summary.starts_with("WARNING - vault still uses file storage"),
+        "{summary}"
+    );
+    assert!(summary.contains("1 of 3 controllers run consul, nomad and vault; 2 prepared"));
+    let c1 = lines.next().unwrap();
+    assert!(
+        c1.contains(
+            "consul active, nomad active, vault active; bootstrap_expect=1, vault storage file"
+        ),
+        "{c1}"
+    );
+}
