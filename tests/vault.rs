@@ -317,3 +317,47 @@ fn vault_registers_in_consul_with_its_state() {
         },
     );
 }
+
+#[test]
+fn vault_refuses_raft_configs_the_real_server_refuses() {
+    let lab = Lab::up();
+    let raft = raft_config(&lab, "controller2");
+    // The story's trap: the raft path does not exist yet.
+    lab.set_config("controller2", "vault", |_| raft.clone());
+    let out = lab.ctl("controller2", "vault", "start");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("failed to create fsm"), "{stderr}");
+    std::fs::create_dir_all(lab.dir.join("controller2/vault/raft")).unwrap();
+    // raft without cluster_addr, or without an explicit disable_mlock.
+    for (cut, words) in [
+        (
+            "cluster_addr",
+            "Cluster address must be set when using raft storage",
+        ),
+        ("disable_mlock", "disable_mlock must be set explicitly"),
+    ] {
+        lab.set_config("controller2", "vault", |_| {
+            raft.lines()
+                .filter(|l| !l.starts_with(cut))
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        let out = lab.ctl("controller2", "vault", "start");
+        assert_eq!(out.status.code(), Some(1), "without {cut}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(words), "{stderr}");
+    }
+    lab.set_config("controller2", "vault", |_| raft.clone());
+    assert!(lab.ctl("controller2", "vault", "start").status.success());
+    let status = get(&lab.vault("controller2", "/v1/sys/seal-status")).json();
+    assert_eq!(status["storage_type"], "raft");
+    // An unknown key is refused too.
+    assert!(lab.ctl("controller2", "vault", "stop").status.success());
+    lab.set_config("controller2", "vault", |t| {
+        t + "\nstorage_path = \"/tmp\"\n"
+    });
+    let out = lab.ctl("controller2", "vault", "start");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage_path"));
+}
