@@ -727,7 +727,12 @@ impl Cluster {
             let Some(rank) = voters.iter().position(|s| s.id == self.opts.id) else {
                 return;
             };
-            let timeout = Duration::from_millis(900 + 350 * rank as u64);
+            // The only voter needs nobody's vote: it leads at once (a one-server start).
+            let timeout = if voters.len() == 1 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(900 + 350 * rank as u64)
+            };
             if inner.last_contact.elapsed() < timeout {
                 return;
             }
