@@ -752,6 +752,9 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             _ = int.recv() => {}
         }
         n.shutdown.notify_waiters();
+        // A request that never finishes must not keep a stopped server alive.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        std::process::exit(0);
     });
     tracing::info!(
         "vault twin listening on {} ({} storage), sealed",
