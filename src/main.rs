@@ -7,5 +7,6 @@ mod finish;
 mod lab;
 
 fn main() {
+    harun_stdlib::http::install_crypto();
     std::process::exit(app::run());
 }

@@ -204,37 +204,8 @@ pub mod secret_sources {
     /// be readable by group or others: `chmod 600` it.
     #[rhai_fn(volatile, return_raw)]
     pub fn file(ctx: NativeCallContext, path: &str) -> Result<Secret, Box<EvalAltResult>> {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| {
-            call_error(
-                &ctx,
-                "harun::secret::file_read",
-                format!("cannot read the secret file {path}: {e}"),
-            )
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(call_error(
-                &ctx,
-                "harun::secret::file_mode",
-                format!(
-                    "the secret file {path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`"
-                ),
-            ));
-        }
-        let mut value = std::fs::read_to_string(path).map_err(|e| {
-            call_error(
-                &ctx,
-                "harun::secret::file_read",
-                format!("cannot read the secret file {path}: {e}"),
-            )
-        })?;
-        if value.ends_with('\n') {
-            value.pop();
-            if value.ends_with('\r') {
-                value.pop();
-            }
-        }
+        let value = crate::secret::read_private_file(path)
+            .map_err(|(code, message)| call_error(&ctx, code, message))?;
         Ok(Context::of(&ctx).secret(value))
     }
 

@@ -111,3 +111,33 @@ mod tests {
         assert_eq!(redactor.redact("ab"), "ab");
     }
 }
+
+/// Reads a secret kept in a file: it must not be readable by group or others, and one
+/// trailing newline is dropped. Errors are `(code, message)`.
+pub fn read_private_file(path: &str) -> Result<String, (&'static str, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable = |e: std::io::Error| {
+        (
+            "harun::secret::file_read",
+            format!("cannot read the secret file {path}: {e}"),
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err((
+            "harun::secret::file_mode",
+            format!(
+                "the secret file {path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`"
+            ),
+        ));
+    }
+    let mut value = std::fs::read_to_string(path).map_err(unreadable)?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
+}

@@ -4,8 +4,10 @@
 //! prints. Everything that changes state goes through `Context::perform`, so `--dry-run`
 //! and the audit log cover it.
 
+pub mod consul;
 pub mod hcl;
 pub mod hosts;
+pub mod http;
 pub mod local;
 pub mod log;
 pub mod service;
@@ -20,6 +22,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_static_module("log", rhai::exported_module!(log::log_api).into());
     engine.register_static_module("local", rhai::exported_module!(local::local_api).into());
     engine.register_static_module("ssh", rhai::exported_module!(hosts::api::ssh_api).into());
+    engine.register_static_module("consul", rhai::exported_module!(consul::consul_api).into());
     engine.register_static_module("hcl", rhai::exported_module!(hcl::api::hcl_api).into());
     engine.register_static_module(
         "service",

@@ -1,0 +1,627 @@
+//! `consul`: the Consul HTTP API for scripts, one client per topology host (its `consul`
+//! block). Results are maps and arrays with the API's own field names; errors carry the
+//! status and Consul's message. Registrations go only through a host's local agent.
+
+use std::net::ToSocketAddrs;
+use std::time::{Duration, Instant};
+
+use harun_runtime::error::call_error;
+use harun_runtime::Context;
+use rhai::plugin::*;
+use serde_json::{json, Value};
+
+use crate::hosts::HostHandle;
+use crate::http::{encode, to_dynamic, ApiClient};
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
+    ApiClient::for_host(ctx, host, "consul")
+}
+
+fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Value> {
+    Ok(client(ctx, host)?.get(ctx, path, &[])?.json())
+}
+
+/// The trap of the story: an address such as consul.service.consul names every server, so
+/// a registration lands on one agent and its deregistration maybe on another, leaving a
+/// stale entry. Registrations must go to the host's own agent.
+fn refuse_shared_address(ctx: &NativeCallContext, c: &ApiClient) -> RhaiResult<()> {
+    let authority = c
+        .base
+        .split("://")
+        .nth(1)
+        .unwrap_or(&c.base)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let name = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    let refuse = |why: String| {
+        Err(call_error(
+            ctx,
+            "harun::consul::not_local_agent",
+            format!(
+                "{}: refusing to register through {} ({why}): a registration made there lands on one Consul agent and its deregistration maybe on another, leaving a stale entry; set the host's consul address to its local agent",
+                c.host, c.base
+            ),
+        ))
+    };
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".consul") && lower.contains(".service.") {
+        return refuse(format!(
+            "{name} is a Consul service name that resolves to every server"
+        ));
+    }
+    let port = authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(8500u16);
+    if name.parse::<std::net::IpAddr>().is_err() {
+        let mut addresses: Vec<std::net::IpAddr> = (name, port)
+            .to_socket_addrs()
+            .map(|a| a.map(|s| s.ip()).filter(|ip| !ip.is_loopback()).collect())
+            .unwrap_or_default();
+        addresses.sort();
+        addresses.dedup();
+        if addresses.len() > 1 {
+            let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            return refuse(format!("{name} resolves to {}", list.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+fn body(value: &Value) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(value).expect("JSON serializes"))
+}
+
+/// A KV entry with its value decoded to text (`Value` is base64 on the wire).
+fn decode_entry(entry: &Value) -> Value {
+    use base64::Engine;
+    let mut e = entry.clone();
+    if let Some(v) = entry["Value"].as_str() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v)
+            .unwrap_or_default();
+        e["Value"] = json!(String::from_utf8_lossy(&bytes));
+    }
+    e
+}
+
+fn alive_servers(members: &Value) -> usize {
+    members
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|x| x["Status"] == 1 && x["Tags"]["role"] == "consul")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn voters(config: &Value) -> usize {
+    config["Servers"]
+        .as_array()
+        .map(|s| s.iter().filter(|x| x["Voter"] == true).count())
+        .unwrap_or(0)
+}
+
+/// Polls `check` every half second until it gives Some or `timeout_seconds` pass.
+fn wait_for(
+    ctx: &NativeCallContext,
+    what: &str,
+    timeout_seconds: f64,
+    mut check: impl FnMut() -> Option<Dynamic>,
+    last: impl Fn() -> String,
+) -> RhaiResult<Dynamic> {
+    let context = Context::of(ctx);
+    if context.is_dry_run() {
+        // Nothing was started in a dry run: say what would be waited for and go on.
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        tracing::info!("dry run: would wait up to {timeout_seconds}s for {what}");
+        return Ok(Dynamic::UNIT);
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(call_error(
+                ctx,
+                "harun::consul::timeout",
+                format!(
+                    "timed out after {timeout_seconds}s waiting for {what} ({})",
+                    last()
+                ),
+            ));
+        }
+        context
+            .block_on(Duration::from_millis(600), async {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            })
+            .map_err(|i| {
+                harun_runtime::diagnostic::interrupt_error(i, what, ctx.call_position())
+            })?;
+    }
+}
+
+#[export_module]
+pub mod consul_api {
+    use super::*;
+    use rhai::{Array, FnPtr, Map};
+
+    pub type Host = HostHandle;
+
+    /// The agent's own configuration and member entry (`/v1/agent/self`).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn agent_self(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/agent/self")?))
+    }
+
+    /// The LAN members the agent knows: `Name`, `Addr`, `Port`, `Status` (1 = alive),
+    /// `Tags` (`role` is `consul` for servers).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn members(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/agent/members")?))
+    }
+
+    /// The raft leader's address (`ip:8300`), or `""` when there is none.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn leader(ctx: NativeCallContext, host: Host) -> RhaiResult<String> {
+        let v = get_json(&ctx, &host, "/v1/status/leader")?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// The raft peers' addresses.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn peers(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/status/peers")?))
+    }
+
+    /// The raft configuration: `Servers` (`ID`, `Node`, `Address`, `Leader`, `Voter`) and
+    /// `Index`.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn raft_configuration(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(
+            &ctx,
+            &host,
+            "/v1/operator/raft/configuration",
+        )?))
+    }
+
+    /// Removes a server from the raft configuration by its raft ID. A change (planned in
+    /// a dry run).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn remove_peer(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        let done = c.write(
+            &ctx,
+            "DELETE",
+            &format!("/v1/operator/raft/peer?id={}", encode(id)),
+            None,
+            &format!("consul: remove raft peer {id}"),
+        )?;
+        Ok(done.is_some())
+    }
+
+    /// Asks the agent to join the cluster of the agent at `address`. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn join(ctx: NativeCallContext, host: Host, address: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        let done = c.write(
+            &ctx,
+            "PUT",
+            &format!("/v1/agent/join/{}", encode(address)),
+            None,
+            &format!("consul: join {address}"),
+        )?;
+        Ok(done.is_some())
+    }
+
+    /// Makes the agent leave its cluster gracefully (it shuts down). A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn leave(ctx: NativeCallContext, host: Host) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        Ok(c.write(
+            &ctx,
+            "PUT",
+            "/v1/agent/leave",
+            None,
+            "consul: leave the cluster",
+        )?
+        .is_some())
+    }
+
+    /// Marks a failed member as left (`prune` removes it from the member list). A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn force_leave(ctx: NativeCallContext, host: Host, node: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        Ok(c.write(
+            &ctx,
+            "PUT",
+            &format!("/v1/agent/force-leave/{}", encode(node)),
+            None,
+            &format!("consul: force-leave {node}"),
+        )?
+        .is_some())
+    }
+
+    /// The catalog's services: name to tags.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn services(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/catalog/services")?))
+    }
+
+    /// The catalog's nodes.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn nodes(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/catalog/nodes")?))
+    }
+
+    /// The catalog's entries of one service (`Node`, `ServiceID`, `ServiceTags`, ...).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn service(ctx: NativeCallContext, host: Host, name: &str) -> RhaiResult<Dynamic> {
+        let path = format!("/v1/catalog/service/{}", encode(name));
+        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+    }
+
+    /// A service's instances with their node and checks; `passing_only` keeps the healthy.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn health_service(
+        ctx: NativeCallContext,
+        host: Host,
+        name: &str,
+        passing_only: bool,
+    ) -> RhaiResult<Dynamic> {
+        let mut path = format!("/v1/health/service/{}", encode(name));
+        if passing_only {
+            path.push_str("?passing");
+        }
+        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+    }
+
+    /// The checks of one node.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn health_node(ctx: NativeCallContext, host: Host, node: &str) -> RhaiResult<Dynamic> {
+        let path = format!("/v1/health/node/{}", encode(node));
+        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+    }
+
+    /// Every check in a state: `passing`, `warning`, `critical` or `any`.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn health_state(ctx: NativeCallContext, host: Host, state: &str) -> RhaiResult<Dynamic> {
+        let path = format!("/v1/health/state/{}", encode(state));
+        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+    }
+
+    /// The services registered at this host's agent (ID to definition).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn agent_services(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/agent/services")?))
+    }
+
+    /// Registers a service at this host's local agent (the map is the API's definition:
+    /// `ID`, `Name`, `Tags`, `Port`, `Check`, ...). Refused through an address that names
+    /// several servers. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn register(ctx: NativeCallContext, host: Host, definition: Map) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        refuse_shared_address(&ctx, &c)?;
+        let definition = crate::http::from_dynamic(&Dynamic::from_map(definition));
+        let name = definition["Name"].as_str().unwrap_or("?").to_string();
+        Ok(c.write(
+            &ctx,
+            "PUT",
+            "/v1/agent/service/register",
+            body(&definition),
+            &format!("consul: register service {name} at {}", c.host),
+        )?
+        .is_some())
+    }
+
+    /// Deregisters a service by ID at this host's local agent, then checks that the
+    /// agent no longer has it: Consul 1.8 answers 200 even for an ID it does not know,
+    /// and the entry would stay. Refused through an address that names several servers.
+    /// A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn deregister(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        refuse_shared_address(&ctx, &c)?;
+        let known = c.get(&ctx, "/v1/agent/services", &[])?.json();
+        if known.get(id).is_none() {
+            return Err(call_error(
+                &ctx,
+                "harun::consul::not_found",
+                format!(
+                    "consul on {}: the agent has no service {id:?}; it was registered at another agent (look for it in consul::service(...) and deregister it there)",
+                    c.host
+                ),
+            ));
+        }
+        Ok(c.write(
+            &ctx,
+            "PUT",
+            &format!("/v1/agent/service/deregister/{}", encode(id)),
+            None,
+            &format!("consul: deregister service {id} at {}", c.host),
+        )?
+        .is_some())
+    }
+
+    /// A KV value as text, or `()` when the key does not exist.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn kv_get(ctx: NativeCallContext, host: Host, key: &str) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        let reply = c.get(&ctx, &format!("/v1/kv/{}?raw", encode(key)), &[404])?;
+        if reply.status == 404 {
+            return Ok(Dynamic::UNIT);
+        }
+        Ok(String::from_utf8_lossy(&reply.body).to_string().into())
+    }
+
+    /// Every entry under `prefix` (`Key`, `Value` as text, `Flags`, `CreateIndex`,
+    /// `ModifyIndex`, `LockIndex`, `Session`); `[]` when there is none.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn kv_list(ctx: NativeCallContext, host: Host, prefix: &str) -> RhaiResult<Array> {
+        let c = client(&ctx, &host)?;
+        let reply = c.get(&ctx, &format!("/v1/kv/{}?recurse", encode(prefix)), &[404])?;
+        if reply.status == 404 {
+            return Ok(Array::new());
+        }
+        Ok(reply
+            .json()
+            .as_array()
+            .map(|a| a.iter().map(|e| to_dynamic(&decode_entry(e))).collect())
+            .unwrap_or_default())
+    }
+
+    /// The keys under `prefix`.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn kv_keys(ctx: NativeCallContext, host: Host, prefix: &str) -> RhaiResult<Array> {
+        let c = client(&ctx, &host)?;
+        let reply = c.get(&ctx, &format!("/v1/kv/{}?keys", encode(prefix)), &[404])?;
+        if reply.status == 404 {
+            return Ok(Array::new());
+        }
+        Ok(reply
+            .json()
+            .as_array()
+            .map(|a| a.iter().map(to_dynamic).collect())
+            .unwrap_or_default())
+    }
+
+    /// Writes a KV value; true when written. A change.
+    #[rhai_fn(name = "kv_put", volatile, return_raw)]
+    pub fn kv_put(ctx: NativeCallContext, host: Host, key: &str, value: &str) -> RhaiResult<bool> {
+        kv_write(&ctx, &host, key, value, None)
+    }
+
+    /// Writes a KV value only if its ModifyIndex is still `cas` (0: only if the key does
+    /// not exist); false when someone changed it first. A change.
+    #[rhai_fn(name = "kv_put", volatile, return_raw)]
+    pub fn kv_put_cas(
+        ctx: NativeCallContext,
+        host: Host,
+        key: &str,
+        value: &str,
+        cas: i64,
+    ) -> RhaiResult<bool> {
+        kv_write(&ctx, &host, key, value, Some(cas))
+    }
+
+    /// Deletes a key; true when done. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn kv_delete(ctx: NativeCallContext, host: Host, key: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        let reply = c.write(
+            &ctx,
+            "DELETE",
+            &format!("/v1/kv/{}", encode(key)),
+            None,
+            &format!("consul: delete kv {key}"),
+        )?;
+        Ok(reply.is_some_and(|r| r.text() == "true"))
+    }
+
+    /// Runs `f` while holding the Consul lock `key` (a session and `?acquire`), so two
+    /// runs of a script cannot change a cluster at once; fails at once when another holder
+    /// has it. The lock is released and the session destroyed however `f` ends.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn lock(ctx: NativeCallContext, host: Host, key: &str, f: FnPtr) -> RhaiResult<Dynamic> {
+        let context = Context::of(&ctx);
+        if context.is_dry_run() {
+            tracing::info!("dry run: would hold the consul lock {key}");
+            return f.call_within_context(&ctx, ());
+        }
+        let c = client(&ctx, &host)?;
+        let session = c.send(
+            &ctx,
+            "PUT",
+            "/v1/session/create",
+            body(
+                &json!({"Name": format!("harun lock {key}"), "TTL": "60s", "Behavior": "release"}),
+            ),
+            crate::http::DEFAULT_TIMEOUT,
+        )?;
+        let session = c
+            .check(&ctx, "PUT", "/v1/session/create", session, &[])?
+            .json();
+        let id = session["ID"].as_str().unwrap_or_default().to_string();
+        let holder = format!("{{\"holder\": \"harun\", \"pid\": {}}}", std::process::id());
+        let acquired = c.send(
+            &ctx,
+            "PUT",
+            &format!("/v1/kv/{}?acquire={id}", encode(key)),
+            Some(holder.into_bytes()),
+            crate::http::DEFAULT_TIMEOUT,
+        )?;
+        let acquired = c.check(&ctx, "PUT", "/v1/kv", acquired, &[])?;
+        let destroy = |c: &ApiClient| {
+            let _ = c.send(
+                &ctx,
+                "PUT",
+                &format!("/v1/session/destroy/{id}"),
+                None,
+                crate::http::DEFAULT_TIMEOUT,
+            );
+        };
+        if acquired.text() != "true" {
+            destroy(&c);
+            return Err(call_error(
+                &ctx,
+                "harun::consul::locked",
+                format!("the consul lock {key} is held by another run; try again when it ends"),
+            ));
+        }
+        let outcome = f.call_within_context(&ctx, ());
+        let _ = c.send(
+            &ctx,
+            "PUT",
+            &format!("/v1/kv/{}?release={id}", encode(key)),
+            None,
+            crate::http::DEFAULT_TIMEOUT,
+        );
+        destroy(&c);
+        outcome
+    }
+
+    /// Waits until the cluster has a leader; returns its address.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn wait_leader(
+        ctx: NativeCallContext,
+        host: Host,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        let last = std::cell::RefCell::new(String::from("no answer yet"));
+        wait_for(
+            &ctx,
+            &format!("a consul leader (asking {})", c.host),
+            timeout_seconds,
+            || match c.send(
+                &ctx,
+                "GET",
+                "/v1/status/leader",
+                None,
+                Duration::from_secs(3),
+            ) {
+                Ok(r) if r.status == 200 => {
+                    let l = r.json().as_str().unwrap_or_default().to_string();
+                    *last.borrow_mut() = "no leader".into();
+                    (!l.is_empty()).then(|| l.into())
+                }
+                Ok(r) => {
+                    *last.borrow_mut() = format!("status {}", r.status);
+                    None
+                }
+                Err(e) => {
+                    *last.borrow_mut() = harun_runtime::error::code_and_message(&e_value(&e)).1;
+                    None
+                }
+            },
+            || last.borrow().clone(),
+        )
+    }
+
+    /// Waits until `n` Consul servers are alive members.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn wait_servers(
+        ctx: NativeCallContext,
+        host: Host,
+        n: i64,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        let seen = std::cell::Cell::new(0usize);
+        wait_for(
+            &ctx,
+            &format!("{n} alive consul servers (asking {})", c.host),
+            timeout_seconds,
+            || {
+                let r = c
+                    .send(
+                        &ctx,
+                        "GET",
+                        "/v1/agent/members",
+                        None,
+                        Duration::from_secs(3),
+                    )
+                    .ok()?;
+                let alive = alive_servers(&r.json());
+                seen.set(alive);
+                (alive as i64 >= n).then(|| (alive as i64).into())
+            },
+            || format!("{} alive", seen.get()),
+        )
+    }
+
+    /// Waits until the raft configuration has `n` voters.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn wait_voters(
+        ctx: NativeCallContext,
+        host: Host,
+        n: i64,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        let seen = std::cell::Cell::new(0usize);
+        wait_for(
+            &ctx,
+            &format!("{n} raft voters (asking {})", c.host),
+            timeout_seconds,
+            || {
+                let r = c
+                    .send(
+                        &ctx,
+                        "GET",
+                        "/v1/operator/raft/configuration",
+                        None,
+                        Duration::from_secs(3),
+                    )
+                    .ok()?;
+                if r.status != 200 {
+                    return None;
+                }
+                let count = voters(&r.json());
+                seen.set(count);
+                (count as i64 >= n).then(|| (count as i64).into())
+            },
+            || format!("{} voters", seen.get()),
+        )
+    }
+}
+
+fn e_value(e: &EvalAltResult) -> Dynamic {
+    match e {
+        EvalAltResult::ErrorRuntime(v, _) => v.clone(),
+        other => other.to_string().into(),
+    }
+}
+
+fn kv_write(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    key: &str,
+    value: &str,
+    cas: Option<i64>,
+) -> RhaiResult<bool> {
+    let c = client(ctx, host)?;
+    let mut path = format!("/v1/kv/{}", encode(key));
+    if let Some(cas) = cas {
+        path.push_str(&format!("?cas={cas}"));
+    }
+    let reply = c.write(
+        ctx,
+        "PUT",
+        &path,
+        Some(value.as_bytes().to_vec()),
+        &format!("consul: put kv {key}"),
+    )?;
+    Ok(reply.is_none_or(|r| r.text() == "true"))
+}

@@ -1,0 +1,368 @@
+//! One HTTP client per host and service (Consul, Nomad, Vault), built from the topology:
+//! the service's `address`, `token_file`, `ca_file`, `client_cert` / `client_key` and
+//! `tls_skip_verify`, falling back to the official CLIs' environment variables
+//! (`CONSUL_HTTP_TOKEN`, `CONSUL_CACERT`, ...). Every call has a timeout and stops on
+//! Ctrl-C; writes go through the runtime's dry-run and audit path.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use harun_runtime::diagnostic::interrupt_error;
+use harun_runtime::error::call_error;
+use harun_runtime::secret::read_private_file;
+use harun_runtime::{Action, Context};
+use rhai::{EvalAltResult, NativeCallContext};
+use serde_json::Value;
+
+use crate::hosts::HostHandle;
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An API's answer: status, the headers scripts care about, and the body.
+pub struct Reply {
+    pub status: u16,
+    pub index: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).trim().to_string()
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiClient {
+    /// `consul`, `nomad` or `vault`: names the error codes and the topology block.
+    pub service: &'static str,
+    pub host: String,
+    pub base: String,
+    client: reqwest::Client,
+    token: Option<String>,
+}
+
+/// Clients are built once per run, host and service.
+#[derive(Default)]
+struct Clients(Mutex<HashMap<(String, &'static str), ApiClient>>);
+
+fn env_prefix(service: &str) -> String {
+    service.to_uppercase()
+}
+
+fn token_header(service: &str) -> &'static str {
+    match service {
+        "consul" => "X-Consul-Token",
+        "nomad" => "X-Nomad-Token",
+        _ => "X-Vault-Token",
+    }
+}
+
+impl ApiClient {
+    pub fn for_host(
+        ctx: &NativeCallContext,
+        host: &HostHandle,
+        service: &'static str,
+    ) -> RhaiResult<ApiClient> {
+        let context = Context::of(ctx);
+        let clients = context.extension::<Clients>();
+        let key = (host.name().to_string(), service);
+        if let Some(c) = clients
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let client = Self::build(ctx, host, service)?;
+        clients
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, client.clone());
+        Ok(client)
+    }
+
+    fn build(
+        ctx: &NativeCallContext,
+        host: &HostHandle,
+        service: &'static str,
+    ) -> RhaiResult<ApiClient> {
+        let code = |what: &str| format!("harun::{service}::{what}");
+        let setting = |key: &str| host.0.service(service, key).map(str::to_string);
+        let env = |suffix: &str| {
+            std::env::var(format!("{}_{suffix}", env_prefix(service)))
+                .ok()
+                .filter(|v| !v.is_empty())
+        };
+        let base = setting("address")
+            .ok_or_else(|| {
+                call_error(
+                    ctx,
+                    &code("config"),
+                    format!("{}: no {service} address in the topology", host.name()),
+                )
+            })?
+            .trim_end_matches('/')
+            .to_string();
+        let token = match setting("token_file") {
+            Some(path) => Some(
+                read_private_file(&path)
+                    .map_err(|(code, message)| call_error(ctx, code, message))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => env(if service == "vault" {
+                "TOKEN"
+            } else {
+                "HTTP_TOKEN"
+            }),
+        };
+        if let Some(t) = &token {
+            // The token is a secret from here on: no output shows it.
+            Context::of(ctx).secret(t.clone());
+        }
+        install_crypto();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5));
+        let tls_error =
+            |what: String| call_error(ctx, &code("tls"), format!("{}: {what}", host.name()));
+        if let Some(ca) = setting("ca_file").or_else(|| env("CACERT")) {
+            let pem = std::fs::read(&ca)
+                .map_err(|e| tls_error(format!("cannot read the CA file {ca}: {e}")))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| tls_error(format!("the CA file {ca} is not PEM: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let cert = setting("client_cert").or_else(|| env("CLIENT_CERT"));
+        let key = setting("client_key").or_else(|| env("CLIENT_KEY"));
+        if let (Some(cert), Some(key)) = (cert, key) {
+            let mut pem = std::fs::read(&cert).map_err(|e| {
+                tls_error(format!("cannot read the client certificate {cert}: {e}"))
+            })?;
+            pem.extend(
+                std::fs::read(&key)
+                    .map_err(|e| tls_error(format!("cannot read the client key {key}: {e}")))?,
+            );
+            builder = builder.identity(
+                reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| tls_error(format!("bad client certificate or key: {e}")))?,
+            );
+        }
+        let skip = matches!(
+            host.0
+                .services
+                .get(service)
+                .and_then(|s| s.get("tls_skip_verify")),
+            Some(harun_runtime::topology::Value::Bool(true))
+        ) || env(if service == "consul" {
+            "HTTP_SSL_VERIFY"
+        } else {
+            "SKIP_VERIFY"
+        })
+        .is_some_and(|v| {
+            if service == "consul" {
+                v == "false"
+            } else {
+                v == "true" || v == "1"
+            }
+        });
+        if skip {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| tls_error(format!("cannot build the HTTP client: {e}")))?;
+        Ok(ApiClient {
+            service,
+            host: host.name().to_string(),
+            base,
+            client,
+            token,
+        })
+    }
+
+    /// Sends one request and waits for the answer, within `timeout` and the run's limits.
+    /// Any status comes back; connection failures and timeouts are errors naming the host.
+    pub fn send(
+        &self,
+        ctx: &NativeCallContext,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> RhaiResult<Reply> {
+        let url = format!("{}{path}", self.base);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method");
+        let mut request = self.client.request(method.clone(), &url).timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.header(token_header(self.service), token);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let future = async move {
+            let reply = request.send().await?;
+            let status = reply.status().as_u16();
+            let index = reply
+                .headers()
+                .get(format!("X-{}-Index", capitalize(self.service)))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = reply.bytes().await?.to_vec();
+            Ok::<Reply, reqwest::Error>(Reply {
+                status,
+                index,
+                body,
+            })
+        };
+        let what = format!("{} {} on {}", method, path_only(path), self.host);
+        let outcome = Context::of(ctx)
+            .block_on(timeout + Duration::from_secs(1), future)
+            .map_err(|i| interrupt_error(i, &what, ctx.call_position()))?;
+        outcome.map_err(|e| {
+            let reason = if e.is_timeout() {
+                format!("no answer within {}s", timeout.as_secs())
+            } else if e.is_connect() {
+                format!("cannot connect to {}: {}", self.base, root_cause(&e))
+            } else {
+                root_cause(&e)
+            };
+            call_error(
+                ctx,
+                &format!("harun::{}::unreachable", self.service),
+                format!("{}: {what}: {reason}", self.service),
+            )
+        })
+    }
+
+    /// A read: errors for any status but 2xx (and those in `ok`), with the API's message.
+    pub fn get(&self, ctx: &NativeCallContext, path: &str, ok: &[u16]) -> RhaiResult<Reply> {
+        let reply = self.send(ctx, "GET", path, None, DEFAULT_TIMEOUT)?;
+        self.check(ctx, "GET", path, reply, ok)
+    }
+
+    /// A write, through the runtime's one path for changes: planned in a dry run (None),
+    /// audited otherwise.
+    pub fn write(
+        &self,
+        ctx: &NativeCallContext,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        summary: &str,
+    ) -> RhaiResult<Option<Reply>> {
+        let action = Action::new("http", self.host.clone(), summary.to_string());
+        let context = Context::of(ctx);
+        context.perform(action, || {
+            let reply = self.send(ctx, method, path, body, DEFAULT_TIMEOUT)?;
+            self.check(ctx, method, path, reply, &[])
+        })
+    }
+
+    pub fn check(
+        &self,
+        ctx: &NativeCallContext,
+        method: &str,
+        path: &str,
+        reply: Reply,
+        ok: &[u16],
+    ) -> RhaiResult<Reply> {
+        if (200..300).contains(&reply.status) || ok.contains(&reply.status) {
+            return Ok(reply);
+        }
+        let message = api_message(&reply);
+        let code = match reply.status {
+            403 => "forbidden",
+            404 => "not_found",
+            _ => "http",
+        };
+        Err(call_error(
+            ctx,
+            &format!("harun::{}::{code}", self.service),
+            format!(
+                "{} on {}: {method} {} answered {}: {message}",
+                self.service,
+                self.host,
+                path_only(path),
+                reply.status
+            ),
+        ))
+    }
+}
+
+/// Chooses rustls's ring provider for every HTTP client of the process (the lab's twins
+/// included): reqwest is built without a provider of its own.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The API's own words: Vault's `{"errors": [...]}` or the plain text of Consul and Nomad.
+fn api_message(reply: &Reply) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(&reply.body) {
+        if let Some(errors) = v["errors"].as_array() {
+            return errors
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+    }
+    let text = reply.text();
+    if text.is_empty() {
+        "(no message)".into()
+    } else {
+        text
+    }
+}
+
+fn path_only(path: &str) -> &str {
+    path.split('?').next().unwrap_or(path)
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// JSON to a Rhai value, keeping the API's field names.
+pub fn to_dynamic(value: &Value) -> rhai::Dynamic {
+    rhai::serde::to_dynamic(value).unwrap_or(rhai::Dynamic::UNIT)
+}
+
+/// A Rhai value to JSON (maps to objects, arrays to arrays).
+pub fn from_dynamic(value: &rhai::Dynamic) -> Value {
+    harun_runtime::json::to_json(value)
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
