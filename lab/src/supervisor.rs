@@ -493,20 +493,26 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), S
         return Ok(());
     }
     let log_path = lab.log_file(host, service);
-    let log = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-    let err = log.try_clone().map_err(|e| e.to_string())?;
     let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-    let mut cmd = Command::new(harun);
-    cmd.args(["lab", "serve", service, "--config"])
+    // Started through a shell that exits at once, so the twin is never this process's
+    // child: whoever stops it later (another `lab ctl`), init reaps it, and no zombie of
+    // a long-running `--lab` script looks alive.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(r#"log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!"#)
+        .arg("sh")
+        .arg(&log_path)
+        .arg(harun)
+        .args(["lab", "serve", service, "--config"])
         .arg(lab.config_file(host, service))
         .env("HARUN_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err);
+        .stderr(Stdio::null());
     // Its own session: a Ctrl-C meant for a script does not stop the lab.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -515,25 +521,27 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), S
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
+    let out = cmd
+        .output()
         .map_err(|e| format!("cannot start {service} on {host}: {e}"))?;
-    std::fs::write(lab.pid_file(host, service), child.id().to_string())
+    let pid: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| format!("cannot start {service} on {host}: no pid"))?;
+    std::fs::write(lab.pid_file(host, service), pid.to_string())
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     let addr: SocketAddr = format!("{}:{port}", lab.address(host))
         .parse()
         .expect("an address");
     let started = Instant::now();
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if lab.pid(host, service).is_none() {
             let _ = std::fs::remove_file(lab.pid_file(host, service));
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail = text.get(log_start as usize..).unwrap_or("").trim();
-            return Err(format!("{service} on {host} exited ({status}): {tail}"));
+            return Err(format!("{service} on {host} exited: {tail}"));
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            // Reaped by init once we exit: the twin outlives this command.
-            std::mem::forget(child);
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(10) {

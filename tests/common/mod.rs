@@ -79,6 +79,12 @@ impl Test {
         cmd
     }
 
+    /// Runs harun in the same directory with other arguments (a script run twice, ...).
+    pub fn run_with(&mut self, args: &[&str]) -> Outcome {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.run()
+    }
+
     pub fn run(&self) -> Outcome {
         let mut cmd = self.command();
         cmd.stdin(if self.stdin.is_some() {

@@ -1,0 +1,314 @@
+//! scripts/consul-ha.rhai end to end: over real SSH (sshd on three loopback aliases) against
+//! real Consul 1.8.7 servers started and stopped by a service-manager command template, from
+//! one server holding KV data to three servers; then again, changing nothing. Also the
+//! consul module's refusals and errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::http::{eventually, get, put};
+use common::lab::Lab;
+use common::sshd::{SshLab, USER};
+use common::Test;
+
+/// Real Consul servers on the SSH hosts' addresses, owned by the SSH user, controlled by a
+/// small script the topology names as its service manager.
+struct RealConsul {
+    dir: PathBuf,
+    hosts: Vec<(String, String)>,
+}
+
+const CTL: &str = r#"#!/bin/sh
+# consulctl NAME SERVICE ACTION: the test's service manager for real Consul servers.
+dir="$(dirname "$0")/$1"
+pidfile="$dir/consul.pid"
+alive() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+case "$3" in
+  start)
+    alive && exit 0
+    setsid consul agent -config-file="$dir/consul.hcl" >>"$dir/consul.log" 2>&1 </dev/null &
+    echo $! >"$pidfile" ;;
+  stop)
+    alive || exit 0
+    kill "$(cat "$pidfile")"
+    for i in $(seq 100); do alive || exit 0; sleep 0.1; done
+    kill -9 "$(cat "$pidfile")" ;;
+  restart) sh "$0" "$1" "$2" stop && sh "$0" "$1" "$2" start ;;
+  status) alive || exit 3 ;;
+esac
+"#;
+
+impl RealConsul {
+    fn new(lab: &SshLab) -> RealConsul {
+        let found = Command::new("consul").arg("version").output();
+        assert!(
+            found.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("v1.8.7")),
+            "real Consul 1.8.7 is missing: run tests/setup"
+        );
+        let dir = PathBuf::from(format!("/tmp/harun-consul-ha-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let hosts: Vec<(String, String)> = lab
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), h.address.clone()))
+            .collect();
+        for (name, address) in &hosts {
+            let host_dir = dir.join(name);
+            std::fs::create_dir_all(host_dir.join("data")).unwrap();
+            std::fs::write(
+                host_dir.join("consul.hcl"),
+                format!(
+                    "# Consul on {name}: the story's single server.\ndatacenter = \"homelab\"\ndata_dir   = \"{}\"\nnode_name  = \"{name}\"\n\nserver           = true\nbootstrap_expect = 1\n\nbind_addr   = \"{address}\"\nclient_addr = \"{address}\"\nlog_level   = \"warn\"\n",
+                    host_dir.join("data").display()
+                ),
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.join("consulctl"), CTL).unwrap();
+        let status = Command::new("chown")
+            .args(["-R", &format!("{USER}:{USER}")])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        RealConsul { dir, hosts }
+    }
+
+    fn ctl(&self, name: &str, action: &str) {
+        let status = Command::new("runuser")
+            .args(["-u", USER, "--", "sh"])
+            .arg(self.dir.join("consulctl"))
+            .args([name, "consul", action])
+            .status()
+            .unwrap();
+        assert!(status.success(), "consulctl {name} {action}");
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}:8500{path}", self.hosts[i].1)
+    }
+
+    fn topology_defaults(&self) -> String {
+        format!(
+            "  service_manager = \"sh {}/consulctl {{name}} {{service}} {{action}}\"",
+            self.dir.display()
+        )
+    }
+
+    fn consul_block(&self) -> String {
+        format!(
+            "consul {{\n  address     = \"http://{{address}}:8500\"\n  config_file = \"{}/{{name}}/consul.hcl\"\n}}\n",
+            self.dir.display()
+        )
+    }
+}
+
+impl Drop for RealConsul {
+    fn drop(&mut self) {
+        for (name, _) in self.hosts.clone() {
+            let _ = Command::new("runuser")
+                .args(["-u", USER, "--", "sh"])
+                .arg(self.dir.join("consulctl"))
+                .args([&name, "consul", "stop"])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn voters(config: &serde_json::Value) -> usize {
+    config["Servers"]
+        .as_array()
+        .map(|s| s.iter().filter(|x| x["Voter"] == true).count())
+        .unwrap_or(0)
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/consul-ha.rhai")
+}
+
+#[test]
+fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
+    let lab = SshLab::start(3);
+    let consul = RealConsul::new(&lab);
+    consul.ctl("host1", "start");
+    eventually("a leader on host1", Duration::from_secs(30), || {
+        let r = common::http::request("GET", &consul.url(0, "/v1/status/leader"), "").ok()?;
+        (r.body.len() > 2).then_some(())
+    });
+    let data = [
+        ("homelab/dns/zone", "home.arpa"),
+        ("homelab/backup/schedule", "0 3 * * *"),
+        ("homelab/nomad/datacenter", "homelab"),
+    ];
+    for (key, value) in data {
+        assert_eq!(
+            put(&consul.url(0, &format!("/v1/kv/{key}")), value)
+                .body
+                .trim(),
+            "true"
+        );
+    }
+    let topology = lab.topology(&consul.topology_defaults()) + &consul.consul_block();
+    let mut t = Test::new().file("harun.hcl", &topology);
+
+    // A dry run shows the plan and changes nothing.
+    let plan = t
+        .run_with(&["--dry-run", script().to_str().unwrap()])
+        .status(0);
+    assert!(plan.stdout.contains("+retry_join = ["), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("[service] host2: start consul"),
+        "{}",
+        plan.stdout
+    );
+    assert!(std::fs::read_to_string(consul.dir.join("host2/consul.hcl"))
+        .unwrap()
+        .contains("bootstrap_expect = 1"));
+
+    let started = Instant::now();
+    let run = t.run_with(&["--set", "timeout=90", script().to_str().unwrap()]);
+    assert_eq!(run.status, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("OK - consul: 3 servers, 3 voters, leader "),
+        "{}",
+        run.stdout
+    );
+    assert!(started.elapsed() < Duration::from_secs(180));
+    // The cluster as Consul itself tells it, through every server.
+    for i in 0..3 {
+        let config = get(&consul.url(i, "/v1/operator/raft/configuration")).json();
+        assert_eq!(voters(&config), 3, "host{}: {config}", i + 1);
+    }
+    for (key, value) in data {
+        assert_eq!(
+            get(&consul.url(2, &format!("/v1/kv/{key}?raw"))).body,
+            value
+        );
+    }
+    // Configs edited in place, comments kept, a backup beside each.
+    let text = std::fs::read_to_string(consul.dir.join("host1/consul.hcl")).unwrap();
+    assert!(
+        text.starts_with("# Consul on host1: the story's single server.\n"),
+        "{text}"
+    );
+    assert!(text.contains("bootstrap_expect = 3"), "{text}");
+    let backups = std::fs::read_dir(consul.dir.join("host1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".bak"))
+        .count();
+    assert_eq!(backups, 1);
+
+    // Again: nothing to change.
+    let again = t.run_with(&[script().to_str().unwrap()]);
+    assert_eq!(again.status, 0, "{}\n{}", again.stdout, again.stderr);
+    assert!(
+        again
+            .stdout
+            .starts_with("OK - nothing to change: 3 consul servers, 3 voters"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn consul_ha_passes_in_the_lab() {
+    let out = Test::new()
+        .args(["--lab", script().to_str().unwrap()])
+        .run();
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with("OK - consul: 3 servers, 3 voters"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn registering_through_a_name_for_every_server_is_refused() {
+    let topology = "host \"controller1\" {\n  address = \"10.0.0.11\"\n  transport = \"local\"\n  consul { address = \"http://consul.service.consul:8500\" }\n}\n";
+    let out = Test::new()
+        .file("harun.hcl", topology)
+        .args([
+            "-e",
+            "consul::register(host(\"controller1\"), #{ID: \"vault\", Name: \"vault\", Port: 8200})",
+        ])
+        .run()
+        .status(3);
+    assert!(
+        out.stderr.contains("harun::consul::not_local_agent"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("stale entry"), "{}", out.stderr);
+}
+
+#[test]
+fn a_wrong_token_shows_consuls_403() {
+    let lab = Lab::up();
+    // Turn ACLs on for controller1's agent.
+    lab.set_config("controller1", "consul", |t| {
+        t + "\nacl {\n  enabled = true\n  default_policy = \"deny\"\n  tokens {\n    initial_management = \"d6c2ab12-0b71-4e8f-a1c5-7f3e5f6f0a01\"\n  }\n}\n"
+    });
+    assert!(lab.ctl("controller1", "consul", "restart").status.success());
+    let token = lab.dir.join("wrong-token");
+    std::fs::write(&token, "00000000-0000-0000-0000-000000000000\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let topology = std::fs::read_to_string(lab.dir.join("harun.hcl"))
+        .unwrap()
+        .replace(
+            "  data_dir    = ",
+            &format!("  token_file  = \"{}\"\n  data_dir    = ", token.display()),
+        );
+    let out = Test::new()
+        .file("harun.hcl", &topology)
+        .args(["-e", "consul::kv_put(host(\"controller1\"), \"a\", \"b\")"])
+        .run()
+        .status(3);
+    assert!(
+        out.stderr.contains("harun::consul::forbidden"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("answered 403: ACL not found"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("00000000-0000"),
+        "the token leaked: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_server_that_never_comes_up_fails_the_wait_in_time() {
+    let lab = Lab::up();
+    let started = Instant::now();
+    let out = Test::new()
+        .args(["--topology"])
+        .args([lab.dir.join("harun.hcl").to_str().unwrap()])
+        .args(["-e", "consul::wait_servers(host(\"controller1\"), 3, 2.0)"])
+        .run()
+        .status(3);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        out.stderr.contains("harun::consul::timeout"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "timed out after 2s waiting for 3 alive consul servers (asking controller1) (1 alive)"
+        ),
+        "{}",
+        out.stderr
+    );
+}
