@@ -101,7 +101,7 @@ impl RealConsul {
 
     fn consul_block(&self) -> String {
         format!(
-            "consul {{\n  address     = \"http://{{address}}:8500\"\n  config_file = \"{}/{{name}}/consul.hcl\"\n}}\n",
+            "consul {{\n  address     = \"http://{{address}}:8500\"\n  config_file = \"{}/{{name}}/consul.hcl\"\n  dns_address = \"{{address}}:8600\"\n}}\n",
             self.dir.display()
         )
     }
@@ -204,6 +204,13 @@ fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
         .filter(|e| e.file_name().to_string_lossy().contains(".bak"))
         .count();
     assert_eq!(backups, 1);
+
+    // DNS through one server's port 8600 lists all three.
+    let dns = t.run_with(&[
+        "-e",
+        "let r = consul::dns_check(host(\"host2\"), \"consul\", host(\"host2\").address + \":8600\"); print(`${r.ok} ${r.dns.len()} ${r.catalog.len()}`)",
+    ]);
+    assert_eq!(dns.stdout, "true 3 3\n", "{}", dns.stderr);
 
     // Again: nothing to change.
     let again = t.run_with(&[script().to_str().unwrap()]);

@@ -491,6 +491,121 @@ pub mod consul_api {
         outcome
     }
 
+    /// Resolves `NAME.service.consul` through the DNS server `dns` (`ip:port`: Consul's
+    /// 8600 or the site's resolver) and compares with the catalog's addresses of `name`:
+    /// `#{name, dns, catalog, missing, ok}`. The story: DNS must know all three servers.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn dns_check(ctx: NativeCallContext, host: Host, name: &str, dns: &str) -> RhaiResult<Map> {
+        let server: std::net::SocketAddr = dns
+            .parse()
+            .or_else(|_| format!("{dns}:53").parse())
+            .map_err(|_| {
+                call_error(
+                    &ctx,
+                    "harun::consul::dns",
+                    format!("{dns:?} is not an ip:port of a DNS server"),
+                )
+            })?;
+        let catalog_entries = get_json(
+            &ctx,
+            &host,
+            &format!("/v1/catalog/service/{}", encode(name)),
+        )?;
+        let mut catalog: Vec<String> = catalog_entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                e["ServiceAddress"]
+                    .as_str()
+                    .filter(|a| !a.is_empty())
+                    .or(e["Address"].as_str())
+                    .map(str::to_string)
+            })
+            .collect();
+        catalog.sort();
+        catalog.dedup();
+        let fqdn = format!("{name}.service.consul.");
+        let lookup = async move {
+            use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+            let mut connection = ConnectionConfig::udp();
+            connection.port = server.port();
+            let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+                server.ip(),
+                true,
+                vec![connection],
+            )]);
+            let resolver = hickory_resolver::Resolver::builder_with_config(
+                config,
+                hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+            )
+            .build()?;
+            let ips = resolver.lookup_ip(fqdn.as_str()).await?;
+            Ok::<Vec<String>, hickory_resolver::net::NetError>(
+                ips.iter().map(|ip| ip.to_string()).collect(),
+            )
+        };
+        let outcome = Context::of(&ctx)
+            .block_on(Duration::from_secs(10), lookup)
+            .map_err(|i| {
+                harun_runtime::diagnostic::interrupt_error(
+                    i,
+                    &format!("DNS lookup of {name}.service.consul"),
+                    ctx.call_position(),
+                )
+            })?;
+        // "No records" is an answer (nothing known), not a failure.
+        let mut found = match outcome {
+            Ok(ips) => ips,
+            Err(e) if e.to_string().to_lowercase().contains("no record") => Vec::new(),
+            Err(e) => {
+                return Err(call_error(
+                    &ctx,
+                    "harun::consul::dns",
+                    format!("DNS lookup of {name}.service.consul through {server}: {e}"),
+                ))
+            }
+        };
+        found.sort();
+        found.dedup();
+        let missing: Vec<String> = catalog
+            .iter()
+            .filter(|a| !found.contains(a))
+            .cloned()
+            .collect();
+        let mut out = Map::new();
+        out.insert("name".into(), name.into());
+        out.insert(
+            "ok".into(),
+            (missing.is_empty() && !found.is_empty()).into(),
+        );
+        out.insert(
+            "dns".into(),
+            found
+                .into_iter()
+                .map(Dynamic::from)
+                .collect::<Array>()
+                .into(),
+        );
+        out.insert(
+            "catalog".into(),
+            catalog
+                .into_iter()
+                .map(Dynamic::from)
+                .collect::<Array>()
+                .into(),
+        );
+        out.insert(
+            "missing".into(),
+            missing
+                .into_iter()
+                .map(Dynamic::from)
+                .collect::<Array>()
+                .into(),
+        );
+        Ok(out)
+    }
+
     /// Waits until the cluster has a leader; returns its address.
     #[rhai_fn(volatile, return_raw)]
     pub fn wait_leader(
