@@ -319,3 +319,37 @@ fn a_server_that_never_comes_up_fails_the_wait_in_time() {
         out.stderr
     );
 }
+
+#[test]
+fn the_consul_module_on_the_lab() {
+    let lab = Lab::up();
+    let out = Test::new()
+        .args(["--topology", lab.dir.join("harun.hcl").to_str().unwrap()])
+        .args([
+            "-e",
+            r#"
+let c1 = host("controller1");
+print(consul::kv_get(c1, "homelab/dns/zone"));
+print(consul::kv_get(c1, "homelab/nothing") == ());
+print(consul::kv_put(c1, "homelab/new", "1", 0));
+print(consul::kv_put(c1, "homelab/new", "2", 0));
+print(consul::kv_list(c1, "homelab/").len());
+print(consul::kv_delete(c1, "homelab/new"));
+let id = consul::session_create(c1, #{Name: "t", TTL: "30s"});
+print(consul::sessions(c1).len());
+consul::session_destroy(c1, id);
+print(consul::lock(c1, "harun/t", || 42));
+consul::register(c1, #{ID: "web1", Name: "web", Port: 80});
+print(consul::agent_services(c1).web1.Service);
+try { consul::deregister(c1, "web2") } catch (e) { print(e.code) }
+consul::deregister(c1, "web1");
+print(consul::agent_services(c1).keys().contains("web1"));
+"#,
+        ])
+        .run()
+        .status(0);
+    assert_eq!(
+        out.stdout,
+        "home.arpa\ntrue\ntrue\nfalse\n4\ntrue\n1\n42\nweb\nharun::consul::not_found\nfalse\n"
+    );
+}

@@ -87,31 +87,6 @@ impl Redactor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_formats_as_placeholder() {
-        let redactor = Redactor::default();
-        let secret = Secret::new("hunter22", &redactor);
-        assert_eq!(format!("{secret} {secret:?}"), "<secret> <secret>");
-        assert_eq!(secret.expose(), "hunter22");
-    }
-
-    #[test]
-    fn redactor_masks_longest_first() {
-        let redactor = Redactor::default();
-        redactor.register("abcd");
-        redactor.register("abcdefgh");
-        assert_eq!(
-            redactor.redact("x abcdefgh abcd y"),
-            "x <secret> <secret> y"
-        );
-        assert_eq!(redactor.redact("ab"), "ab");
-    }
-}
-
 /// Reads a secret kept in a file: it must not be readable by group or others, and one
 /// trailing newline is dropped. Errors are `(code, message)`.
 pub fn read_private_file(path: &str) -> Result<String, (&'static str, String)> {
@@ -140,4 +115,29 @@ pub fn read_private_file(path: &str) -> Result<String, (&'static str, String)> {
         }
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_formats_as_placeholder() {
+        let redactor = Redactor::default();
+        let secret = Secret::new("hunter22", &redactor);
+        assert_eq!(format!("{secret} {secret:?}"), "<secret> <secret>");
+        assert_eq!(secret.expose(), "hunter22");
+    }
+
+    #[test]
+    fn redactor_masks_longest_first() {
+        let redactor = Redactor::default();
+        redactor.register("abcd");
+        redactor.register("abcdefgh");
+        assert_eq!(
+            redactor.redact("x abcdefgh abcd y"),
+            "x <secret> <secret> y"
+        );
+        assert_eq!(redactor.redact("ab"), "ab");
+    }
 }

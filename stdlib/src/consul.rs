@@ -429,6 +429,48 @@ pub mod consul_api {
         Ok(reply.is_some_and(|r| r.text() == "true"))
     }
 
+    /// Creates a session (`#{Name, TTL, Behavior, LockDelay, ...}` as the API takes it);
+    /// returns its ID ("" in a dry run). A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn session_create(
+        ctx: NativeCallContext,
+        host: Host,
+        definition: Map,
+    ) -> RhaiResult<String> {
+        let c = client(&ctx, &host)?;
+        let definition = crate::http::from_dynamic(&Dynamic::from_map(definition));
+        let reply = c.write(
+            &ctx,
+            "PUT",
+            "/v1/session/create",
+            body(&definition),
+            "consul: create a session",
+        )?;
+        Ok(reply
+            .and_then(|r| r.json()["ID"].as_str().map(str::to_string))
+            .unwrap_or_default())
+    }
+
+    /// Destroys a session, releasing its locks. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn session_destroy(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        Ok(c.write(
+            &ctx,
+            "PUT",
+            &format!("/v1/session/destroy/{}", encode(id)),
+            None,
+            &format!("consul: destroy session {id}"),
+        )?
+        .is_some())
+    }
+
+    /// The live sessions (`ID`, `Name`, `Node`, `TTL`, ...).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn sessions(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/session/list")?))
+    }
+
     /// Runs `f` while holding the Consul lock `key` (a session and `?acquire`), so two
     /// runs of a script cannot change a cluster at once; fails at once when another holder
     /// has it. The lock is released and the session destroyed however `f` ends.
