@@ -11,6 +11,7 @@ pub mod http;
 pub mod local;
 pub mod log;
 pub mod service;
+pub mod vault;
 pub mod wait;
 
 use rhai::Engine;
@@ -23,6 +24,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_static_module("local", rhai::exported_module!(local::local_api).into());
     engine.register_static_module("ssh", rhai::exported_module!(hosts::api::ssh_api).into());
     engine.register_static_module("consul", rhai::exported_module!(consul::consul_api).into());
+    engine.register_static_module("vault", rhai::exported_module!(vault::vault_api).into());
     engine.register_static_module("hcl", rhai::exported_module!(hcl::api::hcl_api).into());
     engine.register_static_module(
         "service",
