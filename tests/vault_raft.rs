@@ -1,0 +1,126 @@
+//! scripts/vault-raft.rhai on the lab, after scripts/consul-ha.rhai: file storage to a
+//! three-voter raft cluster with every secret, registered at each node's own agent; a
+//! failure half way (a wrong unseal key after the migration) loses nothing, and a second
+//! run finishes the job; a finished cluster is left as it is.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::http::get;
+use common::lab::Lab;
+use common::Test;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+const SECRETS: [(&str, &str, &str); 3] = [
+    ("homelab/nas", "password", "correct-horse-battery"),
+    ("homelab/wifi", "psk", "not-a-real-psk"),
+    ("homelab/grafana", "admin_password", "grafana-lab-only"),
+];
+
+#[test]
+fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
+    let lab = Lab::up();
+    let topology = lab.dir.join("harun.hcl");
+    let mut t = Test::new();
+    let mut run =
+        |args: &[&str]| t.run_with(&[&["--topology", topology.to_str().unwrap()], args].concat());
+    let consul = run(&[script("consul-ha.rhai").to_str().unwrap()]);
+    assert_eq!(consul.status, 0, "{}\n{}", consul.stdout, consul.stderr);
+
+    // A dry run changes nothing.
+    let plan = run(&["--dry-run", script("vault-raft.rhai").to_str().unwrap()]);
+    assert_eq!(plan.status, 0, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains("operator migrate -config"),
+        "{}",
+        plan.stdout
+    );
+    assert!(!lab.dir.join("controller1/vault/raft").exists());
+
+    // A wrong key: the migration happens, then the unseal fails and the run stops.
+    let keys_file = lab.dir.join("vault-unseal-keys");
+    let good = std::fs::read_to_string(&keys_file).unwrap();
+    let forged = format!(
+        "{}07\n{}01\n{}02\n",
+        "ab".repeat(32),
+        "cd".repeat(32),
+        "ef".repeat(32)
+    );
+    std::fs::write(&keys_file, &forged).unwrap();
+    let failed = run(&[script("vault-raft.rhai").to_str().unwrap()]);
+    assert_eq!(failed.status, 3, "{}\n{}", failed.stdout, failed.stderr);
+    assert!(
+        failed.stderr.contains("Unseal failed, invalid key"),
+        "{}",
+        failed.stderr
+    );
+    assert!(lab.dir.join("controller1/vault/raft/vault.db").exists());
+    assert!(lab.dir.join("controller1/vault/data.harun-backup").exists());
+
+    // The right keys: a second run continues from there.
+    std::fs::write(&keys_file, &good).unwrap();
+    let done = run(&[
+        "--set",
+        "timeout=60",
+        script("vault-raft.rhai").to_str().unwrap(),
+    ]);
+    assert_eq!(done.status, 0, "{}\n{}", done.stdout, done.stderr);
+    assert!(
+        done.stdout.starts_with(
+            "OK - vault: 3 raft voters, 1 active, 2 standby, 3 secrets, registered at 3 agents"
+        ),
+        "{}",
+        done.stdout
+    );
+
+    // What Vault and Consul say.
+    let config = lab
+        .vault_call(
+            "GET",
+            "controller2",
+            "/v1/sys/storage/raft/configuration",
+            "",
+        )
+        .json();
+    let voters = config["data"]["config"]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["voter"] == true)
+        .count();
+    assert_eq!(voters, 3);
+    for host in ["controller1", "controller2", "controller3"] {
+        for (path, field, value) in SECRETS {
+            let r = lab.vault_call("GET", host, &format!("/v1/secret/data/{path}"), "");
+            assert_eq!(r.json()["data"]["data"][field], value, "{host} {path}");
+        }
+        let local = get(&lab.consul(host, "/v1/agent/services")).json();
+        let own = local
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|s| s["Service"] == "vault")
+            .count();
+        assert_eq!(
+            own, 1,
+            "{host}'s agent holds its vault registration: {local}"
+        );
+    }
+
+    // Finished: a third run leaves it as it is.
+    let again = run(&[script("vault-raft.rhai").to_str().unwrap()]);
+    assert_eq!(again.status, 0, "{}\n{}", again.stdout, again.stderr);
+    assert!(
+        again
+            .stdout
+            .starts_with("OK - nothing to change: 3 vault voters"),
+        "{}",
+        again.stdout
+    );
+}
