@@ -30,6 +30,17 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
     let mut t = Test::new();
     let mut run =
         |args: &[&str]| t.run_with(&[&["--topology", topology.to_str().unwrap()], args].concat());
+    // Before Consul is HA, nothing is touched.
+    let early = run(&[script("vault-raft.rhai").to_str().unwrap()]);
+    assert_eq!(early.status, 2, "{}\n{}", early.stdout, early.stderr);
+    assert!(
+        early.stdout.starts_with(
+            "CRITICAL - consul on controller2 has no leader: run scripts/consul-ha.rhai first"
+        ),
+        "{}",
+        early.stdout
+    );
+    assert!(!lab.dir.join("controller1/vault/raft").exists());
     let consul = run(&[script("consul-ha.rhai").to_str().unwrap()]);
     assert_eq!(consul.status, 0, "{}\n{}", consul.stdout, consul.stderr);
 
