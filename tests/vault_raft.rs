@@ -1,4 +1,4 @@
-//! scripts/vault-raft.rhai on the lab, after scripts/consul-ha.rhai: file storage to a
+//! scripts/vault-raft.rhai on the lab (its Consul step first): file storage to a
 //! three-voter raft cluster with every secret, registered at each node's own agent; a
 //! failure half way (a wrong unseal key after the migration) loses nothing, and a second
 //! run finishes the job; a finished cluster is left as it is.
@@ -30,20 +30,6 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
     let mut t = Test::new();
     let mut run =
         |args: &[&str]| t.run_with(&[&["--topology", topology.to_str().unwrap()], args].concat());
-    // Before Consul is HA, nothing is touched.
-    let early = run(&[script("vault-raft.rhai").to_str().unwrap()]);
-    assert_eq!(early.status, 2, "{}\n{}", early.stdout, early.stderr);
-    assert!(
-        early.stdout.starts_with(
-            "CRITICAL - consul on controller2 has no leader: run scripts/consul-ha.rhai first"
-        ),
-        "{}",
-        early.stdout
-    );
-    assert!(!lab.dir.join("controller1/vault/raft").exists());
-    let consul = run(&[script("consul-ha.rhai").to_str().unwrap()]);
-    assert_eq!(consul.status, 0, "{}\n{}", consul.stdout, consul.stderr);
-
     // A dry run changes nothing.
     let plan = run(&["--dry-run", script("vault-raft.rhai").to_str().unwrap()]);
     assert_eq!(plan.status, 0, "{}\n{}", plan.stdout, plan.stderr);
@@ -83,9 +69,11 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
     ]);
     assert_eq!(done.status, 0, "{}\n{}", done.stdout, done.stderr);
     assert!(
-        done.stdout.starts_with(
-            "OK - vault: 3 raft voters, 1 active, 2 standby, 3 secrets, registered at 3 agents"
-        ),
+        done.stdout
+            .starts_with("OK - nothing to change: 3 consul servers")
+            && done.stdout.contains(
+                "vault: 3 raft voters, 1 active, 2 standby, 3 secrets, registered at 3 agents"
+            ),
         "{}",
         done.stdout
     );
@@ -130,8 +118,31 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
     assert!(
         again
             .stdout
-            .starts_with("OK - nothing to change: 3 vault voters"),
+            .starts_with("OK - nothing to change: 3 consul servers")
+            && again
+                .stdout
+                .contains("nothing to change: 3 vault voters, 1 active, 3 secrets"),
         "{}",
         again.stdout
+    );
+}
+
+#[test]
+fn vault_raft_runs_on_a_fresh_lab() {
+    let out = Test::new()
+        .args(["--lab", script("vault-raft.rhai").to_str().unwrap()])
+        .run();
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with("OK - consul: 3 servers, 3 voters"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            "vault: 3 raft voters, 1 active, 2 standby, 3 secrets, registered at 3 agents"
+        ),
+        "{}",
+        out.stdout
     );
 }
