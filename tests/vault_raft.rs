@@ -146,3 +146,72 @@ fn vault_raft_runs_on_a_fresh_lab() {
         out.stdout
     );
 }
+
+#[test]
+fn a_failing_migration_and_a_node_that_never_comes_up_lose_nothing() {
+    let lab = Lab::up();
+    let topology_path = lab.dir.join("harun.hcl");
+    let good_topology = std::fs::read_to_string(&topology_path).unwrap();
+    let mut t = Test::new();
+    let mut run = |args: &[&str]| {
+        t.run_with(&[&["--topology", topology_path.to_str().unwrap()], args].concat())
+    };
+
+    // 1. The vault CLI fails: the run stops after stopping Vault, with the file storage
+    // untouched and backed up.
+    let broken_cli = good_topology.replace(" lab vault\"", " lab vault-missing\"");
+    assert_ne!(broken_cli, good_topology);
+    std::fs::write(&topology_path, &broken_cli).unwrap();
+    let failed = run(&[script("vault-raft.rhai").to_str().unwrap()]);
+    assert_eq!(failed.status, 3, "{}\n{}", failed.stdout, failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("vault operator migrate on controller1 failed"),
+        "{}",
+        failed.stderr
+    );
+    assert!(lab.dir.join("controller1/vault/data/core/_master").exists());
+    assert!(lab
+        .dir
+        .join("controller1/vault/data.harun-backup/core/_master")
+        .exists());
+
+    // 2. controller3 never comes up (its raft path is a file, so Vault refuses to start).
+    std::fs::write(&topology_path, &good_topology).unwrap();
+    std::fs::write(lab.dir.join("controller3/vault/raft"), "not a directory").unwrap();
+    let failed = run(&[
+        "--set",
+        "timeout=20",
+        script("vault-raft.rhai").to_str().unwrap(),
+    ]);
+    assert_eq!(failed.status, 3, "{}\n{}", failed.stdout, failed.stderr);
+    assert!(failed.stderr.contains("controller3"), "{}", failed.stderr);
+    for (path, field, value) in SECRETS {
+        let r = lab.vault_call("GET", "controller1", &format!("/v1/secret/data/{path}"), "");
+        assert_eq!(
+            r.json()["data"]["data"][field],
+            value,
+            "{path} after the failure"
+        );
+    }
+
+    // 3. Fixed: a second run finishes the job.
+    std::fs::remove_file(lab.dir.join("controller3/vault/raft")).unwrap();
+    std::fs::create_dir(lab.dir.join("controller3/vault/raft")).unwrap();
+    let done = run(&[script("vault-raft.rhai").to_str().unwrap()]);
+    assert_eq!(done.status, 0, "{}\n{}", done.stdout, done.stderr);
+    assert!(
+        done.stdout.contains(
+            "vault: 3 raft voters, 1 active, 2 standby, 3 secrets, registered at 3 agents"
+        ),
+        "{}",
+        done.stdout
+    );
+    for host in ["controller1", "controller2", "controller3"] {
+        for (path, field, value) in SECRETS {
+            let r = lab.vault_call("GET", host, &format!("/v1/secret/data/{path}"), "");
+            assert_eq!(r.json()["data"]["data"][field], value, "{host} {path}");
+        }
+    }
+}
