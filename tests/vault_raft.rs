@@ -62,11 +62,26 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
 
     // The right keys: a second run continues from there.
     std::fs::write(&keys_file, &good).unwrap();
+    let audit = lab.dir.join("audit.jsonl");
     let done = run(&[
+        "-vvv",
+        "--audit-log",
+        audit.to_str().unwrap(),
         "--set",
         "timeout=60",
         script("vault-raft.rhai").to_str().unwrap(),
     ]);
+    let audit_text = std::fs::read_to_string(&audit).unwrap();
+    for secret in lab.unseal_keys().iter().chain([lab.root_token()].iter()) {
+        for (what, text) in [
+            ("stdout", &done.stdout),
+            ("stderr at -vvv", &done.stderr),
+            ("audit log", &audit_text),
+            ("the failed run's output", &failed.stderr),
+        ] {
+            assert!(!text.contains(secret.as_str()), "a key or token in {what}");
+        }
+    }
     assert_eq!(done.status, 0, "{}\n{}", done.stdout, done.stderr);
     assert!(
         done.stdout
