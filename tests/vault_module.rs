@@ -20,12 +20,13 @@ fn vault_module_reads_unseals_and_never_shows_a_key() {
 print(vault::health(c1).state);
 print(vault::kv_list(c1, "secret", ""));
 print(vault::kv_read(c1, "secret", "homelab/nas").username);
-print(vault::kv_read(c1, "secret", "homelab/none") == ());"#,
+print(vault::kv_read(c1, "secret", "homelab/none") == ());
+try { vault::snapshot_save(c1, "snap") } catch (e) { print(e.message) }"#,
     ])
     .status(0);
     assert_eq!(
         out.stdout,
-        "active\n[\"homelab/grafana\", \"homelab/nas\", \"homelab/wifi\"]\nbackup\ntrue\n"
+        "active\n[\"homelab/grafana\", \"homelab/nas\", \"homelab/wifi\"]\nbackup\ntrue\nvault on controller1: GET /v1/sys/storage/raft/snapshot answered 400: raft storage is not in use\n"
     );
     assert!(lab.ctl("controller1", "vault", "restart").status.success());
     let forged = format!("{}07", "ab".repeat(32));

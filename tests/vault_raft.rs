@@ -127,6 +127,20 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
         );
     }
 
+    // A snapshot of the raft cluster, through a standby.
+    let snap = lab.dir.join("vault.snap");
+    let saved = run(&[
+        "-e",
+        &format!(
+            "print(vault::snapshot_save(host(\"controller2\"), \"{}\") > 0)",
+            snap.display()
+        ),
+    ]);
+    assert_eq!(saved.stdout, "true\n", "{}", saved.stderr);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&snap).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
     // Finished: a third run leaves it as it is.
     let again = run(&[script("vault-raft.rhai").to_str().unwrap()]);
     assert_eq!(again.status, 0, "{}\n{}", again.stdout, again.stderr);

@@ -414,6 +414,7 @@ async fn logical(State(node): N, request: Request) -> Response {
         ("GET", "sys/storage/raft/configuration") => raft_configuration(&node),
         ("POST" | "PUT", "sys/storage/raft/remove-peer") => remove_peer(&node, &body).await,
         ("GET", "sys/storage/raft/autopilot/state") => autopilot_state(&node),
+        ("GET", "sys/storage/raft/snapshot") => snapshot(&node),
         ("GET", "sys/mounts") => {
             let mounts = node.read("core/mounts").unwrap_or(json!({}));
             envelope(mounts)
@@ -552,6 +553,53 @@ fn autopilot_state(node: &Node) -> Response {
         "non_voters": config.iter().filter(|s| !s.voter).map(|s| &s.id).collect::<Vec<_>>(),
         "servers": servers,
     }))
+}
+
+/// A raft snapshot as Vault sends one: a gzip-compressed tar with the state, its
+/// SHA256SUMS, and SHA256SUMS.sealed (the sums encrypted under the barrier key), which the
+/// official client insists on.
+fn snapshot(node: &Node) -> Response {
+    let Some(cluster) = node.cluster() else {
+        return error(400, "raft storage is not in use");
+    };
+    let state = cluster.read(|d| serde_json::to_vec(d).expect("state serializes"));
+    let meta = serde_json::to_vec(&json!({"Index": cluster.index(), "ID": node.node_id}))
+        .expect("meta serializes");
+    let sums = {
+        use sha2::Digest;
+        let line = |name: &str, bytes: &[u8]| {
+            format!(
+                "{}  {name}\n",
+                super::barrier::hex(&sha2::Sha256::digest(bytes))
+            )
+        };
+        line("meta.json", &meta) + &line("state.bin", &state)
+    };
+    let Some(sealed) = node.seal_sums(sums.as_bytes()) else {
+        return error(503, "Vault is sealed");
+    };
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (name, bytes) in [
+        ("meta.json", meta.as_slice()),
+        ("state.bin", state.as_slice()),
+        ("SHA256SUMS", sums.as_bytes()),
+        ("SHA256SUMS.sealed", sealed.as_slice()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        if archive.append_data(&mut header, name, bytes).is_err() {
+            return error(500, "failed to write the snapshot");
+        }
+    }
+    match archive.into_inner().and_then(|gz| gz.finish()) {
+        Ok(bytes) => (StatusCode::OK, bytes).into_response(),
+        Err(e) => error(500, &format!("failed to write the snapshot: {e}")),
+    }
 }
 
 // ----- mounts and KV version 2 -----

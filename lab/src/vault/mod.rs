@@ -507,6 +507,12 @@ impl Node {
         tracing::info!("vault is sealed");
     }
 
+    /// Encrypts a snapshot's checksums under the barrier key; None while sealed.
+    pub fn seal_sums(&self, sums: &[u8]) -> Option<Vec<u8>> {
+        let key = self.core().barrier_key.clone()?;
+        Some(barrier::encrypt(&key, sums))
+    }
+
     // ----- tokens -----
 
     pub fn token_valid(&self, token: &str) -> bool {
