@@ -10,6 +10,7 @@ pub mod hosts;
 pub mod http;
 pub mod local;
 pub mod log;
+pub mod nomad;
 pub mod service;
 pub mod vault;
 pub mod wait;
@@ -25,6 +26,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_static_module("ssh", rhai::exported_module!(hosts::api::ssh_api).into());
     engine.register_static_module("consul", rhai::exported_module!(consul::consul_api).into());
     engine.register_static_module("vault", rhai::exported_module!(vault::vault_api).into());
+    engine.register_static_module("nomad", rhai::exported_module!(nomad::nomad_api).into());
     engine.register_static_module("hcl", rhai::exported_module!(hcl::api::hcl_api).into());
     engine.register_static_module(
         "service",

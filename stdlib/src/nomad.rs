@@ -1,0 +1,363 @@
+//! `nomad`: the Nomad HTTP API for scripts, one client per topology host (its `nomad`
+//! block; token from `token_file` or `NOMAD_TOKEN`). Results keep the API's field names.
+
+use std::time::{Duration, Instant};
+
+use harun_runtime::error::call_error;
+use harun_runtime::Context;
+use rhai::plugin::*;
+use serde_json::{json, Value};
+
+use crate::hosts::HostHandle;
+use crate::http::{encode, to_dynamic, ApiClient};
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
+    ApiClient::for_host(ctx, host, "nomad")
+}
+
+fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Value> {
+    Ok(client(ctx, host)?.get(ctx, path, &[])?.json())
+}
+
+fn body(value: &Value) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(value).expect("JSON serializes"))
+}
+
+fn wait_for(
+    ctx: &NativeCallContext,
+    what: &str,
+    timeout_seconds: f64,
+    mut check: impl FnMut() -> Option<Dynamic>,
+    last: impl Fn() -> String,
+) -> RhaiResult<Dynamic> {
+    let context = Context::of(ctx);
+    if context.is_dry_run() {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        tracing::info!("dry run: would wait up to {timeout_seconds}s for {what}");
+        return Ok(Dynamic::UNIT);
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(call_error(
+                ctx,
+                "harun::nomad::timeout",
+                format!(
+                    "timed out after {timeout_seconds}s waiting for {what} ({})",
+                    last()
+                ),
+            ));
+        }
+        context
+            .block_on(Duration::from_millis(600), async {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            })
+            .map_err(|i| {
+                harun_runtime::diagnostic::interrupt_error(i, what, ctx.call_position())
+            })?;
+    }
+}
+
+#[export_module]
+pub mod nomad_api {
+    use super::*;
+    use rhai::Map;
+
+    pub type Host = HostHandle;
+
+    /// The agent's configuration, member entry and stats (`/v1/agent/self`).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn agent_self(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/agent/self")?))
+    }
+
+    /// The server members: `Name` (`node.region`), `Addr`, `Status` ("alive", ...), `Tags`.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn members(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        let v = get_json(&ctx, &host, "/v1/agent/members")?;
+        Ok(to_dynamic(&v["Members"]))
+    }
+
+    /// The leader's RPC address (`ip:4647`), or `""` when there is none.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn leader(ctx: NativeCallContext, host: Host) -> RhaiResult<String> {
+        Ok(get_json(&ctx, &host, "/v1/status/leader")?
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// The raft peers' addresses.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn peers(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/status/peers")?))
+    }
+
+    /// The raft configuration: `Servers` (`ID`, `Node`, `Address`, `Leader`, `Voter`).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn raft_configuration(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(
+            &ctx,
+            &host,
+            "/v1/operator/raft/configuration",
+        )?))
+    }
+
+    /// Removes a server from the raft configuration by its raft ID. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn remove_peer(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        Ok(c.write(
+            &ctx,
+            "DELETE",
+            &format!("/v1/operator/raft/peer?id={}", encode(id)),
+            None,
+            &format!("nomad: remove raft peer {id}"),
+        )?
+        .is_some())
+    }
+
+    /// Asks this server to join the server at `address`; the number joined. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn join(ctx: NativeCallContext, host: Host, address: &str) -> RhaiResult<i64> {
+        let c = client(&ctx, &host)?;
+        let reply = c.write(
+            &ctx,
+            "PUT",
+            &format!("/v1/agent/join?address={}", encode(address)),
+            None,
+            &format!("nomad: join {address}"),
+        )?;
+        let Some(reply) = reply else { return Ok(0) };
+        let v = reply.json();
+        if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
+            return Err(call_error(
+                &ctx,
+                "harun::nomad::join",
+                format!("nomad on {}: join {address}: {e}", c.host),
+            ));
+        }
+        Ok(v["num_joined"].as_i64().unwrap_or(0))
+    }
+
+    /// The client nodes: `ID`, `Name`, `Status`, `Drain`, `SchedulingEligibility`, ...
+    #[rhai_fn(volatile, return_raw)]
+    pub fn nodes(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/nodes")?))
+    }
+
+    /// Drains a node (`deadline_seconds`; system jobs kept); a change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn drain(
+        ctx: NativeCallContext,
+        host: Host,
+        node_id: &str,
+        deadline_seconds: i64,
+    ) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        let spec = json!({"DrainSpec": {"Deadline": deadline_seconds * 1_000_000_000, "IgnoreSystemJobs": true}});
+        Ok(c.write(
+            &ctx,
+            "PUT",
+            &format!("/v1/node/{}/drain", encode(node_id)),
+            body(&spec),
+            &format!("nomad: drain node {node_id}"),
+        )?
+        .is_some())
+    }
+
+    /// Ends a drain and makes the node eligible again. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn undrain(ctx: NativeCallContext, host: Host, node_id: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        Ok(c.write(
+            &ctx,
+            "PUT",
+            &format!("/v1/node/{}/drain", encode(node_id)),
+            body(&json!({"DrainSpec": null, "MarkEligible": true})),
+            &format!("nomad: end the drain of node {node_id}"),
+        )?
+        .is_some())
+    }
+
+    /// Sets a node's scheduling eligibility (`true`: eligible). A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn eligibility(
+        ctx: NativeCallContext,
+        host: Host,
+        node_id: &str,
+        eligible: bool,
+    ) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        let value = if eligible { "eligible" } else { "ineligible" };
+        Ok(c.write(
+            &ctx,
+            "PUT",
+            &format!("/v1/node/{}/eligibility", encode(node_id)),
+            body(&json!({"Eligibility": value})),
+            &format!("nomad: mark node {node_id} {value}"),
+        )?
+        .is_some())
+    }
+
+    /// The jobs: `ID`, `Type`, `Status`, ...
+    #[rhai_fn(volatile, return_raw)]
+    pub fn jobs(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/jobs")?))
+    }
+
+    /// Waits until the cluster has a leader; returns its address.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn wait_leader(
+        ctx: NativeCallContext,
+        host: Host,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        wait_for(
+            &ctx,
+            &format!("a nomad leader (asking {})", c.host),
+            timeout_seconds,
+            || {
+                let r = c
+                    .send(
+                        &ctx,
+                        "GET",
+                        "/v1/status/leader",
+                        None,
+                        Duration::from_secs(3),
+                    )
+                    .ok()?;
+                let l = r.json().as_str().unwrap_or_default().to_string();
+                (!l.is_empty()).then(|| l.into())
+            },
+            || "no leader".into(),
+        )
+    }
+
+    /// Waits until `n` servers are alive members.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn wait_servers(
+        ctx: NativeCallContext,
+        host: Host,
+        n: i64,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        let seen = std::cell::Cell::new(0usize);
+        wait_for(
+            &ctx,
+            &format!("{n} alive nomad servers (asking {})", c.host),
+            timeout_seconds,
+            || {
+                let r = c
+                    .send(
+                        &ctx,
+                        "GET",
+                        "/v1/agent/members",
+                        None,
+                        Duration::from_secs(3),
+                    )
+                    .ok()?;
+                let alive = r.json()["Members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|x| x["Status"] == "alive").count())
+                    .unwrap_or(0);
+                seen.set(alive);
+                (alive as i64 >= n).then(|| (alive as i64).into())
+            },
+            || format!("{} alive", seen.get()),
+        )
+    }
+
+    /// Waits until the raft configuration has `n` voters.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn wait_voters(
+        ctx: NativeCallContext,
+        host: Host,
+        n: i64,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        let seen = std::cell::Cell::new(0usize);
+        wait_for(
+            &ctx,
+            &format!("{n} nomad raft voters (asking {})", c.host),
+            timeout_seconds,
+            || {
+                let r = c
+                    .send(
+                        &ctx,
+                        "GET",
+                        "/v1/operator/raft/configuration",
+                        None,
+                        Duration::from_secs(3),
+                    )
+                    .ok()?;
+                if r.status != 200 {
+                    return None;
+                }
+                let count = r.json()["Servers"]
+                    .as_array()
+                    .map(|s| s.iter().filter(|x| x["Voter"] == true).count())
+                    .unwrap_or(0);
+                seen.set(count);
+                (count as i64 >= n).then(|| (count as i64).into())
+            },
+            || format!("{} voters", seen.get()),
+        )
+    }
+
+    /// Waits until `n` client nodes are ready.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn wait_nodes_ready(
+        ctx: NativeCallContext,
+        host: Host,
+        n: i64,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        let seen = std::cell::Cell::new(0usize);
+        wait_for(
+            &ctx,
+            &format!("{n} ready nomad client nodes (asking {})", c.host),
+            timeout_seconds,
+            || {
+                let r = c
+                    .send(&ctx, "GET", "/v1/nodes", None, Duration::from_secs(3))
+                    .ok()?;
+                if r.status != 200 {
+                    return None;
+                }
+                let ready = r
+                    .json()
+                    .as_array()
+                    .map(|s| s.iter().filter(|x| x["Status"] == "ready").count())
+                    .unwrap_or(0);
+                seen.set(ready);
+                (ready as i64 >= n).then(|| (ready as i64).into())
+            },
+            || format!("{} ready", seen.get()),
+        )
+    }
+
+    /// The client nodes' IDs by node name.
+    #[rhai_fn(name = "node_ids", volatile, return_raw)]
+    pub fn node_ids(ctx: NativeCallContext, host: Host) -> RhaiResult<Map> {
+        let nodes = get_json(&ctx, &host, "/v1/nodes")?;
+        let mut out = Map::new();
+        for n in nodes.as_array().into_iter().flatten() {
+            if let (Some(name), Some(id)) = (n["Name"].as_str(), n["ID"].as_str()) {
+                out.insert(name.into(), id.into());
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,89 @@
+//! scripts/nomad-ha.rhai on the lab, in both branches of the story: servers that find each
+//! other through Consul, and servers and clients given server_join retry_join.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::lab::Lab;
+use common::Test;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nomad-ha.rhai")
+}
+
+#[test]
+fn nomad_ha_through_consul_on_a_fresh_lab() {
+    let out = Test::new()
+        .args(["--lab", script().to_str().unwrap()])
+        .run();
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("nomad: 3 servers (joined through consul), 3 voters, leader "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("3 client nodes ready"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn nomad_ha_without_consul_uses_server_join_and_a_second_run_changes_nothing() {
+    let lab = Lab::up();
+    for host in ["controller1", "controller2", "controller3"] {
+        lab.set_config(host, "nomad", |t| {
+            let start = t.find("consul {").unwrap();
+            let end = start + t[start..].find("}\n").unwrap() + 2;
+            format!("{}{}", &t[..start], &t[end..])
+        });
+    }
+    assert!(lab.ctl("controller1", "nomad", "restart").status.success());
+    let topology = lab.dir.join("harun.hcl");
+    let mut t = Test::new();
+    let mut run =
+        |args: &[&str]| t.run_with(&[&["--topology", topology.to_str().unwrap()], args].concat());
+    let out = run(&[script().to_str().unwrap()]);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("OK - nomad: 3 servers (joined through server_join), 3 voters"),
+        "{}",
+        out.stdout
+    );
+    let config = std::fs::read_to_string(lab.dir.join("controller2/nomad.hcl")).unwrap();
+    assert!(config.contains("server_join"), "{config}");
+    assert!(config.contains(&lab.address("controller3")), "{config}");
+    let again = run(&[script().to_str().unwrap()]);
+    assert!(
+        again
+            .stdout
+            .starts_with("OK - nothing to change: 3 nomad servers, 3 voters"),
+        "{}\n{}",
+        again.stdout,
+        again.stderr
+    );
+}
+
+#[test]
+fn a_nomad_server_that_never_joins_fails_the_wait_in_time() {
+    let lab = Lab::up();
+    let started = Instant::now();
+    let out = Test::new()
+        .args(["--topology", lab.dir.join("harun.hcl").to_str().unwrap()])
+        .args(["-e", "nomad::wait_servers(host(\"controller1\"), 3, 2.0)"])
+        .run()
+        .status(3);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        out.stderr.contains(
+            "timed out after 2s waiting for 3 alive nomad servers (asking controller1) (1 alive)"
+        ),
+        "{}",
+        out.stderr
+    );
+}
