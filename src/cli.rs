@@ -150,6 +150,10 @@ pub enum LabCommand {
         /// Where the lab keeps its configs, data and logs
         #[arg(long, default_value = "harun-lab")]
         dir: PathBuf,
+        /// Nomad without a consul stanza: its servers and clients need server_join (the
+        /// story's other branch). For `--lab`, set HARUN_LAB_NOMAD_CONSUL=false.
+        #[arg(long)]
+        nomad_without_consul: bool,
     },
     /// Show each controller's services and who leads
     Status {

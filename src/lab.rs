@@ -14,7 +14,10 @@ pub fn run(command: &LabCommand) -> i32 {
     let outcome = match command {
         LabCommand::Serve { service, config } => return serve(service, config),
         LabCommand::Vault { args } => return vault_cli(args),
-        LabCommand::Up { dir } => supervisor::up(dir, &harun()).map(|path| {
+        LabCommand::Up {
+            dir,
+            nomad_without_consul,
+        } => supervisor::up(dir, &harun(), !nomad_without_consul).map(|path| {
             println!("{}", path.display());
             0
         }),
@@ -53,7 +56,12 @@ pub struct TempLab {
 impl TempLab {
     pub fn start() -> Result<TempLab, String> {
         let dir = std::env::temp_dir().join(format!("harun-lab-{}", std::process::id()));
-        let topology = supervisor::up(&dir, &harun())?;
+        // HARUN_LAB_NOMAD_CONSUL=false: the lab's Nomad without Consul (server_join).
+        let nomad_consul = !matches!(
+            std::env::var("HARUN_LAB_NOMAD_CONSUL").as_deref(),
+            Ok("false" | "0" | "no")
+        );
+        let topology = supervisor::up(&dir, &harun(), nomad_consul)?;
         Ok(TempLab { dir, topology })
     }
 

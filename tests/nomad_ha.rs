@@ -33,6 +33,21 @@ fn nomad_ha_through_consul_on_a_fresh_lab() {
 }
 
 #[test]
+fn nomad_ha_without_consul_on_a_fresh_lab() {
+    let out = Test::new()
+        .env("HARUN_LAB_NOMAD_CONSUL", "false")
+        .args(["--lab", script().to_str().unwrap()])
+        .run();
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("OK - nomad: 3 servers (joined through server_join), 3 voters"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn nomad_ha_without_consul_uses_server_join_and_a_second_run_changes_nothing() {
     let lab = Lab::up();
     for host in ["controller1", "controller2", "controller3"] {

@@ -152,8 +152,13 @@ ui_config {{
     )
 }
 
-fn nomad_config(lab: &Lab, host: &str) -> String {
+fn nomad_config(lab: &Lab, host: &str, consul: bool) -> String {
     let address = lab.address(host);
+    let consul = if consul {
+        format!("\nconsul {{\n  address = \"{address}:8500\"\n}}\n")
+    } else {
+        String::new()
+    };
     format!(
         r#"# Nomad on {host} (harun lab): one server that is also a client, as in the story's
 # first state.
@@ -170,11 +175,7 @@ server {{
 client {{
   enabled = true
 }}
-
-consul {{
-  address = "{address}:8500"
-}}
-"#,
+{consul}"#,
         data = lab.host_dir(host).join("nomad").display(),
     )
 }
@@ -264,7 +265,9 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// `harun lab up`: returns the topology path.
-pub fn up(dir: &Path, harun: &Path) -> Result<PathBuf, String> {
+/// `nomad_consul`: whether the controllers' nomad.hcl has a consul stanza (Nomad finds its
+/// peers through Consul) or not (it needs server_join).
+pub fn up(dir: &Path, harun: &Path, nomad_consul: bool) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if let Ok(existing) = Lab::load(&dir) {
@@ -293,7 +296,12 @@ pub fn up(dir: &Path, harun: &Path) -> Result<PathBuf, String> {
                 .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
         }
         std::fs::write(lab.config_file(host, "consul"), consul_config(&lab, host))
-            .and_then(|_| std::fs::write(lab.config_file(host, "nomad"), nomad_config(&lab, host)))
+            .and_then(|_| {
+                std::fs::write(
+                    lab.config_file(host, "nomad"),
+                    nomad_config(&lab, host, nomad_consul),
+                )
+            })
             .and_then(|_| std::fs::write(lab.config_file(host, "vault"), vault_config(&lab, host)))
             .map_err(|e| format!("cannot write a config: {e}"))?;
     }
