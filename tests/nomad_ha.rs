@@ -102,3 +102,61 @@ fn a_nomad_server_that_never_joins_fails_the_wait_in_time() {
         out.stderr
     );
 }
+
+#[test]
+fn a_wrong_token_shows_nomads_403() {
+    let lab = Lab::up();
+    lab.set_config("controller1", "nomad", |t| {
+        t + "\nacl {\n  enabled = true\n}\n"
+    });
+    assert!(lab.ctl("controller1", "nomad", "restart").status.success());
+    let url = format!("http://{}:4646", lab.address("controller1"));
+    common::http::eventually("a nomad leader", Duration::from_secs(10), || {
+        let r = common::http::get(&format!("{url}/v1/status/leader"));
+        (r.body.len() > 2).then_some(())
+    });
+    let boot = common::http::put(&format!("{url}/v1/acl/bootstrap"), "");
+    assert_eq!(boot.status, 200, "{}", boot.body);
+    let good = boot.json()["SecretID"].as_str().unwrap().to_string();
+    let token = lab.dir.join("nomad-token");
+    let topology_with = |secret: &str| {
+        std::fs::write(&token, format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::read_to_string(lab.dir.join("harun.hcl"))
+            .unwrap()
+            .replace(
+                "  data_dir    = \"",
+                &format!(
+                    "  token_file  = \"{}\"\n  data_dir    = \"",
+                    token.display()
+                ),
+            )
+    };
+    let script = "print(nomad::members(host(\"controller1\")).len())";
+    let wrong = Test::new()
+        .file(
+            "harun.hcl",
+            &topology_with("00000000-1111-2222-3333-444444444444"),
+        )
+        .args(["-e", script])
+        .run()
+        .status(3);
+    assert!(
+        wrong.stderr.contains("harun::nomad::forbidden"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(
+        wrong.stderr.contains("answered 403: ACL token not found"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(!wrong.stderr.contains("00000000-1111"), "the token leaked");
+    let right = Test::new()
+        .file("harun.hcl", &topology_with(&good))
+        .args(["-e", script])
+        .run()
+        .status(0);
+    assert_eq!(right.stdout, "1\n");
+}

@@ -45,6 +45,8 @@ pub fn routes(agent: Arc<Agent>) -> Router {
             post(eligibility).put(eligibility),
         )
         .route("/v1/jobs", get(jobs).post(register_job).put(register_job))
+        .route("/v1/acl/bootstrap", post(acl_bootstrap).put(acl_bootstrap))
+        .layer(middleware::from_fn_with_state(agent.clone(), acl_check))
         .layer(middleware::from_fn(invalid_method))
         .with_state(agent)
 }
@@ -56,6 +58,62 @@ async fn invalid_method(request: Request, next: Next) -> Response {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Invalid method");
     }
     response
+}
+
+/// With ACLs on, only the bootstrap (management) token may act: a lab needs no finer
+/// policies. An unknown token is "ACL token not found", none is "Permission denied".
+async fn acl_check(State(agent): A, request: Request, next: Next) -> Response {
+    let open = [
+        "/v1/acl/bootstrap",
+        "/v1/status/leader",
+        "/v1/status/peers",
+        "/v1/agent/health",
+    ];
+    if !agent.settings.acl || open.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let token = headers
+        .get("X-Nomad-Token")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.trim().to_string())
+        .or_else(|| {
+            headers
+                .get("Authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim().to_string())
+        })
+        .unwrap_or_default();
+    let management = agent
+        .cluster
+        .read(|d| d["acl_bootstrap"]["secret"].as_str().map(str::to_string));
+    match (token.is_empty(), management) {
+        (false, Some(m)) if m == token => next.run(request).await,
+        (true, _) => text(StatusCode::FORBIDDEN, "Permission denied"),
+        _ => text(StatusCode::FORBIDDEN, "ACL token not found"),
+    }
+}
+
+async fn acl_bootstrap(State(agent): A) -> Response {
+    if !agent.settings.acl {
+        return text(StatusCode::BAD_REQUEST, "ACL support disabled");
+    }
+    let secret = uuid::Uuid::new_v4().to_string();
+    let accessor = uuid::Uuid::new_v4().to_string();
+    match agent
+        .cluster
+        .write(json!({"op": "acl_bootstrap", "secret": secret, "accessor": accessor}))
+        .await
+    {
+        Ok(index) => with_index(
+            &agent,
+            json!({"AccessorID": accessor, "SecretID": secret, "Name": "Bootstrap Token", "Type": "management", "Policies": null, "Global": true, "CreateIndex": index, "ModifyIndex": index}),
+        ),
+        Err(e) if e.starts_with("ACL bootstrap already done") => text(StatusCode::BAD_REQUEST, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn invalid_404() -> Response {

@@ -66,6 +66,8 @@ pub struct Settings {
     pub bootstrap_expect: usize,
     pub retry_join: Vec<String>,
     pub consul: Option<ConsulSettings>,
+    /// `acl { enabled = true }`: every request needs the bootstrap (management) token.
+    pub acl: bool,
 }
 
 impl Settings {
@@ -170,6 +172,7 @@ impl Settings {
             bootstrap_expect: expect as usize,
             retry_join,
             consul,
+            acl: file.bool("acl.enabled").map_err(wrap)?.unwrap_or(false),
         })
     }
 
@@ -214,6 +217,15 @@ fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
                 node[k] = v.clone();
             }
             node["ModifyIndex"] = json!(index);
+            Ok(json!(index))
+        }
+        Some("acl_bootstrap") => {
+            if data["acl_bootstrap"].is_object() {
+                let reset = data["acl_bootstrap"]["index"].as_u64().unwrap_or(0);
+                return Err(format!("ACL bootstrap already done (reset index: {reset})"));
+            }
+            data["acl_bootstrap"] =
+                json!({"secret": op["secret"], "accessor": op["accessor"], "index": index});
             Ok(json!(index))
         }
         Some("upsert_job") => {
