@@ -3,7 +3,7 @@
 //! status and Consul's message. Registrations go only through a host's local agent.
 
 use std::net::ToSocketAddrs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harun_runtime::error::call_error;
 use harun_runtime::Context;
@@ -11,7 +11,7 @@ use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{encode, to_dynamic, ApiClient};
+use crate::http::{encode, json_body as body, to_dynamic, ApiClient};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -74,10 +74,6 @@ fn refuse_shared_address(ctx: &NativeCallContext, c: &ApiClient) -> RhaiResult<(
     Ok(())
 }
 
-fn body(value: &Value) -> Option<Vec<u8>> {
-    Some(serde_json::to_vec(value).expect("JSON serializes"))
-}
-
 /// A KV entry with its value decoded to text (`Value` is base64 on the wire).
 fn decode_entry(entry: &Value) -> Value {
     use base64::Engine;
@@ -109,46 +105,14 @@ fn voters(config: &Value) -> usize {
         .unwrap_or(0)
 }
 
-/// Polls `check` every half second until it gives Some or `timeout_seconds` pass.
 fn wait_for(
     ctx: &NativeCallContext,
     what: &str,
     timeout_seconds: f64,
-    mut check: impl FnMut() -> Option<Dynamic>,
+    check: impl FnMut() -> Option<Dynamic>,
     last: impl Fn() -> String,
 ) -> RhaiResult<Dynamic> {
-    let context = Context::of(ctx);
-    if context.is_dry_run() {
-        // Nothing was started in a dry run: say what would be waited for and go on.
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        tracing::info!("dry run: would wait up to {timeout_seconds}s for {what}");
-        return Ok(Dynamic::UNIT);
-    }
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(call_error(
-                ctx,
-                "harun::consul::timeout",
-                format!(
-                    "timed out after {timeout_seconds}s waiting for {what} ({})",
-                    last()
-                ),
-            ));
-        }
-        context
-            .block_on(Duration::from_millis(600), async {
-                tokio::time::sleep(Duration::from_millis(500)).await
-            })
-            .map_err(|i| {
-                harun_runtime::diagnostic::interrupt_error(i, what, ctx.call_position())
-            })?;
-    }
+    crate::http::wait_for(ctx, "consul", what, timeout_seconds, check, last)
 }
 
 #[export_module]

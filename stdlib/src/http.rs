@@ -366,3 +366,50 @@ pub fn encode(s: &str) -> String {
     }
     out
 }
+
+/// A JSON request body.
+pub fn json_body(value: &Value) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(value).expect("JSON serializes"))
+}
+
+/// Polls `check` every half second until it gives Some or `timeout_seconds` pass; the
+/// error (`harun::SERVICE::timeout`) says what was awaited and what `last` saw. In a dry
+/// run nothing was started, so one look is taken and the wait is only logged.
+pub fn wait_for(
+    ctx: &NativeCallContext,
+    service: &str,
+    what: &str,
+    timeout_seconds: f64,
+    mut check: impl FnMut() -> Option<rhai::Dynamic>,
+    last: impl Fn() -> String,
+) -> RhaiResult<rhai::Dynamic> {
+    let context = Context::of(ctx);
+    if context.is_dry_run() {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        tracing::info!("dry run: would wait up to {timeout_seconds}s for {what}");
+        return Ok(rhai::Dynamic::UNIT);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(call_error(
+                ctx,
+                &format!("harun::{service}::timeout"),
+                format!(
+                    "timed out after {timeout_seconds}s waiting for {what} ({})",
+                    last()
+                ),
+            ));
+        }
+        context
+            .block_on(Duration::from_millis(600), async {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            })
+            .map_err(|i| interrupt_error(i, what, ctx.call_position()))?;
+    }
+}

@@ -1,15 +1,14 @@
 //! `nomad`: the Nomad HTTP API for scripts, one client per topology host (its `nomad`
 //! block; token from `token_file` or `NOMAD_TOKEN`). Results keep the API's field names.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harun_runtime::error::call_error;
-use harun_runtime::Context;
 use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{encode, to_dynamic, ApiClient};
+use crate::http::{encode, json_body as body, to_dynamic, ApiClient};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -21,48 +20,14 @@ fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResul
     Ok(client(ctx, host)?.get(ctx, path, &[])?.json())
 }
 
-fn body(value: &Value) -> Option<Vec<u8>> {
-    Some(serde_json::to_vec(value).expect("JSON serializes"))
-}
-
 fn wait_for(
     ctx: &NativeCallContext,
     what: &str,
     timeout_seconds: f64,
-    mut check: impl FnMut() -> Option<Dynamic>,
+    check: impl FnMut() -> Option<Dynamic>,
     last: impl Fn() -> String,
 ) -> RhaiResult<Dynamic> {
-    let context = Context::of(ctx);
-    if context.is_dry_run() {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        tracing::info!("dry run: would wait up to {timeout_seconds}s for {what}");
-        return Ok(Dynamic::UNIT);
-    }
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(call_error(
-                ctx,
-                "harun::nomad::timeout",
-                format!(
-                    "timed out after {timeout_seconds}s waiting for {what} ({})",
-                    last()
-                ),
-            ));
-        }
-        context
-            .block_on(Duration::from_millis(600), async {
-                tokio::time::sleep(Duration::from_millis(500)).await
-            })
-            .map_err(|i| {
-                harun_runtime::diagnostic::interrupt_error(i, what, ctx.call_position())
-            })?;
-    }
+    crate::http::wait_for(ctx, "nomad", what, timeout_seconds, check, last)
 }
 
 #[export_module]

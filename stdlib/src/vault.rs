@@ -2,7 +2,7 @@
 //! block). Unseal keys and tokens are Secrets: they go to Vault and nowhere else (not in
 //! errors, logs, plans or the audit log). Each node is unsealed on its own, as Vault wants.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harun_runtime::error::call_error;
 use harun_runtime::{Context, Secret};
@@ -10,16 +10,12 @@ use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{encode, to_dynamic, ApiClient, DEFAULT_TIMEOUT};
+use crate::http::{encode, json_body as body, to_dynamic, ApiClient, DEFAULT_TIMEOUT};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
     ApiClient::for_host(ctx, host, "vault")
-}
-
-fn body(value: &Value) -> Option<Vec<u8>> {
-    Some(serde_json::to_vec(value).expect("JSON serializes"))
 }
 
 /// The node's state from `/v1/sys/health` and its status code.
@@ -98,40 +94,10 @@ fn wait_for(
     ctx: &NativeCallContext,
     what: &str,
     timeout_seconds: f64,
-    mut check: impl FnMut() -> Option<Dynamic>,
+    check: impl FnMut() -> Option<Dynamic>,
     last: impl Fn() -> String,
 ) -> RhaiResult<Dynamic> {
-    let context = Context::of(ctx);
-    if context.is_dry_run() {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        tracing::info!("dry run: would wait up to {timeout_seconds}s for {what}");
-        return Ok(Dynamic::UNIT);
-    }
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            return Err(call_error(
-                ctx,
-                "harun::vault::timeout",
-                format!(
-                    "timed out after {timeout_seconds}s waiting for {what} ({})",
-                    last()
-                ),
-            ));
-        }
-        context
-            .block_on(Duration::from_millis(600), async {
-                tokio::time::sleep(Duration::from_millis(500)).await
-            })
-            .map_err(|i| {
-                harun_runtime::diagnostic::interrupt_error(i, what, ctx.call_position())
-            })?;
-    }
+    crate::http::wait_for(ctx, "vault", what, timeout_seconds, check, last)
 }
 
 #[export_module]
