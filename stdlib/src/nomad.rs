@@ -118,7 +118,15 @@ pub mod nomad_api {
         Ok(to_dynamic(&get_json(&ctx, &host, "/v1/nodes")?))
     }
 
-    /// Drains a node (`deadline_seconds`; system jobs kept); a change.
+    /// One client node in full, including `DrainStrategy` and `LastDrain`.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn node(ctx: NativeCallContext, host: Host, node_id: &str) -> RhaiResult<Dynamic> {
+        let path = format!("/v1/node/{}", encode(node_id));
+        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+    }
+
+    /// Drains a node; a change. Its allocations are forced off after `deadline_seconds`
+    /// (-1: at once; 0: no deadline). System jobs are kept. Wait with `wait_drained`.
     #[rhai_fn(volatile, return_raw)]
     pub fn drain(
         ctx: NativeCallContext,
@@ -176,6 +184,69 @@ pub mod nomad_api {
     #[rhai_fn(volatile, return_raw)]
     pub fn jobs(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
         Ok(to_dynamic(&get_json(&ctx, &host, "/v1/jobs")?))
+    }
+
+    /// One job in full: `ID`, `Type`, `Status` ("pending", "running", "dead"), `Stop`, ...
+    #[rhai_fn(volatile, return_raw)]
+    pub fn job(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<Dynamic> {
+        let path = format!("/v1/job/{}", encode(id));
+        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+    }
+
+    /// A job's status: "pending", "running" or "dead".
+    #[rhai_fn(volatile, return_raw)]
+    pub fn job_status(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<String> {
+        let path = format!("/v1/job/{}", encode(id));
+        Ok(get_json(&ctx, &host, &path)?["Status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Waits until a node's drain has ended; returns how it ended (`LastDrain.Status`:
+    /// "complete", or "canceled" when it was turned off).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn wait_drained(
+        ctx: NativeCallContext,
+        host: Host,
+        node_id: &str,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = client(&ctx, &host)?;
+        let path = format!("/v1/node/{}", encode(node_id));
+        // A missing node must fail at once, not after the timeout.
+        let first = c.get(&ctx, &path, &[])?.json();
+        let name = first["Name"].as_str().unwrap_or(node_id).to_string();
+        let seen = std::cell::RefCell::new(first);
+        wait_for(
+            &ctx,
+            &format!("the drain of nomad node {name} to end (asking {})", c.host),
+            timeout_seconds,
+            || {
+                let r = c
+                    .send(&ctx, "GET", &path, None, Duration::from_secs(3))
+                    .ok()?;
+                if r.status != 200 {
+                    return None;
+                }
+                let node = r.json();
+                let done = node["DrainStrategy"].is_null() && node["Drain"] != true;
+                let status = node["LastDrain"]["Status"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                seen.replace(node);
+                done.then(|| status.into())
+            },
+            || {
+                let strategy = &seen.borrow()["DrainStrategy"];
+                match strategy["ForceDeadline"].as_str() {
+                    _ if strategy["Deadline"] == 0 => "still draining, with no deadline".into(),
+                    Some(t) => format!("still draining, forced at {t}"),
+                    None => "still draining".into(),
+                }
+            },
+        )
     }
 
     /// Waits until the cluster has a leader; returns its address.

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
@@ -45,6 +46,7 @@ pub fn routes(agent: Arc<Agent>) -> Router {
             post(eligibility).put(eligibility),
         )
         .route("/v1/jobs", get(jobs).post(register_job).put(register_job))
+        .route("/v1/job/{id}", get(job))
         .route("/v1/acl/bootstrap", post(acl_bootstrap).put(acl_bootstrap))
         .layer(middleware::from_fn_with_state(agent.clone(), acl_check))
         .layer(middleware::from_fn(invalid_method))
@@ -425,15 +427,39 @@ async fn drain(State(agent): A, Path(id): Path<String>, body: Bytes) -> Response
         Ok(b) => b,
         Err(r) => return r,
     };
+    let now = std::time::SystemTime::now();
+    let stamp = |t: std::time::SystemTime| humantime::format_rfc3339_nanos(t).to_string();
     let fields = match body.get("DrainSpec").filter(|s| !s.is_null()) {
-        Some(spec) => json!({
-            "Drain": true,
-            "SchedulingEligibility": "ineligible",
-            "DrainStrategy": {"DrainSpec": spec},
-            "LastDrain": {"Status": "draining", "Meta": body["Meta"]},
-        }),
+        Some(spec) => {
+            // Deadline in nanoseconds: > 0 forces the drain at now + Deadline, < 0 at once,
+            // 0 never (Nomad's zero time).
+            let deadline = spec["Deadline"].as_i64().unwrap_or(0);
+            let force = match deadline {
+                0 => "0001-01-01T00:00:00Z".to_string(),
+                d if d < 0 => stamp(now),
+                d => stamp(now + Duration::from_nanos(d as u64)),
+            };
+            json!({
+                "Drain": true,
+                "SchedulingEligibility": "ineligible",
+                "DrainStrategy": {
+                    "Deadline": deadline,
+                    "IgnoreSystemJobs": spec["IgnoreSystemJobs"].as_bool().unwrap_or(false),
+                    "ForceDeadline": force,
+                    "StartedAt": stamp(now),
+                },
+                "LastDrain": {"Status": "draining", "StartedAt": stamp(now), "UpdatedAt": stamp(now), "AccessorID": "", "Meta": body["Meta"]},
+            })
+        }
         None => {
             let mut f = json!({"Drain": false, "DrainStrategy": null});
+            let last = agent.cluster.read(|d| d["nodes"][&id]["LastDrain"].clone());
+            if last["Status"] == "draining" {
+                let mut last = last;
+                last["Status"] = json!("canceled");
+                last["UpdatedAt"] = json!(stamp(now));
+                f["LastDrain"] = last;
+            }
             if body["MarkEligible"] == true {
                 f["SchedulingEligibility"] = json!("eligible");
             }
@@ -480,6 +506,16 @@ async fn jobs(State(agent): A, Query(q): Q) -> Response {
             .collect()
     });
     with_index(&agent, json!(list))
+}
+
+async fn job(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q) {
+        return r;
+    }
+    match agent.cluster.read(|d| d["jobs"].get(&id).cloned()) {
+        Some(j) => with_index(&agent, j),
+        None => text(StatusCode::NOT_FOUND, "job not found"),
+    }
 }
 
 /// A job registration keeps the job's stub (the lab schedules nothing).

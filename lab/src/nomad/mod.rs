@@ -319,6 +319,38 @@ impl Agent {
                     .write(json!({"op": "update_node", "id": id, "fields": {"Status": "down"}}))
                     .await;
             }
+            self.complete_drains().await;
+        }
+    }
+
+    /// The leader ends drains whose force deadline has passed: the lab runs no allocations,
+    /// so a drain has nothing to migrate and ends at its deadline (at once when forced;
+    /// never without a deadline). Like Nomad, the node stays ineligible afterwards.
+    async fn complete_drains(&self) {
+        let now = std::time::SystemTime::now();
+        let due: Vec<(String, Value)> = self.cluster.read(|d| {
+            d["nodes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, n)| n["Drain"] == true && n["DrainStrategy"]["Deadline"] != 0)
+                .filter(|(_, n)| {
+                    n["DrainStrategy"]["ForceDeadline"]
+                        .as_str()
+                        .and_then(|t| humantime::parse_rfc3339(t).ok())
+                        .is_some_and(|t| t <= now)
+                })
+                .map(|(id, n)| (id.clone(), n["LastDrain"].clone()))
+                .collect()
+        });
+        for (id, mut last) in due {
+            last["Status"] = json!("complete");
+            last["UpdatedAt"] = json!(humantime::format_rfc3339_nanos(now).to_string());
+            let fields = json!({"Drain": false, "DrainStrategy": null, "LastDrain": last});
+            let _ = self
+                .cluster
+                .write(json!({"op": "update_node", "id": id, "fields": fields}))
+                .await;
         }
     }
 

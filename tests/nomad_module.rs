@@ -1,0 +1,103 @@
+//! The nomad module on the lab: node drains that end (and one that never does, which
+//! fails the wait in time), eligibility, and job status.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::lab::Lab;
+use common::Test;
+
+fn run(lab: &Lab, script: &str) -> common::Outcome {
+    let topology = lab.dir.join("harun.hcl");
+    Test::new()
+        .args(["--topology", topology.to_str().unwrap(), "-e", script])
+        .run()
+}
+
+#[test]
+fn a_drain_ends_at_its_deadline_and_leaves_the_node_ineligible() {
+    let lab = Lab::up();
+    let out = run(
+        &lab,
+        r#"let c1 = host("controller1");
+nomad::wait_nodes_ready(c1, 1, 10.0);
+let id = nomad::node_ids(c1)["controller1"];
+nomad::drain(c1, id, 2);
+let n = nomad::node(c1, id);
+print(`${n.Drain} ${n.SchedulingEligibility} ${n.LastDrain.Status}`);
+try { nomad::eligibility(c1, id, true) } catch (e) { print(e.message) }
+print(nomad::wait_drained(c1, id, 20.0));
+let n = nomad::node(c1, id);
+print(`${n.Drain} ${n.SchedulingEligibility} ${n.DrainStrategy}`);
+nomad::eligibility(c1, id, true);
+print(nomad::node(c1, id).SchedulingEligibility);"#,
+    )
+    .status(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "true ineligible draining", "{}", out.stdout);
+    assert!(
+        lines[1].ends_with(
+            "answered 500: can not set node's scheduling eligibility to eligible while it is draining"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        &lines[2..],
+        ["complete", "false ineligible ", "eligible"],
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_drain_without_a_deadline_fails_the_wait_in_time_and_can_be_turned_off() {
+    let lab = Lab::up();
+    let started = Instant::now();
+    let out = run(
+        &lab,
+        r#"let c1 = host("controller1");
+nomad::wait_nodes_ready(c1, 1, 10.0);
+let id = nomad::node_ids(c1)["controller1"];
+nomad::drain(c1, id, 0);
+try { nomad::wait_drained(c1, id, 2.0) } catch (e) { print(e.code); print(e.message) }
+nomad::undrain(c1, id);
+print(nomad::wait_drained(c1, id, 2.0));
+print(nomad::node(c1, id).SchedulingEligibility);"#,
+    )
+    .status(0);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        out.stdout,
+        "harun::nomad::timeout\ntimed out after 2s waiting for the drain of nomad node controller1 to end (asking controller1) (still draining, with no deadline)\ncanceled\neligible\n"
+    );
+    let missing = run(
+        &lab,
+        r#"nomad::wait_drained(host("controller1"), "00000000-0000-0000-0000-000000000000", 30.0)"#,
+    )
+    .status(3);
+    assert!(
+        missing.stderr.contains("harun::nomad::not_found"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn jobs_list_and_status() {
+    let lab = Lab::up();
+    let out = run(
+        &lab,
+        r#"let c1 = host("controller1");
+print(nomad::jobs(c1).map(|j| j.ID));
+print(nomad::job_status(c1, "grafana"));
+print(nomad::job(c1, "traefik").Type);
+try { nomad::job(c1, "nope") } catch (e) { print(e.code); print(e.message) }"#,
+    )
+    .status(0);
+    assert_eq!(
+        out.stdout,
+        "[\"backup\", \"grafana\", \"traefik\"]\nrunning\nsystem\nharun::nomad::not_found\nnomad on controller1: GET /v1/job/nope answered 404: job not found\n"
+    );
+}
