@@ -154,6 +154,10 @@ pub enum LabCommand {
         /// story's other branch). For `--lab`, set HARUN_LAB_NOMAD_CONSUL=false.
         #[arg(long)]
         nomad_without_consul: bool,
+        /// Workers beside the controllers (at most 9): each runs a Consul client and a Nomad
+        /// client that know only controller1. For `--lab`, set HARUN_LAB_WORKERS=N.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
     /// Show each controller's services and who leads
     Status {

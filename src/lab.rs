@@ -17,7 +17,16 @@ pub fn run(command: &LabCommand) -> i32 {
         LabCommand::Up {
             dir,
             nomad_without_consul,
-        } => supervisor::up(dir, &harun(), !nomad_without_consul).map(|path| {
+            workers,
+        } => supervisor::up(
+            dir,
+            &harun(),
+            supervisor::Options {
+                nomad_consul: !nomad_without_consul,
+                workers: *workers,
+            },
+        )
+        .map(|path| {
             println!("{}", path.display());
             0
         }),
@@ -61,7 +70,19 @@ impl TempLab {
             std::env::var("HARUN_LAB_NOMAD_CONSUL").as_deref(),
             Ok("false" | "0" | "no")
         );
-        let topology = supervisor::up(&dir, &harun(), nomad_consul)?;
+        // HARUN_LAB_WORKERS=N: N workers beside the controllers.
+        let workers = match std::env::var("HARUN_LAB_WORKERS") {
+            Ok(n) => n
+                .trim()
+                .parse()
+                .map_err(|_| format!("HARUN_LAB_WORKERS={n:?} is not a number of workers"))?,
+            Err(_) => 0,
+        };
+        let options = supervisor::Options {
+            nomad_consul,
+            workers,
+        };
+        let topology = supervisor::up(&dir, &harun(), options)?;
         Ok(TempLab { dir, topology })
     }
 

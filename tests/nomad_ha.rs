@@ -159,4 +159,65 @@ fn a_wrong_token_shows_nomads_403() {
         .run()
         .status(0);
     assert_eq!(right.stdout, "1\n");
+    // Without a token_file, NOMAD_TOKEN is the token, as for the nomad CLI.
+    let topology = lab.dir.join("harun.hcl");
+    let from_env = |secret: &str| {
+        Test::new()
+            .env("NOMAD_TOKEN", secret)
+            .args(["--topology", topology.to_str().unwrap(), "-e", script])
+            .run()
+    };
+    assert_eq!(from_env(&good).status(0).stdout, "1\n");
+    let wrong = from_env("00000000-1111-2222-3333-444444444444").status(3);
+    assert!(
+        wrong.stderr.contains("answered 403: ACL token not found"),
+        "{}",
+        wrong.stderr
+    );
+}
+
+/// The story's other branch with clients that are not servers: a worker's client config
+/// gets every server, so it rejoins while the server it first knew is down.
+#[test]
+fn without_consul_workers_get_every_server_and_rejoin_without_the_first() {
+    let lab = Lab::up_with(&["--workers", "1", "--nomad-without-consul"]);
+    let topology = lab.dir.join("harun.hcl");
+    let out = Test::new()
+        .args([
+            "--topology",
+            topology.to_str().unwrap(),
+            script().to_str().unwrap(),
+        ])
+        .run();
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("(joined through server_join)")
+            && out.stdout.contains("4 client nodes ready"),
+        "{}",
+        out.stdout
+    );
+    let worker = std::fs::read_to_string(lab.dir.join("worker1/nomad.hcl")).unwrap();
+    let joins: Vec<String> = ["controller1", "controller2", "controller3"]
+        .iter()
+        .map(|h| format!("\"{}\"", lab.address(h)))
+        .collect();
+    assert!(
+        worker.contains(&format!("retry_join = [{}]", joins.join(", "))),
+        "{worker}"
+    );
+    assert!(!worker.contains("bootstrap_expect"), "{worker}");
+    // With controller1's Nomad down, the restarted worker finds a leader through the others.
+    assert!(lab.ctl("controller1", "nomad", "stop").status.success());
+    assert!(lab.ctl("worker1", "nomad", "restart").status.success());
+    let check = Test::new()
+        .args(["--topology", topology.to_str().unwrap(), "-e"])
+        .args([r#"let w1 = host("worker1");
+print(nomad::wait_leader(w1, 20.0) != "");
+let c2 = host("controller2");
+print(nomad::members(c2).filter(|m| m.Status == "alive").len());
+let id = nomad::node_ids(c2)["worker1"];
+wait_until("worker1's node ready", 20.0, 0.5, || nomad::node(c2, id).Status == "ready");
+print(nomad::node(c2, id).Status);"#])
+        .run();
+    assert_eq!(check.stdout, "true\n2\nready\n", "{}", check.stderr);
 }

@@ -46,6 +46,20 @@ sudo rc-service {service} {action}
 }
 
 #[test]
+fn hosts_by_role_treat_a_host_without_roles_as_a_controller() {
+    let topology = "host \"c1\" {}\nhost \"c2\" {\n  roles = [\"controller\", \"dns\"]\n}\nhost \"w1\" {\n  roles = [\"worker\"]\n}\n";
+    Test::new()
+        .file("harun.hcl", topology)
+        .args([
+            "-e",
+            r#"print(hosts("controller")); print(hosts("worker")); print(hosts("dns")); print(hosts().len())"#,
+        ])
+        .run()
+        .status(0)
+        .stdout("[host(c1), host(c2)]\n[host(w1)]\n[host(c2)]\n3\n");
+}
+
+#[test]
 fn topology_flag_and_environment_choose_the_file() {
     let t = Test::new().file("site/prod.hcl", "host \"a\" { address = \"10.1.1.1\" }\n");
     t.args([

@@ -97,6 +97,10 @@ pub struct Options {
     pub tags: BTreeMap<String, String>,
     /// How long a new server must be healthy before it becomes a voter.
     pub promote_after: Duration,
+    /// Whether members call clients too (Consul's gossip) or clients only call in (Nomad
+    /// clients heartbeat to servers; a server never looks for a client, so a restarted
+    /// client must find the servers from its own config).
+    pub call_clients: bool,
 }
 
 struct Inner {
@@ -108,6 +112,9 @@ struct Inner {
     acked: HashMap<String, Instant>,
     healthy_since: HashMap<String, Instant>,
     left: bool,
+    /// A client (not a server) holds no raft state: it learns the leader from the servers'
+    /// hello replies, as a real client learns it over RPC.
+    client_leader: Option<Server>,
 }
 
 /// One node's view of the cluster.
@@ -130,6 +137,9 @@ struct HelloReply {
     members: Vec<Member>,
     leader: Option<String>,
     bootstrapped: bool,
+    /// The leader as a server entry, for clients.
+    #[serde(default)]
+    leader_server: Option<Server>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -217,6 +227,7 @@ impl Cluster {
                 acked: HashMap::new(),
                 healthy_since: HashMap::new(),
                 left: false,
+                client_leader: None,
             }),
             writes: tokio::sync::Mutex::new(()),
             client,
@@ -233,6 +244,7 @@ impl Cluster {
             .route("/_twin/append", post(append))
             .route("/_twin/snapshot", post(snapshot))
             .route("/_twin/write", post(forwarded_write))
+            .route("/_twin/read", post(shared_read))
             .route("/_twin/join", post(join_request))
             .route("/_twin/remove", post(remove_request))
             .with_state(self.clone())
@@ -277,6 +289,9 @@ impl Cluster {
     /// The leader's server entry, if one is known.
     pub fn leader(&self) -> Option<Server> {
         let inner = lock(&self.inner);
+        if !self.opts.server {
+            return inner.client_leader.clone();
+        }
         let id = inner.leader.clone()?;
         inner.p.config.iter().find(|s| s.id == id).cloned()
     }
@@ -314,6 +329,27 @@ impl Cluster {
     /// Reads the replicated state.
     pub fn read<T>(&self, f: impl FnOnce(&Value) -> T) -> T {
         f(&lock(&self.inner).p.data)
+    }
+
+    /// The replicated value at a JSON pointer (`/nodes/worker1`). A client holds no
+    /// replicated state and asks the leader; Null when no leader answers.
+    pub async fn read_at(&self, pointer: &str) -> Value {
+        if self.opts.server {
+            return self.read(|d| d.pointer(pointer).cloned().unwrap_or(Value::Null));
+        }
+        let Some(leader) = self.leader() else {
+            return Value::Null;
+        };
+        let reply = self
+            .client
+            .post(format!("{}/_twin/read", leader.http))
+            .json(&json!({"pointer": pointer}))
+            .send()
+            .await;
+        match reply {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -558,6 +594,7 @@ impl Cluster {
                 .members
                 .values()
                 .filter(|(m, _)| m.name != self.opts.id && m.status != MemberStatus::Left)
+                .filter(|(m, _)| m.server || self.opts.call_clients)
                 .map(|(m, _)| (Some(m.name.clone()), m.http.clone()))
                 .collect();
             for url in &self.opts.join {
@@ -587,6 +624,20 @@ impl Cluster {
         let results = futures_join_all(calls).await;
         let now = Instant::now();
         let mut inner = lock(&self.inner);
+        if !self.opts.call_clients {
+            // Clients that stopped calling in have failed.
+            for (m, seen) in inner.members.values_mut() {
+                if !m.server && m.status == MemberStatus::Alive && seen.elapsed() > FAILED_AFTER {
+                    m.status = MemberStatus::Failed;
+                }
+            }
+        }
+        if !self.opts.server {
+            inner.client_leader = results
+                .iter()
+                .filter_map(|(_, _, r)| r.as_ref()?.leader_server.clone())
+                .next();
+        }
         for (name, url, reply) in results {
             match reply {
                 Some(reply) => {
@@ -1061,10 +1112,16 @@ async fn hello(State(c): State<Arc<Cluster>>, Json(h): Json<Hello>) -> Json<Hell
             }
         }
     }
+    let leader_server = inner
+        .leader
+        .as_ref()
+        .and_then(|id| inner.p.config.iter().find(|s| &s.id == id))
+        .cloned();
     Json(HelloReply {
         members: inner.members.values().map(|(m, _)| m.clone()).collect(),
         leader: inner.leader.clone(),
         bootstrapped: inner.p.bootstrapped,
+        leader_server,
     })
 }
 
@@ -1181,6 +1238,11 @@ async fn snapshot(State(c): State<Arc<Cluster>>, Json(s): Json<Snapshot>) -> Jso
         term: p.term,
         ok: true,
     })
+}
+
+async fn shared_read(State(c): State<Arc<Cluster>>, Json(q): Json<Value>) -> Json<Value> {
+    let pointer = q["pointer"].as_str().unwrap_or_default();
+    Json(c.read(|d| d.pointer(pointer).cloned().unwrap_or(Value::Null)))
 }
 
 async fn forwarded_write(State(c): State<Arc<Cluster>>, Json(op): Json<Value>) -> Json<Value> {

@@ -4,7 +4,8 @@
 //! `harun lab up` writes DIR/harun.hcl (transport local, a service manager that is this
 //! program's `lab ctl`), one config file per controller and service, and starts the story's
 //! first state: controller1 runs single-server Consul; controllers 2 and 3 have configs but
-//! their services are stopped.
+//! their services are stopped. Optional workers (`--workers N`) run a Consul client and a
+//! Nomad client that know only controller1.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,9 +17,22 @@ use serde::{Deserialize, Serialize};
 
 pub const HOSTS: [&str; 3] = ["controller1", "controller2", "controller3"];
 
+/// The most workers a lab can have: worker N is `127.x.y.(20+N)`.
+pub const MAX_WORKERS: usize = 9;
+
 /// The services a controller runs, with their HTTP ports.
-/// Started in this order, stopped in the reverse one.
+/// Started in this order, stopped in the reverse one. Workers run the first two.
 pub const SERVICES: &[(&str, u16)] = &[("consul", 8500), ("nomad", 4646), ("vault", 8200)];
+
+/// What `lab up` builds beside the three controllers.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Whether nomad.hcl has a consul stanza (Nomad finds its peers through Consul) or not
+    /// (it needs server_join).
+    pub nomad_consul: bool,
+    /// Hosts that run only a Consul client and a Nomad client.
+    pub workers: usize,
+}
 
 /// How the lab initialises Vault: 5 shares, 3 of them to unseal.
 const VAULT_SHARES: usize = 5;
@@ -28,8 +42,10 @@ const VAULT_THRESHOLD: usize = 3;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Lab {
     pub dir: PathBuf,
-    /// `127.x.y`: controller N is `127.x.y.(10+N)`.
+    /// `127.x.y`: controller N is `127.x.y.(10+N)`, worker N `127.x.y.(20+N)`.
     pub block: String,
+    #[serde(default)]
+    pub workers: usize,
 }
 
 impl Lab {
@@ -46,8 +62,31 @@ impl Lab {
     }
 
     pub fn address(&self, host: &str) -> String {
-        let n: usize = host.trim_start_matches("controller").parse().unwrap_or(1);
-        format!("{}.{}", self.block, 10 + n)
+        match host.strip_prefix("worker") {
+            Some(n) => format!("{}.{}", self.block, 20 + n.parse::<usize>().unwrap_or(1)),
+            None => {
+                let n: usize = host.trim_start_matches("controller").parse().unwrap_or(1);
+                format!("{}.{}", self.block, 10 + n)
+            }
+        }
+    }
+
+    /// The controllers, then the workers.
+    pub fn hosts(&self) -> Vec<String> {
+        HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .chain((1..=self.workers).map(|n| format!("worker{n}")))
+            .collect()
+    }
+
+    /// The services a host runs, in start order.
+    pub fn services(&self, host: &str) -> &'static [(&'static str, u16)] {
+        if host.starts_with("worker") {
+            &SERVICES[..2]
+        } else {
+            SERVICES
+        }
     }
 
     fn host_dir(&self, host: &str) -> PathBuf {
@@ -118,7 +157,7 @@ fn free_block() -> Result<String, String> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(attempt * 1442695040888963407);
         let block = format!("127.{}.{}", 100 + (n >> 33) % 150, (n >> 17) % 256);
-        let free = (11..=13).all(|i| {
+        let free = (11..=13).chain(21..=20 + MAX_WORKERS).all(|i| {
             SERVICES
                 .iter()
                 .all(|(_, port)| TcpListener::bind(format!("{block}.{i}:{port}")).is_ok())
@@ -149,6 +188,59 @@ ui_config {{
 }}
 "#,
         data = lab.host_dir(host).join("consul").display(),
+    )
+}
+
+/// A worker's Consul client agent: the local agent its Nomad client registers with.
+fn consul_client_config(lab: &Lab, host: &str) -> String {
+    format!(
+        r#"# Consul client on {host} (harun lab): the local agent of this worker's services.
+datacenter = "homelab"
+data_dir   = "{data}"
+node_name  = "{host}"
+
+server     = false
+retry_join = ["{first}"]
+
+bind_addr   = "{address}"
+client_addr = "{address}"
+"#,
+        address = lab.address(host),
+        first = lab.address("controller1"),
+        data = lab.host_dir(host).join("consul").display(),
+    )
+}
+
+/// A worker's Nomad client: it finds the servers through its local Consul agent, or
+/// without Consul through server_join naming the one server of the story's first state.
+fn nomad_client_config(lab: &Lab, host: &str, consul: bool) -> String {
+    let address = lab.address(host);
+    let (join, consul) = if consul {
+        (
+            String::new(),
+            format!("\nconsul {{\n  address = \"{address}:8500\"\n}}\n"),
+        )
+    } else {
+        (
+            format!(
+                "\n\n  server_join {{\n    retry_join = [\"{}\"]\n  }}",
+                lab.address("controller1")
+            ),
+            String::new(),
+        )
+    };
+    format!(
+        r#"# Nomad client on {host} (harun lab): runs jobs, serves no raft.
+datacenter = "homelab"
+data_dir   = "{data}"
+name       = "{host}"
+bind_addr  = "{address}"
+
+client {{
+  enabled = true{join}
+}}
+{consul}"#,
+        data = lab.host_dir(host).join("nomad").display(),
     )
 }
 
@@ -242,10 +334,15 @@ vault {{
 "#,
         harun = harun.display(),
     );
-    for host in HOSTS {
+    for host in lab.hosts() {
+        let role = if host.starts_with("worker") {
+            "worker"
+        } else {
+            "controller"
+        };
         out.push_str(&format!(
-            "host \"{host}\" {{ address = \"{}\" }}\n",
-            lab.address(host)
+            "host \"{host}\" {{\n  address = \"{}\"\n  roles   = [\"{role}\"]\n}}\n",
+            lab.address(&host)
         ));
     }
     out
@@ -265,15 +362,17 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// `harun lab up`: returns the topology path.
-/// `nomad_consul`: whether the controllers' nomad.hcl has a consul stanza (Nomad finds its
-/// peers through Consul) or not (it needs server_join).
-pub fn up(dir: &Path, harun: &Path, nomad_consul: bool) -> Result<PathBuf, String> {
+pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String> {
+    if options.workers > MAX_WORKERS {
+        return Err(format!("a lab has at most {MAX_WORKERS} workers"));
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if let Ok(existing) = Lab::load(&dir) {
-        let running: Vec<String> = HOSTS
+        let running: Vec<String> = existing
+            .hosts()
             .iter()
-            .flat_map(|h| SERVICES.iter().map(move |(s, _)| (*h, *s)))
+            .flat_map(|h| existing.services(h).iter().map(move |(s, _)| (h, *s)))
             .filter(|(h, s)| existing.pid(h, s).is_some())
             .map(|(h, s)| format!("{s} on {h}"))
             .collect();
@@ -289,21 +388,35 @@ pub fn up(dir: &Path, harun: &Path, nomad_consul: bool) -> Result<PathBuf, Strin
     let lab = Lab {
         dir: dir.clone(),
         block: free_block()?,
+        workers: options.workers,
     };
-    for host in HOSTS {
-        for sub in ["run", "log", "consul", "nomad", "vault"] {
+    let nomad_consul = options.nomad_consul;
+    for host in lab.hosts() {
+        let host = host.as_str();
+        let worker = host.starts_with("worker");
+        let configs = if worker {
+            vec![
+                ("consul", consul_client_config(&lab, host)),
+                ("nomad", nomad_client_config(&lab, host, nomad_consul)),
+            ]
+        } else {
+            vec![
+                ("consul", consul_config(&lab, host)),
+                ("nomad", nomad_config(&lab, host, nomad_consul)),
+                ("vault", vault_config(&lab, host)),
+            ]
+        };
+        for sub in ["run", "log"]
+            .into_iter()
+            .chain(configs.iter().map(|c| c.0))
+        {
             std::fs::create_dir_all(lab.host_dir(host).join(sub))
                 .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
         }
-        std::fs::write(lab.config_file(host, "consul"), consul_config(&lab, host))
-            .and_then(|_| {
-                std::fs::write(
-                    lab.config_file(host, "nomad"),
-                    nomad_config(&lab, host, nomad_consul),
-                )
-            })
-            .and_then(|_| std::fs::write(lab.config_file(host, "vault"), vault_config(&lab, host)))
-            .map_err(|e| format!("cannot write a config: {e}"))?;
+        for (service, text) in configs {
+            std::fs::write(lab.config_file(host, service), text)
+                .map_err(|e| format!("cannot write a config: {e}"))?;
+        }
     }
     write_private(
         &dir.join("lab.json"),
@@ -319,6 +432,10 @@ pub fn up(dir: &Path, harun: &Path, nomad_consul: bool) -> Result<PathBuf, Strin
     init_vault(&lab)?;
     wait_for_leader(&lab, "controller1", "nomad", Duration::from_secs(10))?;
     seed_jobs(&lab)?;
+    for host in lab.hosts().iter().filter(|h| h.starts_with("worker")) {
+        start(&lab, harun, host, "consul")?;
+        start(&lab, harun, host, "nomad")?;
+    }
     Ok(lab.topology_file())
 }
 
@@ -590,8 +707,11 @@ pub fn ctl(
     action: &str,
 ) -> Result<i32, String> {
     let lab = Lab::load(dir)?;
-    if !HOSTS.contains(&host) {
+    if !lab.hosts().iter().any(|h| h == host) {
         return Err(format!("no host {host:?} in the lab"));
+    }
+    if port_of(service).is_ok() && !lab.services(host).iter().any(|(s, _)| *s == service) {
+        return Err(format!("{host} runs no {service} in the lab"));
     }
     match action {
         "start" => start(&lab, harun, host, service).map(|_| 0),
@@ -622,8 +742,9 @@ pub fn status(dir: &Path) -> Result<String, String> {
         lab.dir.display(),
         lab.block
     );
-    for host in HOSTS {
-        for (service, port) in SERVICES {
+    for host in lab.hosts() {
+        let host = host.as_str();
+        for (service, port) in lab.services(host) {
             let address = lab.address(host);
             let state = match lab.pid(host, service) {
                 None => "stopped".to_string(),
@@ -682,8 +803,8 @@ fn vault_state(address: &str) -> String {
 /// `harun lab down`: stops every service the lab started; the files stay.
 pub fn down(dir: &Path) -> Result<(), String> {
     let lab = Lab::load(dir)?;
-    for host in HOSTS {
-        for (service, _) in SERVICES.iter().rev() {
+    for host in lab.hosts().iter().rev() {
+        for (service, _) in lab.services(host).iter().rev() {
             stop(&lab, host, service)?;
         }
     }

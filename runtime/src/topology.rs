@@ -159,6 +159,15 @@ impl Host {
         self.settings.get(key).and_then(Value::as_str)
     }
 
+    /// Whether the host plays `role`. A host without `roles` is a controller, so a topology
+    /// of controllers alone needs none.
+    pub fn has_role(&self, role: &str) -> bool {
+        match self.settings.get("roles") {
+            Some(Value::List(roles)) if !roles.is_empty() => roles.iter().any(|r| r == role),
+            _ => role == "controller",
+        }
+    }
+
     /// A host-level whole-number setting.
     pub fn get_int(&self, key: &str) -> Option<i64> {
         match self.settings.get(key) {

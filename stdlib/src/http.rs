@@ -119,10 +119,11 @@ impl ApiClient {
                     .trim()
                     .to_string(),
             ),
-            None => env(if service == "vault" {
-                "TOKEN"
-            } else {
+            // CONSUL_HTTP_TOKEN, but VAULT_TOKEN and NOMAD_TOKEN.
+            None => env(if service == "consul" {
                 "HTTP_TOKEN"
+            } else {
+                "TOKEN"
             }),
         };
         if let Some(t) = &token {

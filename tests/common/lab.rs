@@ -13,6 +13,11 @@ pub struct Lab {
 
 impl Lab {
     pub fn up() -> Lab {
+        Lab::up_with(&[])
+    }
+
+    /// A lab started with extra `lab up` options (`--workers 2`, `--nomad-without-consul`).
+    pub fn up_with(options: &[&str]) -> Lab {
         let test = Test::new();
         let dir = test.path("lab");
         let started = Instant::now();
@@ -20,6 +25,7 @@ impl Lab {
             .command()
             .args(["lab", "up", "--dir"])
             .arg(&dir)
+            .args(options)
             .output()
             .unwrap();
         assert!(
@@ -42,11 +48,9 @@ impl Lab {
 
     pub fn address(&self, host: &str) -> String {
         let topology = std::fs::read_to_string(self.dir.join("harun.hcl")).unwrap();
-        let line = topology
-            .lines()
-            .find(|l| l.starts_with(&format!("host \"{host}\"")))
-            .unwrap();
-        line.split('"').nth(3).unwrap().to_string()
+        let block = &topology[topology.find(&format!("host \"{host}\"")).unwrap()..];
+        let value = &block[block.find("address").unwrap()..];
+        value.split('"').nth(1).unwrap().to_string()
     }
 
     pub fn consul(&self, host: &str, path: &str) -> String {

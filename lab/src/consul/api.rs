@@ -84,7 +84,7 @@ async fn forward_reads(State(agent): A, request: Request, next: Next) -> Respons
     });
     if request.method() != Method::GET
         || !replicated
-        || stale
+        || (stale && agent.settings.server)
         || agent.cluster.is_leader()
         || agent.cluster.leader().is_none()
     {

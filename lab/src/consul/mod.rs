@@ -224,15 +224,29 @@ impl Agent {
         let me = self.settings.node_name.clone();
         // Services join the catalog once their node is in it (the leader adds members'
         // nodes), so a catalog entry never lacks its node's address.
-        if self.cluster.read(|d| d["nodes"][&me].is_null()) {
+        // A client agent holds no catalog: read_at asks the leader.
+        if self
+            .cluster
+            .read_at(&format!("/nodes/{me}"))
+            .await
+            .is_null()
+        {
             return;
         }
-        let (catalog_services, catalog_checks) = self.cluster.read(|d| {
-            (
-                d["services"][&me].as_object().cloned().unwrap_or_default(),
-                d["checks"][&me].as_object().cloned().unwrap_or_default(),
-            )
-        });
+        let catalog_services = self
+            .cluster
+            .read_at(&format!("/services/{me}"))
+            .await
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let catalog_checks = self
+            .cluster
+            .read_at(&format!("/checks/{me}"))
+            .await
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let (services, checks) = {
             let local = self.local();
             (local.services.clone(), local.checks.clone())
@@ -419,6 +433,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             join,
             tags,
             promote_after: Duration::from_secs(3),
+            call_clients: true,
         },
         Box::new(state::apply),
         Box::new(|| true),

@@ -48,7 +48,9 @@ const KNOWN_KEYS: &[&str] = &[
 pub struct ConsulSettings {
     pub agent: String,
     pub server_service_name: String,
+    pub client_service_name: String,
     pub server_auto_join: bool,
+    pub client_auto_join: bool,
     pub auto_advertise: bool,
     pub token: Option<String>,
 }
@@ -123,6 +125,12 @@ impl Settings {
             file.strings("server.server_join.start_join")
                 .map_err(wrap)?,
         );
+        // A client finds servers through its own server_join or `servers` (RPC addresses).
+        retry_join.extend(
+            file.strings("client.server_join.retry_join")
+                .map_err(wrap)?,
+        );
+        retry_join.extend(file.strings("client.servers").map_err(wrap)?);
         let consul = if file.get("consul").is_some() {
             let s = |k: &str, d: &str| -> Result<String, String> {
                 Ok(file
@@ -138,8 +146,13 @@ impl Settings {
                     format!("http://{address}")
                 },
                 server_service_name: s("server_service_name", "nomad")?,
+                client_service_name: s("client_service_name", "nomad-client")?,
                 server_auto_join: file
                     .bool("consul.server_auto_join")
+                    .map_err(wrap)?
+                    .unwrap_or(true),
+                client_auto_join: file
+                    .bool("consul.client_auto_join")
                     .map_err(wrap)?
                     .unwrap_or(true),
                 auto_advertise: file
@@ -264,11 +277,8 @@ impl Agent {
             return;
         }
         if self.settings.client {
-            let registered = self
-                .cluster
-                .read(|d| d["nodes"][&self.node_id]["Status"] == "ready");
-            if !registered {
-                let existing = self.cluster.read(|d| d["nodes"][&self.node_id].clone());
+            let existing = self.own_node().await;
+            if existing["Status"] != "ready" {
                 let node = json!({
                     "ID": self.node_id,
                     "Name": self.settings.name,
@@ -323,6 +333,13 @@ impl Agent {
         }
     }
 
+    /// This client's node as the servers hold it (a client-only agent asks the leader).
+    async fn own_node(&self) -> Value {
+        self.cluster
+            .read_at(&format!("/nodes/{}", self.node_id))
+            .await
+    }
+
     /// The leader ends drains whose force deadline has passed: the lab runs no allocations,
     /// so a drain has nothing to migrate and ends at its deadline (at once when forced;
     /// never without a deadline). Like Nomad, the node stays ineligible afterwards.
@@ -361,16 +378,24 @@ impl Agent {
             Some(t) => r.header("X-Consul-Token", t),
             None => r,
         };
-        if consul.auto_advertise && !*advertised && self.settings.server {
+        if consul.auto_advertise && !*advertised {
+            // Servers advertise `nomad` (http, rpc, serf), clients `nomad-client` (http).
+            let mut services = Vec::new();
+            if self.settings.server {
+                let name = &consul.server_service_name;
+                services.push(("server", name, "http", self.settings.http.port()));
+                services.push(("server", name, "rpc", 4647));
+                services.push(("server", name, "serf", 4648));
+            }
+            if self.settings.client {
+                let name = &consul.client_service_name;
+                services.push(("client", name, "http", self.settings.http.port()));
+            }
             let mut ok = true;
-            for (tag, port) in [
-                ("http", self.settings.http.port()),
-                ("rpc", 4647),
-                ("serf", 4648),
-            ] {
+            for (role, name, tag, port) in services {
                 let service = json!({
-                    "ID": format!("_nomad-server-{}-{tag}", self.settings.name),
-                    "Name": consul.server_service_name,
+                    "ID": format!("_nomad-{role}-{}-{tag}", self.settings.name),
+                    "Name": name,
                     "Tags": [tag],
                     "Address": self.settings.bind,
                     "Port": port,
@@ -386,11 +411,18 @@ impl Agent {
             }
             *advertised = ok;
         }
-        if !consul.server_auto_join || !self.settings.server || self.cluster.leader().is_some() {
+        // Auto-join only while no leader is known: servers look for `serf`, clients for `rpc`.
+        let tag = if self.settings.server { "serf" } else { "rpc" };
+        let wanted = if self.settings.server {
+            consul.server_auto_join
+        } else {
+            consul.client_auto_join
+        };
+        if !wanted || self.cluster.leader().is_some() {
             return;
         }
         let url = format!(
-            "{}/v1/catalog/service/{}?tag=serf&stale",
+            "{}/v1/catalog/service/{}?tag={tag}&stale",
             consul.agent, consul.server_service_name
         );
         let Ok(reply) = with_token(self.client.get(url)).send().await else {
@@ -450,6 +482,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
                 .collect(),
             tags,
             promote_after: Duration::from_secs(3),
+            call_clients: false,
         },
         Box::new(apply),
         Box::new(|| true),

@@ -702,6 +702,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
                     join: Vec::new(),
                     tags: Default::default(),
                     promote_after: Duration::from_secs(3),
+                    call_clients: true,
                 },
                 Box::new(storage::apply),
                 // Vault runs raft only while unsealed: a sealed node neither votes nor

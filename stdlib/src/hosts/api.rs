@@ -56,6 +56,20 @@ pub mod ssh_api {
             .collect())
     }
 
+    /// The hosts with `role` in their `roles`, in file order: `hosts("controller")`,
+    /// `hosts("worker")`. A host without `roles` counts as a controller.
+    #[rhai_fn(global, name = "hosts", volatile, return_raw)]
+    pub fn hosts_in_role(ctx: NativeCallContext, role: &str) -> Result<Array, Box<EvalAltResult>> {
+        Ok(hosts(ctx)?
+            .into_iter()
+            .filter(|h| {
+                h.clone()
+                    .try_cast::<Host>()
+                    .is_some_and(|h| h.0.has_role(role))
+            })
+            .collect())
+    }
+
     /// The host's name in the topology.
     #[rhai_fn(global, get = "name", pure)]
     pub fn name(host: &mut Host) -> String {
