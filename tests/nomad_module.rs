@@ -101,3 +101,81 @@ try { nomad::job(c1, "nope") } catch (e) { print(e.code); print(e.message) }"#,
         "[\"backup\", \"grafana\", \"traefik\"]\nrunning\nsystem\nharun::nomad::not_found\nnomad on controller1: GET /v1/job/nope answered 404: job not found\n"
     );
 }
+
+/// Nomad with `tls { http = true, verify_https_client = true }`: the module trusts the CA
+/// from `ca_file` or NOMAD_CACERT, presents the client certificate, and says what is wrong
+/// when either is missing.
+#[test]
+fn the_module_speaks_tls_with_a_ca_and_a_client_certificate() {
+    let lab = Lab::up();
+    let pki = common::tls::Pki::make(&lab.dir.join("tls"), &lab.address("controller1"));
+    lab.set_config("controller1", "nomad", |t| {
+        format!(
+            "{t}\ntls {{\n  http                = true\n  ca_file             = \"{}\"\n  cert_file           = \"{}\"\n  key_file            = \"{}\"\n  verify_https_client = true\n}}\n",
+            pki.ca.display(),
+            pki.server_cert.display(),
+            pki.server_key.display()
+        )
+    });
+    assert!(lab.ctl("controller1", "nomad", "restart").status.success());
+    let plain = std::fs::read_to_string(lab.dir.join("harun.hcl")).unwrap();
+    let http = "address     = \"http://{address}:4646\"";
+    assert!(plain.contains(http));
+    let topology = |settings: &str| {
+        plain.replace(
+            http,
+            &format!("address     = \"https://{{address}}:4646\"\n{settings}"),
+        )
+    };
+    let files = format!(
+        "  client_cert = \"{}\"\n  client_key  = \"{}\"\n",
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let ca = format!("  ca_file     = \"{}\"\n", pki.ca.display());
+    let script = "print(nomad::wait_leader(host(\"controller1\"), 10.0) != \"\")";
+    let run = |topology: String, env: &[(&str, &std::path::Path)]| {
+        let mut t = Test::new().file("harun.hcl", &topology);
+        for (k, v) in env {
+            t = t.env(k, v.to_str().unwrap());
+        }
+        t.args(["-e", script]).run()
+    };
+    // From the topology, then from the NOMAD_* variables.
+    assert_eq!(
+        run(topology(&(ca.clone() + &files)), &[]).status(0).stdout,
+        "true\n"
+    );
+    let from_env = run(
+        topology(""),
+        &[
+            ("NOMAD_CACERT", &pki.ca),
+            ("NOMAD_CLIENT_CERT", &pki.client_cert),
+            ("NOMAD_CLIENT_KEY", &pki.client_key),
+        ],
+    );
+    assert_eq!(from_env.status(0).stdout, "true\n");
+    // tls_skip_verify trusts any server certificate; the client certificate is still needed.
+    let skip = topology(&("  tls_skip_verify = true\n".to_string() + &files));
+    assert_eq!(run(skip, &[]).status(0).stdout, "true\n");
+    // No CA: the server's certificate is refused, and the message says so.
+    let once = |topology: String| {
+        Test::new()
+            .file("harun.hcl", &topology)
+            .args(["-e", "nomad::leader(host(\"controller1\"))"])
+            .run()
+    };
+    let unknown = once(topology(&files)).status(3);
+    assert!(
+        unknown.stderr.contains(&format!("nomad: GET /v1/status/leader on controller1: cannot connect to https://{}:4646: invalid peer certificate: UnknownIssuer (trust its CA with ca_file in the topology or NOMAD_CACERT)", lab.address("controller1"))),
+        "{}",
+        unknown.stderr
+    );
+    // No client certificate: Nomad refuses the handshake.
+    let refused = once(topology(&ca)).status(3);
+    assert!(
+        refused.stderr.contains("nomad: GET /v1/status/leader on controller1: received fatal alert: CertificateRequired (it wants a client certificate: client_cert and client_key in the topology, or NOMAD_CLIENT_CERT and NOMAD_CLIENT_KEY)"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -101,6 +101,8 @@ pub struct Options {
     /// clients heartbeat to servers; a server never looks for a client, so a restarted
     /// client must find the servers from its own config).
     pub call_clients: bool,
+    /// The agent's TLS files when its HTTP port speaks TLS (`http` is then `https://`).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 struct Inner {
@@ -211,11 +213,11 @@ impl Cluster {
         };
         let mut members = BTreeMap::new();
         members.insert(me.name.clone(), (me, Instant::now()));
-        let client = reqwest::Client::builder()
-            .timeout(RPC_TIMEOUT)
-            .no_proxy()
-            .build()
-            .expect("an HTTP client without TLS builds");
+        let client =
+            crate::tls::internal_client(opts.tls.as_ref(), RPC_TIMEOUT).unwrap_or_else(|e| {
+                tracing::error!("the internal client cannot use the agent's TLS files: {e}");
+                reqwest::Client::new()
+            });
         Arc::new(Cluster {
             opts,
             inner: Mutex::new(Inner {

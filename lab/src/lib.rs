@@ -11,4 +11,5 @@ pub mod config;
 pub mod consul;
 pub mod nomad;
 pub mod supervisor;
+pub mod tls;
 pub mod vault;

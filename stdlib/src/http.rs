@@ -237,10 +237,11 @@ impl ApiClient {
             } else {
                 root_cause(&e)
             };
+            let hint = tls_hint(&reason, self.service);
             call_error(
                 ctx,
                 &format!("harun::{}::unreachable", self.service),
-                format!("{}: {what}: {reason}", self.service),
+                format!("{}: {what}: {reason}{hint}", self.service),
             )
         })
     }
@@ -304,6 +305,22 @@ impl ApiClient {
 /// included): reqwest is built without a provider of its own.
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// What to set when TLS failed for a reason a setting mends (rustls names the reason).
+fn tls_hint(reason: &str, service: &str) -> String {
+    let env = env_prefix(service);
+    if reason.contains("UnknownIssuer") {
+        format!(" (trust its CA with ca_file in the topology or {env}_CACERT)")
+    } else if reason.contains("CertificateRequired") {
+        format!(
+            " (it wants a client certificate: client_cert and client_key in the topology, or {env}_CLIENT_CERT and {env}_CLIENT_KEY)"
+        )
+    } else if reason.contains("NotValidForName") {
+        " (its certificate does not name the address in the topology)".to_string()
+    } else {
+        String::new()
+    }
 }
 
 /// The API's own words: Vault's `{"errors": [...]}` or the plain text of Consul and Nomad.

@@ -157,3 +157,4 @@ impl Outcome {
 pub mod http;
 pub mod lab;
 pub mod sshd;
+pub mod tls;

@@ -434,6 +434,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             tags,
             promote_after: Duration::from_secs(3),
             call_clients: true,
+            tls: None,
         },
         Box::new(state::apply),
         Box::new(|| true),

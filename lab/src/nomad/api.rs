@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 
 use super::{Agent, VERSION};
 use crate::cluster::MemberStatus;
-use crate::config::join_url;
 
 type A = State<Arc<Agent>>;
 type Q = Query<HashMap<String, String>>;
@@ -259,7 +258,7 @@ async fn join(State(agent): A, request: Request) -> Response {
     for address in &addresses {
         match agent
             .cluster
-            .join_member(&join_url(address, agent.settings.http.port()))
+            .join_member(&agent.settings.peer_url(address))
             .await
         {
             Ok(()) => joined += 1,

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::cluster::{Cluster, MemberStatus, Options};
 use crate::config::{join_url, ConfigFile};
+use crate::tls::TlsFiles;
 
 pub const VERSION: &str = "1.7.7";
 
@@ -70,6 +71,8 @@ pub struct Settings {
     pub consul: Option<ConsulSettings>,
     /// `acl { enabled = true }`: every request needs the bootstrap (management) token.
     pub acl: bool,
+    /// `tls { http = true ... }`: the HTTP API speaks TLS.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Settings {
@@ -186,11 +189,39 @@ impl Settings {
             retry_join,
             consul,
             acl: file.bool("acl.enabled").map_err(wrap)?.unwrap_or(false),
+            tls: if file.bool("tls.http").map_err(wrap)?.unwrap_or(false) {
+                let path = |key: &str| -> Result<String, String> {
+                    file.string(&format!("tls.{key}"))
+                        .map_err(wrap)?
+                        .ok_or_else(|| wrap(format!("tls.{key} is required when tls.http is true")))
+                };
+                Some(TlsFiles {
+                    cert_file: path("cert_file")?,
+                    key_file: path("key_file")?,
+                    ca_file: file.string("tls.ca_file").map_err(wrap)?,
+                    verify_client: file
+                        .bool("tls.verify_https_client")
+                        .map_err(wrap)?
+                        .unwrap_or(false),
+                })
+            } else {
+                None
+            },
         })
     }
 
     pub fn member_name(&self) -> String {
         format!("{}.{}", self.name, self.region)
+    }
+
+    /// Where another agent's twin answers: the same port and scheme as this one's.
+    pub fn peer_url(&self, entry: &str) -> String {
+        let url = join_url(entry, self.http.port());
+        if self.tls.is_some() {
+            url.replacen("http://", "https://", 1)
+        } else {
+            url
+        }
     }
 }
 
@@ -441,7 +472,7 @@ impl Agent {
             }
             let _ = self
                 .cluster
-                .join_member(&join_url(address, self.settings.http.port()))
+                .join_member(&self.settings.peer_url(address))
                 .await;
         }
     }
@@ -467,22 +498,32 @@ pub async fn serve(config: &Path) -> Result<(), String> {
     } else if settings.bootstrap_expect > 1 {
         tags.insert("expect".to_string(), settings.bootstrap_expect.to_string());
     }
+    // Bad TLS files stop the start, as they stop Nomad.
+    if let Some(files) = &settings.tls {
+        crate::tls::server_config(files)?;
+    }
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let cluster = Cluster::new(
         Options {
             id: settings.member_name(),
             address: format!("{}:4647", settings.bind),
-            http: format!("http://{}", settings.http),
+            http: format!("{scheme}://{}", settings.http),
             server: settings.server,
             bootstrap_expect: settings.bootstrap_expect,
             state_file: settings.data_dir.join("server").join("raft-state.json"),
             join: settings
                 .retry_join
                 .iter()
-                .map(|j| join_url(j, settings.http.port()))
+                .map(|j| settings.peer_url(j))
                 .collect(),
             tags,
             promote_after: Duration::from_secs(3),
             call_clients: false,
+            tls: settings.tls.clone(),
         },
         Box::new(apply),
         Box::new(|| true),
@@ -523,5 +564,5 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         settings.member_name(),
         settings.http
     );
-    axum::serve(listener, app).await.map_err(|e| e.to_string())
+    crate::tls::serve(listener, app, settings.tls.as_ref()).await
 }

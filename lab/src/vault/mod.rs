@@ -703,6 +703,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
                     tags: Default::default(),
                     promote_after: Duration::from_secs(3),
                     call_clients: true,
+                    tls: None,
                 },
                 Box::new(storage::apply),
                 // Vault runs raft only while unsealed: a sealed node neither votes nor
