@@ -11,7 +11,7 @@ use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{encode, json_body as body, to_dynamic, ApiClient};
+use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -88,21 +88,13 @@ fn decode_entry(entry: &Value) -> Value {
 }
 
 fn alive_servers(members: &Value) -> usize {
-    members
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter(|x| x["Status"] == 1 && x["Tags"]["role"] == "consul")
-                .count()
-        })
-        .unwrap_or(0)
+    count_where(members, |m| {
+        m["Status"] == 1 && m["Tags"]["role"] == "consul"
+    })
 }
 
 fn voters(config: &Value) -> usize {
-    config["Servers"]
-        .as_array()
-        .map(|s| s.iter().filter(|x| x["Voter"] == true).count())
-        .unwrap_or(0)
+    count_where(&config["Servers"], |s| s["Voter"] == true)
 }
 
 fn wait_for(
@@ -659,26 +651,15 @@ pub mod consul_api {
         timeout_seconds: f64,
     ) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
-        let seen = std::cell::Cell::new(0usize);
-        wait_for(
+        let what = format!("{n} alive consul servers");
+        c.wait_count(
             &ctx,
-            &format!("{n} alive consul servers (asking {})", c.host),
+            &what,
+            "/v1/agent/members",
+            n,
             timeout_seconds,
-            || {
-                let r = c
-                    .send(
-                        &ctx,
-                        "GET",
-                        "/v1/agent/members",
-                        None,
-                        Duration::from_secs(3),
-                    )
-                    .ok()?;
-                let alive = alive_servers(&r.json());
-                seen.set(alive);
-                (alive as i64 >= n).then(|| (alive as i64).into())
-            },
-            || format!("{} alive", seen.get()),
+            "alive",
+            alive_servers,
         )
     }
 
@@ -691,30 +672,9 @@ pub mod consul_api {
         timeout_seconds: f64,
     ) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
-        let seen = std::cell::Cell::new(0usize);
-        wait_for(
-            &ctx,
-            &format!("{n} raft voters (asking {})", c.host),
-            timeout_seconds,
-            || {
-                let r = c
-                    .send(
-                        &ctx,
-                        "GET",
-                        "/v1/operator/raft/configuration",
-                        None,
-                        Duration::from_secs(3),
-                    )
-                    .ok()?;
-                if r.status != 200 {
-                    return None;
-                }
-                let count = voters(&r.json());
-                seen.set(count);
-                (count as i64 >= n).then(|| (count as i64).into())
-            },
-            || format!("{} voters", seen.get()),
-        )
+        let what = format!("{n} raft voters");
+        let path = "/v1/operator/raft/configuration";
+        c.wait_count(&ctx, &what, path, n, timeout_seconds, "voters", voters)
     }
 }
 

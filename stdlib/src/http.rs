@@ -246,6 +246,41 @@ impl ApiClient {
         })
     }
 
+    /// Waits until `count` of what `GET path` answers reaches `n` and returns it: the
+    /// modules' "n servers, n voters, n nodes" waits. A failed request or a status other
+    /// than 200 counts as not yet; a timeout names `what` and the last count with `unit`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn wait_count(
+        &self,
+        ctx: &NativeCallContext,
+        what: &str,
+        path: &str,
+        n: i64,
+        timeout_seconds: f64,
+        unit: &str,
+        count: impl Fn(&Value) -> usize,
+    ) -> RhaiResult<rhai::Dynamic> {
+        let seen = std::cell::Cell::new(0usize);
+        wait_for(
+            ctx,
+            self.service,
+            &format!("{what} (asking {})", self.host),
+            timeout_seconds,
+            || {
+                let r = self
+                    .send(ctx, "GET", path, None, Duration::from_secs(3))
+                    .ok()?;
+                if r.status != 200 {
+                    return None;
+                }
+                let c = count(&r.json());
+                seen.set(c);
+                (c as i64 >= n).then(|| (c as i64).into())
+            },
+            || format!("{} {unit}", seen.get()),
+        )
+    }
+
     /// A read: errors for any status but 2xx (and those in `ok`), with the API's message.
     pub fn get(&self, ctx: &NativeCallContext, path: &str, ok: &[u16]) -> RhaiResult<Reply> {
         let reply = self.send(ctx, "GET", path, None, DEFAULT_TIMEOUT)?;
@@ -305,6 +340,12 @@ impl ApiClient {
 /// included): reqwest is built without a provider of its own.
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// How many entries of a JSON array match; 0 when it is not an array.
+pub fn count_where(list: &Value, matches: impl Fn(&Value) -> bool) -> usize {
+    list.as_array()
+        .map_or(0, |items| items.iter().filter(|x| matches(x)).count())
 }
 
 /// What to set when TLS failed for a reason a setting mends (rustls names the reason).

@@ -8,7 +8,7 @@ use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{encode, json_body as body, to_dynamic, ApiClient};
+use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -18,6 +18,10 @@ fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
 
 fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Value> {
     Ok(client(ctx, host)?.get(ctx, path, &[])?.json())
+}
+
+fn job_json(ctx: &NativeCallContext, host: &HostHandle, id: &str) -> RhaiResult<Value> {
+    get_json(ctx, host, &format!("/v1/job/{}", encode(id)))
 }
 
 fn wait_for(
@@ -189,15 +193,13 @@ pub mod nomad_api {
     /// One job in full: `ID`, `Type`, `Status` ("pending", "running", "dead"), `Stop`, ...
     #[rhai_fn(volatile, return_raw)]
     pub fn job(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<Dynamic> {
-        let path = format!("/v1/job/{}", encode(id));
-        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+        Ok(to_dynamic(&job_json(&ctx, &host, id)?))
     }
 
     /// A job's status: "pending", "running" or "dead".
     #[rhai_fn(volatile, return_raw)]
     pub fn job_status(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<String> {
-        let path = format!("/v1/job/{}", encode(id));
-        Ok(get_json(&ctx, &host, &path)?["Status"]
+        Ok(job_json(&ctx, &host, id)?["Status"]
             .as_str()
             .unwrap_or_default()
             .to_string())
@@ -287,29 +289,15 @@ pub mod nomad_api {
         timeout_seconds: f64,
     ) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
-        let seen = std::cell::Cell::new(0usize);
-        wait_for(
+        let what = format!("{n} alive nomad servers");
+        c.wait_count(
             &ctx,
-            &format!("{n} alive nomad servers (asking {})", c.host),
+            &what,
+            "/v1/agent/members",
+            n,
             timeout_seconds,
-            || {
-                let r = c
-                    .send(
-                        &ctx,
-                        "GET",
-                        "/v1/agent/members",
-                        None,
-                        Duration::from_secs(3),
-                    )
-                    .ok()?;
-                let alive = r.json()["Members"]
-                    .as_array()
-                    .map(|m| m.iter().filter(|x| x["Status"] == "alive").count())
-                    .unwrap_or(0);
-                seen.set(alive);
-                (alive as i64 >= n).then(|| (alive as i64).into())
-            },
-            || format!("{} alive", seen.get()),
+            "alive",
+            |v| count_where(&v["Members"], |m| m["Status"] == "alive"),
         )
     }
 
@@ -322,33 +310,11 @@ pub mod nomad_api {
         timeout_seconds: f64,
     ) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
-        let seen = std::cell::Cell::new(0usize);
-        wait_for(
-            &ctx,
-            &format!("{n} nomad raft voters (asking {})", c.host),
-            timeout_seconds,
-            || {
-                let r = c
-                    .send(
-                        &ctx,
-                        "GET",
-                        "/v1/operator/raft/configuration",
-                        None,
-                        Duration::from_secs(3),
-                    )
-                    .ok()?;
-                if r.status != 200 {
-                    return None;
-                }
-                let count = r.json()["Servers"]
-                    .as_array()
-                    .map(|s| s.iter().filter(|x| x["Voter"] == true).count())
-                    .unwrap_or(0);
-                seen.set(count);
-                (count as i64 >= n).then(|| (count as i64).into())
-            },
-            || format!("{} voters", seen.get()),
-        )
+        let what = format!("{n} nomad raft voters");
+        let path = "/v1/operator/raft/configuration";
+        c.wait_count(&ctx, &what, path, n, timeout_seconds, "voters", |v| {
+            count_where(&v["Servers"], |s| s["Voter"] == true)
+        })
     }
 
     /// Waits until `n` client nodes are ready.
@@ -360,28 +326,10 @@ pub mod nomad_api {
         timeout_seconds: f64,
     ) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
-        let seen = std::cell::Cell::new(0usize);
-        wait_for(
-            &ctx,
-            &format!("{n} ready nomad client nodes (asking {})", c.host),
-            timeout_seconds,
-            || {
-                let r = c
-                    .send(&ctx, "GET", "/v1/nodes", None, Duration::from_secs(3))
-                    .ok()?;
-                if r.status != 200 {
-                    return None;
-                }
-                let ready = r
-                    .json()
-                    .as_array()
-                    .map(|s| s.iter().filter(|x| x["Status"] == "ready").count())
-                    .unwrap_or(0);
-                seen.set(ready);
-                (ready as i64 >= n).then(|| (ready as i64).into())
-            },
-            || format!("{} ready", seen.get()),
-        )
+        let what = format!("{n} ready nomad client nodes");
+        c.wait_count(&ctx, &what, "/v1/nodes", n, timeout_seconds, "ready", |v| {
+            count_where(v, |node| node["Status"] == "ready")
+        })
     }
 
     /// The client nodes' IDs by node name.

@@ -10,7 +10,7 @@ use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{encode, json_body as body, to_dynamic, ApiClient, DEFAULT_TIMEOUT};
+use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient, DEFAULT_TIMEOUT};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -539,29 +539,10 @@ pub mod vault_api {
         timeout_seconds: f64,
     ) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
-        let seen = std::cell::Cell::new(0usize);
-        wait_for(
-            &ctx,
-            &format!("{n} vault raft voters (asking {})", c.host),
-            timeout_seconds,
-            || {
-                let r = c
-                    .send(
-                        &ctx,
-                        "GET",
-                        "/v1/sys/storage/raft/configuration",
-                        None,
-                        Duration::from_secs(3),
-                    )
-                    .ok()?;
-                let count = r.json()["data"]["config"]["servers"]
-                    .as_array()
-                    .map(|s| s.iter().filter(|x| x["voter"] == true).count())
-                    .unwrap_or(0);
-                seen.set(count);
-                (count as i64 >= n).then(|| (count as i64).into())
-            },
-            || format!("{} voters", seen.get()),
-        )
+        let what = format!("{n} vault raft voters");
+        let path = "/v1/sys/storage/raft/configuration";
+        c.wait_count(&ctx, &what, path, n, timeout_seconds, "voters", |v| {
+            count_where(&v["data"]["config"]["servers"], |s| s["voter"] == true)
+        })
     }
 }
