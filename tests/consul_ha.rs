@@ -237,6 +237,39 @@ fn consul_ha_passes_in_the_lab() {
     );
 }
 
+/// A worker's Consul client agent gets every server in retry_join and keeps its leader;
+/// it is not counted as a server.
+#[test]
+fn consul_ha_gives_client_agents_every_server() {
+    let lab = Lab::up_with(&["--workers", "1"]);
+    let out = lab.harun(&[script().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("OK - consul: 3 servers, 3 voters")
+            && stdout.contains("configs changed on 4, started 2"),
+        "{stdout}"
+    );
+    let config = std::fs::read_to_string(lab.dir.join("worker1/consul.hcl")).unwrap();
+    let joins: Vec<String> = ["controller1", "controller2", "controller3"]
+        .iter()
+        .map(|h| format!("\"{}\"", lab.address(h)))
+        .collect();
+    assert!(
+        config.contains(&format!("retry_join = [{}]", joins.join(", "))),
+        "{config}"
+    );
+    assert!(config.contains("server     = false"), "{config}");
+    let leader = common::http::get(&lab.consul("worker1", "/v1/status/leader"));
+    assert!(leader.body.len() > 2, "{}", leader.body);
+    let again = lab.harun(&[script().to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).starts_with("OK - nothing to change"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}
+
 #[test]
 fn registering_through_a_name_for_every_server_is_refused() {
     let topology = "host \"controller1\" {\n  address = \"10.0.0.11\"\n  transport = \"local\"\n  consul { address = \"http://consul.service.consul:8500\" }\n}\n";
