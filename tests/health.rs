@@ -1,0 +1,93 @@
+//! scripts/health.rhai, the monitoring check: its exit status and summary line on the lab
+//! in the story's first state, after the HA scripts, while a node drains, with every Vault
+//! node sealed, and with nothing answering.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::lab::Lab;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+fn health(lab: &Lab) -> (i32, String) {
+    let out = lab.harun(&[script("health.rhai").to_str().unwrap()]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+#[test]
+fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
+    let lab = Lab::up();
+    let (status, line) = health(&lab);
+    assert_eq!(status, 1, "{line}");
+    assert!(
+        line.starts_with("WARNING - consul: no answer from controller2, controller3; consul: 1 of 3 raft voters;"),
+        "{line}"
+    );
+    assert!(line.contains("vault: file storage, no HA"), "{line}");
+
+    for name in ["vault-raft.rhai", "nomad-ha.rhai"] {
+        let out = lab.harun(&[script(name).to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(
+        health(&lab),
+        (
+            0,
+            "OK - consul: leader, 3 voters; nomad: leader, 3 voters, 3 nodes ready; vault: 1 active, 2 standby, raft".to_string()
+        )
+    );
+
+    // Maintenance: a drain without a deadline is a WARNING until it ends.
+    let drain = lab.harun(&[
+        "-e",
+        r#"let c1 = host("controller1"); nomad::drain(c1, nomad::node_ids(c1)["controller2"], 0);"#,
+    ]);
+    assert!(drain.status.success());
+    let (status, line) = health(&lab);
+    assert_eq!(status, 1, "{line}");
+    assert!(line.contains("nomad: draining controller2"), "{line}");
+
+    // Every Vault node restarted, so sealed: nothing serves secrets.
+    for host in ["controller1", "controller2", "controller3"] {
+        assert!(lab.ctl(host, "vault", "restart").status.success());
+    }
+    let (status, line) = health(&lab);
+    assert_eq!(status, 2, "{line}");
+    assert!(
+        line.starts_with("CRITICAL - ") && line.contains("vault: no active node (controller1 sealed, controller2 sealed, controller3 sealed)"),
+        "{line}"
+    );
+
+    // Nothing answers: the check cannot see the cluster, which is UNKNOWN, not CRITICAL.
+    let down = lab
+        .test
+        .command()
+        .args(["lab", "down", "--dir"])
+        .arg(&lab.dir)
+        .output()
+        .unwrap();
+    assert!(down.status.success());
+    assert_eq!(
+        health(&lab),
+        (
+            3,
+            "UNKNOWN - no controller answers for consul, nomad, vault".to_string()
+        )
+    );
+}
