@@ -221,3 +221,44 @@ print(nomad::node(c2, id).Status);"#])
         .run();
     assert_eq!(check.stdout, "true\n2\nready\n", "{}", check.stderr);
 }
+
+/// The story's trap: Nomad registering through a name for every Consul server (or another
+/// host's agent) is refused before anything changes.
+#[test]
+fn a_consul_stanza_that_is_not_the_hosts_own_agent_is_refused_before_any_change() {
+    let lab = Lab::up();
+    let own = format!("address = \"{}:8500\"", lab.address("controller2"));
+    let run = || lab.harun(&[script().to_str().unwrap()]);
+    for (wrong, shown) in [
+        (
+            "address = \"consul.service.consul:8500\"".to_string(),
+            "consul.service.consul:8500".to_string(),
+        ),
+        (
+            format!("address = \"http://{}:8500\"", lab.address("controller1")),
+            format!("http://{}:8500", lab.address("controller1")),
+        ),
+    ] {
+        lab.set_config("controller2", "nomad", |t| {
+            assert!(t.contains(&own), "{t}");
+            t.replace(&own, &wrong)
+        });
+        let out = run();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{stdout}");
+        assert!(
+            stdout.starts_with(&format!(
+                "CRITICAL - controller2: nomad.hcl registers through the Consul agent at {shown}, not this host's own"
+            )),
+            "{stdout}"
+        );
+        // Nothing changed: Consul still a single server, controller2's agents stopped.
+        let consul = std::fs::read_to_string(lab.dir.join("controller1/consul.hcl")).unwrap();
+        assert!(consul.contains("bootstrap_expect = 1"), "{consul}");
+        assert_eq!(
+            lab.ctl("controller2", "consul", "status").status.code(),
+            Some(3)
+        );
+        lab.set_config("controller2", "nomad", |t| t.replace(&wrong, &own));
+    }
+}
