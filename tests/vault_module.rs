@@ -68,3 +68,76 @@ print(keys);"#
     }
     assert!(plan.stdout.contains("vault: seal"), "{}", plan.stdout);
 }
+
+/// Vault's listener serves TLS unless `tls_disable`: without a certificate the node does not
+/// start; with one, the module trusts the CA from `ca_file` or VAULT_CACERT and unseals and
+/// reads through it, and without the CA it says which setting is missing.
+#[test]
+fn the_vault_module_speaks_tls_and_a_listener_without_a_certificate_is_refused() {
+    let lab = Lab::up();
+    let address = lab.address("controller1");
+    let pki = common::tls::Pki::make(&lab.dir.join("tls"), &address);
+    lab.set_config("controller1", "vault", |t| {
+        t.replace("  tls_disable = true\n", "")
+    });
+    let refused = lab.ctl("controller1", "vault", "restart");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("tls_cert_file and tls_key_file are required unless tls_disable = true"),
+        "{stderr}"
+    );
+    lab.set_config("controller1", "vault", |t| {
+        t.replace(
+            &format!("  address     = \"{address}:8200\"\n"),
+            &format!(
+                "  address     = \"{address}:8200\"\n  tls_cert_file = \"{}\"\n  tls_key_file  = \"{}\"\n",
+                pki.server_cert.display(),
+                pki.server_key.display()
+            ),
+        )
+        .replace(
+            &format!("api_addr     = \"http://{address}:8200\""),
+            &format!("api_addr     = \"https://{address}:8200\""),
+        )
+    });
+    assert!(lab.ctl("controller1", "vault", "start").status.success());
+    let plain = std::fs::read_to_string(lab.dir.join("harun.hcl")).unwrap();
+    let http = "address         = \"http://{address}:8200\"";
+    assert!(plain.contains(http));
+    let https = "address         = \"https://{address}:8200\"";
+    let with_ca = plain.replace(
+        http,
+        &format!("{https}\n  ca_file         = \"{}\"", pki.ca.display()),
+    );
+    let script = r#"let c1 = host("controller1");
+print(vault::health(c1).state);
+vault::unseal(c1, vault::keys(c1));
+print(vault::health(c1).state);
+print(vault::kv_read(c1, "secret", "homelab/nas").username);"#;
+    let out = Test::new()
+        .file("harun.hcl", &with_ca)
+        .args(["-e", script])
+        .run()
+        .status(0);
+    assert_eq!(out.stdout, "sealed\nactive\nbackup\n");
+    let from_env = Test::new()
+        .file("harun.hcl", &plain.replace(http, https))
+        .env("VAULT_CACERT", pki.ca.to_str().unwrap())
+        .args(["-e", "print(vault::health(host(\"controller1\")).state)"])
+        .run()
+        .status(0);
+    assert_eq!(from_env.stdout, "active\n");
+    let unknown = Test::new()
+        .file("harun.hcl", &plain.replace(http, https))
+        .args(["-e", "print(vault::health(host(\"controller1\")).state)"])
+        .run()
+        .status(3);
+    assert!(
+        unknown
+            .stderr
+            .contains("invalid peer certificate: UnknownIssuer (trust its CA with ca_file in the topology or VAULT_CACERT)"),
+        "{}",
+        unknown.stderr
+    );
+}

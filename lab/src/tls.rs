@@ -89,19 +89,31 @@ pub fn internal_client(
     builder.build().map_err(|e| e.to_string())
 }
 
-/// Serves `app` on `listener`, with TLS when `files` says so.
+/// Serves `app` on `listener`, with TLS when `files` says so, until `shutdown` completes
+/// (then requests in flight finish).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     files: Option<&TlsFiles>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let Some(files) = files else {
-        return axum::serve(listener, app).await.map_err(|e| e.to_string());
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| e.to_string());
     };
     let config = axum_server::tls_rustls::RustlsConfig::from_config(server_config(files)?);
     let listener = listener.into_std().map_err(|e| e.to_string())?;
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
     axum_server::from_tcp_rustls(listener, config)
         .map_err(|e| e.to_string())?
+        .handle(handle)
         .serve(app.into_make_service())
         .await
         .map_err(|e| e.to_string())

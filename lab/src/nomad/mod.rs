@@ -564,5 +564,5 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         settings.member_name(),
         settings.http
     );
-    crate::tls::serve(listener, app, settings.tls.as_ref()).await
+    crate::tls::serve(listener, app, settings.tls.as_ref(), std::future::pending()).await
 }

@@ -77,11 +77,43 @@ pub struct Registration {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// The tcp listener's TLS: on unless `tls_disable`, as in Vault.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub api_addr: String,
     pub cluster_addr: Option<String>,
     pub storage: StorageSettings,
     pub registration: Option<Registration>,
     pub cluster_name: String,
+}
+
+/// The tcp listener's TLS settings. Vault serves TLS unless `tls_disable` is true, and then
+/// needs a certificate and key.
+fn listener_tls(
+    tcp: &hcl::Map<String, hcl::Value>,
+) -> Result<Option<crate::tls::TlsFiles>, String> {
+    let flag = |k: &str| match tcp.get(k) {
+        Some(hcl::Value::Bool(b)) => *b,
+        Some(hcl::Value::String(s)) => matches!(s.as_str(), "true" | "1"),
+        Some(hcl::Value::Number(n)) => n.as_i64() == Some(1),
+        _ => false,
+    };
+    if flag("tls_disable") {
+        return Ok(None);
+    }
+    let string = |k: &str| match tcp.get(k) {
+        Some(hcl::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let (Some(cert_file), Some(key_file)) = (string("tls_cert_file"), string("tls_key_file"))
+    else {
+        return Err("Error initializing listener of type tcp: error loading TLS cert: tls_cert_file and tls_key_file are required unless tls_disable = true".into());
+    };
+    Ok(Some(crate::tls::TlsFiles {
+        cert_file,
+        key_file,
+        ca_file: string("tls_client_ca_file"),
+        verify_client: flag("tls_require_and_verify_client_cert"),
+    }))
 }
 
 /// `http://host:port/` to `host:port`.
@@ -157,6 +189,7 @@ impl Settings {
         let listen: SocketAddr = address.parse().map_err(|_| {
             format!("Error initializing listener of type tcp: bad address {address:?}")
         })?;
+        let tls = listener_tls(tcp)?;
         let storage = storage_block(&file, "storage")?;
         if !file.labeled("ha_storage").is_empty() && matches!(storage, StorageSettings::Raft { .. })
         {
@@ -224,6 +257,7 @@ impl Settings {
         };
         Ok(Settings {
             listen,
+            tls,
             api_addr,
             cluster_addr,
             storage,
@@ -703,7 +737,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
                     tags: Default::default(),
                     promote_after: Duration::from_secs(3),
                     call_clients: true,
-                    tls: None,
+                    tls: settings.tls.clone(),
                 },
                 Box::new(storage::apply),
                 // Vault runs raft only while unsealed: a sealed node neither votes nor
@@ -714,11 +748,14 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             (Storage::Raft(cluster), id)
         }
     };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
+    // Bad TLS files stop the start, as they stop Vault.
+    if let Some(files) = &settings.tls {
+        crate::tls::server_config(files)
+            .map_err(|e| format!("Error initializing listener of type tcp: {e}"))?;
+    }
+    // Calls to other nodes (raft join, forwarding) and to Consul; with TLS it presents this
+    // node's certificate and accepts the others'.
+    let client = crate::tls::internal_client(settings.tls.as_ref(), Duration::from_secs(5))?;
     let node = Arc::new(Node {
         settings: settings.clone(),
         storage,
@@ -770,10 +807,10 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         node.storage.kind()
     );
     let n = node.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { n.shutdown.notified().await })
-        .await
-        .map_err(|e| e.to_string());
+    let served = crate::tls::serve(listener, app, settings.tls.as_ref(), async move {
+        n.shutdown.notified().await
+    })
+    .await;
     if let (Some(task), Some(r)) = (registration, &settings.registration) {
         task.abort();
         registration::deregister(&node, r).await;
