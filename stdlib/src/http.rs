@@ -357,6 +357,11 @@ fn tls_hint(reason: &str, service: &str) -> String {
         format!(
             " (it wants a client certificate: client_cert and client_key in the topology, or {env}_CLIENT_CERT and {env}_CLIENT_KEY)"
         )
+    } else if reason.contains("BadCertificate") {
+        // Go servers (Consul, Nomad, Vault) answer a missing client certificate this way.
+        format!(
+            " (it refused this client's certificate, or wanted one: client_cert and client_key in the topology, or {env}_CLIENT_CERT and {env}_CLIENT_KEY)"
+        )
     } else if reason.contains("NotValidForName") {
         " (its certificate does not name the address in the topology)".to_string()
     } else {
