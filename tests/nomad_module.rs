@@ -179,3 +179,66 @@ fn the_module_speaks_tls_with_a_ca_and_a_client_certificate() {
         refused.stderr
     );
 }
+
+/// Certificates made by `nomad tls cert create -server` name `server.global.nomad`, not
+/// the host's address: `tls_server_name` (or NOMAD_TLS_SERVER_NAME) checks them against
+/// that name while connecting to the address.
+#[test]
+fn tls_server_name_checks_a_certificate_made_for_a_name() {
+    let lab = Lab::up();
+    let pki = common::tls::Pki::make_named(
+        &lab.dir.join("tls"),
+        &["server.global.nomad", "localhost", "127.0.0.1"],
+    );
+    lab.set_config("controller1", "nomad", |t| {
+        format!(
+            "{t}\ntls {{\n  http      = true\n  ca_file   = \"{}\"\n  cert_file = \"{}\"\n  key_file  = \"{}\"\n}}\n",
+            pki.ca.display(),
+            pki.server_cert.display(),
+            pki.server_key.display()
+        )
+    });
+    assert!(lab.ctl("controller1", "nomad", "restart").status.success());
+    let plain = std::fs::read_to_string(lab.dir.join("harun.hcl")).unwrap();
+    let topology = |settings: &str| {
+        plain.replace(
+            "address     = \"http://{address}:4646\"",
+            &format!(
+                "address     = \"https://{{address}}:4646\"\n  ca_file     = \"{}\"\n{settings}",
+                pki.ca.display()
+            ),
+        )
+    };
+    let script = "print(nomad::wait_leader(host(\"controller1\"), 10.0) != \"\")";
+    let named = Test::new()
+        .file(
+            "harun.hcl",
+            &topology("  tls_server_name = \"server.global.nomad\"\n"),
+        )
+        .args(["-e", script])
+        .run()
+        .status(0);
+    assert_eq!(named.stdout, "true\n");
+    let from_env = Test::new()
+        .file("harun.hcl", &topology(""))
+        .env("NOMAD_TLS_SERVER_NAME", "server.global.nomad")
+        .args(["-e", script])
+        .run()
+        .status(0);
+    assert_eq!(from_env.stdout, "true\n");
+    let unnamed = Test::new()
+        .file("harun.hcl", &topology(""))
+        .args(["-e", "nomad::leader(host(\"controller1\"))"])
+        .run()
+        .status(3);
+    assert!(
+        unnamed.stderr.contains(&format!(
+            "cannot connect to https://{}:4646: invalid peer certificate: certificate not valid for name",
+            lab.address("controller1")
+        )) && !unnamed.stderr.contains("ERROR") && unnamed.stderr.contains(
+            "(its certificate does not name this address: set tls_server_name in the topology, or NOMAD_TLS_SERVER_NAME, to a name it holds)"
+        ),
+        "{}",
+        unnamed.stderr
+    );
+}

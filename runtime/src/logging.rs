@@ -26,7 +26,15 @@ pub fn init(verbosity: i8, format: LogFormat, redactor: Redactor) {
     let filter = std::env::var("HARUN_LOG")
         .ok()
         .and_then(|directive| EnvFilter::try_new(directive).ok())
-        .unwrap_or_else(|| EnvFilter::new(level));
+        .unwrap_or_else(|| {
+            // rustls logs a failed handshake as an ERROR of its own; harun's error already
+            // says it, with the host, so rustls speaks only from -vv.
+            if verbosity < 2 {
+                EnvFilter::new(format!("{level},rustls=off"))
+            } else {
+                EnvFilter::new(level)
+            }
+        });
     let writer = RedactingStderr { redactor };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

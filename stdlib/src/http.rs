@@ -43,7 +43,11 @@ pub struct ApiClient {
     /// `consul`, `nomad` or `vault`: names the error codes and the topology block.
     pub service: &'static str,
     pub host: String,
+    /// The address from the topology, as messages show it.
     pub base: String,
+    /// Where requests go: `base`, or with `tls_server_name` that name (resolved to the
+    /// address), so the certificate is checked against the name it was made for.
+    url_base: String,
     client: reqwest::Client,
     token: Option<String>,
 }
@@ -179,6 +183,13 @@ impl ApiClient {
         if skip {
             builder = builder.danger_accept_invalid_certs(true);
         }
+        let mut url_base = base.clone();
+        if let Some(name) = setting("tls_server_name").or_else(|| env("TLS_SERVER_NAME")) {
+            let (url, addr) = with_server_name(&base, &name)
+                .map_err(|e| call_error(ctx, &code("config"), format!("{}: {e}", host.name())))?;
+            builder = builder.resolve(&name, addr);
+            url_base = url;
+        }
         let client = builder
             .build()
             .map_err(|e| tls_error(format!("cannot build the HTTP client: {e}")))?;
@@ -186,6 +197,7 @@ impl ApiClient {
             service,
             host: host.name().to_string(),
             base,
+            url_base,
             client,
             token,
         })
@@ -201,7 +213,7 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> RhaiResult<Reply> {
-        let url = format!("{}{path}", self.base);
+        let url = format!("{}{path}", self.url_base);
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method");
         let mut request = self.client.request(method.clone(), &url).timeout(timeout);
         if let Some(token) = &self.token {
@@ -342,6 +354,46 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `https://10.0.0.11:4646` with server name `server.global.nomad`: the URL to request
+/// (`https://server.global.nomad:4646`) and the socket address that name stands for.
+fn with_server_name(base: &str, name: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let Some(rest) = base.strip_prefix("https://") else {
+        return Err(format!(
+            "tls_server_name {name:?} needs an https:// address, not {base}"
+        ));
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // `[v6]:port`, `host:port` or a bare host (443).
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, p) = v6.split_once(']').unwrap_or((v6, ""));
+            (h, p.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let port: u16 = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("bad port in the address {base}"))?,
+        None => 443,
+    };
+    use std::net::ToSocketAddrs;
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {host}"))?;
+    let path = if path.is_empty() {
+        String::new()
+    } else {
+        format!("/{path}")
+    };
+    Ok((format!("https://{name}:{port}{path}"), addr))
+}
+
 /// How many entries of a JSON array match; 0 when it is not an array.
 pub fn count_where(list: &Value, matches: impl Fn(&Value) -> bool) -> usize {
     list.as_array()
@@ -362,8 +414,10 @@ fn tls_hint(reason: &str, service: &str) -> String {
         format!(
             " (it refused this client's certificate, or wanted one: client_cert and client_key in the topology, or {env}_CLIENT_CERT and {env}_CLIENT_KEY)"
         )
-    } else if reason.contains("NotValidForName") {
-        " (its certificate does not name the address in the topology)".to_string()
+    } else if reason.contains("NotValidForName") || reason.contains("not valid for name") {
+        format!(
+            " (its certificate does not name this address: set tls_server_name in the topology, or {env}_TLS_SERVER_NAME, to a name it holds)"
+        )
     } else {
         String::new()
     }

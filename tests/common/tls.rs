@@ -19,6 +19,11 @@ pub struct Pki {
 impl Pki {
     /// Nomad's names: `server.global.nomad` (with the IP) and `client.global.nomad`.
     pub fn make(dir: &Path, server_ip: &str) -> Pki {
+        Pki::make_named(dir, &["server.global.nomad", server_ip])
+    }
+
+    /// A server certificate for exactly `names` (DNS names or IP addresses).
+    pub fn make_named(dir: &Path, names: &[&str]) -> Pki {
         std::fs::create_dir_all(dir).unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -44,7 +49,7 @@ impl Pki {
             )
         };
         let (server_cert, server_key) = leaf(
-            vec!["server.global.nomad".into(), server_ip.into()],
+            names.iter().map(|n| n.to_string()).collect(),
             ExtendedKeyUsagePurpose::ServerAuth,
             "server",
         );
