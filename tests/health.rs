@@ -75,13 +75,7 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
     );
 
     // Nothing answers: the check cannot see the cluster, which is UNKNOWN, not CRITICAL.
-    let down = lab
-        .test
-        .command()
-        .args(["lab", "down", "--dir"])
-        .arg(&lab.dir)
-        .output()
-        .unwrap();
+    let down = lab.lab("down", &[]);
     assert!(down.status.success());
     assert_eq!(
         health(&lab),

@@ -27,13 +27,7 @@ fn lab_up_starts_the_story_first_state() {
     assert!(request("GET", &lab.consul("controller2", "/v1/status/leader"), "").is_err());
     let text = std::fs::read_to_string(lab.dir.join("controller2/consul.hcl")).unwrap();
     assert!(text.contains("bootstrap_expect = 1"));
-    let status = lab
-        .test
-        .command()
-        .args(["lab", "status", "--dir"])
-        .arg(&lab.dir)
-        .output()
-        .unwrap();
+    let status = lab.lab("status", &[]);
     let status = String::from_utf8_lossy(&status.stdout).to_string();
     assert!(
         status.contains("controller1") && status.contains("leader"),
@@ -44,23 +38,11 @@ fn lab_up_starts_the_story_first_state() {
         "{status}"
     );
     // A second lab in the same directory is refused while this one runs.
-    let again = lab
-        .test
-        .command()
-        .args(["lab", "up", "--dir"])
-        .arg(&lab.dir)
-        .output()
-        .unwrap();
+    let again = lab.lab("up", &[]);
     assert_eq!(again.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&again.stderr).contains("a lab is already running"));
     // Down stops everything.
-    let down = lab
-        .test
-        .command()
-        .args(["lab", "down", "--dir"])
-        .arg(&lab.dir)
-        .output()
-        .unwrap();
+    let down = lab.lab("down", &[]);
     assert!(down.status.success());
     assert!(request("GET", &lab.consul("controller1", "/v1/status/leader"), "").is_err());
 }

@@ -98,14 +98,19 @@ impl Lab {
             .unwrap()
     }
 
-    pub fn ctl(&self, host: &str, service: &str, action: &str) -> std::process::Output {
+    /// `harun lab SUBCOMMAND --dir DIR ARGS...` on this lab.
+    pub fn lab(&self, subcommand: &str, args: &[&str]) -> std::process::Output {
         self.test
             .command()
-            .args(["lab", "ctl", "--dir"])
+            .args(["lab", subcommand, "--dir"])
             .arg(&self.dir)
-            .args([host, service, action])
+            .args(args)
             .output()
             .unwrap()
+    }
+
+    pub fn ctl(&self, host: &str, service: &str, action: &str) -> std::process::Output {
+        self.lab("ctl", &[host, service, action])
     }
 
     pub fn set_config(&self, host: &str, service: &str, edit: impl Fn(String) -> String) {
@@ -117,12 +122,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = self
-            .test
-            .command()
-            .args(["lab", "down", "--dir"])
-            .arg(&self.dir)
-            .output();
+        let _ = self.lab("down", &[]);
     }
 }
 
