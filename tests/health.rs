@@ -1,6 +1,7 @@
 //! scripts/health.rhai, the monitoring check: its exit status and summary line on the lab
-//! in the story's first state, after the HA scripts, while a node drains, with every Vault
-//! node sealed, and with nothing answering.
+//! in the story's first state, after the HA scripts, with a consul.hcl left at
+//! bootstrap_expect = 1, while a node drains, with every Vault node sealed, with Consul
+//! short of a majority, and with nothing answering.
 
 mod common;
 
@@ -53,6 +54,20 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
         )
     );
 
+    // A consul.hcl left at bootstrap_expect = 1 in a three-server cluster is a WARNING.
+    lab.set_config("controller3", "consul", |t| {
+        t.replace("bootstrap_expect = 3", "bootstrap_expect = 1")
+    });
+    let (status, line) = health(&lab);
+    assert_eq!(status, 1, "{line}");
+    assert!(
+        line.starts_with("WARNING - consul: bootstrap_expect = 1 on controller3 in a cluster of 3 voters: with an empty data_dir it would bootstrap a cluster of its own"),
+        "{line}"
+    );
+    lab.set_config("controller3", "consul", |t| {
+        t.replace("bootstrap_expect = 1", "bootstrap_expect = 3")
+    });
+
     // Maintenance: a drain without a deadline is a WARNING until it ends.
     let drain = lab.harun(&[
         "-e",
@@ -71,6 +86,18 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
     assert_eq!(status, 2, "{line}");
     assert!(
         line.starts_with("CRITICAL - ") && line.contains("vault: no active node (controller1 sealed, controller2 sealed, controller3 sealed)"),
+        "{line}"
+    );
+
+    // Consul without a majority: no leader, and the line says how many a majority needs.
+    for host in ["controller2", "controller3"] {
+        assert!(lab.ctl(host, "consul", "stop").status.success());
+    }
+    assert!(lab.ctl("controller1", "consul", "restart").status.success());
+    let (status, line) = health(&lab);
+    assert_eq!(status, 2, "{line}");
+    assert!(
+        line.contains("consul: no leader (asking controller1); 1 of 3 servers alive, a majority needs 2: start the others"),
         "{line}"
     );
 
