@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::{eventually, get, put};
-use common::lab::Lab;
+use common::lab::{leader, Lab};
 use common::sshd::{SshLab, USER};
 use common::Test;
 
@@ -384,5 +384,75 @@ print(consul::agent_services(c1).keys().contains("web1"));
     assert_eq!(
         out.stdout,
         "home.arpa\ntrue\ntrue\nfalse\n4\ntrue\n1\n42\nweb\nharun::consul::not_found\nfalse\n"
+    );
+}
+
+/// The cold start the story gets wrong: with one server of three left, no leader comes
+/// back whatever bootstrap_expect says. consul-recover.rhai asks first, then makes the
+/// survivor the whole cluster through raft's peers.json, keeping its data, and sets the
+/// others' raft data aside so that consul-ha.rhai brings them back fresh.
+#[test]
+fn a_lone_survivor_is_recovered_with_peers_json_and_grown_again() {
+    let lab = Lab::up();
+    let recover = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/consul-recover.rhai");
+    let recover = recover.to_str().unwrap();
+    assert!(lab.harun(&[script().to_str().unwrap()]).status.success());
+    for host in ["controller2", "controller3"] {
+        assert!(lab.ctl(host, "consul", "stop").status.success());
+    }
+    assert!(lab.ctl("controller1", "consul", "restart").status.success());
+    let no_leader = || leader(&lab.consul("controller1", "/v1/status/leader")).is_none();
+    assert!(no_leader());
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).to_string();
+
+    // Without --yes and without a terminal, the destructive step is refused.
+    let refused = lab.harun(&[recover]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(no_leader());
+    let peers = lab.dir.join("controller1/consul/raft/peers.json");
+    assert!(!peers.exists());
+    // A dry run plans the peers.json and changes nothing.
+    let plan = lab.harun(&["--dry-run", recover]);
+    assert!(plan.status.success());
+    assert!(stdout(&plan).contains("peers.json"), "{}", stdout(&plan));
+    assert!(!peers.exists() && no_leader());
+
+    let out = lab.harun(&["--yes", recover]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with(&format!(
+            "OK - consul recovered: leader {}:8300, 1 voter(s) (controller1); KV keys: 4; the raft data of controller2, controller3 was set aside",
+            lab.address("controller1")
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!peers.exists(), "consul deletes peers.json once read");
+    for host in ["controller2", "controller3"] {
+        let kept: Vec<String> = std::fs::read_dir(lab.dir.join(host))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            kept.iter()
+                .any(|n| n.starts_with("consul.harun-recovered-"))
+                && !kept.contains(&"consul".to_string()),
+            "{kept:?}"
+        );
+    }
+    // Grown again: every server, every KV entry.
+    let grown = lab.harun(&[script().to_str().unwrap()]);
+    assert!(
+        stdout(&grown).starts_with("OK - consul: 3 servers, 3 voters"),
+        "{}",
+        stdout(&grown)
+    );
+    let keys = get(&lab.consul("controller3", "/v1/kv/homelab/?keys")).json();
+    assert_eq!(keys.as_array().unwrap().len(), 3, "{keys}");
+    let again = lab.harun(&[recover]);
+    assert!(
+        stdout(&again).starts_with("OK - consul has a leader"),
+        "{}",
+        stdout(&again)
     );
 }

@@ -374,6 +374,20 @@ impl Cluster {
 
     /// A state written offline (by `operator migrate`) names this node without knowing
     /// where it answers: fill in our own addresses before anyone is told of them.
+    /// Outage recovery (raft's peers.json): the raft configuration becomes `servers`, kept
+    /// as this node's own bootstrapped state. Call before [`Cluster::spawn`].
+    pub fn recover(&self, servers: Vec<Server>) {
+        let p = {
+            let mut inner = lock(&self.inner);
+            // The configuration rides in the state too (see `propose`): both change.
+            inner.p.data["_config"] = serde_json::to_value(&servers).expect("config serializes");
+            inner.p.config = servers;
+            inner.p.bootstrapped = true;
+            inner.p.clone()
+        };
+        self.persist(&p);
+    }
+
     pub fn claim_own_address(&self) {
         let mut inner = lock(&self.inner);
         let (http, address) = (self.opts.http.clone(), self.opts.address.clone());
