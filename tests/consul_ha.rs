@@ -222,6 +222,50 @@ fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
         "{}",
         again.stdout
     );
+
+    // A cold start with one server of three: real Consul elects no leader, whatever
+    // bootstrap_expect says; consul-recover.rhai's peers.json brings it back with its
+    // data, and consul-ha.rhai grows it to three again.
+    consul.ctl("host2", "stop");
+    consul.ctl("host3", "stop");
+    consul.ctl("host1", "restart");
+    std::thread::sleep(Duration::from_secs(5));
+    let leader_of_host1 = || {
+        common::http::request("GET", &consul.url(0, "/v1/status/leader"), "")
+            .map(|r| r.body.trim().trim_matches('"').to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(leader_of_host1(), "", "one server of three must not lead");
+    let recover = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/consul-recover.rhai");
+    let recovered = t.run_with(&["--yes", "--set", "timeout=90", recover.to_str().unwrap()]);
+    assert_eq!(
+        recovered.status,
+        0,
+        "{}\n{}\n{}",
+        recovered.stdout,
+        recovered.stderr,
+        std::fs::read_to_string(consul.dir.join("host1/consul.log")).unwrap_or_default()
+    );
+    assert!(
+        recovered
+            .stdout
+            .starts_with("OK - consul recovered: leader "),
+        "{}",
+        recovered.stdout
+    );
+    assert!(!consul.dir.join("host1/data/raft/peers.json").exists());
+    let regrown = t.run_with(&["--set", "timeout=90", script().to_str().unwrap()]);
+    assert_eq!(regrown.status, 0, "{}\n{}", regrown.stdout, regrown.stderr);
+    for i in 0..3 {
+        let config = get(&consul.url(i, "/v1/operator/raft/configuration")).json();
+        assert_eq!(voters(&config), 3, "host{}: {config}", i + 1);
+    }
+    for (key, value) in data {
+        assert_eq!(
+            get(&consul.url(2, &format!("/v1/kv/{key}?raw"))).body,
+            value
+        );
+    }
 }
 
 #[test]
