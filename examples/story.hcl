@@ -16,8 +16,9 @@ consul {
 }
 
 nomad {
-  address     = "https://{address}:4646"
-  config_file = "/etc/nomad.d/nomad.hcl"
+  address         = "https://{address}:4646"
+  config_file     = "/etc/nomad.d/nomad.hcl"
+  tls_server_name = "server.global.nomad"    # what `nomad tls cert create -server` names
 }
 
 vault {
@@ -33,4 +34,14 @@ host "controller2" { address = "controller2" }
 host "controller3" {
   address = "controller3"
   # vault { config_file = "/opt/vault/etc/vault.hcl" }   # per-host override
+}
+
+# A machine that runs only a Nomad client and a Consul client agent. Hosts without
+# `roles` are controllers; the HA scripts take hosts("controller"), and nomad-ha.rhai
+# gives client-only agents the servers in client.server_join when Nomad runs without
+# Consul.
+host "worker1" {
+  address = "worker1"
+  roles   = ["worker"]
+  nomad { tls_server_name = "client.global.nomad" }
 }

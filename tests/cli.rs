@@ -393,7 +393,13 @@ fn topology_report_example_plans_its_write() {
     ]);
     let out = t.run().status(0);
     assert!(
-        out.stdout.starts_with("OK - 3 controllers in "),
+        out.stdout.starts_with("OK - 3 controllers in ")
+            && out
+                .stdout
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(", and 1 other host(s)"),
         "{}",
         out.stdout
     );
