@@ -500,3 +500,23 @@ fn a_lone_survivor_is_recovered_with_peers_json_and_grown_again() {
         stdout(&again)
     );
 }
+
+/// A client host that cannot be reached does not stop the Consul step once the servers
+/// have grown: it is named in a WARNING with what to give it.
+#[test]
+fn an_unreachable_client_host_is_reported_not_fatal() {
+    let lab = Lab::up();
+    let topology = lab.dir.join("harun.hcl");
+    let mut text = std::fs::read_to_string(&topology).unwrap();
+    text.push_str("host \"gone\" {\n  address         = \"127.0.0.1\"\n  transport       = \"ssh\"\n  ssh_port        = 1\n  connect_timeout = \"1s\"\n  roles           = [\"worker\"]\n}\n");
+    std::fs::write(&topology, text).unwrap();
+    let out = lab.harun(&[script().to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with(
+            "WARNING - consul client agents not updated on [\"gone\"]: give them retry_join = "
+        ) && stdout.contains("consul: 3 servers, 3 voters"),
+        "{stdout}"
+    );
+}
