@@ -156,56 +156,52 @@ pub mod consul_api {
     #[rhai_fn(volatile, return_raw)]
     pub fn remove_peer(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        let done = c.write(
+        c.change(
             &ctx,
             "DELETE",
             &format!("/v1/operator/raft/peer?id={}", encode(id)),
             None,
             &format!("consul: remove raft peer {id}"),
-        )?;
-        Ok(done.is_some())
+        )
     }
 
     /// Asks the agent to join the cluster of the agent at `address`. A change.
     #[rhai_fn(volatile, return_raw)]
     pub fn join(ctx: NativeCallContext, host: Host, address: &str) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        let done = c.write(
+        c.change(
             &ctx,
             "PUT",
             &format!("/v1/agent/join/{}", encode(address)),
             None,
             &format!("consul: join {address}"),
-        )?;
-        Ok(done.is_some())
+        )
     }
 
     /// Makes the agent leave its cluster gracefully (it shuts down). A change.
     #[rhai_fn(volatile, return_raw)]
     pub fn leave(ctx: NativeCallContext, host: Host) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        Ok(c.write(
+        c.change(
             &ctx,
             "PUT",
             "/v1/agent/leave",
             None,
             "consul: leave the cluster",
-        )?
-        .is_some())
+        )
     }
 
     /// Marks a failed member as left (`prune` removes it from the member list). A change.
     #[rhai_fn(volatile, return_raw)]
     pub fn force_leave(ctx: NativeCallContext, host: Host, node: &str) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        Ok(c.write(
+        c.change(
             &ctx,
             "PUT",
             &format!("/v1/agent/force-leave/{}", encode(node)),
             None,
             &format!("consul: force-leave {node}"),
-        )?
-        .is_some())
+        )
     }
 
     /// The catalog's services: name to tags.
@@ -271,14 +267,13 @@ pub mod consul_api {
         refuse_shared_address(&ctx, &c)?;
         let definition = crate::http::from_dynamic(&Dynamic::from_map(definition));
         let name = definition["Name"].as_str().unwrap_or("?").to_string();
-        Ok(c.write(
+        c.change(
             &ctx,
             "PUT",
             "/v1/agent/service/register",
             body(&definition),
             &format!("consul: register service {name} at {}", c.host),
-        )?
-        .is_some())
+        )
     }
 
     /// Deregisters a service by ID at this host's local agent, then checks that the
@@ -300,14 +295,13 @@ pub mod consul_api {
                 ),
             ));
         }
-        Ok(c.write(
+        c.change(
             &ctx,
             "PUT",
             &format!("/v1/agent/service/deregister/{}", encode(id)),
             None,
             &format!("consul: deregister service {id} at {}", c.host),
-        )?
-        .is_some())
+        )
     }
 
     /// A KV value as text, or `()` when the key does not exist.
@@ -411,14 +405,13 @@ pub mod consul_api {
     #[rhai_fn(volatile, return_raw)]
     pub fn session_destroy(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        Ok(c.write(
+        c.change(
             &ctx,
             "PUT",
             &format!("/v1/session/destroy/{}", encode(id)),
             None,
             &format!("consul: destroy session {id}"),
-        )?
-        .is_some())
+        )
     }
 
     /// The live sessions (`ID`, `Name`, `Node`, `TTL`, ...).

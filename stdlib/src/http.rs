@@ -299,6 +299,19 @@ impl ApiClient {
         self.check(ctx, "GET", path, reply, ok)
     }
 
+    /// A write whose answer is not needed: true when it ran, false when a dry run planned
+    /// it.
+    pub fn change(
+        &self,
+        ctx: &NativeCallContext,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        summary: &str,
+    ) -> RhaiResult<bool> {
+        Ok(self.write(ctx, method, path, body, summary)?.is_some())
+    }
+
     /// A write, through the runtime's one path for changes: planned in a dry run (None),
     /// audited otherwise.
     pub fn write(

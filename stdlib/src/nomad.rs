@@ -83,14 +83,13 @@ pub mod nomad_api {
     #[rhai_fn(volatile, return_raw)]
     pub fn remove_peer(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        Ok(c.write(
+        c.change(
             &ctx,
             "DELETE",
             &format!("/v1/operator/raft/peer?id={}", encode(id)),
             None,
             &format!("nomad: remove raft peer {id}"),
-        )?
-        .is_some())
+        )
     }
 
     /// Asks this server to join the server at `address`; the number joined. A change.
@@ -140,28 +139,26 @@ pub mod nomad_api {
     ) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
         let spec = json!({"DrainSpec": {"Deadline": deadline_seconds * 1_000_000_000, "IgnoreSystemJobs": true}});
-        Ok(c.write(
+        c.change(
             &ctx,
             "PUT",
             &format!("/v1/node/{}/drain", encode(node_id)),
             body(&spec),
             &format!("nomad: drain node {node_id}"),
-        )?
-        .is_some())
+        )
     }
 
     /// Ends a drain and makes the node eligible again. A change.
     #[rhai_fn(volatile, return_raw)]
     pub fn undrain(ctx: NativeCallContext, host: Host, node_id: &str) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        Ok(c.write(
+        c.change(
             &ctx,
             "PUT",
             &format!("/v1/node/{}/drain", encode(node_id)),
             body(&json!({"DrainSpec": null, "MarkEligible": true})),
             &format!("nomad: end the drain of node {node_id}"),
-        )?
-        .is_some())
+        )
     }
 
     /// Sets a node's scheduling eligibility (`true`: eligible). A change.
@@ -174,14 +171,13 @@ pub mod nomad_api {
     ) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
         let value = if eligible { "eligible" } else { "ineligible" };
-        Ok(c.write(
+        c.change(
             &ctx,
             "PUT",
             &format!("/v1/node/{}/eligibility", encode(node_id)),
             body(&json!({"Eligibility": value})),
             &format!("nomad: mark node {node_id} {value}"),
-        )?
-        .is_some())
+        )
     }
 
     /// The jobs: `ID`, `Type`, `Status`, ...

@@ -232,8 +232,7 @@ pub mod vault_api {
     #[rhai_fn(volatile, return_raw)]
     pub fn seal(ctx: NativeCallContext, host: Host) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        Ok(c.write(&ctx, "PUT", "/v1/sys/seal", None, "vault: seal")?
-            .is_some())
+        c.change(&ctx, "PUT", "/v1/sys/seal", None, "vault: seal")
     }
 
     /// Asks this (sealed, uninitialized, raft) node to join the cluster whose leader
@@ -271,14 +270,13 @@ pub mod vault_api {
     #[rhai_fn(volatile, return_raw)]
     pub fn remove_peer(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
-        Ok(c.write(
+        c.change(
             &ctx,
             "POST",
             "/v1/sys/storage/raft/remove-peer",
             body(&json!({"server_id": id})),
             &format!("vault: remove raft peer {id}"),
-        )?
-        .is_some())
+        )
     }
 
     /// Autopilot's view: `healthy`, `failure_tolerance`, `leader`, `voters`, `servers`.
