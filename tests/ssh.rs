@@ -36,6 +36,78 @@ try { h.exec("no-such-command-here") } catch (e) { print(e.code) }
         ));
 }
 
+/// Commands without input run one after another in a resident `sh` per host: each must
+/// still start from a clean state and get exactly its own output and status.
+#[test]
+fn commands_in_a_resident_shell_keep_apart() {
+    let lab = SshLab::start(1);
+    test_with(&lab, "")
+        .file(
+            "t.rhai",
+            r#"
+let h = host("host1");
+h.exec("cd /tmp; X=set; export Y=set; umask 077; set -e");
+print(h.exec("pwd; echo ${X:-unset} ${Y:-unset}; umask"));
+let r = h.run("printf 'no newline'; printf 'err' >&2; exit 7");
+print(`${r.status}|${r.stdout}|${r.stderr}`);
+print(h.exec("cat; echo read nothing"));
+print(h.run("if then").status);
+let big = h.run("head -c 300000 /dev/zero | tr '\\000' e >&2; head -c 2000000 /dev/zero | tr '\\000' o");
+print(`${big.stdout.len} ${big.stderr.len} ${big.stdout.index_of("e")}`);
+print(h.exec("echo 'quotes \" and $HOME'\\''s'"));
+try { h.run("sleep 5", #{timeout: 1}) } catch (e) { print(e.code) }
+print(h.exec("echo after a timeout"));
+try { h.run("kill -9 $$") } catch (e) { print(e.message) }
+print(h.exec("echo after the shell died"));
+"#,
+        )
+        .args(["t.rhai"])
+        .run()
+        .status(0)
+        .stdout(
+            "/home/harun-test\nunset unset\n0022\n\
+             7|no newline|err\n\
+             read nothing\n\
+             2\n\
+             2000000 300000 -1\n\
+             quotes \" and $HOME's\n\
+             harun::timeout\n\
+             after a timeout\n\
+             host1: the session ended before the command did: the remote shell ended\n\
+             after the shell died\n",
+        );
+}
+
+/// Resident shells hold sessions too: with sshd allowing 2 per connection, eight
+/// concurrent callers mixing commands with and without input must all get through.
+#[test]
+fn sessions_stay_within_max_sessions() {
+    let lab = SshLab::start_with(1, "MaxSessions 2\n");
+    test_with(&lab, "  max_sessions = 2\n")
+        .args([
+            "-e",
+            r#"let h = host("host1");
+let out = parallel([h, h, h, h, h, h, h, h], 8, |h| {
+    let a = h.exec("sleep 0.2; echo a");
+    let b = h.exec("cat", #{stdin: "b"});
+    a + b + h.exec("echo c")
+});
+print(out)"#,
+        ])
+        .run()
+        .status(0)
+        .stdout(&format!("{:?}\n", ["abc"; 8]));
+    // More than sshd allows: the error says which two settings disagree.
+    test_with(&lab, "  max_sessions = 4\n")
+        .args([
+            "-e",
+            r#"let h = host("host1"); parallel([h, h, h, h], |h| h.exec("sleep 0.5"))"#,
+        ])
+        .run()
+        .status(3)
+        .stderr_has("host1: sshd refused another session (is its MaxSessions lower than max_sessions = 4 in the topology?)");
+}
+
 #[test]
 fn config_file_edited_over_ssh_keeps_comments_and_a_backup() {
     let lab = SshLab::start(1);

@@ -45,6 +45,12 @@ fn block() -> (u32, u32) {
 impl SshLab {
     /// Starts `n` sshd processes named `host1..hostN`.
     pub fn start(n: usize) -> SshLab {
+        SshLab::start_with(n, "")
+    }
+
+    /// `start` with sshd_config lines of the test's own, ahead of the defaults (sshd
+    /// takes the first value of a keyword): `"MaxSessions 2\n"`.
+    pub fn start_with(n: usize, sshd_options: &str) -> SshLab {
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
             "sshd is missing: run tests/setup (tests/run does)"
@@ -89,7 +95,7 @@ impl SshLab {
             std::fs::write(
                 &config,
                 format!(
-                    "ListenAddress {address}:{PORT}\n\
+                    "{sshd_options}ListenAddress {address}:{PORT}\n\
                      HostKey {}\n\
                      PidFile {}\n\
                      AuthorizedKeysFile {}\n\

@@ -455,7 +455,7 @@ pub mod ssh_api {
         value.insert("code".into(), "harun::parallel::failed".into());
         value.insert(
             "message".into(),
-            format!("{} of {n} failed: {}", errors.len(), lines.join("; ")).into(),
+            format!("{} of {n} failed: {}", lines.len(), lines.join("; ")).into(),
         );
         value.insert("errors".into(), errors.into());
         value.insert("results".into(), values.into());

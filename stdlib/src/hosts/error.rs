@@ -66,6 +66,14 @@ impl HostError {
                     target.address
                 ),
             )
+        } else if lower.contains("session open refused") {
+            (
+                "harun::host::sessions",
+                format!(
+                    "sshd refused another session (is its MaxSessions lower than max_sessions = {} in the topology?)",
+                    target.max_sessions
+                ),
+            )
         } else if lower.contains("connection refused") {
             (
                 "harun::host::unreachable",

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod pool;
+pub mod resident;
 pub mod shell;
 pub mod transport;
 
@@ -166,7 +167,7 @@ pub fn exec_raw(
     // Connecting and running have their own limits: a slow handshake does not eat the
     // command's time, and a local command waits for no handshake at all.
     let (t, p) = (target.clone(), pool.clone());
-    let (connection, permit) = context
+    let connection = context
         .block_on(
             target.connect_timeout + Duration::from_secs(1),
             async move { p.acquire(&t).await },
@@ -177,7 +178,6 @@ pub fn exec_raw(
     let outcome = context
         .block_on(timeout.unwrap_or(target.command_timeout), async move {
             let result = connection.exec(&t, &cmd, stdin).await;
-            drop(permit);
             if result.is_err() {
                 p.invalidate(&t).await;
             }

@@ -10,15 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use super::error::HostError;
 use super::transport::{connect_ssh, Connection, Target};
 
 struct Slot {
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
-    /// sshd's MaxSessions: commands in flight over one master.
-    permits: Arc<Semaphore>,
 }
 
 #[derive(Default)]
@@ -35,40 +31,30 @@ impl Pool {
             .or_insert_with(|| {
                 Arc::new(Slot {
                     connection: tokio::sync::Mutex::new(None),
-                    permits: Arc::new(Semaphore::new(target.max_sessions)),
                 })
             })
             .clone()
     }
 
-    /// The host's connection (connecting on first use) and a session permit.
-    pub async fn acquire(
-        &self,
-        target: &Target,
-    ) -> Result<(Arc<Connection>, OwnedSemaphorePermit), HostError> {
+    /// The host's connection, connecting on first use.
+    pub async fn acquire(&self, target: &Target) -> Result<Arc<Connection>, HostError> {
         let slot = self.slot(target);
-        let permit = slot.permits.clone().acquire_owned().await.map_err(|_| {
-            HostError::new(
-                "harun::host::closed",
-                &target.name,
-                "connection pool closed",
-            )
-        })?;
         let mut connection = slot.connection.lock().await;
         if let Some(c) = connection.as_ref() {
-            return Ok((c.clone(), permit));
+            return Ok(c.clone());
         }
         let fresh = if target.local {
-            Arc::new(Connection::Local)
+            Arc::new(Connection::local(target.max_sessions))
         } else {
             let dir = self
                 .control_dir()
                 .map_err(|e| HostError::new("harun::host::control_dir", &target.name, e))?;
             tracing::debug!(host = %target.name, address = %target.address, "connecting over ssh");
-            Arc::new(Connection::Ssh(Arc::new(connect_ssh(target, &dir).await?)))
+            let session = connect_ssh(target, &dir).await?;
+            Arc::new(Connection::ssh(session, target.max_sessions))
         };
         *connection = Some(fresh.clone());
-        Ok((fresh, permit))
+        Ok(fresh)
     }
 
     /// Forgets a broken connection so the next call reconnects (a host that rebooted).
@@ -108,12 +94,8 @@ impl Pool {
         for slot in slots {
             closing.spawn(async move {
                 let connection = slot.connection.lock().await.take();
-                if let Some(Connection::Ssh(session)) =
-                    connection.and_then(|c| Arc::try_unwrap(c).ok())
-                {
-                    if let Ok(session) = Arc::try_unwrap(session) {
-                        let _ = tokio::time::timeout(Duration::from_secs(3), session.close()).await;
-                    }
+                if let Some(connection) = connection.and_then(|c| Arc::try_unwrap(c).ok()) {
+                    let _ = tokio::time::timeout(Duration::from_secs(6), connection.close()).await;
                 }
             });
         }

@@ -4,13 +4,15 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harun_runtime::topology::Host;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::error::HostError;
+use super::resident::ResidentShell;
 
 /// What a finished command left behind.
 #[derive(Clone, Debug)]
@@ -80,25 +82,140 @@ impl Target {
     }
 }
 
-/// An open way to run commands on one host.
-pub enum Connection {
+/// An open way to run commands on one host, and the host's session slots.
+pub struct Connection {
+    kind: Kind,
+    /// Commands in flight on this machine, or SSH sessions open on the host: sshd refuses
+    /// more than its MaxSessions over one connection.
+    sessions: Arc<Semaphore>,
+    /// SSH: resident shells between commands. Each holds one of `sessions`.
+    idle: Mutex<Vec<ResidentShell>>,
+    shell_returned: Notify,
+}
+
+enum Kind {
     Local,
     Ssh(Arc<openssh::Session>),
 }
 
 impl Connection {
-    /// Runs `command` through the host's shell, feeding `stdin` when given.
+    pub fn local(max_sessions: usize) -> Connection {
+        Connection::new(Kind::Local, max_sessions)
+    }
+
+    pub fn ssh(session: openssh::Session, max_sessions: usize) -> Connection {
+        Connection::new(Kind::Ssh(Arc::new(session)), max_sessions)
+    }
+
+    fn new(kind: Kind, max_sessions: usize) -> Connection {
+        Connection {
+            kind,
+            sessions: Arc::new(Semaphore::new(max_sessions)),
+            idle: Mutex::new(Vec::new()),
+            shell_returned: Notify::new(),
+        }
+    }
+
+    /// Runs `command` through the host's `sh`, feeding `stdin` when given. Over SSH a
+    /// command without input goes to a resident shell; one with input gets a session of
+    /// its own, whose end of input is the end of the data.
     pub async fn exec(
         &self,
         target: &Target,
         command: &str,
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, HostError> {
-        match self {
-            Connection::Local => exec_local(target, command, stdin).await,
-            Connection::Ssh(session) => exec_ssh(target, session.clone(), command, stdin).await,
+        match &self.kind {
+            Kind::Local => {
+                let _slot = self.sessions.acquire().await.map_err(|_| closed(target))?;
+                exec_local(target, command, stdin).await
+            }
+            Kind::Ssh(session) if stdin.is_none() => {
+                let mut shell = self.shell(target, session).await?;
+                let out = shell.run(command).await.map_err(|e| {
+                    HostError::io(&target.name, "the session ended before the command did", &e)
+                })?;
+                self.lock_idle().push(shell);
+                self.shell_returned.notify_waiters();
+                Ok(out)
+            }
+            Kind::Ssh(session) => {
+                let _slot = self.free_session(target).await?;
+                exec_ssh(target, session.clone(), command, stdin).await
+            }
         }
     }
+
+    /// An idle resident shell, or a new one once a session is free.
+    async fn shell(
+        &self,
+        target: &Target,
+        session: &Arc<openssh::Session>,
+    ) -> Result<ResidentShell, HostError> {
+        loop {
+            let returned = self.shell_returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(shell) = self.lock_idle().pop() {
+                return Ok(shell);
+            }
+            tokio::select! {
+                slot = self.sessions.clone().acquire_owned() => {
+                    let slot = slot.map_err(|_| closed(target))?;
+                    return ResidentShell::open(session.clone(), slot)
+                        .await
+                        .map_err(|e| HostError::ssh(target, &e));
+                }
+                _ = returned => {}
+            }
+        }
+    }
+
+    /// A session slot for a command of its own, closing an idle shell when that frees one.
+    async fn free_session(&self, target: &Target) -> Result<OwnedSemaphorePermit, HostError> {
+        loop {
+            let returned = self.shell_returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Ok(slot) = self.sessions.clone().try_acquire_owned() {
+                return Ok(slot);
+            }
+            let idle = self.lock_idle().pop();
+            if let Some(shell) = idle {
+                shell.close().await;
+                continue;
+            }
+            tokio::select! {
+                slot = self.sessions.clone().acquire_owned() => {
+                    return slot.map_err(|_| closed(target));
+                }
+                _ = returned => {}
+            }
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ResidentShell>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the SSH master (the end of the run); its sessions, resident shells included,
+    /// end with it.
+    pub async fn close(self) {
+        self.lock_idle().clear();
+        if let Kind::Ssh(session) = self.kind {
+            if let Ok(session) = Arc::try_unwrap(session) {
+                let _ = session.close().await;
+            }
+        }
+    }
+}
+
+fn closed(target: &Target) -> HostError {
+    HostError::new(
+        "harun::host::closed",
+        &target.name,
+        "connection pool closed",
+    )
 }
 
 async fn exec_local(
@@ -150,7 +267,13 @@ async fn exec_ssh(
     })
     .stdout(openssh::Stdio::piped())
     .stderr(openssh::Stdio::piped());
-    let mut child = cmd.spawn().await.map_err(|e| HostError::ssh(target, &e))?;
+    let mut pause = Duration::ZERO;
+    let mut child = loop {
+        match cmd.spawn().await {
+            Err(e) if retry_refused_session(&e, &mut pause).await => continue,
+            spawned => break spawned.map_err(|e| HostError::ssh(target, &e))?,
+        }
+    };
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin().take()) {
         pipe.write_all(&input)
             .await
@@ -167,6 +290,31 @@ async fn exec_ssh(
         stdout: out.stdout,
         stderr: out.stderr,
     })
+}
+
+/// Whether to open a session again after `e`, having waited: while sshd refuses it, for
+/// about a second. sshd frees a session only once the channel's close handshake is over,
+/// which can trail the exit status the master passes on: a session opened right after
+/// another one ended may be refused as one too many (MaxSessions). Nothing ran then, so
+/// trying again is safe. `pause` starts at zero.
+pub async fn retry_refused_session(e: &openssh::Error, pause: &mut Duration) -> bool {
+    if *pause > Duration::from_millis(500) || !session_refused(e) {
+        return false;
+    }
+    *pause = (*pause * 2).max(Duration::from_millis(5));
+    tokio::time::sleep(*pause).await;
+    true
+}
+
+fn session_refused(e: &openssh::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("Session open refused") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// openssh turns a remote exit status 127 into an error; give it back as the status the

@@ -1,0 +1,172 @@
+//! A resident shell: one SSH session running `sh`, kept open for the whole run, that runs
+//! one command after another. A fresh session per command costs the remote sshd a fork, an
+//! exec of the login shell and a channel set-up; here each command costs a subshell. This
+//! is what makes a script's many small commands (reads, tests, service states) cheap.
+//!
+//! Each command runs as `( eval 'COMMAND' ) </dev/null` in a subshell of its own, so a
+//! `cd`, a variable or an `exit` does not leak into the next one, and nothing reads the
+//! command stream. After it the shell prints a marker on stdout (with the exit status) and
+//! on stderr; the marker holds a random token and the command's number, so no output can
+//! pass for it. Anything unexpected (the shell ends, a stream closes, the caller gives up
+//! half-way) and the shell is dropped rather than reused.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::shell::quote;
+use super::transport::{retry_refused_session, ExecOutput};
+
+pub struct ResidentShell {
+    child: openssh::Child<Arc<openssh::Session>>,
+    stdin: openssh::ChildStdin,
+    stdout: Stream<openssh::ChildStdout>,
+    stderr: Stream<openssh::ChildStderr>,
+    token: String,
+    count: u64,
+    /// The host's session slot (sshd's MaxSessions), held while the shell is open.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ResidentShell {
+    /// Opens a session running `sh` on the master's host.
+    pub async fn open(
+        session: Arc<openssh::Session>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<ResidentShell, openssh::Error> {
+        let mut command = session.arc_raw_command("exec sh");
+        command
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let mut pause = std::time::Duration::ZERO;
+        let mut child = loop {
+            match command.spawn().await {
+                Err(e) if retry_refused_session(&e, &mut pause).await => continue,
+                spawned => break spawned?,
+            }
+        };
+        let (Some(stdin), Some(stdout), Some(stderr)) = (
+            child.stdin().take(),
+            child.stdout().take(),
+            child.stderr().take(),
+        ) else {
+            unreachable!("all three streams were asked for as pipes");
+        };
+        Ok(ResidentShell {
+            child,
+            stdin,
+            stdout: Stream::new(stdout),
+            stderr: Stream::new(stderr),
+            token: random_token(),
+            count: 0,
+            _permit: permit,
+        })
+    }
+
+    /// Runs one command and waits for it. An error means the shell is no longer usable.
+    pub async fn run(&mut self, command: &str) -> std::io::Result<ExecOutput> {
+        self.count += 1;
+        let marker = format!("\x1eharun-{}-{}:", self.token, self.count);
+        let line = format!(
+            "( eval {} ) </dev/null; printf '%s%d\\n' '{marker}' \"$?\"; printf '%s' '{marker}' >&2\n",
+            quote(command)
+        );
+        self.stdin.write_all(line.as_bytes()).await?;
+        self.stdin.flush().await?;
+        let marker = marker.as_bytes();
+        let (stdout, stderr) = tokio::try_join!(
+            self.stdout.until(marker, true),
+            self.stderr.until(marker, false)
+        )?;
+        let (stdout, status) = stdout;
+        Ok(ExecOutput {
+            status,
+            stdout,
+            stderr: stderr.0,
+        })
+    }
+
+    /// Ends the shell: end of input makes `sh` exit, and the session closes with it, so
+    /// that sshd counts it no more.
+    pub async fn close(self) {
+        let ResidentShell {
+            child,
+            mut stdin,
+            _permit: permit,
+            ..
+        } = self;
+        let _ = stdin.shutdown().await;
+        drop(stdin);
+        // A command's background process can hold the session open: do not wait on it.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), child.wait()).await;
+        // Only now may another session take the slot.
+        drop(permit);
+    }
+}
+
+/// One output stream of the shell, read up to each command's marker.
+struct Stream<R> {
+    reader: R,
+    buffer: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> Stream<R> {
+    fn new(reader: R) -> Stream<R> {
+        Stream {
+            reader,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// What came before `marker`, and after it (on stdout) the exit status up to the end of
+    /// the line. Output left over after that belongs to nobody and is dropped.
+    async fn until(&mut self, marker: &[u8], with_status: bool) -> std::io::Result<(Vec<u8>, i32)> {
+        let mut searched = 0;
+        loop {
+            if let Some(at) =
+                memchr::memmem::find(&self.buffer[searched..], marker).map(|i| i + searched)
+            {
+                let rest = &self.buffer[at + marker.len()..];
+                if !with_status {
+                    let output = self.buffer[..at].to_vec();
+                    self.buffer.clear();
+                    return Ok((output, 0));
+                }
+                if let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                    let status = std::str::from_utf8(&rest[..end])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(-1);
+                    let output = self.buffer[..at].to_vec();
+                    self.buffer.clear();
+                    return Ok((output, status));
+                }
+            } else {
+                searched = self.buffer.len().saturating_sub(marker.len());
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the remote shell ended",
+                ));
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// 128 bits from the standard library's per-process random hash keys: enough that no
+/// command's output carries the marker by chance.
+fn random_token() -> String {
+    let half = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
