@@ -59,6 +59,10 @@ try { h.run("sleep 5", #{timeout: 1}) } catch (e) { print(e.code) }
 print(h.exec("echo after a timeout"));
 try { h.run("kill -9 $$") } catch (e) { print(e.message) }
 print(h.exec("echo after the shell died"));
+// Left in the background, still writing to the session: not the next command's output.
+print(h.exec("(sleep 0.2; echo stray; echo stray >&2) & echo started"));
+sleep(0.6);
+print(h.run("echo next; echo $0"));
 "#,
         )
         .args(["t.rhai"])
@@ -74,7 +78,9 @@ print(h.exec("echo after the shell died"));
              harun::timeout\n\
              after a timeout\n\
              host1: the session ended before the command did: the remote shell ended\n\
-             after the shell died\n",
+             after the shell died\n\
+             started\n\
+             #{\"command\": \"echo next; echo $0\", \"host\": \"host1\", \"ok\": true, \"status\": 0, \"stderr\": \"\", \"stdout\": \"next\\nsh\\n\"}\n",
         );
 }
 

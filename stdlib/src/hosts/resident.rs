@@ -26,6 +26,7 @@ pub struct ResidentShell {
     stderr: Stream<openssh::ChildStderr>,
     token: String,
     count: u64,
+    clean: bool,
     /// The host's session slot (sshd's MaxSessions), held while the shell is open.
     _permit: OwnedSemaphorePermit,
 }
@@ -62,6 +63,7 @@ impl ResidentShell {
             stderr: Stream::new(stderr),
             token: random_token(),
             count: 0,
+            clean: true,
             _permit: permit,
         })
     }
@@ -82,11 +84,29 @@ impl ResidentShell {
             self.stderr.until(marker, false)
         )?;
         let (stdout, status) = stdout;
+        if self.stdout.stray || self.stderr.stray {
+            self.clean = false;
+        }
         Ok(ExecOutput {
             status,
             stdout,
             stderr: stderr.0,
         })
+    }
+
+    /// False once output came that no command was waiting for: something a command left
+    /// in the background writes to the session, and would garble the next command's.
+    pub fn is_clean(&self) -> bool {
+        self.clean
+    }
+
+    /// `is_clean`, having looked for output that came while the shell was idle, or for
+    /// the shell's end.
+    pub async fn is_still_clean(&mut self) -> bool {
+        let quiet = matches!(self.stdout.pending().await, Ok(false))
+            && matches!(self.stderr.pending().await, Ok(false));
+        self.clean &= quiet;
+        self.clean
     }
 
     /// Ends the shell: end of input makes `sh` exit, and the session closes with it, so
@@ -111,6 +131,8 @@ impl ResidentShell {
 struct Stream<R> {
     reader: R,
     buffer: Vec<u8>,
+    /// Output came after a command's marker.
+    stray: bool,
 }
 
 impl<R: AsyncRead + Unpin> Stream<R> {
@@ -118,11 +140,24 @@ impl<R: AsyncRead + Unpin> Stream<R> {
         Stream {
             reader,
             buffer: Vec::new(),
+            stray: false,
+        }
+    }
+
+    /// Whether the stream has something to read now: output, or its end.
+    async fn pending(&mut self) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 1024];
+        let read = self.reader.read(&mut chunk);
+        match tokio::time::timeout(std::time::Duration::ZERO, read).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(false),
         }
     }
 
     /// What came before `marker`, and after it (on stdout) the exit status up to the end of
-    /// the line. Output left over after that belongs to nobody and is dropped.
+    /// the line. Output after that belongs to no command: it is dropped, and marks the
+    /// stream as having a stray writer.
     async fn until(&mut self, marker: &[u8], with_status: bool) -> std::io::Result<(Vec<u8>, i32)> {
         let mut searched = 0;
         loop {
@@ -130,16 +165,17 @@ impl<R: AsyncRead + Unpin> Stream<R> {
                 memchr::memmem::find(&self.buffer[searched..], marker).map(|i| i + searched)
             {
                 let rest = &self.buffer[at + marker.len()..];
-                if !with_status {
-                    let output = self.buffer[..at].to_vec();
-                    self.buffer.clear();
-                    return Ok((output, 0));
-                }
-                if let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                let end = if with_status {
+                    rest.iter().position(|b| *b == b'\n').map(|end| end + 1)
+                } else {
+                    Some(0)
+                };
+                if let Some(end) = end {
                     let status = std::str::from_utf8(&rest[..end])
                         .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(-1);
+                        .and_then(|s| s.trim_end().parse().ok())
+                        .unwrap_or(if with_status { -1 } else { 0 });
+                    self.stray |= rest.len() > end;
                     let output = self.buffer[..at].to_vec();
                     self.buffer.clear();
                     return Ok((output, status));

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::error::HostError;
 use super::resident::ResidentShell;
+use super::shell::quote;
 
 /// What a finished command left behind.
 #[derive(Clone, Debug)]
@@ -116,15 +117,22 @@ impl Connection {
         }
     }
 
-    /// Runs `command` through the host's `sh`, feeding `stdin` when given. Over SSH a
-    /// command without input goes to a resident shell; one with input gets a session of
-    /// its own, whose end of input is the end of the data.
+    /// Runs `command` through the host's `sh` (not the login shell), feeding `stdin` when
+    /// given. Over SSH a command without input goes to a resident shell; one with input
+    /// gets a session of its own, whose end of input is the end of the data.
     pub async fn exec(
         &self,
         target: &Target,
         command: &str,
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, HostError> {
+        if command.contains('\0') {
+            return Err(HostError::new(
+                "harun::host::command",
+                &target.name,
+                "the command contains a NUL byte, which no shell can run",
+            ));
+        }
         match &self.kind {
             Kind::Local => {
                 let _slot = self.sessions.acquire().await.map_err(|_| closed(target))?;
@@ -135,8 +143,15 @@ impl Connection {
                 let out = shell.run(command).await.map_err(|e| {
                     HostError::io(&target.name, "the session ended before the command did", &e)
                 })?;
-                self.lock_idle().push(shell);
-                self.shell_returned.notify_waiters();
+                if shell.is_clean() {
+                    self.lock_idle().push(shell);
+                    self.shell_returned.notify_waiters();
+                } else {
+                    // Something the command left running still writes to the session;
+                    // its output must not reach the next command.
+                    tracing::debug!(host = %target.name, "retiring a shell with stray output");
+                    drop(shell);
+                }
                 Ok(out)
             }
             Kind::Ssh(session) => {
@@ -156,8 +171,13 @@ impl Connection {
             let returned = self.shell_returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if let Some(shell) = self.lock_idle().pop() {
-                return Ok(shell);
+            let idle = self.lock_idle().pop();
+            if let Some(mut shell) = idle {
+                if shell.is_still_clean().await {
+                    return Ok(shell);
+                }
+                tracing::debug!(host = %target.name, "retiring a shell with stray output");
+                continue;
             }
             tokio::select! {
                 slot = self.sessions.clone().acquire_owned() => {
@@ -259,7 +279,8 @@ async fn exec_ssh(
     command: &str,
     stdin: Option<Vec<u8>>,
 ) -> Result<ExecOutput, HostError> {
-    let mut cmd = session.arc_raw_command(command);
+    // Under sh, as in the resident shells, whatever the login shell.
+    let mut cmd = session.arc_raw_command(format!("exec sh -c {}", quote(command)));
     cmd.stdin(if stdin.is_some() {
         openssh::Stdio::piped()
     } else {
