@@ -1,8 +1,9 @@
 //! SSH fan-out benchmark: one command (`true`) on 3 and on 30 real sshd hosts (loopback
 //! aliases), cold (new connections) and warm (connections already open), beside what an
 //! operator would otherwise use: a bash loop of `ssh HOST CMD &` and `parallel-ssh`.
-//! Warm means: harun's masters from an earlier round of the same run; ssh and pssh with
-//! ControlMaster/ControlPersist sockets from an earlier round.
+//! Warm means: harun's masters and resident shells from an earlier round of the same run;
+//! ssh and pssh with ControlMaster/ControlPersist sockets from an earlier round. Cold, all
+//! three pay the same SSH handshake, which costs far more than anything around it.
 //!
 //! Targets: harun no slower than the bash loop cold, and at least 3x faster than it warm.
 //! Run: `tests/setup --bench && cargo bench --bench ssh_fanout` (as root: it starts sshd).

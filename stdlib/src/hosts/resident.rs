@@ -16,8 +16,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::error::HostError;
 use super::shell::quote;
-use super::transport::{retry_refused_session, ExecOutput};
+use super::transport::{retry_refused_session, ExecOutput, Target};
 
 pub struct ResidentShell {
     child: openssh::Child<Arc<openssh::Session>>,
@@ -34,9 +35,10 @@ pub struct ResidentShell {
 impl ResidentShell {
     /// Opens a session running `sh` on the master's host.
     pub async fn open(
+        target: &Target,
         session: Arc<openssh::Session>,
         permit: OwnedSemaphorePermit,
-    ) -> Result<ResidentShell, openssh::Error> {
+    ) -> Result<ResidentShell, HostError> {
         let mut command = session.arc_raw_command("exec sh");
         command
             .stdin(openssh::Stdio::piped())
@@ -46,7 +48,7 @@ impl ResidentShell {
         let mut child = loop {
             match command.spawn().await {
                 Err(e) if retry_refused_session(&e, &mut pause).await => continue,
-                spawned => break spawned?,
+                spawned => break spawned.map_err(|e| HostError::ssh(target, &e))?,
             }
         };
         let (Some(stdin), Some(stdout), Some(stderr)) = (
@@ -54,7 +56,11 @@ impl ResidentShell {
             child.stdout().take(),
             child.stderr().take(),
         ) else {
-            unreachable!("all three streams were asked for as pipes");
+            return Err(HostError::new(
+                "harun::host::ssh",
+                &target.name,
+                "the new session came without its streams",
+            ));
         };
         Ok(ResidentShell {
             child,

@@ -182,9 +182,7 @@ impl Connection {
             tokio::select! {
                 slot = self.sessions.clone().acquire_owned() => {
                     let slot = slot.map_err(|_| closed(target))?;
-                    return ResidentShell::open(session.clone(), slot)
-                        .await
-                        .map_err(|e| HostError::ssh(target, &e));
+                    return ResidentShell::open(target, session.clone(), slot).await;
                 }
                 _ = returned => {}
             }
