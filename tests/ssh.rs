@@ -5,19 +5,26 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::sshd::{SshLab, USER};
-use common::Test;
+use common::{Outcome, Test};
 
 fn test_with(lab: &SshLab, defaults: &str) -> Test {
     Test::new().file("harun.hcl", &lab.topology(defaults))
 }
 
+/// Runs `script` as a file against the lab's hosts.
+fn run_script(lab: &SshLab, script: &str) -> Outcome {
+    test_with(lab, "")
+        .file("t.rhai", script)
+        .args(["t.rhai"])
+        .run()
+}
+
 #[test]
 fn commands_return_output_and_status() {
     let lab = SshLab::start(1);
-    test_with(&lab, "")
-        .file(
-            "t.rhai",
-            r#"
+    run_script(
+        &lab,
+        r#"
 let h = host("host1");
 print(h.exec("echo hello; whoami"));
 let r = h.run("echo oops >&2; exit 3");
@@ -27,10 +34,8 @@ print(h.query("echo read-only").stdout);
 try { h.exec("echo fine; echo broken >&2; exit 5") } catch (e) { print(e.code); print(e.message) }
 try { h.exec("no-such-command-here") } catch (e) { print(e.code) }
 "#,
-        )
-        .args(["t.rhai"])
-        .run()
-        .status(0)
+    )
+    .status(0)
         .stdout(&format!(
             "hello\n{USER}\n3 false oops\n\nroot\nread-only\n\nharun::host::command_failed\nhost1: `echo fine; echo broken >&2; exit 5` exited with status 5: broken\nharun::host::command_not_found\n"
         ));
@@ -41,10 +46,9 @@ try { h.exec("no-such-command-here") } catch (e) { print(e.code) }
 #[test]
 fn commands_in_a_resident_shell_keep_apart() {
     let lab = SshLab::start(1);
-    test_with(&lab, "")
-        .file(
-            "t.rhai",
-            r#"
+    run_script(
+        &lab,
+        r#"
 let h = host("host1");
 h.exec("cd /tmp; X=set; export Y=set; umask 077; set -e");
 print(h.exec("pwd; echo ${X:-unset} ${Y:-unset}; umask"));
@@ -64,10 +68,8 @@ print(h.exec("(sleep 0.2; echo stray; echo stray >&2) & echo started"));
 sleep(0.6);
 print(h.run("echo next; echo $0"));
 "#,
-        )
-        .args(["t.rhai"])
-        .run()
-        .status(0)
+    )
+    .status(0)
         .stdout(
             "/home/harun-test\nunset unset\n0022\n\
              7|no newline|err\n\
