@@ -10,6 +10,7 @@
 //! pass for it. Anything unexpected (the shell ends, a stream closes, the caller gives up
 //! half-way) and the shell is dropped rather than reused.
 
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
@@ -108,9 +109,9 @@ impl ResidentShell {
 
     /// `is_clean`, having looked for output that came while the shell was idle, or for
     /// the shell's end.
-    pub async fn is_still_clean(&mut self) -> bool {
-        let quiet = matches!(self.stdout.pending().await, Ok(false))
-            && matches!(self.stderr.pending().await, Ok(false));
+    pub fn is_still_clean(&mut self) -> bool {
+        let quiet = matches!(self.stdout.pending(), Ok(false))
+            && matches!(self.stderr.pending(), Ok(false));
         self.clean &= quiet;
         self.clean
     }
@@ -150,14 +151,17 @@ impl<R: AsyncRead + Unpin> Stream<R> {
         }
     }
 
-    /// Whether the stream has something to read now: output, or its end.
-    async fn pending(&mut self) -> std::io::Result<bool> {
+    /// Whether the stream has something to read now: output, or its end. It looks once,
+    /// without waiting: a timer, even of zero, would wait for the next tick of tokio's
+    /// clock (a millisecond), longer than a whole command takes.
+    fn pending(&mut self) -> std::io::Result<bool> {
         let mut chunk = [0u8; 1024];
-        let read = self.reader.read(&mut chunk);
-        match tokio::time::timeout(std::time::Duration::ZERO, read).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Ok(false),
+        let read = std::pin::pin!(self.reader.read(&mut chunk));
+        let mut look = std::task::Context::from_waker(std::task::Waker::noop());
+        match read.poll(&mut look) {
+            std::task::Poll::Ready(Ok(_)) => Ok(true),
+            std::task::Poll::Ready(Err(e)) => Err(e),
+            std::task::Poll::Pending => Ok(false),
         }
     }
 

@@ -173,7 +173,7 @@ impl Connection {
             returned.as_mut().enable();
             let idle = self.lock_idle().pop();
             if let Some(mut shell) = idle {
-                if shell.is_still_clean().await {
+                if shell.is_still_clean() {
                     return Ok(shell);
                 }
                 tracing::debug!(host = %target.name, "retiring a shell with stray output");
