@@ -118,6 +118,9 @@ fn the_module_speaks_tls_with_a_ca_and_a_client_certificate() {
         )
     });
     assert!(lab.ctl("controller1", "nomad", "restart").status.success());
+    // `lab status` reads the node over TLS too, with the node's own certificate.
+    let status = lab.status_line("controller1", "nomad");
+    assert!(status.ends_with(", leader"), "{status}");
     let plain = std::fs::read_to_string(lab.dir.join("harun.hcl")).unwrap();
     let http = "address     = \"http://{address}:4646\"";
     assert!(plain.contains(http));

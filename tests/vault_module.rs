@@ -102,6 +102,8 @@ fn the_vault_module_speaks_tls_and_a_listener_without_a_certificate_is_refused()
         )
     });
     assert!(lab.ctl("controller1", "vault", "start").status.success());
+    let status = lab.status_line("controller1", "vault");
+    assert!(status.contains("sealed (0/3 keys given)"), "{status}");
     let plain = std::fs::read_to_string(lab.dir.join("harun.hcl")).unwrap();
     let http = "address         = \"http://{address}:8200\"";
     assert!(plain.contains(http));
@@ -121,6 +123,11 @@ print(vault::kv_read(c1, "secret", "homelab/nas").username);"#;
         .run()
         .status(0);
     assert_eq!(out.stdout, "sealed\nactive\nbackup\n");
+    let status = lab.status_line("controller1", "vault");
+    assert!(
+        status.contains("unsealed, active, file storage"),
+        "{status}"
+    );
     let from_env = Test::new()
         .file("harun.hcl", &plain.replace(http, https))
         .env("VAULT_CACERT", pki.ca.to_str().unwrap())

@@ -553,38 +553,58 @@ fn http_with(
     body: &str,
     headers: &[(&str, &str)],
 ) -> Result<String, String> {
-    use std::io::Read;
-    let rest = url.strip_prefix("http://").ok_or("only http URLs")?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let addr: SocketAddr = authority
-        .parse()
-        .map_err(|_| format!("bad address {authority}"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("{url}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n{body}",
-        body.len(),
-        headers
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}\r\n"))
-            .collect::<String>()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split_whitespace().nth(1).unwrap_or("0");
-    if !status.starts_with('2') {
-        return Err(format!("{method} {url}: {status} {body}"));
+    static PLAIN: std::sync::OnceLock<Result<reqwest::blocking::Client, String>> =
+        std::sync::OnceLock::new();
+    let client = PLAIN
+        .get_or_init(|| crate::tls::supervisor_client(None, Duration::from_secs(5)))
+        .as_ref()
+        .map_err(Clone::clone)?;
+    call(client, method, url, body, headers)
+}
+
+fn call(
+    client: &reqwest::blocking::Client,
+    method: &str,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> Result<String, String> {
+    let method: reqwest::Method = method.parse().map_err(|_| format!("bad method {method}"))?;
+    let mut request = client.request(method.clone(), url).body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
-    // Chunked bodies are not used by the twins' small answers (axum sets Content-Length).
-    Ok(body.to_string())
+    let response = request.send().map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    let text = response.text().map_err(|e| format!("{url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{method} {url}: {} {text}", status.as_u16()));
+    }
+    Ok(text)
+}
+
+/// GET on a node's HTTP API, over TLS when its config says so (`tls { http = true }` for
+/// Nomad, a tcp listener without `tls_disable` for Vault), as `lab status` must read it.
+fn node_get(lab: &Lab, host: &str, service: &str, path: &str) -> Result<String, String> {
+    let config = lab.config_file(host, service);
+    let tls = match service {
+        "nomad" => crate::nomad::Settings::load(&config)?.tls,
+        "vault" => crate::vault::Settings::load(&config)?.tls,
+        _ => None,
+    };
+    let address = lab.address(host);
+    let port = port_of(service)?;
+    let Some(files) = tls else {
+        return http_get(&format!("http://{address}:{port}{path}"));
+    };
+    let client = crate::tls::supervisor_client(Some(&files), Duration::from_secs(5))?;
+    call(
+        &client,
+        "GET",
+        &format!("https://{address}:{port}{path}"),
+        "",
+        &[],
+    )
 }
 
 fn wait_for_leader(lab: &Lab, host: &str, service: &str, timeout: Duration) -> Result<(), String> {
@@ -744,15 +764,15 @@ pub fn status(dir: &Path) -> Result<String, String> {
     );
     for host in lab.hosts() {
         let host = host.as_str();
-        for (service, port) in lab.services(host) {
+        for (service, _) in lab.services(host) {
             let address = lab.address(host);
             let state = match lab.pid(host, service) {
                 None => "stopped".to_string(),
                 Some(pid) if *service == "vault" => {
-                    format!("running (pid {pid}), {}", vault_state(&address))
+                    format!("running (pid {pid}), {}", vault_state(&lab, host))
                 }
                 Some(pid) => {
-                    let leader = http_get(&format!("http://{address}:{port}/v1/status/leader"))
+                    let leader = node_get(&lab, host, service, "/v1/status/leader")
                         .map(|b| b.trim().trim_matches('"').to_string())
                         .unwrap_or_default();
                     let role = if leader.is_empty() {
@@ -772,9 +792,8 @@ pub fn status(dir: &Path) -> Result<String, String> {
 }
 
 /// Sealed or not, active or standby, from the node's own unauthenticated endpoints.
-fn vault_state(address: &str) -> String {
-    let base = format!("http://{address}:8200");
-    let Ok(status) = http_get(&format!("{base}/v1/sys/seal-status")) else {
+fn vault_state(lab: &Lab, host: &str) -> String {
+    let Ok(status) = node_get(lab, host, "vault", "/v1/sys/seal-status") else {
         return "not answering".into();
     };
     let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
@@ -788,7 +807,7 @@ fn vault_state(address: &str) -> String {
             status["progress"], status["t"]
         );
     }
-    let leader: serde_json::Value = http_get(&format!("{base}/v1/sys/leader"))
+    let leader: serde_json::Value = node_get(lab, host, "vault", "/v1/sys/leader")
         .ok()
         .and_then(|l| serde_json::from_str(&l).ok())
         .unwrap_or_default();

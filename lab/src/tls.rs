@@ -76,17 +76,40 @@ pub fn internal_client(
     install_crypto();
     let mut builder = reqwest::Client::builder().timeout(timeout).no_proxy();
     if let Some(files) = files {
-        let mut pem = std::fs::read(&files.cert_file)
-            .map_err(|e| format!("Failed to load cert/key pair: {}: {e}", files.cert_file))?;
-        pem.extend(
-            std::fs::read(&files.key_file)
-                .map_err(|e| format!("Failed to load cert/key pair: {}: {e}", files.key_file))?,
-        );
-        let identity = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| format!("Failed to load cert/key pair: {e}"))?;
-        builder = builder.identity(identity).danger_accept_invalid_certs(true);
+        builder = builder
+            .identity(identity(files)?)
+            .danger_accept_invalid_certs(true);
     }
     builder.build().map_err(|e| e.to_string())
+}
+
+/// `internal_client` for the supervisor, which calls the twins from plain threads.
+pub fn supervisor_client(
+    files: Option<&TlsFiles>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::blocking::Client, String> {
+    install_crypto();
+    let mut builder = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .no_proxy();
+    if let Some(files) = files {
+        builder = builder
+            .identity(identity(files)?)
+            .danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The agent's own certificate and key, as a client presents them.
+fn identity(files: &TlsFiles) -> Result<reqwest::Identity, String> {
+    let mut pem = std::fs::read(&files.cert_file)
+        .map_err(|e| format!("Failed to load cert/key pair: {}: {e}", files.cert_file))?;
+    pem.extend(
+        std::fs::read(&files.key_file)
+            .map_err(|e| format!("Failed to load cert/key pair: {}: {e}", files.key_file))?,
+    );
+    reqwest::Identity::from_pem(&pem).map_err(|e| format!("Failed to load cert/key pair: {e}"))
 }
 
 /// Serves `app` on `listener`, with TLS when `files` says so, until `shutdown` completes

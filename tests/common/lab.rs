@@ -109,6 +109,20 @@ impl Lab {
             .unwrap()
     }
 
+    /// `harun lab status`'s line for one service of one host.
+    pub fn status_line(&self, host: &str, service: &str) -> String {
+        let out = self.lab("status", &[]);
+        assert!(out.status.success(), "lab status failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| {
+                l.split_whitespace().next() == Some(host)
+                    && l.split_whitespace().nth(2) == Some(service)
+            })
+            .unwrap_or_else(|| panic!("no {host} {service} line in:\n{text}"))
+            .to_string()
+    }
+
     pub fn ctl(&self, host: &str, service: &str, action: &str) -> std::process::Output {
         self.lab("ctl", &[host, service, action])
     }

@@ -37,25 +37,30 @@ impl Pki {
             std::fs::write(&path, text).unwrap();
             path
         };
-        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, name: &str| {
+        let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>, name: &str| {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(names).unwrap();
             params.distinguished_name.push(DnType::CommonName, name);
-            params.extended_key_usages = vec![usage];
+            params.extended_key_usages = usages;
             let cert = params.signed_by(&key, &ca).unwrap();
             (
                 write(&format!("{name}.pem"), cert.pem()),
                 write(&format!("{name}-key.pem"), key.serialize_pem()),
             )
         };
+        // Like `nomad tls cert create -server`: a server certificate serves and also
+        // authenticates the agent to others.
         let (server_cert, server_key) = leaf(
             names.iter().map(|n| n.to_string()).collect(),
-            ExtendedKeyUsagePurpose::ServerAuth,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
             "server",
         );
         let (client_cert, client_key) = leaf(
             vec!["client.global.nomad".into()],
-            ExtendedKeyUsagePurpose::ClientAuth,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
             "client",
         );
         Pki {
