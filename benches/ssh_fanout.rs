@@ -141,10 +141,18 @@ fn main() {
         let topology = lab.path("harun.hcl");
         std::fs::write(&topology, lab.topology("")).unwrap();
 
-        let harun_c = median((0..ROUNDS).map(|_| timed(harun_cold(&topology))).collect());
-        let bash_c = median((0..ROUNDS).map(|_| timed(bash_loop(&lab, None))).collect());
-        let pssh_c =
-            has_pssh.then(|| median((0..ROUNDS).map(|_| timed(pssh(&lab, None))).collect()));
+        // Cold rounds take turns, so that drift on the machine (page cache, other load)
+        // falls on every tool alike rather than on whichever ran first.
+        let (mut harun_s, mut bash_s, mut pssh_s) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            harun_s.push(timed(harun_cold(&topology)));
+            bash_s.push(timed(bash_loop(&lab, None)));
+            if has_pssh {
+                pssh_s.push(timed(pssh(&lab, None)));
+            }
+        }
+        let (harun_c, bash_c) = (median(harun_s), median(bash_s));
+        let pssh_c = has_pssh.then(|| median(pssh_s));
 
         let harun_w = harun_warm(&topology);
         let control = lab.path("control");
