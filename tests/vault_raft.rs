@@ -244,3 +244,109 @@ fn a_failing_migration_and_a_node_that_never_comes_up_lose_nothing() {
         }
     }
 }
+
+/// Two of three raft nodes lost for good: the survivor cannot elect a leader, whatever
+/// its config says. vault-recover.rhai makes it the whole cluster with peers.json,
+/// keeping every secret, and vault-raft.rhai then brings the other two back fresh.
+#[test]
+fn vault_recover_makes_a_lone_survivor_the_cluster_and_vault_raft_grows_it_back() {
+    let lab = Lab::up();
+    let topology = lab.dir.join("harun.hcl");
+    let mut t = Test::new();
+    let mut run =
+        |args: &[&str]| t.run_with(&[&["--topology", topology.to_str().unwrap()], args].concat());
+    let grown = run(&[script("vault-raft.rhai").to_str().unwrap()]);
+    assert_eq!(grown.status, 0, "{}\n{}", grown.stdout, grown.stderr);
+
+    // Nothing to recover while a node is active.
+    let healthy = run(&["--yes", script("vault-recover.rhai").to_str().unwrap()]);
+    assert_eq!(healthy.status, 0, "{}\n{}", healthy.stdout, healthy.stderr);
+    assert!(
+        healthy.stdout.starts_with("OK - vault has an active node"),
+        "{}",
+        healthy.stdout
+    );
+
+    // controller2 and controller3 are gone; controller1 restarts, sealed, without quorum.
+    for host in ["controller2", "controller3"] {
+        assert!(lab.ctl(host, "vault", "stop").status.success());
+    }
+    assert!(lab.ctl("controller1", "vault", "restart").status.success());
+    let health = run(&[script("health.rhai").to_str().unwrap()]);
+    assert_eq!(health.status, 2, "{}\n{}", health.stdout, health.stderr);
+    assert!(
+        health.stdout.contains("vault: no active node (controller1 sealed); 1 of 3 nodes answer, raft needs 2: start the others, or if they are gone for good, recover with scripts/vault-recover.rhai"),
+        "{}",
+        health.stdout
+    );
+    let refused = run(&[
+        "--set",
+        "timeout=5",
+        script("vault-recover.rhai").to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status, 3, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains(
+            "refused without confirmation: No active node and only controller1 of 3 Vault nodes answer."
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(lab.dir.join("controller2/vault/raft/vault.db").exists());
+    // A dry run plans the recovery and changes nothing.
+    let plan = run(&[
+        "--dry-run",
+        "--yes",
+        script("vault-recover.rhai").to_str().unwrap(),
+    ]);
+    assert_eq!(plan.status, 0, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout
+            .starts_with("OK - plan: recover vault with controller1 as the whole raft cluster"),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains("raft/peers.json"), "{}", plan.stdout);
+    assert!(lab.dir.join("controller2/vault/raft/vault.db").exists());
+    assert!(!lab
+        .dir
+        .join("controller1/vault/raft/raft/peers.json")
+        .exists());
+
+    let recovered = run(&["--yes", script("vault-recover.rhai").to_str().unwrap()]);
+    assert_eq!(
+        recovered.status, 0,
+        "{}\n{}",
+        recovered.stdout, recovered.stderr
+    );
+    assert_eq!(
+        recovered.stdout.lines().next().unwrap(),
+        "OK - vault recovered: 1 raft voter(s) (controller1), 1 active; the raft data of controller2, controller3 was set aside: run vault-raft.rhai to bring them back"
+    );
+    assert!(!lab
+        .dir
+        .join("controller1/vault/raft/raft/peers.json")
+        .exists());
+    assert!(!lab.dir.join("controller2/vault/raft/vault.db").exists());
+
+    // Back to three voters, every secret kept.
+    let regrown = run(&[script("vault-raft.rhai").to_str().unwrap()]);
+    assert_eq!(regrown.status, 0, "{}\n{}", regrown.stdout, regrown.stderr);
+    assert!(
+        regrown
+            .stdout
+            .contains("vault: 3 raft voters, 1 active, 2 standby, 3 secrets"),
+        "{}",
+        regrown.stdout
+    );
+    let read = run(&[
+        "-e",
+        "print(vault::kv_read(host(\"controller3\"), \"secret\", \"homelab/nas\").password)",
+    ]);
+    assert_eq!(
+        read.stdout,
+        format!("{}\n", SECRETS[0].2),
+        "{}",
+        read.stderr
+    );
+}

@@ -392,55 +392,20 @@ fn strip_indexes(v: &Value) -> Value {
 }
 
 /// Runs the Consul twin until it is stopped or leaves.
-/// Consul's outage recovery: `data_dir/raft/peers.json` (`[{"id", "address",
-/// "non_voter"}]`, ids from each server's `node-id`) replaces the raft configuration at
-/// start, and the file is deleted once read.
+/// Consul's outage recovery: `data_dir/raft/peers.json` (ids from each server's
+/// `node-id`) replaces the raft configuration at start.
 fn recover_from_peers_json(settings: &Settings, cluster: &Cluster) -> Result<(), String> {
     let file = settings.data_dir.join("raft").join("peers.json");
-    let Ok(bytes) = std::fs::read(&file) else {
-        return Ok(());
+    let own = crate::cluster::OwnPeer {
+        id: &settings.node_id,
+        // The lab's raft IDs are node names.
+        lab_id: &settings.node_name,
+        address: &format!("{}:{}", settings.bind, settings.server_port),
+        http: &format!("http://{}", settings.http),
     };
-    tracing::info!("found peers.json file, recovering Raft configuration...");
-    let entries: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "Error starting agent: failed to read peers file: {}: {e}",
-            file.display()
-        )
-    })?;
-    let own_address = format!("{}:{}", settings.bind, settings.server_port);
-    let mut servers = Vec::new();
-    for entry in &entries {
-        let (Some(id), Some(address)) = (entry["id"].as_str(), entry["address"].as_str()) else {
-            return Err(format!(
-                "Error starting agent: failed to read peers file: {}: every entry needs an id and an address",
-                file.display()
-            ));
-        };
-        let own = id == settings.node_id;
-        if own && address != own_address {
-            return Err(format!(
-                "Error starting agent: peers.json gives this server ({id}) the address {address}, but it listens on {own_address}"
-            ));
-        }
-        servers.push(crate::cluster::Server {
-            // The lab's raft IDs are node names; other servers keep the id given.
-            id: if own {
-                settings.node_name.clone()
-            } else {
-                id.to_string()
-            },
-            address: address.to_string(),
-            http: if own {
-                format!("http://{}", settings.http)
-            } else {
-                String::new()
-            },
-            voter: entry["non_voter"] != true,
-        });
+    if let Some(servers) = crate::cluster::take_peers_json(&file, &own, "Error starting agent")? {
+        cluster.recover(servers);
     }
-    cluster.recover(servers);
-    std::fs::remove_file(&file).map_err(|e| format!("cannot delete {}: {e}", file.display()))?;
-    tracing::info!("deleted peers.json file after successful recovery");
     Ok(())
 }
 

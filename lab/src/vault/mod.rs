@@ -744,6 +744,18 @@ pub async fn serve(config: &Path) -> Result<(), String> {
                 // takes entries, and cannot lead.
                 Box::new(move || flag.load(Ordering::SeqCst)),
             );
+            // Outage recovery: `<path>/raft/peers.json`, ids being node_ids.
+            let own = crate::cluster::OwnPeer {
+                id: &id,
+                lab_id: &id,
+                address: &host_port(settings.cluster_addr.as_deref().unwrap_or_default()),
+                http: &settings.api_addr,
+            };
+            let peers = path.join("raft").join("peers.json");
+            let prefix = "Error initializing storage of type raft";
+            if let Some(servers) = crate::cluster::take_peers_json(&peers, &own, prefix)? {
+                cluster.recover(servers);
+            }
             cluster.claim_own_address();
             (Storage::Raft(cluster), id)
         }
