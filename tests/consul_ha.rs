@@ -42,6 +42,18 @@ esac
 "#;
 
 impl RealConsul {
+    /// Three voters as Consul itself tells it, through every server, and every KV entry of
+    /// `data` read through the third.
+    fn assert_three_voters_with(&self, data: &[(&str, &str)]) {
+        for i in 0..3 {
+            let config = get(&self.url(i, "/v1/operator/raft/configuration")).json();
+            assert_eq!(voters(&config), 3, "host{}: {config}", i + 1);
+        }
+        for (key, value) in data {
+            assert_eq!(get(&self.url(2, &format!("/v1/kv/{key}?raw"))).body, *value);
+        }
+    }
+
     fn new(lab: &SshLab) -> RealConsul {
         let found = Command::new("consul").arg("version").output();
         assert!(
@@ -181,16 +193,7 @@ fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
     );
     assert!(started.elapsed() < Duration::from_secs(180));
     // The cluster as Consul itself tells it, through every server.
-    for i in 0..3 {
-        let config = get(&consul.url(i, "/v1/operator/raft/configuration")).json();
-        assert_eq!(voters(&config), 3, "host{}: {config}", i + 1);
-    }
-    for (key, value) in data {
-        assert_eq!(
-            get(&consul.url(2, &format!("/v1/kv/{key}?raw"))).body,
-            value
-        );
-    }
+    consul.assert_three_voters_with(&data);
     // Configs edited in place, comments kept, a backup beside each.
     let text = std::fs::read_to_string(consul.dir.join("host1/consul.hcl")).unwrap();
     assert!(
@@ -256,16 +259,7 @@ fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
     assert!(!consul.dir.join("host1/data/raft/peers.json").exists());
     let regrown = t.run_with(&["--set", "timeout=90", script().to_str().unwrap()]);
     assert_eq!(regrown.status, 0, "{}\n{}", regrown.stdout, regrown.stderr);
-    for i in 0..3 {
-        let config = get(&consul.url(i, "/v1/operator/raft/configuration")).json();
-        assert_eq!(voters(&config), 3, "host{}: {config}", i + 1);
-    }
-    for (key, value) in data {
-        assert_eq!(
-            get(&consul.url(2, &format!("/v1/kv/{key}?raw"))).body,
-            value
-        );
-    }
+    consul.assert_three_voters_with(&data);
 }
 
 #[test]

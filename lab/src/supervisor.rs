@@ -71,6 +71,11 @@ impl Lab {
         }
     }
 
+    /// Whether `host` is one of the workers, which run only a Consul and a Nomad client.
+    pub fn is_worker(host: &str) -> bool {
+        host.starts_with("worker")
+    }
+
     /// The controllers, then the workers.
     pub fn hosts(&self) -> Vec<String> {
         HOSTS
@@ -82,7 +87,7 @@ impl Lab {
 
     /// The services a host runs, in start order.
     pub fn services(&self, host: &str) -> &'static [(&'static str, u16)] {
-        if host.starts_with("worker") {
+        if Lab::is_worker(host) {
             &SERVICES[..2]
         } else {
             SERVICES
@@ -335,7 +340,7 @@ vault {{
         harun = harun.display(),
     );
     for host in lab.hosts() {
-        let role = if host.starts_with("worker") {
+        let role = if Lab::is_worker(&host) {
             "worker"
         } else {
             "controller"
@@ -393,8 +398,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
     let nomad_consul = options.nomad_consul;
     for host in lab.hosts() {
         let host = host.as_str();
-        let worker = host.starts_with("worker");
-        let configs = if worker {
+        let configs = if Lab::is_worker(host) {
             vec![
                 ("consul", consul_client_config(&lab, host)),
                 ("nomad", nomad_client_config(&lab, host, nomad_consul)),
@@ -432,7 +436,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
     init_vault(&lab)?;
     wait_for_leader(&lab, "controller1", "nomad", Duration::from_secs(10))?;
     seed_jobs(&lab)?;
-    for host in lab.hosts().iter().filter(|h| h.starts_with("worker")) {
+    for host in lab.hosts().iter().filter(|h| Lab::is_worker(h)) {
         start(&lab, harun, host, "consul")?;
         start(&lab, harun, host, "nomad")?;
     }
@@ -583,28 +587,45 @@ fn call(
     Ok(text)
 }
 
-/// GET on a node's HTTP API, over TLS when its config says so (`tls { http = true }` for
-/// Nomad, a tcp listener without `tls_disable` for Vault), as `lab status` must read it.
-fn node_get(lab: &Lab, host: &str, service: &str, path: &str) -> Result<String, String> {
-    let config = lab.config_file(host, service);
-    let tls = match service {
-        "nomad" => crate::nomad::Settings::load(&config)?.tls,
-        "vault" => crate::vault::Settings::load(&config)?.tls,
-        _ => None,
-    };
-    let address = lab.address(host);
-    let port = port_of(service)?;
-    let Some(files) = tls else {
-        return http_get(&format!("http://{address}:{port}{path}"));
-    };
-    let client = crate::tls::supervisor_client(Some(&files), Duration::from_secs(5))?;
-    call(
-        &client,
-        "GET",
-        &format!("https://{address}:{port}{path}"),
-        "",
-        &[],
-    )
+/// A node's HTTP API as `lab status` reads it: over TLS when its config says so
+/// (`tls { http = true }` for Nomad, a tcp listener without `tls_disable` for Vault), with
+/// the node's own certificate. Made once per node: a config read and a client.
+struct NodeApi {
+    base: String,
+    tls: Option<reqwest::blocking::Client>,
+}
+
+impl NodeApi {
+    fn of(lab: &Lab, host: &str, service: &str) -> Result<NodeApi, String> {
+        let config = lab.config_file(host, service);
+        let files = match service {
+            "nomad" => crate::nomad::Settings::load(&config)?.tls,
+            "vault" => crate::vault::Settings::load(&config)?.tls,
+            _ => None,
+        };
+        let authority = format!("{}:{}", lab.address(host), port_of(service)?);
+        Ok(match files {
+            None => NodeApi {
+                base: format!("http://{authority}"),
+                tls: None,
+            },
+            Some(files) => NodeApi {
+                base: format!("https://{authority}"),
+                tls: Some(crate::tls::supervisor_client(
+                    Some(&files),
+                    Duration::from_secs(5),
+                )?),
+            },
+        })
+    }
+
+    fn get(&self, path: &str) -> Result<String, String> {
+        let url = format!("{}{path}", self.base);
+        match &self.tls {
+            Some(client) => call(client, "GET", &url, "", &[]),
+            None => http_get(&url),
+        }
+    }
 }
 
 fn wait_for_leader(lab: &Lab, host: &str, service: &str, timeout: Duration) -> Result<(), String> {
@@ -766,13 +787,16 @@ pub fn status(dir: &Path) -> Result<String, String> {
         let host = host.as_str();
         for (service, _) in lab.services(host) {
             let address = lab.address(host);
+            let api = || NodeApi::of(&lab, host, service);
             let state = match lab.pid(host, service) {
                 None => "stopped".to_string(),
                 Some(pid) if *service == "vault" => {
-                    format!("running (pid {pid}), {}", vault_state(&lab, host))
+                    let state = api().map_or_else(|e| e, |api| vault_state(&api));
+                    format!("running (pid {pid}), {state}")
                 }
                 Some(pid) => {
-                    let leader = node_get(&lab, host, service, "/v1/status/leader")
+                    let leader = api()
+                        .and_then(|api| api.get("/v1/status/leader"))
                         .map(|b| b.trim().trim_matches('"').to_string())
                         .unwrap_or_default();
                     let role = if leader.is_empty() {
@@ -792,8 +816,8 @@ pub fn status(dir: &Path) -> Result<String, String> {
 }
 
 /// Sealed or not, active or standby, from the node's own unauthenticated endpoints.
-fn vault_state(lab: &Lab, host: &str) -> String {
-    let Ok(status) = node_get(lab, host, "vault", "/v1/sys/seal-status") else {
+fn vault_state(api: &NodeApi) -> String {
+    let Ok(status) = api.get("/v1/sys/seal-status") else {
         return "not answering".into();
     };
     let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
@@ -807,7 +831,8 @@ fn vault_state(lab: &Lab, host: &str) -> String {
             status["progress"], status["t"]
         );
     }
-    let leader: serde_json::Value = node_get(lab, host, "vault", "/v1/sys/leader")
+    let leader: serde_json::Value = api
+        .get("/v1/sys/leader")
         .ok()
         .and_then(|l| serde_json::from_str(&l).ok())
         .unwrap_or_default();

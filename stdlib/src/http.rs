@@ -370,41 +370,21 @@ pub fn install_crypto() {
 /// `https://10.0.0.11:4646` with server name `server.global.nomad`: the URL to request
 /// (`https://server.global.nomad:4646`) and the socket address that name stands for.
 fn with_server_name(base: &str, name: &str) -> Result<(String, std::net::SocketAddr), String> {
-    let Some(rest) = base.strip_prefix("https://") else {
+    let mut url = reqwest::Url::parse(base).map_err(|e| format!("bad address {base}: {e}"))?;
+    if url.scheme() != "https" {
         return Err(format!(
             "tls_server_name {name:?} needs an https:// address, not {base}"
         ));
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    // `[v6]:port`, `host:port` or a bare host (443).
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (h, p) = v6.split_once(']').unwrap_or((v6, ""));
-            (h, p.strip_prefix(':'))
-        }
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        },
-    };
-    let port: u16 = match port {
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("bad port in the address {base}"))?,
-        None => 443,
-    };
-    use std::net::ToSocketAddrs;
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+    }
+    let addr = url
+        .socket_addrs(|| None)
+        .map_err(|e| format!("cannot resolve the address {base}: {e}"))?
+        .into_iter()
         .next()
-        .ok_or_else(|| format!("cannot resolve {host}"))?;
-    let path = if path.is_empty() {
-        String::new()
-    } else {
-        format!("/{path}")
-    };
-    Ok((format!("https://{name}:{port}{path}"), addr))
+        .ok_or_else(|| format!("cannot resolve the address {base}"))?;
+    url.set_host(Some(name))
+        .map_err(|e| format!("bad tls_server_name {name:?}: {e}"))?;
+    Ok((url.as_str().trim_end_matches('/').to_string(), addr))
 }
 
 /// How many entries of a JSON array match; 0 when it is not an array.
@@ -537,10 +517,6 @@ pub fn wait_for(
                 ),
             ));
         }
-        context
-            .block_on(Duration::from_millis(600), async {
-                tokio::time::sleep(Duration::from_millis(500)).await
-            })
-            .map_err(|i| interrupt_error(i, what, ctx.call_position()))?;
+        crate::wait::pause(ctx, 0.5, what)?;
     }
 }

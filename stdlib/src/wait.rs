@@ -42,7 +42,7 @@ pub mod wait_api {
                 }
             }
             attempt += 1;
-            pause(&ctx, delay_seconds)?;
+            pause(&ctx, delay_seconds, "retrying")?;
         }
     }
 
@@ -82,18 +82,19 @@ pub mod wait_api {
                 return Err(call_error(&ctx, "harun::wait::timeout", message));
             }
             let left = (deadline - now).as_secs_f64();
-            pause(&ctx, interval_seconds.min(left))?;
+            pause(&ctx, interval_seconds.min(left), what)?;
         }
     }
 }
 
-fn pause(ctx: &NativeCallContext, seconds: f64) -> Result<(), Box<EvalAltResult>> {
+/// Sleeps `seconds`, or stops early on Ctrl-C or `--timeout`, naming `what` was awaited.
+pub fn pause(ctx: &NativeCallContext, seconds: f64, what: &str) -> Result<(), Box<EvalAltResult>> {
     let d = Duration::from_secs_f64(seconds.max(0.0));
     Context::of(ctx)
         .block_on(d + Duration::from_secs(1), async move {
             tokio::time::sleep(d).await
         })
-        .map_err(|i| interrupt_error(i, "waiting", ctx.call_position()))
+        .map_err(|i| interrupt_error(i, what, ctx.call_position()))
 }
 
 fn humantime_secs(seconds: f64) -> String {
