@@ -1,7 +1,8 @@
 //! One connection per host for the whole run, shared by every call and thread.
 //!
 //! SSH masters live in a control directory of this process's own
-//! (`$XDG_RUNTIME_DIR/harun-ssh/PID`), so concurrent runs (cron and a person) never touch
+//! (`$XDG_RUNTIME_DIR/harun-ssh/PID`, else `/run/user/UID/harun-ssh/PID`, else
+//! `/dev/shm/harun-ssh-UID/PID`), so concurrent runs (cron and a person) never touch
 //! each other's sockets. Directories of processes that died (a killed cron run) are removed
 //! at the next start; their masters exit by themselves after a minute idle.
 
@@ -68,8 +69,9 @@ impl Pool {
             .get_or_init(|| {
                 let base = control_base();
                 std::fs::create_dir_all(&base)
-                    .and_then(|_| restrict(&base))
                     .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+                own_directory(&base)?;
+                restrict(&base).map_err(|e| format!("cannot restrict {}: {e}", base.display()))?;
                 remove_stale(&base);
                 let dir = base.join(std::process::id().to_string());
                 std::fs::create_dir_all(&dir)
@@ -106,12 +108,55 @@ impl Pool {
     }
 }
 
+/// Where the control directories live: memory, not disk, wherever the host offers it.
+/// Cron and systemd timers often run without `XDG_RUNTIME_DIR`, and /tmp is often disk
+/// (a Raspberry Pi's SD card): sockets and master logs created and removed there each run
+/// cost filesystem journaling for nothing.
 fn control_base() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if Path::new(&dir).is_dir() => PathBuf::from(dir).join("harun-ssh"),
-        // SAFETY: getuid has no preconditions and cannot fail.
-        _ => std::env::temp_dir().join(format!("harun-ssh-{}", unsafe { libc::getuid() })),
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    control_base_from(
+        std::env::var_os("XDG_RUNTIME_DIR"),
+        uid,
+        &std::env::temp_dir(),
+    )
+}
+
+fn control_base_from(
+    xdg_runtime_dir: Option<std::ffi::OsString>,
+    uid: u32,
+    temp: &Path,
+) -> PathBuf {
+    if let Some(dir) = xdg_runtime_dir.filter(|d| Path::new(d).is_dir()) {
+        return PathBuf::from(dir).join("harun-ssh");
     }
+    // systemd's per-user runtime directory, there while the user has a session or lingers.
+    let user_runtime = PathBuf::from(format!("/run/user/{uid}"));
+    if user_runtime.is_dir() {
+        return user_runtime.join("harun-ssh");
+    }
+    let shared = [Path::new("/dev/shm"), temp]
+        .into_iter()
+        .find(|d| d.is_dir())
+        .unwrap_or(temp);
+    shared.join(format!("harun-ssh-{uid}"))
+}
+
+/// The base may sit in a directory every user can write (/dev/shm, /tmp): refuse one that
+/// another user made, or a symlink, rather than put this user's masters in it.
+fn own_directory(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(format!(
+            "{} is not a directory of this user's own (uid {uid}): remove it, or set XDG_RUNTIME_DIR",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 fn restrict(dir: &Path) -> std::io::Result<()> {
@@ -133,5 +178,43 @@ fn remove_stale(base: &Path) {
             tracing::debug!("removing the stale ssh control directory of process {pid}");
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_directories_stay_off_disk_where_the_host_allows() {
+        let temp = Path::new("/var/tmp");
+        let xdg = tempfile::tempdir().unwrap();
+        assert_eq!(
+            control_base_from(Some(xdg.path().into()), 1000, temp),
+            xdg.path().join("harun-ssh")
+        );
+        // A uid with no /run/user directory, as under cron without a session.
+        let uid = 3_999_999;
+        let missing = Some(std::ffi::OsString::from("/nonexistent/run"));
+        let expected = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from(format!("/dev/shm/harun-ssh-{uid}"))
+        } else {
+            temp.join(format!("harun-ssh-{uid}"))
+        };
+        assert_eq!(control_base_from(missing, uid, temp), expected);
+        assert_eq!(control_base_from(None, uid, temp), expected);
+    }
+
+    #[test]
+    fn a_control_base_that_is_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("harun-ssh-1000");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let err = own_directory(&link).unwrap_err();
+        assert!(
+            err.contains("is not a directory of this user's own"),
+            "{err}"
+        );
+        own_directory(dir.path()).unwrap();
     }
 }
