@@ -158,6 +158,10 @@ pub enum LabCommand {
         /// client that know only controller1. For `--lab`, set HARUN_LAB_WORKERS=N.
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Replace a stopped lab already in --dir (its configs, data and logs) rather than
+        /// refuse: the story's first state needs fresh data.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Show each controller's services and who leads
     Status {

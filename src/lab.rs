@@ -18,12 +18,14 @@ pub fn run(command: &LabCommand) -> i32 {
             dir,
             nomad_without_consul,
             workers,
+            fresh,
         } => supervisor::up(
             dir,
             &harun(),
             supervisor::Options {
                 nomad_consul: !nomad_without_consul,
                 workers: *workers,
+                fresh: *fresh,
             },
         )
         .map(|path| {
@@ -78,9 +80,12 @@ impl TempLab {
                 .map_err(|_| format!("HARUN_LAB_WORKERS={n:?} is not a number of workers"))?,
             Err(_) => 0,
         };
+        // The directory is this process's own; one left by a killed run of the same pid
+        // is replaced.
         let options = supervisor::Options {
             nomad_consul,
             workers,
+            fresh: true,
         };
         let topology = supervisor::up(&dir, &harun(), options)?;
         Ok(TempLab { dir, topology })

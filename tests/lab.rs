@@ -42,9 +42,38 @@ fn lab_up_starts_the_story_first_state() {
     assert_eq!(again.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&again.stderr).contains("a lab is already running"));
     // Down stops everything.
+    let extra = put(
+        &lab.consul("controller1", "/v1/kv/homelab/extra"),
+        "past the first state",
+    );
+    assert_eq!(extra.status, 200);
     let down = lab.lab("down", &[]);
     assert!(down.status.success());
     assert!(request("GET", &lab.consul("controller1", "/v1/status/leader"), "").is_err());
+
+    // Up over the stopped lab is refused: its data is past the first state.
+    let again = lab.lab("up", &[]);
+    assert_eq!(again.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("holds an earlier lab (stopped)") && stderr.contains("--fresh"),
+        "{stderr}"
+    );
+    assert!(request("GET", &lab.consul("controller1", "/v1/status/leader"), "").is_err());
+    // --fresh replaces the lab's own files and keeps the user's.
+    std::fs::write(lab.dir.join("notes.txt"), "mine").unwrap();
+    let fresh = lab.lab("up", &["--fresh"]);
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    let kv = get(&lab.consul("controller1", "/v1/kv/homelab?recurse"));
+    assert_eq!(kv.json().as_array().unwrap().len(), 3, "{}", kv.body);
+    assert_eq!(
+        std::fs::read_to_string(lab.dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]

@@ -32,6 +32,8 @@ pub struct Options {
     pub nomad_consul: bool,
     /// Hosts that run only a Consul client and a Nomad client.
     pub workers: usize,
+    /// Replace a stopped lab already in the directory (its data is past the first state).
+    pub fresh: bool,
 }
 
 /// How the lab initialises Vault: 5 shares, 3 of them to unseal.
@@ -116,6 +118,32 @@ impl Lab {
 
     pub fn topology_file(&self) -> PathBuf {
         self.dir.join("harun.hcl")
+    }
+
+    /// Removes what `up` wrote, and nothing else a user may keep in the directory.
+    fn remove_files(&self) -> Result<(), String> {
+        let dirs = self.hosts().into_iter().map(|h| self.host_dir(&h));
+        for path in dirs {
+            if path.exists() {
+                std::fs::remove_dir_all(&path)
+                    .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            }
+        }
+        for name in [
+            "harun.hcl",
+            "vault-unseal-keys",
+            "vault-root-token",
+            "lab.json",
+        ] {
+            let path = self.dir.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("cannot remove {}: {e}", path.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The pid of a running service, if it runs.
@@ -373,7 +401,8 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if let Ok(existing) = Lab::load(&dir) {
+    if dir.join("lab.json").exists() {
+        let existing = Lab::load(&dir)?;
         let running: Vec<String> = existing
             .hosts()
             .iter()
@@ -389,6 +418,22 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
                 dir.display()
             ));
         }
+        // Its raft and KV data would start the new lab past the story's first state: a
+        // Consul that remembers three servers elects no leader alone.
+        if !options.fresh {
+            return Err(format!(
+                "{} holds an earlier lab (stopped), whose data is past the story's first state; \
+                 pass --fresh to replace it, or choose another --dir",
+                dir.display()
+            ));
+        }
+        existing.remove_files()?;
+    } else if dir.join("controller1").exists() {
+        return Err(format!(
+            "{} holds a lab's controller1/ without its lab.json; remove what is left of that \
+             lab, or choose another --dir",
+            dir.display()
+        ));
     }
     let lab = Lab {
         dir: dir.clone(),
@@ -428,19 +473,32 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
     )?;
     std::fs::write(lab.topology_file(), topology(&lab, harun))
         .map_err(|e| format!("cannot write the topology: {e}"))?;
-    start(&lab, harun, "controller1", "consul")?;
-    wait_for_leader(&lab, "controller1", "consul", Duration::from_secs(10))?;
-    seed(&lab)?;
-    start(&lab, harun, "controller1", "nomad")?;
-    start(&lab, harun, "controller1", "vault")?;
-    init_vault(&lab)?;
-    wait_for_leader(&lab, "controller1", "nomad", Duration::from_secs(10))?;
-    seed_jobs(&lab)?;
-    for host in lab.hosts().iter().filter(|h| Lab::is_worker(h)) {
-        start(&lab, harun, host, "consul")?;
-        start(&lab, harun, host, "nomad")?;
+    // A lab that failed half-way is stopped rather than left running in a state no script
+    // expects; its logs stay for the reader.
+    if let Err(e) = start_first_state(&lab, harun) {
+        let _ = down(&dir);
+        return Err(format!(
+            "{e}; the lab was stopped (its logs are under {}/*/log)",
+            dir.display()
+        ));
     }
     Ok(lab.topology_file())
+}
+
+fn start_first_state(lab: &Lab, harun: &Path) -> Result<(), String> {
+    start(lab, harun, "controller1", "consul")?;
+    wait_for_leader(lab, "controller1", "consul", Duration::from_secs(10))?;
+    seed(lab)?;
+    start(lab, harun, "controller1", "nomad")?;
+    start(lab, harun, "controller1", "vault")?;
+    init_vault(lab)?;
+    wait_for_leader(lab, "controller1", "nomad", Duration::from_secs(10))?;
+    seed_jobs(lab)?;
+    for host in lab.hosts().iter().filter(|h| Lab::is_worker(h)) {
+        start(lab, harun, host, "consul")?;
+        start(lab, harun, host, "nomad")?;
+    }
+    Ok(())
 }
 
 /// Vault in the story's first state: initialised, unsealed, holding secrets; the unseal
