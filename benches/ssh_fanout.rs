@@ -194,8 +194,11 @@ fn main() {
         );
         println!(
             "      targets: cold no slower than the bash loop {}, warm at least 3x faster {}",
-            if harun_c <= bash_c.mul_f64(1.05) {
+            // Round-to-round noise here is a few per cent: within 5% is level, not met.
+            if harun_c <= bash_c {
                 "met"
+            } else if harun_c <= bash_c.mul_f64(1.05) {
+                "not met (level within 5%)"
             } else {
                 "MISSED"
             },
