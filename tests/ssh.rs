@@ -86,6 +86,35 @@ print(h.run("echo next; echo $0"));
         );
 }
 
+/// A login that prints (a `.bashrc` that echoes, `~/.ssh/rc`, a forced banner): none of it
+/// may pass for a command's output, in a resident shell or in a session of its own, or a
+/// file read over SSH would come back with the banner in front.
+#[test]
+fn what_the_login_prints_is_no_commands_output() {
+    let lab = SshLab::start_with(
+        1,
+        "ForceCommand echo Welcome to host1; echo mind the banner >&2; eval \"$SSH_ORIGINAL_COMMAND\"\n",
+    );
+    run_script(
+        &lab,
+        r#"
+let h = host("host1");
+let r = h.run("echo first; echo err >&2");
+print(`${r.stdout}|${r.stderr}`);
+print(h.exec("echo second"));
+let file = h.exec("mktemp");
+file.trim();
+let w = h.run(`cat > ${file}; echo written >&2`, #{stdin: "exact\ncontent"});
+print(`${w.stdout}|${w.stderr}`);
+print(h.read(file));
+print(h.run("if then").status);
+h.exec(`rm ${file}`);
+"#,
+    )
+    .status(0)
+    .stdout("first\n|err\n\nsecond\n|written\n\nexact\ncontent\n2\n");
+}
+
 /// Resident shells hold sessions too: with sshd allowing 2 per connection, eight
 /// concurrent callers mixing commands with and without input must all get through.
 #[test]

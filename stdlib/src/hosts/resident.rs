@@ -9,6 +9,10 @@
 //! on stderr; the marker holds a random token and the command's number, so no output can
 //! pass for it. Anything unexpected (the shell ends, a stream closes, the caller gives up
 //! half-way) and the shell is dropped rather than reused.
+//!
+//! Whatever the login runs before `sh` starts (a `.bashrc` that echoes, `~/.ssh/rc`) prints
+//! to the same session: the shell's first words are a greeting marker, and what came
+//! before it is dropped, so that it cannot pass for the first command's output.
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -28,6 +32,8 @@ pub struct ResidentShell {
     stderr: Stream<openssh::ChildStderr>,
     token: String,
     count: u64,
+    /// The greeting marker is still to be read, ahead of the first command's output.
+    greeted: bool,
     clean: bool,
     /// The host's session slot (sshd's MaxSessions), held while the shell is open.
     _permit: OwnedSemaphorePermit,
@@ -63,28 +69,57 @@ impl ResidentShell {
                 "the new session came without its streams",
             ));
         };
-        Ok(ResidentShell {
+        let mut shell = ResidentShell {
             child,
             stdin,
             stdout: Stream::new(stdout),
             stderr: Stream::new(stderr),
             token: random_token(),
             count: 0,
+            greeted: false,
             clean: true,
             _permit: permit,
-        })
+        };
+        // Sent now and read with the first command's output: no round trip of its own.
+        let greeting = format!("{}\n", greeting_command(&shell.marker(0)));
+        shell
+            .stdin
+            .write_all(greeting.as_bytes())
+            .await
+            .map_err(|e| HostError::io(&target.name, "cannot start the remote shell", &e))?;
+        Ok(shell)
+    }
+
+    fn marker(&self, count: u64) -> String {
+        format!("\x1eharun-{}-{}:", self.token, count)
     }
 
     /// Runs one command and waits for it. An error means the shell is no longer usable.
     pub async fn run(&mut self, command: &str) -> std::io::Result<ExecOutput> {
         self.count += 1;
-        let marker = format!("\x1eharun-{}-{}:", self.token, self.count);
+        let marker = self.marker(self.count);
         let line = format!(
             "( eval {} ) </dev/null; printf '%s%d\\n' '{marker}' \"$?\"; printf '%s' '{marker}' >&2\n",
             quote(command)
         );
         self.stdin.write_all(line.as_bytes()).await?;
         self.stdin.flush().await?;
+        if !self.greeted {
+            let greeting = self.marker(0);
+            let greeting = greeting.as_bytes();
+            let (before, before_err) = tokio::try_join!(
+                self.stdout.skip_past(greeting),
+                self.stderr.skip_past(greeting)
+            )?;
+            if before > 0 || before_err > 0 {
+                tracing::debug!(
+                    stdout = before,
+                    stderr = before_err,
+                    "dropped what the login printed before the resident shell started"
+                );
+            }
+            self.greeted = true;
+        }
         let marker = marker.as_bytes();
         let (stdout, stderr) = tokio::try_join!(
             self.stdout.until(marker, true),
@@ -193,17 +228,59 @@ impl<R: AsyncRead + Unpin> Stream<R> {
             } else {
                 searched = self.buffer.len().saturating_sub(marker.len());
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.reader.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the remote shell ended",
-                ));
-            }
-            self.buffer.extend_from_slice(&chunk[..n]);
+            self.fill().await?;
         }
     }
+
+    /// Drops what came before `marker` and the marker itself, and keeps what follows (the
+    /// next command's output may share a read with it); returns how much was dropped.
+    async fn skip_past(&mut self, marker: &[u8]) -> std::io::Result<usize> {
+        let mut searched = 0;
+        loop {
+            if let Some(at) =
+                memchr::memmem::find(&self.buffer[searched..], marker).map(|i| i + searched)
+            {
+                self.buffer.drain(..at + marker.len());
+                return Ok(at);
+            }
+            searched = self.buffer.len().saturating_sub(marker.len());
+            self.fill().await?;
+        }
+    }
+
+    /// Reads what the stream has next into the buffer; its end is an error.
+    async fn fill(&mut self) -> std::io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.reader.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the remote shell ended",
+            ));
+        }
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+/// The shell command that prints `marker` on stdout and on stderr.
+pub fn greeting_command(marker: &str) -> String {
+    format!("printf '%s' '{marker}'; printf '%s' '{marker}' >&2")
+}
+
+/// A fresh greeting marker for a session of one command.
+pub fn greeting_marker() -> String {
+    format!("\x1eharun-{}:", random_token())
+}
+
+/// What came after `marker`: the command's own output, without what the login printed
+/// before the shell started. Output without the marker (the shell never got that far) is
+/// kept whole.
+pub fn after_greeting(mut output: Vec<u8>, marker: &str) -> Vec<u8> {
+    if let Some(at) = memchr::memmem::find(&output, marker.as_bytes()) {
+        output.drain(..at + marker.len());
+    }
+    output
 }
 
 /// 128 bits from the standard library's per-process random hash keys: enough that no
@@ -215,4 +292,40 @@ fn random_token() -> String {
             .finish()
     };
     format!("{:016x}{:016x}", half(), half())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// The greeting, the first command's output and its marker in one read: the output
+    /// stays for the command.
+    #[test]
+    fn a_greeting_read_with_the_first_output_keeps_that_output() {
+        let data = b"Welcome\n\x1eG:first\n\x1eM1:0\n";
+        let mut stream = Stream::new(&data[..]);
+        assert_eq!(block_on(stream.skip_past(b"\x1eG:")).unwrap(), 8);
+        let (output, status) = block_on(stream.until(b"\x1eM1:", true)).unwrap();
+        assert_eq!((output.as_slice(), status), (&b"first\n"[..], 0));
+        assert!(!stream.stray);
+    }
+
+    #[test]
+    fn output_without_the_greeting_is_kept_whole() {
+        assert_eq!(
+            after_greeting(b"syntax error\n".to_vec(), "\x1eG:"),
+            b"syntax error\n"
+        );
+        assert_eq!(
+            after_greeting(b"banner\x1eG:out".to_vec(), "\x1eG:"),
+            b"out"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::error::HostError;
-use super::resident::ResidentShell;
+use super::resident::{self, ResidentShell};
 use super::shell::quote;
 
 /// What a finished command left behind.
@@ -277,8 +277,11 @@ async fn exec_ssh(
     command: &str,
     stdin: Option<Vec<u8>>,
 ) -> Result<ExecOutput, HostError> {
-    // Under sh, as in the resident shells, whatever the login shell.
-    let mut cmd = session.arc_raw_command(format!("exec sh -c {}", quote(command)));
+    // Under sh, as in the resident shells, whatever the login shell; the greeting marker
+    // parts the command's output from what the login printed before it.
+    let greeting = resident::greeting_marker();
+    let script = format!("{}\n{command}", resident::greeting_command(&greeting));
+    let mut cmd = session.arc_raw_command(format!("exec sh -c {}", quote(&script)));
     cmd.stdin(if stdin.is_some() {
         openssh::Stdio::piped()
     } else {
@@ -306,8 +309,8 @@ async fn exec_ssh(
     };
     Ok(ExecOutput {
         status: out.status.code().unwrap_or(-1),
-        stdout: out.stdout,
-        stderr: out.stderr,
+        stdout: resident::after_greeting(out.stdout, &greeting),
+        stderr: resident::after_greeting(out.stderr, &greeting),
     })
 }
 
