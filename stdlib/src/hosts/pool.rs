@@ -67,10 +67,16 @@ impl Pool {
     fn control_dir(&self) -> Result<PathBuf, String> {
         self.control_dir
             .get_or_init(|| {
-                let base = control_base();
+                // SAFETY: getuid has no preconditions and cannot fail.
+                let uid = unsafe { libc::getuid() };
+                let base = control_base(
+                    std::env::var_os("XDG_RUNTIME_DIR"),
+                    uid,
+                    &std::env::temp_dir(),
+                );
                 std::fs::create_dir_all(&base)
                     .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
-                own_directory(&base)?;
+                own_directory(&base, uid)?;
                 restrict(&base).map_err(|e| format!("cannot restrict {}: {e}", base.display()))?;
                 remove_stale(&base);
                 let dir = base.join(std::process::id().to_string());
@@ -112,21 +118,7 @@ impl Pool {
 /// Cron and systemd timers often run without `XDG_RUNTIME_DIR`, and /tmp is often disk
 /// (a Raspberry Pi's SD card): sockets and master logs created and removed there each run
 /// cost filesystem journaling for nothing.
-fn control_base() -> PathBuf {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    control_base_from(
-        std::env::var_os("XDG_RUNTIME_DIR"),
-        uid,
-        &std::env::temp_dir(),
-    )
-}
-
-fn control_base_from(
-    xdg_runtime_dir: Option<std::ffi::OsString>,
-    uid: u32,
-    temp: &Path,
-) -> PathBuf {
+fn control_base(xdg_runtime_dir: Option<std::ffi::OsString>, uid: u32, temp: &Path) -> PathBuf {
     if let Some(dir) = xdg_runtime_dir.filter(|d| Path::new(d).is_dir()) {
         return PathBuf::from(dir).join("harun-ssh");
     }
@@ -144,12 +136,10 @@ fn control_base_from(
 
 /// The base may sit in a directory every user can write (/dev/shm, /tmp): refuse one that
 /// another user made, or a symlink, rather than put this user's masters in it.
-fn own_directory(dir: &Path) -> Result<(), String> {
+fn own_directory(dir: &Path, uid: u32) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
     if !meta.is_dir() || meta.uid() != uid {
         return Err(format!(
             "{} is not a directory of this user's own (uid {uid}): remove it, or set XDG_RUNTIME_DIR",
@@ -190,7 +180,7 @@ mod tests {
         let temp = Path::new("/var/tmp");
         let xdg = tempfile::tempdir().unwrap();
         assert_eq!(
-            control_base_from(Some(xdg.path().into()), 1000, temp),
+            control_base(Some(xdg.path().into()), 1000, temp),
             xdg.path().join("harun-ssh")
         );
         // A uid with no /run/user directory, as under cron without a session.
@@ -201,8 +191,8 @@ mod tests {
         } else {
             temp.join(format!("harun-ssh-{uid}"))
         };
-        assert_eq!(control_base_from(missing, uid, temp), expected);
-        assert_eq!(control_base_from(None, uid, temp), expected);
+        assert_eq!(control_base(missing, uid, temp), expected);
+        assert_eq!(control_base(None, uid, temp), expected);
     }
 
     #[test]
@@ -210,11 +200,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("harun-ssh-1000");
         std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        let err = own_directory(&link).unwrap_err();
+        let err = own_directory(&link, 0).unwrap_err();
         assert!(
             err.contains("is not a directory of this user's own"),
             "{err}"
         );
-        own_directory(dir.path()).unwrap();
+        // SAFETY: getuid has no preconditions and cannot fail.
+        own_directory(dir.path(), unsafe { libc::getuid() }).unwrap();
     }
 }
