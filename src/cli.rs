@@ -197,6 +197,9 @@ pub enum LabCommand {
         /// The server's HCL config file
         #[arg(long)]
         config: PathBuf,
+        /// Run as this user (from root), as a packaged unit's `User=` does
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 

@@ -12,7 +12,11 @@ fn harun() -> PathBuf {
 
 pub fn run(command: &LabCommand) -> i32 {
     let outcome = match command {
-        LabCommand::Serve { service, config } => return serve(service, config),
+        LabCommand::Serve {
+            service,
+            config,
+            user,
+        } => return serve(service, config, user.as_deref()),
         LabCommand::Vault { args } => return vault_cli(args),
         LabCommand::Up {
             dir,
@@ -127,7 +131,14 @@ fn vault_cli(args: &[String]) -> i32 {
 
 /// Runs one twin until it stops; a config it refuses exits 1 with the reason on stderr,
 /// as the real agent does.
-fn serve(service: &str, config: &Path) -> i32 {
+fn serve(service: &str, config: &Path, user: Option<&str>) -> i32 {
+    // Before any thread starts: setuid applies to the calling thread only.
+    if let Some(user) = user {
+        if let Err(e) = harun_lab::service_user::become_user(user) {
+            eprintln!("{e}");
+            return 1;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

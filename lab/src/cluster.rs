@@ -12,7 +12,7 @@
 //! election timeouts are staggered by rank instead of random, so elections converge fast.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -271,12 +271,8 @@ impl Cluster {
     }
 
     fn persist(&self, p: &Persistent) {
-        let tmp = self.opts.state_file.with_extension("tmp");
         let bytes = serde_json::to_vec(p).expect("state serializes");
-        if std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &self.opts.state_file))
-            .is_err()
-        {
+        if write_state_file(&self.opts.state_file, &bytes).is_err() {
             tracing::error!("cannot persist state to {}", self.opts.state_file.display());
         }
     }
@@ -1299,6 +1295,22 @@ async fn remove_request(
 }
 
 /// This node as outage recovery's peers.json must name it.
+/// Writes a state file through a temporary file and a rename, mode 0600 as the servers'
+/// own (Vault's vault.db, raft.db).
+pub fn write_state_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?
+        .write_all(bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 pub struct OwnPeer<'a> {
     /// The raft ID the file uses for this node.
     pub id: &'a str,

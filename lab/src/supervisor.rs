@@ -48,6 +48,10 @@ pub struct Lab {
     pub block: String,
     #[serde(default)]
     pub workers: usize,
+    /// The user the Vault twins run as: the lab's own system user when the lab runs as
+    /// root (as a packaged Vault runs as `vault`), else None (this process's user).
+    #[serde(default)]
+    pub vault_user: Option<String>,
 }
 
 impl Lab {
@@ -362,10 +366,15 @@ vault {{
   cli             = "{harun} lab vault"
   keys_file       = "{dir}/vault-unseal-keys"
   token_file      = "{dir}/vault-root-token"
+  user            = "{vault_user}"
 }}
 
 "#,
         harun = harun.display(),
+        vault_user = lab
+            .vault_user
+            .clone()
+            .unwrap_or_else(crate::service_user::current_user_name),
     );
     for host in lab.hosts() {
         let role = if Lab::is_worker(&host) {
@@ -435,10 +444,18 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
             dir.display()
         ));
     }
+    let vault_account = if crate::service_user::is_root() {
+        let account = crate::service_user::ensure_lab_user()?;
+        crate::service_user::check_reachable(&dir, &account)?;
+        Some(account)
+    } else {
+        None
+    };
     let lab = Lab {
         dir: dir.clone(),
         block: free_block()?,
         workers: options.workers,
+        vault_user: vault_account.as_ref().map(|a| a.name.clone()),
     };
     let nomad_consul = options.nomad_consul;
     for host in lab.hosts() {
@@ -465,6 +482,10 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
         for (service, text) in configs {
             std::fs::write(lab.config_file(host, service), text)
                 .map_err(|e| format!("cannot write a config: {e}"))?;
+        }
+        // Vault's directory belongs to its user, as a package's /opt/vault does.
+        if let (Some(account), false) = (&vault_account, Lab::is_worker(host)) {
+            crate::service_user::chown(&lab.host_dir(host).join("vault"), account)?;
         }
     }
     write_private(
@@ -734,6 +755,10 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), S
         .arg(harun)
         .args(["lab", "serve", service, "--config"])
         .arg(lab.config_file(host, service))
+        .args(match (service, &lab.vault_user) {
+            ("vault", Some(user)) => vec!["--user", user.as_str()],
+            _ => vec![],
+        })
         .env("HARUN_LOG", "info")
         .stdin(Stdio::null())
         .stderr(Stdio::null());

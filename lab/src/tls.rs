@@ -17,7 +17,7 @@ pub struct TlsFiles {
     pub verify_client: bool,
 }
 
-fn install_crypto() {
+pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

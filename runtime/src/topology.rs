@@ -112,6 +112,8 @@ const SERVICES: &[(&str, &[(&str, &str)])] = &[
             ("service", "vault"),
             ("cli", "vault"),
             ("raft_path", "/opt/vault/data"),
+            // The packaged unit's User=: the owner of the raft path.
+            ("user", "vault"),
         ],
     ),
 ];
@@ -130,6 +132,8 @@ const SERVICE_SETTINGS: &[(&str, Kind)] = &[
     ("token_file", Kind::String),
     ("keys_file", Kind::String),
     ("ca_file", Kind::String),
+    // The CA file on the controllers that Vault's retry_join trusts (default: ca_file).
+    ("join_ca_file", Kind::String),
     ("client_cert", Kind::String),
     ("client_key", Kind::String),
     ("tls_server_name", Kind::String),

@@ -8,7 +8,7 @@ use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient};
+use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient, DEFAULT_TIMEOUT};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -18,6 +18,31 @@ fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
 
 fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Value> {
     Ok(client(ctx, host)?.get(ctx, path, &[])?.json())
+}
+
+/// The leader as `host` sees it, `""` for none. A server's `/v1/agent/self` carries
+/// `stats.nomad.leader_addr` from its own raft state (nomad/server.go `Stats`), answered
+/// without the leader. A client agent has no such stats: its `/v1/status/leader` is
+/// forwarded to a server and, with no leader, held up to 5 s (nomad/rpc.go `forward`,
+/// `RPCHoldTimeout`) and then answered 500 `No cluster leader`, which means no leader,
+/// not an agent that is down.
+fn leader_of(ctx: &NativeCallContext, c: &ApiClient, timeout: Duration) -> RhaiResult<String> {
+    let me = c.send(ctx, "GET", "/v1/agent/self", None, timeout)?;
+    if me.status == 200 {
+        let nomad = &me.json()["stats"]["nomad"];
+        if nomad["server"] == "true" {
+            return Ok(nomad["leader_addr"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let reply = c.send(ctx, "GET", "/v1/status/leader", None, timeout)?;
+    if reply.status == 500 && reply.text().contains("No cluster leader") {
+        return Ok(String::new());
+    }
+    Ok(c.check(ctx, "GET", "/v1/status/leader", reply, &[])?
+        .json()
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn job_json(ctx: &NativeCallContext, host: &HostHandle, id: &str) -> RhaiResult<Value> {
@@ -54,13 +79,12 @@ pub mod nomad_api {
         Ok(to_dynamic(&v["Members"]))
     }
 
-    /// The leader's RPC address (`ip:4647`), or `""` when there is none.
+    /// The leader's RPC address (`ip:4647`), or `""` when there is none. A server answers
+    /// from its own raft state at once; Nomad's `/v1/status/leader` would hold the request
+    /// 5 s and then fail with `No cluster leader`.
     #[rhai_fn(volatile, return_raw)]
     pub fn leader(ctx: NativeCallContext, host: Host) -> RhaiResult<String> {
-        Ok(get_json(&ctx, &host, "/v1/status/leader")?
-            .as_str()
-            .unwrap_or_default()
-            .to_string())
+        leader_of(&ctx, &client(&ctx, &host)?, DEFAULT_TIMEOUT)
     }
 
     /// The raft peers' addresses.
@@ -260,16 +284,7 @@ pub mod nomad_api {
             &format!("a nomad leader (asking {})", c.host),
             timeout_seconds,
             || {
-                let r = c
-                    .send(
-                        &ctx,
-                        "GET",
-                        "/v1/status/leader",
-                        None,
-                        Duration::from_secs(3),
-                    )
-                    .ok()?;
-                let l = r.json().as_str().unwrap_or_default().to_string();
+                let l = leader_of(&ctx, &c, Duration::from_secs(3)).ok()?;
                 (!l.is_empty()).then(|| l.into())
             },
             || "no leader".into(),

@@ -90,6 +90,44 @@ fn write_private(path: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// How long `unseal` waits by default for a joining node to unseal after its threshold:
+/// Vault polls for the leader's keyring every second; a Pi may take a few rounds.
+const JOINING_UNSEAL_TIMEOUT: f64 = 60.0;
+
+/// After the threshold share on a node joining raft: polls the seal status until the node
+/// is unsealed, saying what it waits for.
+fn wait_joining_unseal(
+    ctx: &NativeCallContext,
+    c: &ApiClient,
+    timeout_seconds: f64,
+) -> RhaiResult<Value> {
+    tracing::info!(
+        "vault on {}: the threshold is reached and the node is joining raft; waiting up to {timeout_seconds}s for it to unseal once the leader's keyring arrives",
+        c.host
+    );
+    let status = std::cell::RefCell::new(Value::Null);
+    let what = format!(
+        "vault on {} to unseal (joining raft: the leader's keyring has to arrive first)",
+        c.host
+    );
+    let _ = wait_for(
+        ctx,
+        &what,
+        timeout_seconds,
+        || {
+            let v = c.get(ctx, "/v1/sys/seal-status", &[]).ok()?.json();
+            let done = v["sealed"] == false;
+            *status.borrow_mut() = v;
+            done.then(|| Dynamic::from(true))
+        },
+        || {
+            let v = status.borrow();
+            format!("sealed: {}, progress {}/{}", v["sealed"], v["progress"], v["t"])
+        },
+    )?;
+    Ok(status.into_inner())
+}
+
 fn wait_for(
     ctx: &NativeCallContext,
     what: &str,
@@ -173,6 +211,19 @@ pub mod vault_api {
     /// reached, and no key is ever shown. Each node must be unsealed on its own. A change.
     #[rhai_fn(volatile, return_raw)]
     pub fn unseal(ctx: NativeCallContext, host: Host, keys: Array) -> RhaiResult<Dynamic> {
+        unseal_within(ctx, host, keys, JOINING_UNSEAL_TIMEOUT)
+    }
+
+    /// `unseal(host, keys)`, waiting at most `timeout_seconds` for a node that is joining
+    /// raft to finish its unseal. A change.
+    #[rhai_fn(name = "unseal", volatile, return_raw)]
+    pub fn unseal_within(
+        ctx: NativeCallContext,
+        host: Host,
+        keys: Array,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let timeout = timeout_seconds;
         let c = client(&ctx, &host)?;
         let keys = secrets_of(&ctx, &keys)?;
         let status = c.get(&ctx, "/v1/sys/seal-status", &[])?.json();
@@ -189,6 +240,7 @@ pub mod vault_api {
                 keys.len().min(threshold.max(1))
             ),
         );
+        let progress_before = status["progress"].as_u64().unwrap_or(0) as usize;
         let outcome = context.perform(action, || -> RhaiResult<Value> {
             let mut last = status.clone();
             for (i, key) in keys.iter().enumerate() {
@@ -211,6 +263,12 @@ pub mod vault_api {
                 last = reply.json();
                 if last["sealed"] == false {
                     return Ok(last);
+                }
+                // vault/core.go `unsealWithRaft`: a node joining raft answers the
+                // threshold share with sealed, progress 0, and unseals on its own once
+                // the leader's keyring has arrived.
+                if progress_before + i + 1 >= threshold && last["progress"] == 0 {
+                    return wait_joining_unseal(&ctx, &c, timeout);
                 }
             }
             Err(call_error(

@@ -25,8 +25,15 @@ pub fn harun_bin() -> PathBuf {
 
 impl Test {
     pub fn new() -> Test {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // Others may enter (not list): a lab here runs its Vault as a service user.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("the test directory's mode");
         Test {
-            dir: tempfile::tempdir().expect("a temporary directory"),
+            dir,
             args: Vec::new(),
             env: Vec::new(),
             stdin: None,

@@ -149,11 +149,27 @@ fn with_index(agent: &Agent, value: Value) -> Response {
     r
 }
 
-fn need_leader(agent: &Agent, q: &HashMap<String, String>) -> Result<(), Response> {
-    if q.contains_key("stale") || agent.cluster.leader().is_some() {
-        Ok(())
-    } else {
-        Err(text(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader"))
+/// How long a request that needs the leader is held while there is none: nomad/config.go
+/// `RPCHoldTimeout`.
+const RPC_HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A request forwarded to the leader (nomad/rpc.go `forward` and `getLeaderForRPC`): held
+/// while there is no leader, retried every RPCHoldTimeout/16 as Nomad does, and failed
+/// with 500 `No cluster leader` (nomad/structs/errors.go `errNoLeader`) after
+/// RPCHoldTimeout. `?stale` reads are answered by any server at once.
+async fn need_leader(agent: &Agent, q: &HashMap<String, String>) -> Result<(), Response> {
+    if q.contains_key("stale") {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + RPC_HOLD_TIMEOUT;
+    loop {
+        if agent.cluster.leader().is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(text(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader"));
+        }
+        tokio::time::sleep(RPC_HOLD_TIMEOUT / 16).await;
     }
 }
 
@@ -300,7 +316,12 @@ async fn health(State(agent): A) -> Response {
     axum::Json(body).into_response()
 }
 
+/// nomad/status_endpoint.go `Leader` goes through `forward`: without a leader it is held,
+/// then fails with `No cluster leader`; it never answers `""` (Consul does).
 async fn status_leader(State(agent): A) -> Response {
+    if let Err(r) = need_leader(&agent, &HashMap::new()).await {
+        return r;
+    }
     let leader = agent
         .cluster
         .leader()
@@ -310,6 +331,9 @@ async fn status_leader(State(agent): A) -> Response {
 }
 
 async fn status_peers(State(agent): A) -> Response {
+    if let Err(r) = need_leader(&agent, &HashMap::new()).await {
+        return r;
+    }
     let peers: Vec<String> = agent
         .cluster
         .config()
@@ -321,7 +345,7 @@ async fn status_peers(State(agent): A) -> Response {
 }
 
 async fn raft_configuration(State(agent): A, Query(q): Q) -> Response {
-    if let Err(r) = need_leader(&agent, &q) {
+    if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
     let leader = agent.cluster.leader().map(|l| l.id);
@@ -374,7 +398,7 @@ fn node_stub(n: &Value) -> Value {
 }
 
 async fn nodes(State(agent): A, Query(q): Q) -> Response {
-    if let Err(r) = need_leader(&agent, &q) {
+    if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
@@ -391,7 +415,7 @@ async fn nodes(State(agent): A, Query(q): Q) -> Response {
 }
 
 async fn node(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
-    if let Err(r) = need_leader(&agent, &q) {
+    if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
     match agent.cluster.read(|d| d["nodes"].get(&id).cloned()) {
@@ -491,7 +515,7 @@ async fn eligibility(State(agent): A, Path(id): Path<String>, body: Bytes) -> Re
 }
 
 async fn jobs(State(agent): A, Query(q): Q) -> Response {
-    if let Err(r) = need_leader(&agent, &q) {
+    if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
@@ -508,7 +532,7 @@ async fn jobs(State(agent): A, Query(q): Q) -> Response {
 }
 
 async fn job(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
-    if let Err(r) = need_leader(&agent, &q) {
+    if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
     match agent.cluster.read(|d| d["jobs"].get(&id).cloned()) {

@@ -322,12 +322,16 @@ async fn raft_join(State(node): N, body: Bytes) -> Response {
     if field(&body, "non_voter").and_then(Value::as_bool) == Some(true) {
         return error(400, "non-voting nodes not allowed");
     }
-    let leader = field(&body, "leader_api_addr")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_string();
-    if leader.is_empty() {
+    let target = match super::JoinTarget::from_fields(|k| {
+        field(&body, k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    }) {
+        Ok(t) => t,
+        Err(e) => return error(400, &e),
+    };
+    if target.leader_api_addr.is_empty() {
         return error(
             400,
             "either leader_api_addr or auto_join must be provided (the lab's twin supports leader_api_addr)",
@@ -337,7 +341,7 @@ async fn raft_join(State(node): N, body: Bytes) -> Response {
         let n = node.clone();
         tokio::spawn(async move {
             while !n.initialized() {
-                if n.join(&leader).await.is_ok() {
+                if n.join(&target).await.is_ok() {
                     return;
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -345,7 +349,7 @@ async fn raft_join(State(node): N, body: Bytes) -> Response {
         });
         return ok(json!({"joined": true}));
     }
-    match node.join(&leader).await {
+    match node.join(&target).await {
         Ok(()) => ok(json!({"joined": true})),
         Err(e) => error(500, &e),
     }

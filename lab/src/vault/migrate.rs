@@ -49,7 +49,15 @@ impl Side {
                 if role == "storage_destination" {
                     let cluster_addr =
                         cluster_addr.ok_or_else(|| mount("cluster_addr config not set".into()))?;
-                    if !p.bootstrapped {
+                    // command/operator_migrate.go `createDestinationBackend` bootstraps
+                    // the raft destination; a store that already has state refuses it
+                    // (hashicorp/vault #10769, #11026).
+                    if p.bootstrapped {
+                        return Err(mount(
+                            "could not bootstrap clustered storage: error bootstrapping cluster: cluster already has state".into(),
+                        ));
+                    }
+                    {
                         // The migrator bootstraps a one-node cluster: id node_id, address cluster_addr.
                         let me = Server {
                             id: raft_node_id(path, node_id.as_ref()),
@@ -118,9 +126,8 @@ impl Side {
 
     fn commit(&self) -> Result<(), String> {
         if let Side::Raft { state_file, p } = self {
-            let tmp = state_file.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec(p).expect("serializes"))
-                .and_then(|_| std::fs::rename(&tmp, state_file))
+            let bytes = serde_json::to_vec(p).expect("serializes");
+            crate::cluster::write_state_file(state_file, &bytes)
                 .map_err(|e| format!("failed to write {}: {e}", state_file.display()))?;
         }
         Ok(())
@@ -228,6 +235,11 @@ pub fn run(args: &[String]) -> i32 {
             return Ok("Success! Migration lock reset (if it was set).");
         }
         let mut to = Side::open(&destination, cluster_addr.as_deref(), "storage_destination")?;
+        // The destination is bootstrapped and on disk before the lock is checked and
+        // before a single key is copied (command/operator_migrate.go `migrate`): a
+        // migration that fails or is killed from here on leaves a bootstrapped store
+        // holding some of the keys or none.
+        to.commit()?;
         let lockable = !matches!(source, StorageSettings::Raft { .. });
         if lockable {
             if let Some(lock) = from.get(LOCK) {
@@ -252,9 +264,11 @@ pub fn run(args: &[String]) -> i32 {
                     .get(&key)
                     .ok_or_else(|| format!("error reading entry {key:?}"))?;
                 to.put(&key, &value)?;
+                // Raft applies each put as it goes: what was copied is on disk.
+                to.commit()?;
                 log(&format!("copied key: path={key}"));
             }
-            to.commit()
+            Ok(())
         })();
         if lockable {
             let _ = from.delete(LOCK);

@@ -61,8 +61,93 @@ pub enum StorageSettings {
     Raft {
         path: PathBuf,
         node_id: Option<String>,
-        retry_join: Vec<String>,
+        retry_join: Vec<JoinTarget>,
     },
+}
+
+/// A leader to join and how to trust it: a `retry_join` block or a join request's body
+/// (vault/raft.go `LeaderJoinInfo`). The joining node trusts only `leader_ca_cert` /
+/// `leader_ca_cert_file` (else the system roots), never VAULT_CACERT nor its own
+/// listener's certificate, and checks the name `leader_tls_servername` when given.
+#[derive(Clone, Debug, Default)]
+pub struct JoinTarget {
+    pub leader_api_addr: String,
+    pub ca_cert: Option<String>,
+    pub ca_cert_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key: Option<String>,
+    pub client_key_file: Option<String>,
+    pub tls_servername: Option<String>,
+}
+
+impl JoinTarget {
+    /// From a retry_join block or a join request (the same field names).
+    pub fn from_fields(get: impl Fn(&str) -> Option<String>) -> Result<JoinTarget, String> {
+        let target = JoinTarget {
+            leader_api_addr: get("leader_api_addr")
+                .map(|a| a.trim_end_matches('/').to_string())
+                .unwrap_or_default(),
+            ca_cert: get("leader_ca_cert"),
+            ca_cert_file: get("leader_ca_cert_file"),
+            client_cert: get("leader_client_cert"),
+            client_cert_file: get("leader_client_cert_file"),
+            client_key: get("leader_client_key"),
+            client_key_file: get("leader_client_key_file"),
+            tls_servername: get("leader_tls_servername"),
+        };
+        if target.ca_cert.is_some() && target.ca_cert_file.is_some() {
+            return Err("retry_join: leader_ca_cert and leader_ca_cert_file cannot both be set".into());
+        }
+        Ok(target)
+    }
+
+    fn pem(inline: &Option<String>, file: &Option<String>) -> Result<Option<Vec<u8>>, String> {
+        match (inline, file) {
+            (Some(text), _) => Ok(Some(text.replace("\\n", "\n").into_bytes())),
+            (None, Some(path)) => std::fs::read(path)
+                .map(Some)
+                .map_err(|e| format!("failed to read {path}: {e}")),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The client this join uses, and the URL it calls the leader at.
+    pub fn client(&self) -> Result<(reqwest::Client, String), String> {
+        crate::tls::install_crypto();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .no_proxy();
+        if let Some(pem) = Self::pem(&self.ca_cert, &self.ca_cert_file)? {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("failed to parse the leader CA certificate: {e}"))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let cert = Self::pem(&self.client_cert, &self.client_cert_file)?;
+        let key = Self::pem(&self.client_key, &self.client_key_file)?;
+        if let (Some(mut cert), Some(key)) = (cert, key) {
+            cert.extend(key);
+            let identity = reqwest::Identity::from_pem(&cert)
+                .map_err(|e| format!("failed to parse the client certificate: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        let mut url = self.leader_api_addr.clone();
+        // leader_tls_servername: the leader's certificate is checked for this name.
+        if let Some(name) = &self.tls_servername {
+            let parsed = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+            let port = parsed.port_or_known_default().unwrap_or(8200);
+            let ip: std::net::IpAddr = parsed
+                .host_str()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .parse()
+                .map_err(|_| format!("{url}: the lab joins leaders by IP address"))?;
+            builder = builder.resolve(name, SocketAddr::new(ip, port));
+            url = format!("{}://{name}:{port}", parsed.scheme());
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok((client, url))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -148,9 +233,15 @@ fn storage_block(file: &ConfigFile, ident: &str) -> Result<StorageSettings, Stri
             };
             let retry_join = retry_join
                 .iter()
-                .map(|b| match b.get("leader_api_addr") {
-                    Some(hcl::Value::String(a)) => Ok(a.trim_end_matches('/').to_string()),
-                    _ => Err("Error parsing retry_join: leader_api_addr or auto_join must be set (the lab does not support auto_join)".to_string()),
+                .map(|b| {
+                    let target = JoinTarget::from_fields(|k| match b.get(k) {
+                        Some(hcl::Value::String(v)) if !v.is_empty() => Some(v.clone()),
+                        _ => None,
+                    })?;
+                    if target.leader_api_addr.is_empty() {
+                        return Err("Error parsing retry_join: leader_api_addr or auto_join must be set (the lab does not support auto_join)".to_string());
+                    }
+                    Ok(target)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(StorageSettings::Raft {
@@ -273,7 +364,9 @@ impl Settings {
 /// A raft join in progress: what the leader's challenge gave, until the node is unsealed.
 #[derive(Clone)]
 pub struct PendingJoin {
+    /// The URL the leader answered at, and the client that trusts it.
     pub leader: String,
+    pub client: reqwest::Client,
     pub seal_config: SealConfig,
     pub master: Vec<u8>,
     pub challenge: Vec<u8>,
@@ -287,6 +380,8 @@ struct Core {
     pending_join: Option<PendingJoin>,
     /// The seal config a join brought, until the leader's snapshot lands here.
     joined_config: Option<SealConfig>,
+    /// A joining node past its threshold, waiting for the leader's keyring.
+    unsealing: bool,
     /// Challenges this node (as leader) handed out: server id to nonce.
     challenges: std::collections::HashMap<String, Vec<u8>>,
 }
@@ -296,6 +391,10 @@ pub struct Node {
     pub storage: Storage,
     pub node_id: String,
     unsealed: Arc<AtomicBool>,
+    /// Whether raft runs here: from the unseal on, or, on a joining node, from the moment
+    /// the leader took its answer, which is before the node is unsealed (vault/core.go
+    /// `unsealWithRaft`: raft is set up first, the keyring arrives through it).
+    raft_running: Arc<AtomicBool>,
     core: Mutex<Core>,
     pub client: reqwest::Client,
     pub shutdown: tokio::sync::Notify,
@@ -479,11 +578,22 @@ impl Node {
     }
 
     /// One key share; at the threshold the shares are combined and tried.
-    pub async fn unseal(&self, share: Vec<u8>) -> Result<Value, (u16, String)> {
+    pub async fn unseal(self: &Arc<Self>, share: Vec<u8>) -> Result<Value, (u16, String)> {
         let Some(config) = self.seal_config() else {
             return Err((400, "Vault is not initialized".into()));
         };
         if !self.sealed() {
+            return Ok(self.seal_status());
+        }
+        // vault/core.go `unsealFragment`: a share's length is checked before it counts.
+        if share.len() < 16 {
+            return Err((400, "key is shorter than minimum 16 bytes".into()));
+        }
+        if share.len() > 33 {
+            return Err((400, "key is longer than maximum 33 bytes".into()));
+        }
+        if self.core().unsealing {
+            // The shares of this round were consumed; the node unseals on its own.
             return Ok(self.seal_status());
         }
         let shares = {
@@ -517,14 +627,44 @@ impl Node {
             self.answer_challenge(&p, &barrier_key)
                 .await
                 .map_err(|e| (500, e))?;
-            let mut core = self.core();
-            core.pending_join = None;
-            core.joined_config = Some(p.seal_config.clone());
+            {
+                let mut core = self.core();
+                core.pending_join = None;
+                core.joined_config = Some(p.seal_config.clone());
+                core.unsealing = true;
+            }
+            // vault/core.go `unsealWithRaft`: raft starts, and a goroutine polls every
+            // second until the keyring has been replicated from the leader; only then is
+            // the node unsealed. The call answers at once: sealed, progress 0.
+            self.raft_running.store(true, Ordering::SeqCst);
+            tokio::spawn(self.clone().finish_joining_unseal(key, barrier_key));
+            tracing::info!("joined the raft cluster; unsealing once the keyring arrives from the leader");
+            return Ok(self.seal_status());
         }
+        self.open_barrier(barrier_key);
+        Ok(self.seal_status())
+    }
+
+    fn open_barrier(&self, barrier_key: Vec<u8>) {
         self.core().barrier_key = Some(barrier_key);
+        self.raft_running.store(true, Ordering::SeqCst);
         self.unsealed.store(true, Ordering::SeqCst);
         tracing::info!("vault is unsealed");
-        Ok(self.seal_status())
+    }
+
+    /// A joining node's unseal, after the threshold: waits (polling every second, as
+    /// Vault does) until the leader's keyring is in the local raft state and opens with
+    /// the combined key, then unseals.
+    async fn finish_joining_unseal(self: Arc<Self>, key: Vec<u8>, barrier_key: Vec<u8>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let keyring = self.storage.get("core/master");
+            if keyring.is_some_and(|m| barrier::decrypt(&key, &m).as_deref() == Some(&barrier_key)) {
+                self.core().unsealing = false;
+                self.open_barrier(barrier_key);
+                return;
+            }
+        }
     }
 
     pub fn reset_progress(&self) {
@@ -535,6 +675,7 @@ impl Node {
 
     pub fn seal(&self) {
         self.unsealed.store(false, Ordering::SeqCst);
+        self.raft_running.store(false, Ordering::SeqCst);
         let mut core = self.core();
         core.barrier_key = None;
         core.progress.clear();
@@ -556,10 +697,11 @@ impl Node {
     // ----- raft join -----
 
     /// The joining side: fetch the leader's challenge; the answer waits for the unseal.
-    pub async fn join(&self, leader: &str) -> Result<(), String> {
-        let reply = self
-            .client
-            .post(format!("{leader}/v1/sys/storage/raft/bootstrap/challenge"))
+    pub async fn join(&self, target: &JoinTarget) -> Result<(), String> {
+        let leader = target.leader_api_addr.as_str();
+        let (client, base) = target.client()?;
+        let reply = client
+            .post(format!("{base}/v1/sys/storage/raft/bootstrap/challenge"))
             .json(&json!({"server_id": self.node_id}))
             .send()
             .await
@@ -580,7 +722,8 @@ impl Node {
                 .ok_or_else(|| format!("the leader's challenge has no {field}"))
         };
         let pending = PendingJoin {
-            leader: leader.to_string(),
+            leader: base,
+            client,
             seal_config: serde_json::from_value(body["seal_config"].clone())
                 .map_err(|e| format!("the leader's seal config: {e}"))?,
             master: decode("master")?,
@@ -597,7 +740,7 @@ impl Node {
     async fn answer_challenge(&self, p: &PendingJoin, barrier_key: &[u8]) -> Result<(), String> {
         let answer = barrier::decrypt(barrier_key, &p.challenge)
             .ok_or("the leader's challenge cannot be opened with these keys")?;
-        let reply = self
+        let reply = p
             .client
             .post(format!("{}/v1/sys/storage/raft/bootstrap/answer", p.leader))
             .json(&json!({
@@ -704,10 +847,66 @@ pub fn raft_state_file(path: &Path) -> PathBuf {
     path.join("vault.db")
 }
 
+/// What Vault's raft backend opens at start, with its errors: physical/raft/fsm.go
+/// `openDBFile` opens (or creates) `vault.db` read-write with mode 0600, and
+/// physical/raft/raft.go `NewRaftBackend` makes `<path>/raft` (0700) for raft.db and the
+/// snapshots. A path or a file that belongs to another user (root, after a migration run
+/// as root) stops the server: "permission denied".
+fn open_raft_files(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let prefix = "Error initializing storage of type raft";
+    let db = raft_state_file(path);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .open(&db)
+        .map_err(|e| {
+            format!(
+                "{prefix}: failed to create fsm: failed to open bolt file: open {}: {}",
+                db.display(),
+                io_reason(&e)
+            )
+        })?;
+    let raft_dir = path.join("raft");
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&raft_dir);
+    // The twin keeps its state through a temporary file beside vault.db, so the path
+    // itself must be writable too (bolt would write its own files there as well).
+    let writable = unsafe {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        libc::access(c.as_ptr(), libc::W_OK) == 0
+    };
+    let denied = |p: &Path| {
+        format!(
+            "{prefix}: failed to create raft storage: mkdir {}: permission denied",
+            p.display()
+        )
+    };
+    made.map_err(|_| denied(&raft_dir))?;
+    if !writable {
+        return Err(denied(path));
+    }
+    Ok(())
+}
+
+/// Go's wording of an OS error ("permission denied", "no such file or directory").
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        _ => e.to_string(),
+    }
+}
+
 /// Runs the Vault twin until SIGTERM or SIGINT.
 pub async fn serve(config: &Path) -> Result<(), String> {
     let settings = Settings::load(config)?;
     let unsealed = Arc::new(AtomicBool::new(false));
+    let raft_running = Arc::new(AtomicBool::new(false));
     let (storage, node_id) = match &settings.storage {
         StorageSettings::File { path } => {
             std::fs::create_dir_all(path)
@@ -723,8 +922,9 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             (Storage::File(backend), String::new())
         }
         StorageSettings::Raft { path, node_id, .. } => {
+            open_raft_files(path)?;
             let id = raft_node_id(path, node_id.as_ref());
-            let flag = unsealed.clone();
+            let flag = raft_running.clone();
             let cluster = Cluster::new(
                 Options {
                     id: id.clone(),
@@ -740,8 +940,8 @@ pub async fn serve(config: &Path) -> Result<(), String> {
                     tls: settings.tls.clone(),
                 },
                 Box::new(storage::apply),
-                // Vault runs raft only while unsealed: a sealed node neither votes nor
-                // takes entries, and cannot lead.
+                // Vault runs raft only once unsealed (or, joining, once its answer is
+                // taken): a sealed node neither votes nor takes entries, and cannot lead.
                 Box::new(move || flag.load(Ordering::SeqCst)),
             );
             // Outage recovery: `<path>/raft/peers.json`, ids being node_ids.
@@ -773,6 +973,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         storage,
         node_id,
         unsealed,
+        raft_running,
         core: Mutex::new(Core::default()),
         client,
         shutdown: tokio::sync::Notify::new(),
@@ -832,20 +1033,23 @@ pub async fn serve(config: &Path) -> Result<(), String> {
 
 /// `retry_join`: an uninitialised raft node keeps asking the listed leaders for a
 /// challenge until one answers; the node still has to be unsealed by hand.
-async fn retry_join_loop(node: Arc<Node>, leaders: Vec<String>) {
+async fn retry_join_loop(node: Arc<Node>, leaders: Vec<JoinTarget>) {
     loop {
         if node.initialized() || !node.sealed() {
             return;
         }
         for leader in &leaders {
+            let addr = &leader.leader_api_addr;
             match node.join(leader).await {
                 Ok(()) => {
                     tracing::info!(
-                        "join: fetched the challenge from {leader}; unseal this node to finish"
+                        "join: fetched the challenge from {addr}; unseal this node to finish"
                     );
                     return;
                 }
-                Err(e) => tracing::debug!("join {leader}: {e}"),
+                // Vault logs each failed attempt (an x509 error with a private CA that
+                // the block does not name) and tries again.
+                Err(e) => tracing::warn!("join {addr}: {e}"),
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;

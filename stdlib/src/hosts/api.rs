@@ -312,6 +312,28 @@ pub mod ssh_api {
         mkdir_impl(&ctx, &host, path, &options)
     }
 
+    /// Gives `path` and everything under it to `#{owner: "vault", group: "vault"}`
+    /// (`chown -R`), as a service that runs as its own user needs of its data directory
+    /// (Vault's raft files after a `vault operator migrate` run as root). Returns true when
+    /// it changed something; nothing when all of it already has that owner. A change.
+    #[rhai_fn(global, name = "chown", volatile, return_raw)]
+    pub fn chown(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+        options: Map,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let options = FileOptions::parse(&ctx, &options)?;
+        let Some(owner) = options.owner.as_deref() else {
+            return Err(call_error(
+                &ctx,
+                "harun::host::option",
+                "option `owner` must be given to chown: #{owner: \"vault\"}",
+            ));
+        };
+        crate::hosts::chown(&ctx, &host, path, owner, options.group.as_deref().unwrap_or(""))
+    }
+
     /// Copies the local file `local` to `remote` on the host (atomically, with a backup).
     #[rhai_fn(global, name = "upload", volatile, return_raw)]
     pub fn upload(

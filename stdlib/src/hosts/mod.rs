@@ -518,6 +518,44 @@ pub fn mkdir(
     Ok(done.is_some())
 }
 
+/// Gives `path` and everything under it to `owner` (and `group`), as `chown -R`; does
+/// nothing (returns false) when all of it already has that owner and group.
+pub fn chown(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    path: &str,
+    owner: &str,
+    group: &str,
+) -> RhaiResult<bool> {
+    let target = host.target();
+    let sudo = use_sudo(&target, false);
+    let probe = shell::script(shell::FOREIGN_OWNED, &[path, owner, group], sudo);
+    let found = exec_raw(ctx, host, &probe, None, None)?;
+    if found.status == 0 && found.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let who = if group.is_empty() {
+        owner.to_string()
+    } else {
+        format!("{owner}:{group}")
+    };
+    let cmd = shell::script(shell::CHOWN_R, &[path, owner, group], sudo);
+    let action = Action::new("chown", host.name(), format!("chown -R {who} {path}"));
+    let done = Context::of(ctx).perform(action, || {
+        let out = exec_raw(ctx, host, &cmd, None, None)?;
+        if out.status != 0 {
+            return Err(command_failed(
+                ctx,
+                host.name(),
+                &format!("chown -R {who} {path}"),
+                &out,
+            ));
+        }
+        Ok(())
+    })?;
+    Ok(done.is_some())
+}
+
 /// True when `path` exists on `host`.
 pub fn exists(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<bool> {
     let target = host.target();

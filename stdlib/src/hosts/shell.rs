@@ -66,6 +66,14 @@ mv -f -- "$tmp" "$target"
 trap - EXIT"#;
 
 /// `mkdir -p $1`, then owner `$2`, group `$3` and mode `$4` when given.
+/// Whether anything under `$1` has another owner than `$2` (or group `$3`): prints it.
+pub const FOREIGN_OWNED: &str = r#"[ -e "$1" ] || exit 1
+find "$1" ! -user "$2" -print -quit 2>/dev/null
+[ -z "$3" ] || find "$1" ! -group "$3" -print -quit 2>/dev/null"#;
+
+/// `chown -R owner[:group] path`.
+pub const CHOWN_R: &str = r#"chown -R -- "$2${3:+:$3}" "$1""#;
+
 pub const MKDIR: &str = r#"set -e
 mkdir -p -- "$1"
 if [ -n "$2$3" ]; then chown "$2${3:+:$3}" -- "$1"; fi
