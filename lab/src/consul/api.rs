@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use super::state::{decode_value, encode_value};
 use super::{Agent, LocalCheck};
 use crate::cluster::MemberStatus;
-use crate::config::join_url;
 
 type Q = Query<HashMap<String, String>>;
 type A = State<Arc<Agent>>;
@@ -309,7 +308,7 @@ async fn join(State(agent): A, headers: HeaderMap, q: Q, Path(address): Path<Str
     authorize!(agent, headers, q);
     match agent
         .cluster
-        .join_member(&join_url(&address, agent.settings.http.port()))
+        .join_member(&agent.settings.peer_url(&address))
         .await
     {
         Ok(()) => empty(),

@@ -52,6 +52,8 @@ const KNOWN_KEYS: &[&str] = &[
     "telemetry.*",
     "tls.*",
     "verify_incoming",
+    "verify_incoming_https",
+    "verify_incoming_rpc",
     "verify_outgoing",
     "verify_server_hostname",
     "ca_file",
@@ -80,6 +82,27 @@ pub struct Settings {
     pub default_allow: bool,
     pub enable_script_checks: bool,
     pub server_port: u16,
+    /// HTTPS on `ports.https` (Consul 1.8's top-level cert_file, key_file, ca_file); with
+    /// `ports.http = -1` the API answers only there, as a secured agent does.
+    pub tls: Option<crate::tls::TlsFiles>,
+}
+
+impl Settings {
+    /// The API's base URL as other agents reach it.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
+    }
+
+    /// Where another agent's twin answers: the same port and scheme as this one's.
+    pub fn peer_url(&self, entry: &str) -> String {
+        let url = join_url(entry, self.http.port());
+        if self.tls.is_some() {
+            url.replacen("http://", "https://", 1)
+        } else {
+            url
+        }
+    }
 }
 
 impl Settings {
@@ -120,9 +143,32 @@ impl Settings {
             .or(file.string("client_addr").map_err(wrap)?)
             .unwrap_or_else(|| "127.0.0.1".into());
         let http_port = file.int("ports.http").map_err(wrap)?.unwrap_or(8500);
-        let http: SocketAddr = format!("{client}:{http_port}")
+        let https_port = file.int("ports.https").map_err(wrap)?.unwrap_or(-1);
+        // The twin serves its API on one port: HTTPS when configured and plain HTTP is
+        // off (`ports { http = -1 }`), else HTTP.
+        let tls = if https_port > 0 {
+            let need = |k: &str| -> Result<String, String> {
+                file.string(k)
+                    .map_err(wrap)?
+                    .ok_or_else(|| format!("HTTPS requires {k} (ports.https = {https_port})"))
+            };
+            Some(crate::tls::TlsFiles {
+                cert_file: need("cert_file")?,
+                key_file: need("key_file")?,
+                ca_file: file.string("ca_file").map_err(wrap)?,
+                verify_client: file.bool("verify_incoming").map_err(wrap)?.unwrap_or(false)
+                    || file.bool("verify_incoming_https").map_err(wrap)?.unwrap_or(false),
+            })
+        } else {
+            None
+        };
+        if tls.is_some() && http_port > 0 {
+            return Err("the lab's Consul twin serves HTTP or HTTPS, not both: set ports { http = -1 } beside https".into());
+        }
+        let api_port = if tls.is_some() { https_port } else { http_port };
+        let http: SocketAddr = format!("{client}:{api_port}")
             .parse()
-            .map_err(|_| format!("Invalid HTTP address {client}:{http_port}"))?;
+            .map_err(|_| format!("Invalid HTTP address {client}:{api_port}"))?;
         let node_name = file
             .string("node_name")
             .map_err(wrap)?
@@ -163,6 +209,7 @@ impl Settings {
                 .map_err(wrap)?
                 .unwrap_or(false),
             server_port: file.int("ports.server").map_err(wrap)?.unwrap_or(8300) as u16,
+            tls,
         })
     }
 }
@@ -401,7 +448,7 @@ fn recover_from_peers_json(settings: &Settings, cluster: &Cluster) -> Result<(),
         // The lab's raft IDs are node names.
         lab_id: &settings.node_name,
         address: &format!("{}:{}", settings.bind, settings.server_port),
-        http: &format!("http://{}", settings.http),
+        http: &settings.api_url(),
     };
     if let Some(servers) = crate::cluster::take_peers_json(&file, &own, "Error starting agent")? {
         cluster.recover(servers);
@@ -418,7 +465,11 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         )
     })?;
     let _ = std::fs::write(settings.data_dir.join("node-id"), &settings.node_id);
-    let http_url = format!("http://{}", settings.http);
+    let http_url = settings.api_url();
+    // Bad TLS files stop the start, as they stop Consul.
+    if let Some(files) = &settings.tls {
+        crate::tls::server_config(files).map_err(|e| format!("Error starting agent: {e}"))?;
+    }
     let mut tags = BTreeMap::new();
     tags.insert("dc".to_string(), settings.datacenter.clone());
     tags.insert("id".to_string(), settings.node_id.clone());
@@ -437,7 +488,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
     let join = settings
         .retry_join
         .iter()
-        .map(|j| join_url(j, settings.http.port()))
+        .map(|j| settings.peer_url(j))
         .collect();
     let cluster = Cluster::new(
         Options {
@@ -451,7 +502,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             tags,
             promote_after: Duration::from_secs(3),
             call_clients: true,
-            tls: None,
+            tls: settings.tls.clone(),
         },
         Box::new(state::apply),
         Box::new(|| true),
@@ -494,8 +545,8 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         settings.http
     );
     let a = agent.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { a.shutdown.notified().await })
-        .await
-        .map_err(|e| e.to_string())
+    crate::tls::serve(listener, app, settings.tls.as_ref(), async move {
+        a.shutdown.notified().await
+    })
+    .await
 }

@@ -54,7 +54,33 @@ pub struct ConsulSettings {
     pub client_auto_join: bool,
     pub auto_advertise: bool,
     pub token: Option<String>,
+    /// `ssl`, `ca_file`, `verify_ssl`: how Nomad trusts an https agent (the Consul API
+    /// client's TLS config: the CA file, else the system roots).
+    pub ca_file: Option<String>,
+    pub verify_ssl: bool,
 }
+
+impl ConsulSettings {
+    pub fn client(&self) -> Result<reqwest::Client, String> {
+        crate::tls::install_crypto();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .no_proxy();
+        if !self.verify_ssl {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        } else if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("consul.ca_file {path}: {e}"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("consul.ca_file {path}: {e}"))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        builder.build().map_err(|e| e.to_string())
+    }
+}
+
+/// nomad/server.go, the Consul server discovery loop: a server that finds no other servers
+/// in Consul tries again only after 45 s plus up to half of that as jitter.
+const CONSUL_DISCOVERY_RETRY: Duration = Duration::from_secs(45);
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -142,12 +168,15 @@ impl Settings {
                     .unwrap_or_else(|| d.to_string()))
             };
             let address = s("address", "127.0.0.1:8500")?;
+            let ssl = file.bool("consul.ssl").map_err(wrap)?.unwrap_or(false);
             Some(ConsulSettings {
                 agent: if address.contains("://") {
                     address
                 } else {
-                    format!("http://{address}")
+                    format!("{}://{address}", if ssl { "https" } else { "http" })
                 },
+                ca_file: file.string("consul.ca_file").map_err(wrap)?,
+                verify_ssl: file.bool("consul.verify_ssl").map_err(wrap)?.unwrap_or(true),
                 server_service_name: s("server_service_name", "nomad")?,
                 client_service_name: s("client_service_name", "nomad-client")?,
                 server_auto_join: file
@@ -404,7 +433,13 @@ impl Agent {
 
     /// auto_advertise and server_auto_join: register `nomad` (http, rpc, serf) at the local
     /// Consul agent, and while there is no leader join the servers found in its catalog.
-    async fn consul_round(&self, consul: &ConsulSettings, advertised: &mut bool) {
+    async fn consul_round(
+        &self,
+        consul: &ConsulSettings,
+        client: &reqwest::Client,
+        advertised: &mut bool,
+        next_discovery: &mut tokio::time::Instant,
+    ) {
         let with_token = |r: reqwest::RequestBuilder| match &consul.token {
             Some(t) => r.header("X-Consul-Token", t),
             None => r,
@@ -432,8 +467,7 @@ impl Agent {
                     "Port": port,
                 });
                 let sent = with_token(
-                    self.client
-                        .put(format!("{}/v1/agent/service/register", consul.agent)),
+                    client.put(format!("{}/v1/agent/service/register", consul.agent)),
                 )
                 .json(&service)
                 .send()
@@ -452,15 +486,35 @@ impl Agent {
         if !wanted || self.cluster.leader().is_some() {
             return;
         }
+        if tokio::time::Instant::now() < *next_discovery {
+            return;
+        }
         let url = format!(
             "{}/v1/catalog/service/{}?tag={tag}&stale",
             consul.agent, consul.server_service_name
         );
-        let Ok(reply) = with_token(self.client.get(url)).send().await else {
-            tracing::debug!("unable to query Consul at {}", consul.agent);
-            return;
+        let entries: Value = match with_token(client.get(url)).send().await {
+            Ok(reply) => reply.json().await.unwrap_or(Value::Null),
+            Err(e) => {
+                tracing::warn!("unable to query Consul at {}: {e}", consul.agent);
+                Value::Null
+            }
         };
-        let entries: Value = reply.json().await.unwrap_or(Value::Null);
+        let others = entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["ServiceAddress"].as_str().or(e["Address"].as_str()) != Some(&self.settings.bind))
+            .count();
+        if self.settings.server && others == 0 {
+            let jitter = Duration::from_millis(rand::random::<u64>() % 22_500);
+            *next_discovery = tokio::time::Instant::now() + CONSUL_DISCOVERY_RETRY + jitter;
+            tracing::info!(
+                "discover: no other Nomad servers found in Consul; retrying in {:?}",
+                CONSUL_DISCOVERY_RETRY + jitter
+            );
+            return;
+        }
         for entry in entries.as_array().into_iter().flatten() {
             let address = entry["ServiceAddress"]
                 .as_str()
@@ -548,12 +602,18 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         })?;
     cluster.spawn();
     let a = agent.clone();
+    let consul_client = match &settings.consul {
+        Some(c) => Some(c.client()?),
+        None => None,
+    };
     tokio::spawn(async move {
         let mut advertised = false;
+        let mut next_discovery = tokio::time::Instant::now();
         loop {
             a.client_round().await;
-            if let Some(consul) = a.settings.consul.clone() {
-                a.consul_round(&consul, &mut advertised).await;
+            if let (Some(consul), Some(client)) = (a.settings.consul.clone(), &consul_client) {
+                a.consul_round(&consul, client, &mut advertised, &mut next_discovery)
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(700)).await;
         }

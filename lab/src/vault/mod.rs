@@ -157,6 +157,31 @@ pub struct Registration {
     pub service: String,
     pub tags: Vec<String>,
     pub token: Option<String>,
+    /// The CA Vault trusts for an https agent (else the system roots), as
+    /// serviceregistration/consul/consul_service_registration.go sets up its client.
+    pub tls_ca_file: Option<String>,
+    pub tls_skip_verify: bool,
+}
+
+impl Registration {
+    /// The client Vault calls its Consul agent with: the agent's certificate is checked
+    /// against tls_ca_file (or the system roots), unless tls_skip_verify.
+    pub fn client(&self) -> Result<reqwest::Client, String> {
+        crate::tls::install_crypto();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .no_proxy();
+        if self.tls_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        } else if let Some(path) = &self.tls_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("service_registration: tls_ca_file {path}: {e}"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("service_registration: tls_ca_file {path}: {e}"))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        builder.build().map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -343,6 +368,11 @@ impl Settings {
                     service: string("service").unwrap_or_else(|| "vault".into()),
                     tags,
                     token: string("token"),
+                    tls_ca_file: string("tls_ca_file"),
+                    tls_skip_verify: matches!(
+                        body.get("tls_skip_verify"),
+                        Some(hcl::Value::Bool(true))
+                    ) || string("tls_skip_verify").as_deref() == Some("true"),
                 })
             }
         };

@@ -13,8 +13,8 @@ fn service_id(node: &Node, r: &Registration) -> String {
     format!("{}:{}", r.service, host_port(&node.settings.api_addr))
 }
 
-fn put(node: &Node, r: &Registration, path: &str) -> reqwest::RequestBuilder {
-    let mut request = node.client.put(format!("{}{path}", r.agent));
+fn put(client: &reqwest::Client, r: &Registration, path: &str) -> reqwest::RequestBuilder {
+    let mut request = client.put(format!("{}{path}", r.agent));
     if let Some(token) = &r.token {
         request = request.header("X-Consul-Token", token);
     }
@@ -23,6 +23,13 @@ fn put(node: &Node, r: &Registration, path: &str) -> reqwest::RequestBuilder {
 
 /// Keeps the registration in step with the node's state until the task is aborted.
 pub async fn run(node: Arc<Node>, r: Registration) {
+    let client = match r.client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return;
+        }
+    };
     let id = service_id(&node, &r);
     let check_id = format!("{id}:vault-sealed-check");
     let api = host_port(&node.settings.api_addr);
@@ -49,12 +56,12 @@ pub async fn run(node: Arc<Node>, r: Registration) {
                 "Status": if sealed { "critical" } else { "passing" },
             });
             let ok = async {
-                let a = put(&node, &r, "/v1/agent/service/register")
+                let a = put(&client, &r, "/v1/agent/service/register")
                     .json(&service)
                     .send()
                     .await
                     .ok()?;
-                let b = put(&node, &r, "/v1/agent/check/register")
+                let b = put(&client, &r, "/v1/agent/check/register")
                     .json(&check)
                     .send()
                     .await
@@ -64,7 +71,10 @@ pub async fn run(node: Arc<Node>, r: Registration) {
             .await;
             match ok {
                 Some(()) => registered = Some(tags),
-                None => tracing::warn!("service registration at {} failed; retrying", r.agent),
+                None => tracing::warn!(
+                    "service registration at {} failed (the agent does not answer, refuses the token, or its certificate is not trusted); retrying",
+                    r.agent
+                ),
             }
         }
         ticks += 1;
@@ -79,7 +89,7 @@ pub async fn run(node: Arc<Node>, r: Registration) {
         } else {
             format!("/v1/agent/check/pass/{check_id}?note=Vault+Unsealed")
         };
-        if let Ok(reply) = put(&node, &r, &path).send().await {
+        if let Ok(reply) = put(&client, &r, &path).send().await {
             if reply.status().as_u16() == 404 {
                 // The agent lost it (restarted without its state): register again.
                 registered = None;
@@ -91,7 +101,8 @@ pub async fn run(node: Arc<Node>, r: Registration) {
 
 pub async fn deregister(node: &Node, r: &Registration) {
     let id = service_id(node, r);
-    let _ = put(node, r, &format!("/v1/agent/service/deregister/{id}"))
+    let Ok(client) = r.client() else { return };
+    let _ = put(&client, r, &format!("/v1/agent/service/deregister/{id}"))
         .send()
         .await;
 }
