@@ -162,6 +162,11 @@ pub enum LabCommand {
         /// refuse: the story's first state needs fresh data.
         #[arg(long)]
         fresh: bool,
+        /// The story's configuration: Consul's API on HTTPS 8501 with ACLs on (tokens in
+        /// files), Nomad and Vault on HTTPS, all under the lab's private CA. For `--lab`,
+        /// set HARUN_LAB_STORY=true.
+        #[arg(long)]
+        story: bool,
     },
     /// Show each controller's services and who leads
     Status {

@@ -23,6 +23,7 @@ pub fn run(command: &LabCommand) -> i32 {
             nomad_without_consul,
             workers,
             fresh,
+            story,
         } => supervisor::up(
             dir,
             &harun(),
@@ -30,6 +31,7 @@ pub fn run(command: &LabCommand) -> i32 {
                 nomad_consul: !nomad_without_consul,
                 workers: *workers,
                 fresh: *fresh,
+                story: *story,
             },
         )
         .map(|path| {
@@ -86,10 +88,16 @@ impl TempLab {
         };
         // The directory is this process's own; one left by a killed run of the same pid
         // is replaced.
+        // HARUN_LAB_STORY=true: the story's configuration (HTTPS, Consul ACLs).
+        let story = matches!(
+            std::env::var("HARUN_LAB_STORY").as_deref(),
+            Ok("true" | "1" | "yes")
+        );
         let options = supervisor::Options {
             nomad_consul,
             workers,
             fresh: true,
+            story,
         };
         let topology = supervisor::up(&dir, &harun(), options)?;
         Ok(TempLab { dir, topology })

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod consul;
 pub mod nomad;
+pub mod pki;
 pub mod service_user;
 pub mod supervisor;
 pub mod tls;

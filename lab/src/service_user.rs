@@ -48,8 +48,7 @@ pub fn current_user_name() -> String {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: as in `lookup`.
-    let rc =
-        unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
     if rc == 0 && !result.is_null() {
         // SAFETY: pw_name points into `buf`, NUL-terminated.
         unsafe { CStr::from_ptr(pwd.pw_name) }

@@ -34,6 +34,9 @@ pub struct Options {
     pub workers: usize,
     /// Replace a stopped lab already in the directory (its data is past the first state).
     pub fresh: bool,
+    /// The story's configuration: HTTPS everywhere under the lab's CA, Consul's API on
+    /// 8501 with ACLs on and the token in a file.
+    pub story: bool,
 }
 
 /// How the lab initialises Vault: 5 shares, 3 of them to unseal.
@@ -52,6 +55,9 @@ pub struct Lab {
     /// root (as a packaged Vault runs as `vault`), else None (this process's user).
     #[serde(default)]
     pub vault_user: Option<String>,
+    /// The story's configuration (see [`Options::story`]).
+    #[serde(default)]
+    pub story: bool,
 }
 
 impl Lab {
@@ -124,6 +130,54 @@ impl Lab {
         self.dir.join("harun.hcl")
     }
 
+    /// The file that holds Consul's management token in the story's configuration.
+    pub fn consul_token_file(&self) -> PathBuf {
+        self.dir.join("consul-token")
+    }
+
+    /// The API port of `service` here: Consul's is HTTPS 8501 in the story's configuration.
+    pub fn port(&self, service: &str) -> Result<u16, String> {
+        match (service, self.story) {
+            ("consul", true) => Ok(CONSUL_HTTPS_PORT),
+            _ => port_of(service),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.story {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The API's base URL of `service` on `host`.
+    pub fn base(&self, host: &str, service: &str) -> Result<String, String> {
+        Ok(format!(
+            "{}://{}:{}",
+            self.scheme(),
+            self.address(host),
+            self.port(service)?
+        ))
+    }
+
+    /// The supervisor's own calls to a service: its base URL, a client that trusts the
+    /// lab's CA, and Consul's token in the story's configuration.
+    fn api(&self, host: &str, service: &str) -> Result<Api, String> {
+        let token = if self.story && service == "consul" {
+            let token = std::fs::read_to_string(self.consul_token_file())
+                .map_err(|e| format!("cannot read the lab's consul token: {e}"))?;
+            Some(token.trim().to_string())
+        } else {
+            None
+        };
+        Ok(Api {
+            base: self.base(host, service)?,
+            client: lab_client(self)?,
+            token,
+        })
+    }
+
     /// Removes what `up` wrote, and nothing else a user may keep in the directory.
     fn remove_files(&self) -> Result<(), String> {
         let dirs = self.hosts().into_iter().map(|h| self.host_dir(&h));
@@ -166,6 +220,9 @@ impl Lab {
     }
 }
 
+/// Consul's HTTPS port, the story's (`ports { https = 8501 }`).
+const CONSUL_HTTPS_PORT: u16 = 8501;
+
 fn port_of(service: &str) -> Result<u16, String> {
     SERVICES
         .iter()
@@ -197,7 +254,9 @@ fn free_block() -> Result<String, String> {
         let free = (11..=13).chain(21..=20 + MAX_WORKERS).all(|i| {
             SERVICES
                 .iter()
-                .all(|(_, port)| TcpListener::bind(format!("{block}.{i}:{port}")).is_ok())
+                .map(|(_, port)| *port)
+                .chain([CONSUL_HTTPS_PORT])
+                .all(|port| TcpListener::bind(format!("{block}.{i}:{port}")).is_ok())
         });
         if free {
             return Ok(block);
@@ -206,7 +265,95 @@ fn free_block() -> Result<String, String> {
     Err("no free 127.x.y.0/24 block found".into())
 }
 
-fn consul_config(lab: &Lab, host: &str) -> String {
+/// What the story's configuration adds to an agent's consul.hcl: a gossip key, the API on
+/// HTTPS 8501 only, the lab's CA and the host's certificate, and ACLs with the token the
+/// topology's token_file holds.
+fn consul_story(lab: &Lab, host: &str, secrets: &StorySecrets) -> String {
+    if !lab.story {
+        return String::new();
+    }
+    let files = crate::pki::host_cert(&lab.dir, host);
+    format!(
+        r#"
+encrypt = "{encrypt}"
+
+ports {{
+  http  = -1
+  https = {CONSUL_HTTPS_PORT}
+}}
+
+ca_file         = "{ca}"
+cert_file       = "{cert}"
+key_file        = "{key}"
+verify_incoming = false
+verify_outgoing = true
+
+acl {{
+  enabled        = true
+  default_policy = "deny"
+  tokens {{
+    master = "{token}"
+    agent  = "{token}"
+  }}
+}}
+"#,
+        encrypt = secrets.gossip_key,
+        token = secrets.consul_token,
+        ca = crate::pki::ca_file(&lab.dir).display(),
+        cert = files.cert.display(),
+        key = files.key.display(),
+    )
+}
+
+/// The secrets of the story's configuration, as the configs hold them.
+#[derive(Default)]
+struct StorySecrets {
+    consul_token: String,
+    gossip_key: String,
+}
+
+impl StorySecrets {
+    fn of(lab: &Lab) -> StorySecrets {
+        if !lab.story {
+            return StorySecrets::default();
+        }
+        use base64::Engine;
+        let gossip: [u8; 32] = rand::random();
+        StorySecrets {
+            consul_token: uuid::Uuid::new_v4().to_string(),
+            gossip_key: base64::engine::general_purpose::STANDARD.encode(gossip),
+        }
+    }
+}
+
+/// Nomad's consul stanza for the host's own agent, with TLS and the token in the story.
+fn nomad_consul_stanza(lab: &Lab, host: &str, secrets: &StorySecrets) -> String {
+    let address = lab.address(host);
+    if !lab.story {
+        return format!("\nconsul {{\n  address = \"{address}:8500\"\n}}\n");
+    }
+    format!(
+        "\nconsul {{\n  address = \"{address}:{CONSUL_HTTPS_PORT}\"\n  ssl     = true\n  ca_file = \"{}\"\n  token   = \"{}\"\n}}\n",
+        crate::pki::ca_file(&lab.dir).display(),
+        secrets.consul_token
+    )
+}
+
+/// Nomad's HTTP API on TLS in the story's configuration.
+fn nomad_tls(lab: &Lab, host: &str) -> String {
+    if !lab.story {
+        return String::new();
+    }
+    let files = crate::pki::host_cert(&lab.dir, host);
+    format!(
+        "\ntls {{\n  http      = true\n  ca_file   = \"{}\"\n  cert_file = \"{}\"\n  key_file  = \"{}\"\n}}\n",
+        crate::pki::ca_file(&lab.dir).display(),
+        files.cert.display(),
+        files.key.display()
+    )
+}
+
+fn consul_config(lab: &Lab, host: &str, secrets: &StorySecrets) -> String {
     let address = lab.address(host);
     format!(
         r#"# Consul server on {host} (harun lab): a single server, as in the story's first state.
@@ -223,13 +370,14 @@ client_addr = "{address}"
 ui_config {{
   enabled = true
 }}
-"#,
+{story}"#,
         data = lab.host_dir(host).join("consul").display(),
+        story = consul_story(lab, host, secrets),
     )
 }
 
 /// A worker's Consul client agent: the local agent its Nomad client registers with.
-fn consul_client_config(lab: &Lab, host: &str) -> String {
+fn consul_client_config(lab: &Lab, host: &str, secrets: &StorySecrets) -> String {
     format!(
         r#"# Consul client on {host} (harun lab): the local agent of this worker's services.
 datacenter = "homelab"
@@ -241,22 +389,20 @@ retry_join = ["{first}"]
 
 bind_addr   = "{address}"
 client_addr = "{address}"
-"#,
+{story}"#,
         address = lab.address(host),
         first = lab.address("controller1"),
         data = lab.host_dir(host).join("consul").display(),
+        story = consul_story(lab, host, secrets),
     )
 }
 
 /// A worker's Nomad client: it finds the servers through its local Consul agent, or
 /// without Consul through server_join naming the one server of the story's first state.
-fn nomad_client_config(lab: &Lab, host: &str, consul: bool) -> String {
+fn nomad_client_config(lab: &Lab, host: &str, consul: bool, secrets: &StorySecrets) -> String {
     let address = lab.address(host);
     let (join, consul) = if consul {
-        (
-            String::new(),
-            format!("\nconsul {{\n  address = \"{address}:8500\"\n}}\n"),
-        )
+        (String::new(), nomad_consul_stanza(lab, host, secrets))
     } else {
         (
             format!(
@@ -276,15 +422,16 @@ bind_addr  = "{address}"
 client {{
   enabled = true{join}
 }}
-{consul}"#,
+{consul}{tls}"#,
         data = lab.host_dir(host).join("nomad").display(),
+        tls = nomad_tls(lab, host),
     )
 }
 
-fn nomad_config(lab: &Lab, host: &str, consul: bool) -> String {
+fn nomad_config(lab: &Lab, host: &str, consul: bool, secrets: &StorySecrets) -> String {
     let address = lab.address(host);
     let consul = if consul {
-        format!("\nconsul {{\n  address = \"{address}:8500\"\n}}\n")
+        nomad_consul_stanza(lab, host, secrets)
     } else {
         String::new()
     };
@@ -304,13 +451,37 @@ server {{
 client {{
   enabled = true
 }}
-{consul}"#,
+{consul}{tls}"#,
         data = lab.host_dir(host).join("nomad").display(),
+        tls = nomad_tls(lab, host),
     )
 }
 
-fn vault_config(lab: &Lab, host: &str) -> String {
+fn vault_config(lab: &Lab, host: &str, secrets: &StorySecrets) -> String {
     let address = lab.address(host);
+    let scheme = lab.scheme();
+    let data = lab.host_dir(host).join("vault").join("data");
+    let (listener_tls, registration) = if lab.story {
+        let files = crate::pki::host_cert(&lab.dir, host);
+        (
+            format!(
+                "tls_cert_file = \"{}\"\n  tls_key_file  = \"{}\"",
+                files.cert.display(),
+                files.key.display()
+            ),
+            // The story's registration: the local agent on HTTPS with a token.
+            format!(
+                "address     = \"{address}:{CONSUL_HTTPS_PORT}\"\n  scheme      = \"https\"\n  token       = \"{}\"\n  tls_ca_file = \"{}\"",
+                secrets.consul_token,
+                crate::pki::ca_file(&lab.dir).display()
+            ),
+        )
+    } else {
+        (
+            "tls_disable = true".to_string(),
+            format!("address = \"{address}:8500\""),
+        )
+    };
     format!(
         r#"# Vault on {host} (harun lab): file storage, as in the story's first state.
 ui = true
@@ -321,17 +492,17 @@ storage "file" {{
 
 listener "tcp" {{
   address     = "{address}:8200"
-  tls_disable = true
+  {listener_tls}
 }}
 
-api_addr     = "http://{address}:8200"
-cluster_addr = "http://{address}:8201"
+api_addr     = "{scheme}://{address}:8200"
+cluster_addr = "{scheme}://{address}:8201"
 
 service_registration "consul" {{
-  address = "{address}:8500"
+  {registration}
 }}
 "#,
-        data = lab.host_dir(host).join("vault").join("data").display(),
+        data = data.display(),
     )
 }
 
@@ -347,20 +518,20 @@ defaults {{
 }}
 
 consul {{
-  address     = "http://{{address}}:8500"
+  address     = "{scheme}://{{address}}:{consul_port}"
   config_file = "{dir}/{{name}}/consul.hcl"
-  data_dir    = "{dir}/{{name}}/consul"
+  data_dir    = "{dir}/{{name}}/consul"{consul_tls}
 }}
 
 nomad {{
-  address     = "http://{{address}}:4646"
+  address     = "{scheme}://{{address}}:4646"
   config_file = "{dir}/{{name}}/nomad.hcl"
-  data_dir    = "{dir}/{{name}}/nomad"
+  data_dir    = "{dir}/{{name}}/nomad"{ca}
 }}
 
 vault {{
-  address         = "http://{{address}}:8200"
-  cluster_address = "http://{{address}}:8201"
+  address         = "{scheme}://{{address}}:8200"
+  cluster_address = "{scheme}://{{address}}:8201"{ca}
   config_file     = "{dir}/{{name}}/vault.hcl"
   raft_path       = "{dir}/{{name}}/vault/raft"
   cli             = "{harun} lab vault"
@@ -371,6 +542,25 @@ vault {{
 
 "#,
         harun = harun.display(),
+        scheme = lab.scheme(),
+        consul_port = lab.port("consul").unwrap_or(8500),
+        consul_tls = if lab.story {
+            format!(
+                "\n  token_file  = \"{}\"\n  ca_file     = \"{}\"",
+                lab.consul_token_file().display(),
+                crate::pki::ca_file(&lab.dir).display()
+            )
+        } else {
+            String::new()
+        },
+        ca = if lab.story {
+            format!(
+                "\n  ca_file     = \"{}\"",
+                crate::pki::ca_file(&lab.dir).display()
+            )
+        } else {
+            String::new()
+        },
         vault_user = lab
             .vault_user
             .clone()
@@ -456,20 +646,49 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
         block: free_block()?,
         workers: options.workers,
         vault_user: vault_account.as_ref().map(|a| a.name.clone()),
+        story: options.story,
     };
+    let secrets = StorySecrets::of(&lab);
+    if lab.story {
+        let hosts: Vec<(String, String)> = lab
+            .hosts()
+            .into_iter()
+            .map(|h| {
+                let a = lab.address(&h);
+                (h, a)
+            })
+            .collect();
+        crate::pki::make(&dir, &hosts)?;
+        write_private(
+            &lab.consul_token_file(),
+            &(secrets.consul_token.clone() + "\n"),
+        )?;
+        // Vault reads its key as its own user: the key's group is Vault's.
+        if let Some(account) = &vault_account {
+            for host in HOSTS {
+                let key = crate::pki::host_cert(&dir, host).key;
+                std::os::unix::fs::chown(&key, None, Some(account.gid)).map_err(|e| {
+                    format!("cannot give {} to {}: {e}", key.display(), account.name)
+                })?;
+            }
+        }
+    }
     let nomad_consul = options.nomad_consul;
     for host in lab.hosts() {
         let host = host.as_str();
         let configs = if Lab::is_worker(host) {
             vec![
-                ("consul", consul_client_config(&lab, host)),
-                ("nomad", nomad_client_config(&lab, host, nomad_consul)),
+                ("consul", consul_client_config(&lab, host, &secrets)),
+                (
+                    "nomad",
+                    nomad_client_config(&lab, host, nomad_consul, &secrets),
+                ),
             ]
         } else {
             vec![
-                ("consul", consul_config(&lab, host)),
-                ("nomad", nomad_config(&lab, host, nomad_consul)),
-                ("vault", vault_config(&lab, host)),
+                ("consul", consul_config(&lab, host, &secrets)),
+                ("nomad", nomad_config(&lab, host, nomad_consul, &secrets)),
+                ("vault", vault_config(&lab, host, &secrets)),
             ]
         };
         for sub in ["run", "log"]
@@ -525,10 +744,12 @@ fn start_first_state(lab: &Lab, harun: &Path) -> Result<(), String> {
 /// Vault in the story's first state: initialised, unsealed, holding secrets; the unseal
 /// keys and the root token go to mode-0600 files in the lab's directory.
 fn init_vault(lab: &Lab) -> Result<(), String> {
-    let base = format!("http://{}:8200", lab.address("controller1"));
-    let reply = http_put(
-        &format!("{base}/v1/sys/init"),
+    let vault = lab.api("controller1", "vault")?;
+    let reply = vault.call(
+        "PUT",
+        "/v1/sys/init",
         &format!("{{\"secret_shares\": {VAULT_SHARES}, \"secret_threshold\": {VAULT_THRESHOLD}}}"),
+        &[],
     )?;
     let init: serde_json::Value =
         serde_json::from_str(&reply).map_err(|e| format!("vault init answered {reply:?}: {e}"))?;
@@ -547,18 +768,15 @@ fn init_vault(lab: &Lab) -> Result<(), String> {
     )?;
     write_private(&lab.dir.join("vault-root-token"), &(token.clone() + "\n"))?;
     for key in keys.iter().take(VAULT_THRESHOLD) {
-        http_put(
-            &format!("{base}/v1/sys/unseal"),
+        vault.call(
+            "PUT",
+            "/v1/sys/unseal",
             &format!("{{\"key\": \"{key}\"}}"),
+            &[],
         )?;
     }
     let authed = |path: &str, body: &str| {
-        http_with(
-            "POST",
-            &format!("{base}{path}"),
-            body,
-            &[("X-Vault-Token", token.as_str())],
-        )
+        vault.call("POST", path, body, &[("X-Vault-Token", token.as_str())])
     };
     authed(
         "/v1/sys/mounts/secret",
@@ -588,134 +806,102 @@ fn init_vault(lab: &Lab) -> Result<(), String> {
 
 /// The story's first state holds data worth keeping: some KV entries.
 fn seed(lab: &Lab) -> Result<(), String> {
-    let base = format!("http://{}:8500", lab.address("controller1"));
+    let consul = lab.api("controller1", "consul")?;
     for (key, value) in [
         ("homelab/dns/zone", "home.arpa"),
         ("homelab/backup/schedule", "0 3 * * *"),
         ("homelab/nomad/datacenter", "homelab"),
     ] {
-        http_put(&format!("{base}/v1/kv/{key}"), value)?;
+        consul.call("PUT", &format!("/v1/kv/{key}"), value, &[])?;
     }
     Ok(())
 }
 
 /// The homelab's jobs, so `nomad job status` has something to show.
 fn seed_jobs(lab: &Lab) -> Result<(), String> {
-    let base = format!("http://{}:4646", lab.address("controller1"));
+    let nomad = lab.api("controller1", "nomad")?;
     for (id, kind) in [
         ("traefik", "system"),
         ("grafana", "service"),
         ("backup", "batch"),
     ] {
-        http_put(
-            &format!("{base}/v1/jobs"),
+        nomad.call(
+            "PUT",
+            "/v1/jobs",
             &format!(
                 r#"{{"Job": {{"ID": "{id}", "Name": "{id}", "Type": "{kind}", "Datacenters": ["homelab"]}}}}"#
             ),
+            &[],
         )?;
     }
     Ok(())
 }
 
-/// A minimal blocking HTTP PUT, enough for the supervisor's own set-up calls.
-fn http_put(url: &str, body: &str) -> Result<String, String> {
-    http("PUT", url, body)
-}
-
-fn http_get(url: &str) -> Result<String, String> {
-    http("GET", url, "")
-}
-
-fn http(method: &str, url: &str, body: &str) -> Result<String, String> {
-    http_with(method, url, body, &[])
-}
-
-fn http_with(
-    method: &str,
-    url: &str,
-    body: &str,
-    headers: &[(&str, &str)],
-) -> Result<String, String> {
-    static PLAIN: std::sync::OnceLock<Result<reqwest::blocking::Client, String>> =
-        std::sync::OnceLock::new();
-    let client = PLAIN
-        .get_or_init(|| crate::tls::supervisor_client(None, Duration::from_secs(5)))
-        .as_ref()
-        .map_err(Clone::clone)?;
-    call(client, method, url, body, headers)
-}
-
-fn call(
-    client: &reqwest::blocking::Client,
-    method: &str,
-    url: &str,
-    body: &str,
-    headers: &[(&str, &str)],
-) -> Result<String, String> {
-    let method: reqwest::Method = method.parse().map_err(|_| format!("bad method {method}"))?;
-    let mut request = client.request(method.clone(), url).body(body.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().map_err(|e| format!("{url}: {e}"))?;
-    let status = response.status();
-    let text = response.text().map_err(|e| format!("{url}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("{method} {url}: {} {text}", status.as_u16()));
-    }
-    Ok(text)
-}
-
-/// A node's HTTP API as `lab status` reads it: over TLS when its config says so
-/// (`tls { http = true }` for Nomad, a tcp listener without `tls_disable` for Vault), with
-/// the node's own certificate. Made once per node: a config read and a client.
-struct NodeApi {
+/// The supervisor's own calls to one service of one host.
+struct Api {
     base: String,
-    tls: Option<reqwest::blocking::Client>,
+    client: reqwest::blocking::Client,
+    /// Consul's token in the story's configuration.
+    token: Option<String>,
 }
 
-impl NodeApi {
-    fn of(lab: &Lab, host: &str, service: &str) -> Result<NodeApi, String> {
-        let config = lab.config_file(host, service);
-        let files = match service {
-            "nomad" => crate::nomad::Settings::load(&config)?.tls,
-            "vault" => crate::vault::Settings::load(&config)?.tls,
-            _ => None,
-        };
-        let authority = format!("{}:{}", lab.address(host), port_of(service)?);
-        Ok(match files {
-            None => NodeApi {
-                base: format!("http://{authority}"),
-                tls: None,
-            },
-            Some(files) => NodeApi {
-                base: format!("https://{authority}"),
-                tls: Some(crate::tls::supervisor_client(
-                    Some(&files),
-                    Duration::from_secs(5),
-                )?),
-            },
-        })
+impl Api {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<String, String> {
+        let url = format!("{}{path}", self.base);
+        let method: reqwest::Method = method.parse().map_err(|_| format!("bad method {method}"))?;
+        let mut request = self
+            .client
+            .request(method.clone(), &url)
+            .body(body.to_string());
+        if let Some(token) = &self.token {
+            request = request.header("X-Consul-Token", token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        let text = response.text().map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{method} {url}: {} {text}", status.as_u16()));
+        }
+        Ok(text)
     }
 
     fn get(&self, path: &str) -> Result<String, String> {
-        let url = format!("{}{path}", self.base);
-        match &self.tls {
-            Some(client) => call(client, "GET", &url, "", &[]),
-            None => http_get(&url),
-        }
+        self.call("GET", path, "", &[])
     }
 }
 
+/// The supervisor's client: plain HTTP, or in the story's configuration one that trusts
+/// the lab's CA (and nothing else).
+fn lab_client(lab: &Lab) -> Result<reqwest::blocking::Client, String> {
+    crate::tls::install_crypto();
+    let mut builder = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
+        .no_proxy();
+    if lab.story {
+        let ca = crate::pki::ca_file(&lab.dir);
+        let pem = std::fs::read(&ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
 fn wait_for_leader(lab: &Lab, host: &str, service: &str, timeout: Duration) -> Result<(), String> {
-    let url = format!(
-        "http://{}:{}/v1/status/leader",
-        lab.address(host),
-        port_of(service)?
-    );
+    let api = lab.api(host, service)?;
     let started = Instant::now();
     loop {
-        if let Ok(body) = http_get(&url) {
+        if let Ok(body) = api.get("/v1/status/leader") {
             if body.trim() != "\"\"" && !body.trim().is_empty() {
                 return Ok(());
             }
@@ -733,7 +919,7 @@ fn wait_for_leader(lab: &Lab, host: &str, service: &str, timeout: Duration) -> R
 /// Starts a service's twin in the background and waits until it answers on its port; a
 /// twin that refuses its config exits, and its own words are the error.
 pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), String> {
-    let port = port_of(service)?;
+    let port = lab.port(service)?;
     if lab.pid(host, service).is_some() {
         return Ok(());
     }
@@ -870,7 +1056,7 @@ pub fn status(dir: &Path) -> Result<String, String> {
         let host = host.as_str();
         for (service, _) in lab.services(host) {
             let address = lab.address(host);
-            let api = || NodeApi::of(&lab, host, service);
+            let api = || lab.api(host, service);
             let state = match lab.pid(host, service) {
                 None => "stopped".to_string(),
                 Some(pid) if *service == "vault" => {
@@ -899,7 +1085,7 @@ pub fn status(dir: &Path) -> Result<String, String> {
 }
 
 /// Sealed or not, active or standby, from the node's own unauthenticated endpoints.
-fn vault_state(api: &NodeApi) -> String {
+fn vault_state(api: &Api) -> String {
     let Ok(status) = api.get("/v1/sys/seal-status") else {
         return "not answering".into();
     };

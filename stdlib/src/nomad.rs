@@ -31,7 +31,10 @@ fn leader_of(ctx: &NativeCallContext, c: &ApiClient, timeout: Duration) -> RhaiR
     if me.status == 200 {
         let nomad = &me.json()["stats"]["nomad"];
         if nomad["server"] == "true" {
-            return Ok(nomad["leader_addr"].as_str().unwrap_or_default().to_string());
+            return Ok(nomad["leader_addr"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string());
         }
     }
     let reply = c.send(ctx, "GET", "/v1/status/leader", None, timeout)?;

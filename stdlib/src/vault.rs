@@ -122,7 +122,10 @@ fn wait_joining_unseal(
         },
         || {
             let v = status.borrow();
-            format!("sealed: {}, progress {}/{}", v["sealed"], v["progress"], v["t"])
+            format!(
+                "sealed: {}, progress {}/{}",
+                v["sealed"], v["progress"], v["t"]
+            )
         },
     )?;
     Ok(status.into_inner())

@@ -157,7 +157,10 @@ impl Settings {
                 key_file: need("key_file")?,
                 ca_file: file.string("ca_file").map_err(wrap)?,
                 verify_client: file.bool("verify_incoming").map_err(wrap)?.unwrap_or(false)
-                    || file.bool("verify_incoming_https").map_err(wrap)?.unwrap_or(false),
+                    || file
+                        .bool("verify_incoming_https")
+                        .map_err(wrap)?
+                        .unwrap_or(false),
             })
         } else {
             None

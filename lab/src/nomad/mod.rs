@@ -176,7 +176,10 @@ impl Settings {
                     format!("{}://{address}", if ssl { "https" } else { "http" })
                 },
                 ca_file: file.string("consul.ca_file").map_err(wrap)?,
-                verify_ssl: file.bool("consul.verify_ssl").map_err(wrap)?.unwrap_or(true),
+                verify_ssl: file
+                    .bool("consul.verify_ssl")
+                    .map_err(wrap)?
+                    .unwrap_or(true),
                 server_service_name: s("server_service_name", "nomad")?,
                 client_service_name: s("client_service_name", "nomad-client")?,
                 server_auto_join: file
@@ -466,12 +469,11 @@ impl Agent {
                     "Address": self.settings.bind,
                     "Port": port,
                 });
-                let sent = with_token(
-                    client.put(format!("{}/v1/agent/service/register", consul.agent)),
-                )
-                .json(&service)
-                .send()
-                .await;
+                let sent =
+                    with_token(client.put(format!("{}/v1/agent/service/register", consul.agent)))
+                        .json(&service)
+                        .send()
+                        .await;
                 ok &= sent.is_ok_and(|r| r.status().is_success());
             }
             *advertised = ok;
@@ -504,7 +506,9 @@ impl Agent {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|e| e["ServiceAddress"].as_str().or(e["Address"].as_str()) != Some(&self.settings.bind))
+            .filter(|e| {
+                e["ServiceAddress"].as_str().or(e["Address"].as_str()) != Some(&self.settings.bind)
+            })
             .count();
         if self.settings.server && others == 0 {
             let jitter = Duration::from_millis(rand::random::<u64>() % 22_500);

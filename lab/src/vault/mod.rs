@@ -97,7 +97,9 @@ impl JoinTarget {
             tls_servername: get("leader_tls_servername"),
         };
         if target.ca_cert.is_some() && target.ca_cert_file.is_some() {
-            return Err("retry_join: leader_ca_cert and leader_ca_cert_file cannot both be set".into());
+            return Err(
+                "retry_join: leader_ca_cert and leader_ca_cert_file cannot both be set".into(),
+            );
         }
         Ok(target)
     }
@@ -668,7 +670,9 @@ impl Node {
             // the node unsealed. The call answers at once: sealed, progress 0.
             self.raft_running.store(true, Ordering::SeqCst);
             tokio::spawn(self.clone().finish_joining_unseal(key, barrier_key));
-            tracing::info!("joined the raft cluster; unsealing once the keyring arrives from the leader");
+            tracing::info!(
+                "joined the raft cluster; unsealing once the keyring arrives from the leader"
+            );
             return Ok(self.seal_status());
         }
         self.open_barrier(barrier_key);
@@ -689,7 +693,8 @@ impl Node {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let keyring = self.storage.get("core/master");
-            if keyring.is_some_and(|m| barrier::decrypt(&key, &m).as_deref() == Some(&barrier_key)) {
+            if keyring.is_some_and(|m| barrier::decrypt(&key, &m).as_deref() == Some(&barrier_key))
+            {
                 self.core().unsealing = false;
                 self.open_barrier(barrier_key);
                 return;

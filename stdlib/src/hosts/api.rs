@@ -331,7 +331,13 @@ pub mod ssh_api {
                 "option `owner` must be given to chown: #{owner: \"vault\"}",
             ));
         };
-        crate::hosts::chown(&ctx, &host, path, owner, options.group.as_deref().unwrap_or(""))
+        crate::hosts::chown(
+            &ctx,
+            &host,
+            path,
+            owner,
+            options.group.as_deref().unwrap_or(""),
+        )
     }
 
     /// Copies the local file `local` to `remote` on the host (atomically, with a backup).
