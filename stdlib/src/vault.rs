@@ -340,14 +340,17 @@ pub mod vault_api {
         )
     }
 
-    /// Autopilot's view: `healthy`, `failure_tolerance`, `leader`, `voters`, `servers`.
+    /// Autopilot's view: `healthy` (every server, non-voters included), `failure_tolerance`,
+    /// `leader`, `voters`, `servers`; `()` while autopilot has not built its state yet (Vault
+    /// answers 404 just after a leader is elected, and its Go client returns nil).
     #[rhai_fn(volatile, return_raw)]
     pub fn autopilot_state(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
-        let v = c
-            .get(&ctx, "/v1/sys/storage/raft/autopilot/state", &[])?
-            .json();
-        Ok(to_dynamic(&v["data"]))
+        let reply = c.get(&ctx, "/v1/sys/storage/raft/autopilot/state", &[404])?;
+        if reply.status == 404 {
+            return Ok(Dynamic::UNIT);
+        }
+        Ok(to_dynamic(&reply.json()["data"]))
     }
 
     /// Saves a raft snapshot of the cluster to the local file `path` (mode 0600, written

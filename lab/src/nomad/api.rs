@@ -356,7 +356,7 @@ async fn raft_configuration(State(agent): A, Query(q): Q) -> Response {
         .map(|s| {
             json!({
                 "Address": s.address,
-                "ID": s.id,
+                "ID": raft_id(&s.id),
                 "Leader": Some(&s.id) == leader.as_ref(),
                 "Node": s.id,
                 "RaftProtocol": "3",
@@ -383,10 +383,34 @@ async fn raft_remove_peer(State(agent): A, Query(q): Q) -> Response {
             "Must specify the peer's ID to remove",
         );
     };
-    match agent.cluster.remove_server(id).await {
+    let Some(server) = agent
+        .cluster
+        .config()
+        .into_iter()
+        .find(|s| raft_id(&s.id) == *id)
+    else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("id {id:?} was not found in the Raft configuration"),
+        );
+    };
+    match agent.cluster.remove_server(&server.id).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// A server's raft ID: with raft protocol 3 Nomad uses the server's node UUID, not its
+/// `name.region` (nomad/serf.go, `Servers[].ID` of /v1/operator/raft/configuration). The
+/// twin derives a stable UUID from the member name.
+pub fn raft_id(member: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(member.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 fn node_stub(n: &Value) -> Value {

@@ -403,22 +403,26 @@ impl Agent {
             .await
     }
 
-    /// The leader ends drains whose force deadline has passed: the lab runs no allocations,
-    /// so a drain has nothing to migrate and ends at its deadline (at once when forced;
-    /// never without a deadline). Like Nomad, the node stays ineligible afterwards.
+    /// The leader ends drains that have nothing left to migrate: nomad/drainer/
+    /// watch_nodes.go ("if an operator drains a node with nothing on it we unset drain")
+    /// and draining_node.go `IsDone`. The lab runs no allocations, so every drain ends on
+    /// the drainer's next pass, within a second (drainer.go batches node updates each
+    /// second), whatever its deadline; the deadline only bounds how long allocations get.
+    /// Like Nomad, the node stays ineligible afterwards.
     async fn complete_drains(&self) {
         let now = std::time::SystemTime::now();
+        let pass = std::time::Duration::from_secs(1);
         let due: Vec<(String, Value)> = self.cluster.read(|d| {
             d["nodes"]
                 .as_object()
                 .into_iter()
                 .flatten()
-                .filter(|(_, n)| n["Drain"] == true && n["DrainStrategy"]["Deadline"] != 0)
+                .filter(|(_, n)| n["Drain"] == true)
                 .filter(|(_, n)| {
-                    n["DrainStrategy"]["ForceDeadline"]
+                    n["DrainStrategy"]["StartedAt"]
                         .as_str()
                         .and_then(|t| humantime::parse_rfc3339(t).ok())
-                        .is_some_and(|t| t <= now)
+                        .is_none_or(|t| t + pass <= now)
                 })
                 .map(|(id, n)| (id.clone(), n["LastDrain"].clone()))
                 .collect()

@@ -508,17 +508,28 @@ async fn remove_peer(node: &Node, body: &Value) -> Response {
     }
 }
 
+/// `sys/storage/raft/autopilot/state` (raft-autopilot `state.go`): 404 until autopilot has
+/// built its state, an update interval (2 s) after this node became the leader; `healthy`
+/// only while every server, non-voters included, is healthy.
 fn autopilot_state(node: &Node) -> Response {
     let Some(cluster) = node.cluster() else {
         return error(400, "raft storage is not in use");
     };
+    if node
+        .active_since()
+        .is_none_or(|t| t.elapsed() < super::AUTOPILOT_UPDATE_INTERVAL)
+    {
+        return error(404, "");
+    }
     let leader = cluster.leader().map(|l| l.id).unwrap_or_default();
     let config = cluster.config();
     let mut servers = serde_json::Map::new();
-    let mut healthy_voters = 0;
+    let mut healthy_voters: usize = 0;
+    let mut all_healthy = true;
     for s in &config {
         let contact = cluster.last_contact(&s.id);
         let healthy = contact.is_some_and(|c| c.as_secs_f64() < 5.0);
+        all_healthy &= healthy;
         if healthy && s.voter {
             healthy_voters += 1;
         }
@@ -550,7 +561,7 @@ fn autopilot_state(node: &Node) -> Response {
     let voters: Vec<&String> = config.iter().filter(|s| s.voter).map(|s| &s.id).collect();
     let quorum = voters.len() / 2 + 1;
     envelope(json!({
-        "healthy": healthy_voters == voters.len(),
+        "healthy": all_healthy,
         "failure_tolerance": healthy_voters.saturating_sub(quorum),
         "leader": leader,
         "voters": voters,

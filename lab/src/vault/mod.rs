@@ -26,7 +26,7 @@ use crate::config::ConfigFile;
 use barrier::SealConfig;
 use storage::{FileBackend, Storage};
 
-/// Keys a vault.hcl may hold; others are refused as the real server refuses them.
+/// Keys a vault.hcl may hold; others are warned about, as Vault warns.
 const KNOWN_KEYS: &[&str] = &[
     "storage.*",
     "ha_storage.*",
@@ -52,6 +52,10 @@ const KNOWN_KEYS: &[&str] = &[
 ];
 
 pub const VERSION: &str = "1.15.6";
+
+/// raft's `autopilot_update_interval` default: autopilot builds its state this long after
+/// a leader is elected.
+pub const AUTOPILOT_UPDATE_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub enum StorageSettings {
@@ -273,9 +277,11 @@ fn storage_block(file: &ConfigFile, ident: &str) -> Result<StorageSettings, Stri
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(StorageSettings::Raft {
                 path: path(body)?,
-                node_id: match body.get("node_id") {
-                    Some(hcl::Value::String(id)) => Some(id.clone()),
-                    _ => std::env::var("VAULT_RAFT_NODE_ID").ok(),
+                // physical/raft/raft.go: VAULT_RAFT_NODE_ID overrides the config's node_id.
+                node_id: match (std::env::var("VAULT_RAFT_NODE_ID"), body.get("node_id")) {
+                    (Ok(id), _) if !id.is_empty() => Some(id),
+                    (_, Some(hcl::Value::String(id))) => Some(id.clone()),
+                    _ => None,
                 },
                 retry_join,
             })
@@ -289,12 +295,16 @@ fn storage_block(file: &ConfigFile, ident: &str) -> Result<StorageSettings, Stri
 impl Settings {
     pub fn load(path: &Path) -> Result<Settings, String> {
         let file = ConfigFile::load(path)?;
-        file.check_keys(KNOWN_KEYS, |key| {
+        // Vault reports unknown keys as warnings and starts (command/server.go: "unknown
+        // or unsupported field ... found in configuration"), unlike Consul.
+        if let Err(warning) = file.check_keys(KNOWN_KEYS, |key| {
             format!(
-                "Error loading configuration from {}: unknown configuration key {key:?}",
+                "WARNING! unknown or unsupported field {key} found in configuration at {}",
                 file.path
             )
-        })?;
+        }) {
+            eprintln!("{warning}");
+        }
         let wrap = |e: String| format!("Error loading configuration from {}: {e}", file.path);
         let listeners = file.labeled("listener");
         let tcp = listeners
@@ -414,6 +424,8 @@ struct Core {
     joined_config: Option<SealConfig>,
     /// A joining node past its threshold, waiting for the leader's keyring.
     unsealing: bool,
+    /// Since when this node has been active, as the watcher last saw it.
+    active_since: Option<std::time::Instant>,
     /// Challenges this node (as leader) handed out: server id to nonce.
     challenges: std::collections::HashMap<String, Vec<u8>>,
 }
@@ -472,6 +484,27 @@ impl Node {
     /// Active: unsealed and, with HA storage, the raft leader.
     pub fn active(&self) -> bool {
         !self.sealed() && self.cluster().is_none_or(|c| c.is_leader())
+    }
+
+    /// Since when this node has been the active one (None while it is not).
+    pub fn active_since(&self) -> Option<std::time::Instant> {
+        self.core().active_since
+    }
+
+    /// Keeps `active_since` in step with leadership (a quarter-second watcher).
+    async fn watch_leadership(self: Arc<Self>) {
+        loop {
+            let active = self.active();
+            {
+                let mut core = self.core();
+                match (active, core.active_since) {
+                    (true, None) => core.active_since = Some(std::time::Instant::now()),
+                    (false, Some(_)) => core.active_since = None,
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     pub fn standby(&self) -> bool {
@@ -1024,6 +1057,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
     let mut app = api::routes(node.clone());
     if let Some(cluster) = node.cluster() {
         cluster.spawn();
+        tokio::spawn(node.clone().watch_leadership());
         app = app.merge(cluster.routes());
     }
     if let StorageSettings::Raft { retry_join, .. } = &settings.storage {
