@@ -74,7 +74,11 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
         "-e",
         r#"let c1 = host("controller1"); let id = nomad::node_ids(c1)["controller2"]; nomad::drain(c1, id, 0); nomad::wait_drained(c1, id, 10);"#,
     ]);
-    assert!(drain.status.success(), "{}", drain.stderr);
+    assert!(
+        drain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drain.stderr)
+    );
     let (status, line) = health(&lab);
     assert_eq!(status, 1, "{line}");
     assert!(line.contains("nomad: ineligible controller2"), "{line}");

@@ -262,3 +262,65 @@ fn a_consul_stanza_that_is_not_the_hosts_own_agent_is_refused_before_any_change(
         lab.set_config("controller2", "nomad", |t| t.replace(&wrong, &own));
     }
 }
+
+/// A Nomad server without a leader holds `/v1/status/leader` for its RPC hold time and
+/// then answers 500 `No cluster leader` (it never answers `""`, which is Consul's way).
+/// health.rhai reads that as no leader, not as an agent that is down, and gives the
+/// quorum advice without waiting out the hold on each controller.
+#[test]
+fn without_a_leader_nomad_holds_then_answers_500_and_health_gives_the_quorum_advice() {
+    let lab = Lab::up();
+    let grown = lab.harun(&[script().to_str().unwrap()]);
+    assert!(
+        grown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grown.stderr)
+    );
+    for host in ["controller2", "controller3"] {
+        assert!(lab.ctl(host, "nomad", "stop").status.success());
+    }
+    let health = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/health.rhai");
+    let advice = "nomad: no leader (asking controller1); 1 of 3 servers alive, a majority needs 2";
+    let started = Instant::now();
+    let (line, took) = loop {
+        let run = Instant::now();
+        let out = lab.harun(&[health.to_str().unwrap()]);
+        let took = run.elapsed();
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if line.contains(advice) {
+            assert_eq!(out.status.code(), Some(2), "{line}");
+            break (line, took);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no quorum advice: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(!line.contains("no controller's agent answers"), "{line}");
+    // Within 2 s per controller, for the whole health run.
+    assert!(
+        took < Duration::from_secs(6),
+        "health took {took:?}: {line}"
+    );
+
+    let url = format!(
+        "http://{}:4646/v1/status/leader",
+        lab.address("controller1")
+    );
+    let asked = Instant::now();
+    let reply = common::http::get(&url);
+    assert_eq!(
+        (reply.status, reply.body.trim()),
+        (500, "No cluster leader")
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_millis(4500),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+}

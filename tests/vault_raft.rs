@@ -350,3 +350,289 @@ fn vault_recover_makes_a_lone_survivor_the_cluster_and_vault_raft_grows_it_back(
         read.stderr
     );
 }
+
+/// The uid of the lab's Vault user (the lab runs as root here, as CI does).
+fn vault_uid() -> u32 {
+    let out = std::process::Command::new("id")
+        .args(["-u", "harun-vault"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The story's own configuration (Consul on HTTPS 8501 with ACLs, Vault and Nomad on
+/// HTTPS under a private CA), with Vault running as its own user as the packaged unit
+/// does: vault-raft.rhai migrates, gives the raft paths to that user, joins over HTTPS
+/// with the CA in retry_join, and registers `vault` at every local agent with the token.
+/// Then, on that cluster, what real Vault does and the twin must do too: a raft file of
+/// another user stops Vault; a join trusts only the CA its retry_join block names; the
+/// threshold share on a joining node answers sealed with progress 0 and the node unseals
+/// a moment later.
+#[test]
+fn vault_raft_in_the_story_configuration_as_the_vault_user() {
+    use std::os::unix::fs::MetadataExt;
+    let lab = Lab::up_with(&["--story"]);
+    let https = common::https::Https::trusting(&lab.dir.join("tls/ca.pem"));
+    let consul_token = std::fs::read_to_string(lab.dir.join("consul-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let root = lab.root_token();
+    let hosts = ["controller1", "controller2", "controller3"];
+    let vault_url = |host: &str, path: &str| format!("https://{}:8200{path}", lab.address(host));
+
+    let out = lab.harun(&[script("vault-raft.rhai").to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "vault: 3 raft voters, 1 active, 2 standby, 3 secrets, registered at 3 agents"
+        ),
+        "{stdout}"
+    );
+    for host in hosts {
+        // `vault` registered at the host's own agent, over HTTPS with the ACL token.
+        let services = https.call(
+            "GET",
+            &format!("https://{}:8501/v1/agent/services", lab.address(host)),
+            "",
+            &[("X-Consul-Token", consul_token.as_str())],
+        );
+        assert_eq!(services.status, 200, "{}", services.body);
+        let services = services.json();
+        let vault = services
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|s| s["Service"] == "vault")
+            .unwrap_or_else(|| panic!("no vault at {host}'s agent: {services}"));
+        assert_eq!(vault["Address"], lab.address(host));
+        // Every secret through every node.
+        for (path, field, value) in SECRETS {
+            let r = https.call(
+                "GET",
+                &vault_url(host, &format!("/v1/secret/data/{path}")),
+                "",
+                &[("X-Vault-Token", root.as_str())],
+            );
+            assert_eq!(r.json()["data"]["data"][field], value, "{host} {path}");
+        }
+        // The raft path and its files belong to Vault's user.
+        for file in ["vault/raft", "vault/raft/vault.db"] {
+            let meta = std::fs::metadata(lab.dir.join(host).join(file)).unwrap();
+            assert_eq!(meta.uid(), vault_uid(), "{host} {file}");
+        }
+    }
+    // Without the token, Consul refuses: ACLs are on.
+    let anonymous = https.call(
+        "GET",
+        &format!(
+            "https://{}:8501/v1/agent/services",
+            lab.address("controller1")
+        ),
+        "",
+        &[],
+    );
+    assert_eq!(anonymous.status, 403, "{}", anonymous.body);
+
+    // A raft file that belongs to root (a migration or a copy made as root) stops Vault,
+    // with Vault's own message.
+    assert!(lab.ctl("controller3", "vault", "stop").status.success());
+    let db = lab.dir.join("controller3/vault/raft/vault.db");
+    std::os::unix::fs::chown(&db, Some(0), Some(0)).unwrap();
+    let refused = lab.ctl("controller3", "vault", "start");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains(&format!(
+            "failed to open bolt file: open {}: permission denied",
+            db.display()
+        )),
+        "{message}"
+    );
+
+    // controller3 comes back empty and joins again: with a CA in retry_join that did not
+    // sign the leaders' certificates, it never gets the challenge; with the right one it
+    // does.
+    let raft = lab.dir.join("controller3/vault/raft");
+    std::fs::rename(&raft, lab.dir.join("controller3/vault/raft.old")).unwrap();
+    std::fs::create_dir(&raft).unwrap();
+    std::os::unix::fs::chown(&raft, Some(vault_uid()), None).unwrap();
+    let other = common::tls::Pki::make_named(&lab.test.path("other-ca"), &["nobody"]);
+    let right_ca = lab.dir.join("tls/ca.pem").display().to_string();
+    lab.set_config("controller3", "vault", |t| {
+        t.replace(
+            &format!("leader_ca_cert_file = \"{right_ca}\""),
+            &format!("leader_ca_cert_file = \"{}\"", other.ca.display()),
+        )
+    });
+    assert!(lab.ctl("controller3", "vault", "start").status.success());
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let status = https.call(
+        "GET",
+        &vault_url("controller3", "/v1/sys/seal-status"),
+        "",
+        &[],
+    );
+    assert_eq!(status.json()["initialized"], false, "{}", status.body);
+    let log = std::fs::read_to_string(lab.dir.join("controller3/log/vault.log")).unwrap();
+    assert!(log.contains("certificate"), "{log}");
+
+    assert!(lab.ctl("controller3", "vault", "stop").status.success());
+    lab.set_config("controller3", "vault", |t| {
+        t.replace(&other.ca.display().to_string(), &right_ca)
+    });
+    assert!(lab.ctl("controller3", "vault", "start").status.success());
+    common::http::eventually(
+        "controller3 to fetch the leader's challenge",
+        std::time::Duration::from_secs(15),
+        || {
+            let s = https.call(
+                "GET",
+                &vault_url("controller3", "/v1/sys/seal-status"),
+                "",
+                &[],
+            );
+            (s.json()["initialized"] == true).then_some(())
+        },
+    );
+    // The threshold share: still sealed, progress 0; unsealed a moment later.
+    let keys = lab.unseal_keys();
+    let mut last = serde_json::Value::Null;
+    for key in keys.iter().take(3) {
+        let r = https.call(
+            "PUT",
+            &vault_url("controller3", "/v1/sys/unseal"),
+            &format!("{{\"key\": \"{key}\"}}"),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        last = r.json();
+    }
+    assert_eq!(
+        (last["sealed"].clone(), last["progress"].clone()),
+        (true.into(), 0.into()),
+        "{last}"
+    );
+    common::http::eventually(
+        "controller3 to unseal once the keyring arrives",
+        std::time::Duration::from_secs(15),
+        || {
+            let s = https.call(
+                "GET",
+                &vault_url("controller3", "/v1/sys/seal-status"),
+                "",
+                &[],
+            );
+            (s.json()["sealed"] == false).then_some(())
+        },
+    );
+    let health = https.call("GET", &vault_url("controller3", "/v1/sys/health"), "", &[]);
+    assert_eq!(health.status, 429, "standby: {}", health.body);
+}
+
+/// `vault operator migrate` bootstraps its raft destination before it copies a key, so a
+/// migration killed half way leaves a vault.db that looks like data and holds only part
+/// of it. vault-raft.rhai does not take it for a finished migration: the re-run sets it
+/// aside (never deletes it), clears the source's migration lock, migrates again, and
+/// every secret is on all three nodes.
+#[test]
+fn a_migration_killed_in_the_middle_is_set_aside_and_done_again() {
+    let lab = Lab::up();
+    let topology_path = lab.dir.join("harun.hcl");
+    let good_topology = std::fs::read_to_string(&topology_path).unwrap();
+    let harun = common::harun_bin();
+    // The lab's vault CLI, whose migration is killed with SIGKILL after three keys.
+    let wrapper = lab.test.path("vault-killed-mid-migration");
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"#!/bin/sh
+log=$(mktemp)
+HARUN_LAB_MIGRATE_PAUSE_AFTER=3 {harun} lab vault "$@" 2>"$log" &
+pid=$!
+while kill -0 $pid 2>/dev/null; do
+  if grep -q pausing "$log"; then kill -9 $pid; cat "$log" >&2; exit 137; fi
+  sleep 0.05
+done
+cat "$log" >&2
+wait $pid
+"#,
+            harun = harun.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let killing = good_topology.replace(
+        &format!("{} lab vault\"", harun.display()),
+        &format!("{}\"", wrapper.display()),
+    );
+    assert_ne!(killing, good_topology);
+    std::fs::write(&topology_path, &killing).unwrap();
+    let mut t = Test::new();
+    let mut run = || {
+        t.run_with(&[
+            "--topology",
+            topology_path.to_str().unwrap(),
+            script("vault-raft.rhai").to_str().unwrap(),
+        ])
+    };
+    let failed = run();
+    assert_eq!(failed.status, 3, "{}\n{}", failed.stdout, failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("vault operator migrate on controller1 failed"),
+        "{}",
+        failed.stderr
+    );
+    // What the kill left: a bootstrapped raft store with three of the keys, and the
+    // migration lock in the source.
+    let raft = lab.dir.join("controller1/vault/raft");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(raft.join("vault.db")).unwrap()).unwrap();
+    assert_eq!(state["bootstrapped"], true, "{state}");
+    assert_eq!(
+        state["data"]["vault"].as_object().unwrap().len(),
+        3,
+        "{state}"
+    );
+    assert!(lab
+        .dir
+        .join("controller1/vault/data/core/_migration")
+        .exists());
+
+    std::fs::write(&topology_path, &good_topology).unwrap();
+    let done = run();
+    assert_eq!(done.status, 0, "{}\n{}", done.stdout, done.stderr);
+    assert!(
+        done.stderr
+            .contains("holds a migration that did not complete"),
+        "{}",
+        done.stderr
+    );
+    for host in ["controller1", "controller2", "controller3"] {
+        for (path, field, value) in SECRETS {
+            let r = lab.vault_call("GET", host, &format!("/v1/secret/data/{path}"), "");
+            assert_eq!(r.json()["data"]["data"][field], value, "{host} {path}");
+        }
+    }
+    let aside: Vec<_> = std::fs::read_dir(lab.dir.join("controller1/vault"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("raft.harun-failed-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(lab
+        .dir
+        .join("controller1/vault")
+        .join(&aside[0])
+        .join("vault.db")
+        .exists());
+}

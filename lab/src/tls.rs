@@ -17,6 +17,18 @@ pub struct TlsFiles {
     pub verify_client: bool,
 }
 
+/// An error with its causes, as Go prints a wrapped error ("...: invalid peer
+/// certificate: UnknownIssuer"): reqwest's own text stops at the request.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

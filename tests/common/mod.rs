@@ -162,6 +162,7 @@ impl Outcome {
     }
 }
 pub mod http;
+pub mod https;
 pub mod lab;
 pub mod sshd;
 pub mod tls;

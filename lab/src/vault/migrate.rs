@@ -255,7 +255,14 @@ pub fn run(args: &[String]) -> i32 {
                 &serde_json::to_vec(&json!({"start": start})).expect("serializes"),
             )?;
         }
+        // The lab's kill tests: HARUN_LAB_MIGRATE_PAUSE_AFTER=N stops after N copied keys
+        // and waits there ("pausing" on stderr), so that a test can kill the migration in
+        // the middle, with what it copied so far on disk.
+        let pause_after: Option<usize> = std::env::var("HARUN_LAB_MIGRATE_PAUSE_AFTER")
+            .ok()
+            .and_then(|n| n.parse().ok());
         let copied = (|| -> Result<(), String> {
+            let mut copied = 0;
             for key in from.keys() {
                 if key == LOCK || key == "core/lock" || key.as_str() < flags.start.as_str() {
                     continue;
@@ -267,6 +274,11 @@ pub fn run(args: &[String]) -> i32 {
                 // Raft applies each put as it goes: what was copied is on disk.
                 to.commit()?;
                 log(&format!("copied key: path={key}"));
+                copied += 1;
+                if pause_after == Some(copied) {
+                    log("pausing (HARUN_LAB_MIGRATE_PAUSE_AFTER)");
+                    std::thread::sleep(std::time::Duration::from_secs(600));
+                }
             }
             Ok(())
         })();

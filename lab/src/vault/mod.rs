@@ -773,7 +773,12 @@ impl Node {
             .json(&json!({"server_id": self.node_id}))
             .send()
             .await
-            .map_err(|e| format!("error during raft bootstrap init call: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "error during raft bootstrap init call: {}",
+                    crate::tls::error_chain(&e)
+                )
+            })?;
         let status = reply.status();
         let body: Value = reply.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
