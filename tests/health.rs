@@ -72,7 +72,7 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
     // as Nomad's drainer ends it, and leaves the node ineligible until it is marked back.
     let drain = lab.harun(&[
         "-e",
-        r#"let c1 = host("controller1"); let id = nomad::node_ids(c1)["controller2"]; nomad::drain(c1, id, 0); nomad::wait_drained(c1, id, 10);"#,
+        r#"let c1 = host("controller1"); let id = nomad::node_ids(c1)["controller2"]; nomad::drain(c1, id, 0); nomad::wait_drained(c1, id, 10.0);"#,
     ]);
     assert!(
         drain.status.success(),

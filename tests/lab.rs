@@ -435,3 +435,190 @@ fn the_controllers_example_reports_the_story_first_state() {
         "{c1}"
     );
 }
+
+/// A read-only Vault endpoint that vaultrs does not offer, sent through vaultrs's own
+/// transport (its `/v1` prefix, headers and error handling).
+macro_rules! vault_get {
+    ($name:ident, $path:expr) => {
+        struct $name;
+        impl rustify::endpoint::Endpoint for $name {
+            type Response = serde_json::Value;
+            const REQUEST_BODY_TYPE: rustify::enums::RequestType =
+                rustify::enums::RequestType::JSON;
+            const RESPONSE_BODY_TYPE: rustify::enums::ResponseType =
+                rustify::enums::ResponseType::JSON;
+            fn path(&self) -> String {
+                $path.into()
+            }
+            fn method(&self) -> rustify::enums::RequestMethod {
+                rustify::enums::RequestMethod::GET
+            }
+        }
+    };
+}
+vault_get!(SealStatus, "sys/seal-status");
+vault_get!(Leader, "sys/leader");
+vault_get!(RaftConfiguration, "sys/storage/raft/configuration");
+vault_get!(AutopilotState, "sys/storage/raft/autopilot/state");
+
+/// Published clients that this project did not write drive the twins through the calls
+/// harun's scripts make, and get what real servers give them: vaultrs (the Vault API
+/// client on crates.io) for init, unseal, health, seal status, KV v2, the leader, the raft
+/// configuration and autopilot; nomad-client-rs for the leader, the peers, the nodes and
+/// the jobs. Their response types fail on a missing or mistyped field.
+#[test]
+fn published_clients_get_from_the_twins_what_real_servers_give() {
+    use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+    let lab = Lab::up();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let vault = |host: &str, token: &str| {
+        VaultClient::new(
+            VaultClientSettingsBuilder::default()
+                .address(format!("http://{}:8200", lab.address(host)))
+                .token(token)
+                .verify(false)
+                .build()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let api_code = |e: vaultrs::error::ClientError| match e {
+        vaultrs::error::ClientError::APIError { code, errors } => (code, errors.join("; ")),
+        other => panic!("not an API error: {other}"),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // A new node: init (POST), a share too short (400, not counted), the threshold.
+    assert!(lab.ctl("controller2", "vault", "start").status.success());
+    rt.block_on(async {
+        let c = vault("controller2", "");
+        let fresh: serde_json::Value = vaultrs::api::exec_with_no_result(&c, SealStatus)
+            .await
+            .unwrap();
+        assert_eq!(fresh["initialized"], false, "{fresh}");
+        let init = vaultrs::sys::start_initialization(&c, 3, 2, None)
+            .await
+            .unwrap();
+        assert_eq!(init.keys.len(), 3);
+        let short = vaultrs::sys::unseal(&c, Some("00112233".into()), None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            api_code(short),
+            (400, "key is shorter than minimum 16 bytes".into())
+        );
+        let first = vaultrs::sys::unseal(&c, Some(init.keys[0].clone()), None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.sealed, first.progress, first.threshold),
+            (true, 1, 2)
+        );
+        let done = vaultrs::sys::unseal(&c, Some(init.keys[1].clone()), None, None)
+            .await
+            .unwrap();
+        assert!(!done.sealed);
+        let health = vaultrs::sys::health(&c).await.unwrap();
+        assert!(health.initialized && !health.sealed && !health.standby);
+    });
+    assert!(lab.ctl("controller2", "vault", "stop").status.success());
+    std::fs::remove_dir_all(lab.dir.join("controller2/vault/data")).unwrap();
+
+    // The lab's cluster as vault-raft.rhai leaves it: three raft voters.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vault-raft.rhai");
+    let grown = lab.harun(&[script.to_str().unwrap()]);
+    assert!(
+        grown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grown.stderr)
+    );
+    let root = lab.root_token();
+    rt.block_on(async {
+        let hosts = ["controller1", "controller2", "controller3"];
+        let mut active = Vec::new();
+        for host in hosts {
+            match vaultrs::sys::status(&vault(host, &root)).await.unwrap() {
+                vaultrs::sys::ServerStatus::OK => active.push(host),
+                vaultrs::sys::ServerStatus::STANDBY => {}
+                other => panic!("{host}: {other:?}"),
+            }
+        }
+        assert_eq!(active.len(), 1, "{active:?}");
+        let c = vault(active[0], &root);
+        let nas: serde_json::Value = vaultrs::kv2::read(&c, "secret", "homelab/nas")
+            .await
+            .unwrap();
+        assert_eq!(nas["password"], "correct-horse-battery");
+        let mut listed = vaultrs::kv2::list(&c, "secret", "homelab/").await.unwrap();
+        listed.sort();
+        assert_eq!(listed, ["grafana", "nas", "wifi"]);
+        let written =
+            vaultrs::kv2::set(&c, "secret", "conformance", &serde_json::json!({"k": "v"}))
+                .await
+                .unwrap();
+        assert_eq!(written.version, 1);
+        for host in hosts {
+            // Through a standby too: it forwards to the active node.
+            let read: serde_json::Value =
+                vaultrs::kv2::read(&vault(host, &root), "secret", "conformance")
+                    .await
+                    .unwrap();
+            assert_eq!(read["k"], "v", "{host}");
+            let status: serde_json::Value =
+                vaultrs::api::exec_with_no_result(&vault(host, ""), SealStatus)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                (status["sealed"].clone(), status["storage_type"].clone()),
+                (false.into(), "raft".into()),
+                "{host}"
+            );
+        }
+        let leader: serde_json::Value =
+            vaultrs::api::exec_with_no_result(&c, Leader).await.unwrap();
+        assert_eq!(
+            (leader["ha_enabled"].clone(), leader["is_self"].clone()),
+            (true.into(), true.into())
+        );
+        let raft: serde_json::Value = vaultrs::api::exec_with_result(&c, RaftConfiguration)
+            .await
+            .unwrap();
+        let servers = raft["config"]["servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 3, "{raft}");
+        assert!(servers.iter().all(|s| s["voter"] == true), "{raft}");
+        let autopilot: serde_json::Value = vaultrs::api::exec_with_result(&c, AutopilotState)
+            .await
+            .unwrap();
+        assert_eq!(autopilot["healthy"], true, "{autopilot}");
+        assert_eq!(autopilot["voters"].as_array().unwrap().len(), 3);
+    });
+
+    // Nomad: the leader, the peers, the client node and the seeded jobs.
+    rt.block_on(async {
+        use nomad_client_rs::{Config, Connection, NomadClient};
+        let nomad = NomadClient::new(Config {
+            connection: Connection::HttpApi {
+                address: format!("http://{}:4646", lab.address("controller1")),
+                credential: None,
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let leader = nomad.read_leader().await.unwrap();
+        assert_eq!(leader, format!("{}:4647", lab.address("controller1")));
+        assert_eq!(nomad.list_peers().await.unwrap(), [leader]);
+        let nodes = nomad.list_nodes(&Default::default()).await.unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].name.as_deref(), Some("controller1"));
+        assert_eq!(nodes[0].status.as_deref(), Some("ready"));
+        let mut jobs: Vec<String> = nomad
+            .list_jobs(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|j| j.id)
+            .collect();
+        jobs.sort();
+        assert_eq!(jobs, ["backup", "grafana", "traefik"]);
+    });
+}
