@@ -275,6 +275,23 @@ fn consul_ha_passes_in_the_lab() {
     );
 }
 
+/// The story's own configuration: Consul's API on HTTPS 8501 only, ACLs on with the token
+/// in a file, a worker's client agent too.
+#[test]
+fn consul_ha_passes_in_the_story_configuration() {
+    let out = Test::new()
+        .env("HARUN_LAB_STORY", "true")
+        .env("HARUN_LAB_WORKERS", "1")
+        .args(["--lab", script().to_str().unwrap()])
+        .run();
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.starts_with("OK - consul: 3 servers, 3 voters"),
+        "{}",
+        out.stdout
+    );
+}
+
 /// A worker's Consul client agent gets every server in retry_join and keeps its leader;
 /// it is not counted as a server.
 #[test]

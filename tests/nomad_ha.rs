@@ -32,6 +32,26 @@ fn nomad_ha_through_consul_on_a_fresh_lab() {
     );
 }
 
+/// The story's own configuration: Nomad on HTTPS, its consul stanza on HTTPS 8501 with a
+/// token and the CA; with Nomad's real Consul auto-join timing (45 s before a server that
+/// found nobody looks again), within the default timeout.
+#[test]
+fn nomad_ha_through_consul_in_the_story_configuration() {
+    let started = Instant::now();
+    let out = Test::new()
+        .env("HARUN_LAB_STORY", "true")
+        .args(["--lab", script().to_str().unwrap()])
+        .run();
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("nomad: 3 servers (joined through consul), 3 voters, leader "),
+        "{}",
+        out.stdout
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
 #[test]
 fn nomad_ha_without_consul_on_a_fresh_lab() {
     let out = Test::new()

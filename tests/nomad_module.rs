@@ -51,8 +51,11 @@ print(nomad::node(c1, id).SchedulingEligibility);"#,
     );
 }
 
+/// A drain without a deadline on a node with nothing to move ends at once, as Nomad's
+/// drainer ends it (nomad/drainer/watch_nodes.go); the node stays ineligible until it is
+/// marked eligible again.
 #[test]
-fn a_drain_without_a_deadline_fails_the_wait_in_time_and_can_be_turned_off() {
+fn a_drain_of_an_empty_node_ends_at_once_and_leaves_it_ineligible() {
     let lab = Lab::up();
     let started = Instant::now();
     let out = run(
@@ -61,17 +64,14 @@ fn a_drain_without_a_deadline_fails_the_wait_in_time_and_can_be_turned_off() {
 nomad::wait_nodes_ready(c1, 1, 10.0);
 let id = nomad::node_ids(c1)["controller1"];
 nomad::drain(c1, id, 0);
-try { nomad::wait_drained(c1, id, 2.0) } catch (e) { print(e.code); print(e.message) }
+print(nomad::wait_drained(c1, id, 5.0));
+print(nomad::node(c1, id).SchedulingEligibility);
 nomad::undrain(c1, id);
-print(nomad::wait_drained(c1, id, 2.0));
 print(nomad::node(c1, id).SchedulingEligibility);"#,
     )
     .status(0);
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert_eq!(
-        out.stdout,
-        "harun::nomad::timeout\ntimed out after 2s waiting for the drain of nomad node controller1 to end (asking controller1) (still draining, with no deadline)\ncanceled\neligible\n"
-    );
+    assert_eq!(out.stdout, "complete\nineligible\neligible\n");
     let missing = run(
         &lab,
         r#"nomad::wait_drained(host("controller1"), "00000000-0000-0000-0000-000000000000", 30.0)"#,

@@ -97,6 +97,13 @@ fn secret_never_appears_in_a_dry_run_plan() {
         .stdout
         .contains("Plan (dry run, nothing was changed): 2 actions"));
     assert!(out.stdout.contains("+<secret>"), "{}", out.stdout);
+    // A file of mode 0600 shows only which lines change.
+    assert!(
+        out.stdout
+            .contains("@@ -1,0 +1,1 @@ added (a private file: its content is not shown)"),
+        "{}",
+        out.stdout
+    );
     assert!(!t.path("token.txt").exists());
 }
 

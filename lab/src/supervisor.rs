@@ -171,9 +171,26 @@ impl Lab {
         } else {
             None
         };
+        // A node whose config serves TLS (a test may turn it on) is read over TLS with its
+        // own certificate, as an agent that requires client certificates wants.
+        let config = self.config_file(host, service);
+        let files = match service {
+            "nomad" => crate::nomad::Settings::load(&config)?.tls,
+            "vault" => crate::vault::Settings::load(&config)?.tls,
+            "consul" => crate::consul::Settings::load(&config)?.tls,
+            _ => None,
+        };
+        let authority = format!("{}:{}", self.address(host), self.port(service)?);
+        let (base, client) = match files {
+            Some(files) if !self.story => (
+                format!("https://{authority}"),
+                crate::tls::supervisor_client(Some(&files), Duration::from_secs(5))?,
+            ),
+            _ => (self.base(host, service)?, lab_client(self)?),
+        };
         Ok(Api {
-            base: self.base(host, service)?,
-            client: lab_client(self)?,
+            base,
+            client,
             token,
         })
     }

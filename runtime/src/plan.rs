@@ -44,9 +44,22 @@ impl Action {
         }
     }
 
-    /// Adds a unified diff from `old` to `new` for the file `path`.
-    pub fn with_diff(mut self, path: &str, old: &str, new: &str) -> Action {
-        self.diff = Some(unified_diff(path, old, new));
+    /// Adds a unified diff from `old` to `new` for the file `path`, the values of secret
+    /// attributes masked (runtime/src/config_secrets.rs).
+    pub fn with_diff(self, path: &str, old: &str, new: &str) -> Action {
+        self.with_file_diff(path, old, new, &DiffPolicy::default())
+    }
+
+    /// `with_diff` under a policy: more secret attribute names, or a private file whose
+    /// diff shows only which lines change.
+    pub fn with_file_diff(mut self, path: &str, old: &str, new: &str, policy: &DiffPolicy) -> Action {
+        self.diff = Some(if policy.private {
+            crate::config_secrets::private_diff(path, old, new)
+        } else {
+            let (old, new) =
+                crate::config_secrets::mask_pair(old, new, &policy.secret_attributes);
+            unified_diff(path, &old, &new)
+        });
         self
     }
 
@@ -58,6 +71,17 @@ impl Action {
             diff: self.diff.as_ref().map(|d| redactor.redact(d).into_owned()),
         }
     }
+}
+
+/// How a file's diff is shown.
+#[derive(Clone, Debug, Default)]
+pub struct DiffPolicy {
+    /// Only which lines change: a file of mode 0600, or under the topology's
+    /// `secret_paths`.
+    pub private: bool,
+    /// Attribute names masked beyond the built-in ones (the topology's
+    /// `secret_attributes`).
+    pub secret_attributes: Vec<String>,
 }
 
 /// A unified diff in the `diff -u` format, with `a/` and `b/` headers.

@@ -73,6 +73,10 @@ const HOST_SETTINGS: &[(&str, Kind)] = &[
     ("connect_timeout", Kind::String),
     ("command_timeout", Kind::String),
     ("roles", Kind::List),
+    // Files whose content is never shown (a plan shows only which lines change), and more
+    // attribute names whose values config diffs mask (runtime/src/config_secrets.rs).
+    ("secret_paths", Kind::List),
+    ("secret_attributes", Kind::List),
 ];
 
 const HOST_DEFAULTS: &[(&str, &str)] = &[
@@ -169,6 +173,27 @@ impl Host {
         match self.settings.get("roles") {
             Some(Value::List(roles)) if !roles.is_empty() => roles.iter().any(|r| r == role),
             _ => role == "controller",
+        }
+    }
+
+    /// A host-level list setting (empty when not set).
+    pub fn get_list(&self, key: &str) -> &[String] {
+        match self.settings.get(key) {
+            Some(Value::List(items)) => items,
+            _ => &[],
+        }
+    }
+
+    /// How a diff of the file `path` on this host is shown: masked by attribute names, or
+    /// not at all when it lies under one of the host's `secret_paths`.
+    pub fn diff_policy(&self, path: &str) -> crate::plan::DiffPolicy {
+        let under = |dir: &String| {
+            let dir = dir.trim_end_matches('/');
+            path == dir || path.starts_with(&format!("{dir}/"))
+        };
+        crate::plan::DiffPolicy {
+            private: self.get_list("secret_paths").iter().any(under),
+            secret_attributes: self.get_list("secret_attributes").to_vec(),
         }
     }
 

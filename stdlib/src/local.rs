@@ -162,8 +162,12 @@ fn write_file(
         (Some(_), false) => "<secret>\n".to_string(),
         (None, _) => String::new(),
     };
+    let policy = harun_runtime::plan::DiffPolicy {
+        private: mode & 0o077 == 0 || old_mode.is_some_and(|m| m & 0o077 == 0),
+        ..Default::default()
+    };
     let action = Action::new("write", "local", format!("write {path} (mode {mode:04o})"))
-        .with_diff(path, &old_shown, shown);
+        .with_file_diff(path, &old_shown, shown, &policy);
     let context = Context::of(ctx);
     let done = context
         .perform(action, || {

@@ -123,6 +123,23 @@ impl Lab {
             .to_string()
     }
 
+    /// Gives `path` and everything under it to the lab's Vault user (`chown -R`), as an
+    /// operator must after making or migrating raft data as root.
+    pub fn give_to_vault(&self, path: &Path) {
+        let topology = std::fs::read_to_string(self.dir.join("harun.hcl")).unwrap();
+        let line = topology
+            .lines()
+            .find(|l| l.trim_start().starts_with("user "))
+            .expect("the topology names the vault user");
+        let user = line.split('"').nth(1).unwrap();
+        let out = std::process::Command::new("chown")
+            .args(["-R", user])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
     pub fn ctl(&self, host: &str, service: &str, action: &str) -> std::process::Output {
         self.lab("ctl", &[host, service, action])
     }

@@ -82,8 +82,19 @@ pub mod hcl_api {
     /// are dropped; use `hcl::edit` to change a file.
     #[rhai_fn(return_raw)]
     pub fn parse(ctx: NativeCallContext, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-        let value: hcl::Value = hcl::from_str(text)
-            .map_err(|e| call_error(&ctx, "harun::hcl::syntax", format!("invalid HCL: {e}")))?;
+        // The error names the place, never quotes the line: it may hold a token.
+        let value: hcl::Value = hcl::from_str(text).map_err(|e| {
+            let message = match &e {
+                hcl::Error::Parse(p) => format!(
+                    "line {}, column {}: {}",
+                    p.location().line(),
+                    p.location().column(),
+                    p.message()
+                ),
+                other => other.to_string(),
+            };
+            call_error(&ctx, "harun::hcl::syntax", format!("invalid HCL at {message}"))
+        })?;
         rhai::serde::to_dynamic(&value)
     }
 

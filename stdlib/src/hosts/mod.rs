@@ -425,12 +425,21 @@ pub fn write_file(
         (Some(old), None) => as_text(old),
         (None, _) => String::new(),
     };
+    // A private file (no access for group or others, now or after the write) shows only
+    // which lines change; others have their secret attributes masked.
+    let mut policy = host.0.diff_policy(path);
+    let private_mode = |m: u32| m & 0o077 == 0;
+    if options.mode.is_some_and(private_mode)
+        || (old.is_some() && file_mode(ctx, host, path)?.is_some_and(private_mode))
+    {
+        policy.private = true;
+    }
     let action = Action::new(
         "write",
         host.name(),
         format!("write {path}{}", options.describe()),
     )
-    .with_diff(path, &old_shown, &new_shown);
+    .with_file_diff(path, &old_shown, &new_shown, &policy);
     let target = host.target();
     let mode = options.mode.map(|m| format!("{m:o}")).unwrap_or_default();
     let stamp = stamp();
@@ -464,6 +473,16 @@ pub fn write_file(
         Ok(())
     })?;
     Ok(done.is_some())
+}
+
+/// The permission bits of `path` on `host`, None when it cannot be read.
+fn file_mode(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Option<u32>> {
+    let target = host.target();
+    let cmd = shell::script(r#"stat -c %a -- "$1""#, &[path], use_sudo(&target, false));
+    let out = exec_raw(ctx, host, &cmd, None, None)?;
+    Ok((out.status == 0)
+        .then(|| u32::from_str_radix(String::from_utf8_lossy(&out.stdout).trim(), 8).ok())
+        .flatten())
 }
 
 /// `20261124T175109`, UTC, for backup names that sort by time.
