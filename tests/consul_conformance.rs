@@ -353,6 +353,55 @@ fn suite(kind: Kind) {
     let info = get(&s.url(2, &format!("/v1/session/info/{id}"))).json();
     assert_eq!(info[0]["Name"], "harun", "{kind:?}");
 
+    // What harun's lock relies on: renewal, a 404 for a session Consul no longer has, a
+    // TTL below 10 s refused, and a lock delay after a holder's session is destroyed.
+    let renewed = put(&s.url(1, &format!("/v1/session/renew/{id}")), "");
+    assert_eq!(renewed.status, 200, "{kind:?}: {}", renewed.body);
+    assert_eq!(renewed.json()[0]["ID"], id.as_str(), "{kind:?}");
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let gone = put(&s.url(1, &format!("/v1/session/renew/{unknown}")), "");
+    assert_eq!(
+        (gone.status, gone.body.trim()),
+        (404, format!("Session id '{unknown}' not found").as_str()),
+        "{kind:?}"
+    );
+    let short = put(&s.url(0, "/v1/session/create"), r#"{"TTL": "5s"}"#);
+    assert_eq!(short.status, 500, "{kind:?}");
+    assert!(
+        short
+            .body
+            .contains("Invalid Session TTL '5000000000', must be between [10s=24h0m0s]"),
+        "{kind:?}: {}",
+        short.body
+    );
+    let delayed = put(
+        &s.url(0, "/v1/session/create"),
+        r#"{"TTL": "10s", "LockDelay": "2s"}"#,
+    )
+    .json();
+    let delayed = delayed["ID"].as_str().unwrap().to_string();
+    assert_eq!(
+        put(
+            &s.url(0, &format!("/v1/kv/homelab/delayed?acquire={delayed}")),
+            "a"
+        )
+        .body
+        .trim(),
+        "true"
+    );
+    put(&s.url(0, &format!("/v1/session/destroy/{delayed}")), "");
+    let too_soon = put(
+        &s.url(0, &format!("/v1/kv/homelab/delayed?acquire={other}")),
+        "b",
+    );
+    assert_eq!(too_soon.body.trim(), "false", "{kind:?}: the lock delay");
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = put(
+        &s.url(0, &format!("/v1/kv/homelab/delayed?acquire={other}")),
+        "b",
+    );
+    assert_eq!(after.body.trim(), "true", "{kind:?}: after the lock delay");
+
     // The leader stops: the other two elect a new one and keep the data.
     let old = leader(&s, 0);
     let gone = (0..3)

@@ -170,14 +170,14 @@ fn the_module_speaks_tls_with_a_ca_and_a_client_certificate() {
     };
     let unknown = once(topology(&files)).status(3);
     assert!(
-        unknown.stderr.contains(&format!("nomad: GET /v1/status/leader on controller1: cannot connect to https://{}:4646: invalid peer certificate: UnknownIssuer (trust its CA with ca_file in the topology or NOMAD_CACERT)", lab.address("controller1"))),
+        unknown.stderr.contains(&format!("nomad: GET /v1/agent/self on controller1: cannot connect to https://{}:4646: invalid peer certificate: UnknownIssuer (trust its CA with ca_file in the topology or NOMAD_CACERT)", lab.address("controller1"))),
         "{}",
         unknown.stderr
     );
     // No client certificate: Nomad refuses the handshake.
     let refused = once(topology(&ca)).status(3);
     assert!(
-        refused.stderr.contains("nomad: GET /v1/status/leader on controller1: received fatal alert: CertificateRequired (it wants a client certificate: client_cert and client_key in the topology, or NOMAD_CLIENT_CERT and NOMAD_CLIENT_KEY)"),
+        refused.stderr.contains("nomad: GET /v1/agent/self on controller1: received fatal alert: CertificateRequired (it wants a client certificate: client_cert and client_key in the topology, or NOMAD_CLIENT_CERT and NOMAD_CLIENT_KEY)"),
         "{}",
         refused.stderr
     );

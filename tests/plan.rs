@@ -107,3 +107,77 @@ fn dry_run_plan_in_json() {
         .contains("+bootstrap_expect = 3"));
     assert_eq!(doc["plan"][1]["summary"], "touch ran-a-command");
 }
+
+/// The secrets that live inside the config files the scripts edit (the story's Consul ACL
+/// tokens and gossip key, the token of Vault's service registration and of Nomad's consul
+/// stanza) never show in a plan (text or JSON), in `-vvv` logs or in the audit log. The
+/// plan still shows which lines change, and whether a masked value changed.
+#[test]
+fn config_file_secrets_never_show_in_plans_logs_or_the_audit_log() {
+    let lab = common::lab::Lab::up_with(&["--story"]);
+    let script = |name: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scripts")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let consul_hcl = std::fs::read_to_string(lab.dir.join("controller1/consul.hcl")).unwrap();
+    let gossip = consul_hcl
+        .lines()
+        .find(|l| l.starts_with("encrypt"))
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap()
+        .to_string();
+    let consul_token = std::fs::read_to_string(lab.dir.join("consul-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut secrets = vec![gossip, consul_token, lab.root_token()];
+    secrets.extend(lab.unseal_keys());
+    let clean = |what: &str, text: &str| {
+        for s in &secrets {
+            assert!(!text.contains(s.as_str()), "a secret in {what}:\n{text}");
+        }
+    };
+    for name in ["consul-ha.rhai", "nomad-ha.rhai", "vault-raft.rhai"] {
+        let text = lab.harun(&["--dry-run", "-vvv", &script(name)]);
+        let stdout = String::from_utf8_lossy(&text.stdout);
+        assert!(text.status.success(), "{name}: {stdout}");
+        clean(&format!("{name}'s plan"), &stdout);
+        clean(
+            &format!("{name}'s -vvv logs"),
+            &String::from_utf8_lossy(&text.stderr),
+        );
+        // Which lines change is still there: the masked gossip key beside a changed line.
+        assert!(
+            stdout.contains("encrypt    = \"<secret>\""),
+            "{name}: {stdout}"
+        );
+        assert!(stdout.contains("+bootstrap_expect = 3"), "{name}: {stdout}");
+        let json = lab.harun(&["--dry-run", "--format", "json", &script(name)]);
+        let out = String::from_utf8_lossy(&json.stdout);
+        clean(&format!("{name}'s JSON plan"), &out);
+        let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert!(plan.to_string().contains("<secret>"), "{out}");
+    }
+    // A real run: the audit log keeps every diff, masked.
+    let audit = lab.test.path("audit.log");
+    let run = lab.harun(&[
+        "--audit-log",
+        audit.to_str().unwrap(),
+        "-vvv",
+        &script("vault-raft.rhai"),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    clean("the run's output", &String::from_utf8_lossy(&run.stdout));
+    clean("the run's -vvv logs", &String::from_utf8_lossy(&run.stderr));
+    let log = std::fs::read_to_string(&audit).unwrap();
+    clean("the audit log", &log);
+    assert!(log.contains("encrypt    = \\\"<secret>\\\""), "{log}");
+    assert!(log.contains("token = \\\"<secret"), "{log}");
+}

@@ -96,7 +96,11 @@ fn secret_never_appears_in_a_dry_run_plan() {
     assert!(out
         .stdout
         .contains("Plan (dry run, nothing was changed): 2 actions"));
-    assert!(out.stdout.contains("+<secret>"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("+the token is <secret>"),
+        "{}",
+        out.stdout
+    );
     // A file of mode 0600 shows only which lines change.
     assert!(
         out.stdout

@@ -292,8 +292,6 @@ fn consul_story(lab: &Lab, host: &str, secrets: &StorySecrets) -> String {
     let files = crate::pki::host_cert(&lab.dir, host);
     format!(
         r#"
-encrypt = "{encrypt}"
-
 ports {{
   http  = -1
   https = {CONSUL_HTTPS_PORT}
@@ -314,12 +312,21 @@ acl {{
   }}
 }}
 "#,
-        encrypt = secrets.gossip_key,
         token = secrets.consul_token,
         ca = crate::pki::ca_file(&lab.dir).display(),
         cert = files.cert.display(),
         key = files.key.display(),
     )
+}
+
+/// The gossip key line of the story's configuration, a few lines above bootstrap_expect
+/// as in the story's consul.hcl (a plan's diff context shows it, masked).
+fn gossip_line(lab: &Lab, secrets: &StorySecrets) -> String {
+    if lab.story {
+        format!("encrypt    = \"{}\"\n", secrets.gossip_key)
+    } else {
+        String::new()
+    }
 }
 
 /// The secrets of the story's configuration, as the configs hold them.
@@ -377,7 +384,7 @@ fn consul_config(lab: &Lab, host: &str, secrets: &StorySecrets) -> String {
 datacenter = "homelab"
 data_dir   = "{data}"
 node_name  = "{host}"
-
+{gossip}
 server           = true
 bootstrap_expect = 1
 
@@ -389,6 +396,7 @@ ui_config {{
 }}
 {story}"#,
         data = lab.host_dir(host).join("consul").display(),
+        gossip = gossip_line(lab, secrets),
         story = consul_story(lab, host, secrets),
     )
 }
@@ -400,7 +408,7 @@ fn consul_client_config(lab: &Lab, host: &str, secrets: &StorySecrets) -> String
 datacenter = "homelab"
 data_dir   = "{data}"
 node_name  = "{host}"
-
+{gossip}
 server     = false
 retry_join = ["{first}"]
 
@@ -410,6 +418,7 @@ client_addr = "{address}"
         address = lab.address(host),
         first = lab.address("controller1"),
         data = lab.host_dir(host).join("consul").display(),
+        gossip = gossip_line(lab, secrets),
         story = consul_story(lab, host, secrets),
     )
 }
@@ -1040,6 +1049,16 @@ pub fn ctl(
     if port_of(service).is_ok() && !lab.services(host).iter().any(|(s, _)| *s == service) {
         return Err(format!("{host} runs no {service} in the lab"));
     }
+    let changes = matches!(action, "start" | "stop" | "restart");
+    if changes && std::env::var_os(JOB).is_none() {
+        return run_as_job(&lab, harun, host, service, action);
+    }
+    // One job at a time per service, as systemd queues jobs for a unit.
+    let _queue = if changes {
+        Some(job_lock(&lab, host, service)?)
+    } else {
+        None
+    };
     match action {
         "start" => start(&lab, harun, host, service).map(|_| 0),
         "stop" => stop(&lab, host, service).map(|_| 0),
@@ -1059,6 +1078,65 @@ pub fn ctl(
             "unknown action {other:?} (start, stop, restart, status)"
         )),
     }
+}
+
+/// Set in a job's environment: this `lab ctl` carries the action out itself.
+const JOB: &str = "HARUN_LAB_JOB";
+
+/// Like systemd, which finishes a restart job whose client was killed, the lab carries
+/// out a start, stop or restart in a job of its own (its own session, its output in a
+/// file): a script killed half way through a restart (SIGKILL, or Ctrl-C, which drops the
+/// `lab ctl` it waits on) does not leave the service stopped. The caller waits for the
+/// job and relays its words and exit status.
+fn run_as_job(
+    lab: &Lab,
+    harun: &Path,
+    host: &str,
+    service: &str,
+    action: &str,
+) -> Result<i32, String> {
+    let out_path = lab
+        .host_dir(host)
+        .join("run")
+        .join(format!("{service}.{action}.{}.out", std::process::id()));
+    let out = std::fs::File::create(&out_path)
+        .map_err(|e| format!("cannot create {}: {e}", out_path.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(harun);
+    cmd.args(["lab", "ctl", "--dir"])
+        .arg(&lab.dir)
+        .args([host, service, action])
+        .env(JOB, "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run the {action} job of {service} on {host}: {e}"))?;
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    eprint!("{text}");
+    Ok(status.code().unwrap_or(1))
+}
+
+/// The queue of one service's jobs: an exclusive lock held while a job runs.
+fn job_lock(lab: &Lab, host: &str, service: &str) -> Result<std::fs::File, String> {
+    let path = lab
+        .host_dir(host)
+        .join("run")
+        .join(format!("{service}.job.lock"));
+    let file = std::fs::File::create(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    // SAFETY: flock on a file we hold open; released when it closes.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+    Ok(file)
 }
 
 /// `harun lab status`: a line per controller and service.

@@ -215,7 +215,11 @@ fn apply(text: &str, found: &[Found], marker: impl Fn(&Found) -> &'static str) -
         match by_line.get(&i) {
             Some(f) => {
                 let code = strip_comment(line.trim_end_matches('\n'));
-                let comma = if code.trim_end().ends_with(',') { "," } else { "" };
+                let comma = if code.trim_end().ends_with(',') {
+                    ","
+                } else {
+                    ""
+                };
                 out.push_str(&line[..f.start]);
                 out.push(' ');
                 out.push_str(marker(f));
@@ -288,7 +292,10 @@ acl {
         let (old_m, new_m) = mask_pair(CONSUL, &new, &[]);
         for text in [&old_m, &new_m] {
             assert!(!text.contains("pUqJ"), "{text}");
-            assert!(!text.contains("agent-token") && !text.contains("3a1b6b8e"), "{text}");
+            assert!(
+                !text.contains("agent-token") && !text.contains("3a1b6b8e"),
+                "{text}"
+            );
             assert!(!text.contains("9f0c"), "{text}");
             assert!(text.contains("enabled = true"));
         }
@@ -325,7 +332,13 @@ vault {
 }
 "#;
         let masked = mask(text, &[]);
-        for leak in ["s3cr3t", "AKIA123", "abc/def", "MIIBVwIBADANBgkq", "hvs.xyz"] {
+        for leak in [
+            "s3cr3t",
+            "AKIA123",
+            "abc/def",
+            "MIIBVwIBADANBgkq",
+            "hvs.xyz",
+        ] {
             assert!(!masked.contains(leak), "{leak} in {masked}");
         }
         assert!(masked.contains("/etc/vault.d/key.pem"));
@@ -337,7 +350,10 @@ vault {
     fn json_configs_and_extra_names() {
         let text = "{\n  \"acl\": {\n    \"tokens\": {\n      \"agent\": \"abc\"\n    }\n  },\n  \"license\": \"LIC\"\n}\n";
         let masked = mask(text, &["license".to_string()]);
-        assert!(!masked.contains("abc") && !masked.contains("LIC"), "{masked}");
+        assert!(
+            !masked.contains("abc") && !masked.contains("LIC"),
+            "{masked}"
+        );
     }
 
     #[test]

@@ -68,6 +68,42 @@ struct Inner {
     exit: Mutex<Option<i32>>,
     extensions: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     finalizers: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    guards: Mutex<Vec<(u64, Guard)>>,
+}
+
+/// A condition every change of the run depends on (the Consul lock it holds): checked
+/// before each change; `Err` stops the run there.
+pub type Guard = Arc<dyn Fn() -> Result<(), Refusal> + Send + Sync>;
+
+/// Why a change was not made: a guard of the run no longer holds.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<Refusal> for Box<rhai::EvalAltResult> {
+    fn from(r: Refusal) -> Self {
+        crate::error::script_error(r.code, r.message, rhai::Position::NONE)
+    }
+}
+
+impl From<Refusal> for std::io::Error {
+    fn from(r: Refusal) -> Self {
+        std::io::Error::other(r.message)
+    }
+}
+
+impl From<Refusal> for String {
+    fn from(r: Refusal) -> Self {
+        r.message
+    }
 }
 
 /// One run's shared state. Cheap to clone.
@@ -93,6 +129,7 @@ impl Context {
             exit: Mutex::new(None),
             extensions: Mutex::new(HashMap::new()),
             finalizers: Mutex::new(Vec::new()),
+            guards: Mutex::new(Vec::new()),
         }))
     }
 
@@ -170,7 +207,7 @@ impl Context {
 
     /// The one path for every mutating action. In a dry run the action joins the plan and
     /// `Ok(None)` comes back; otherwise `run` performs it and the outcome is audited.
-    pub fn perform<T, E: std::fmt::Display>(
+    pub fn perform<T, E: std::fmt::Display + From<Refusal>>(
         &self,
         action: Action,
         run: impl FnOnce() -> Result<T, E>,
@@ -180,6 +217,7 @@ impl Context {
             self.0.plan.record(&action, &self.0.redactor);
             return Ok(None);
         }
+        self.check_guards()?;
         tracing::info!(kind = %action.kind, target = %action.target, "{}", action.summary);
         let outcome = run();
         if let Some(audit) = &self.0.audit {
@@ -192,6 +230,39 @@ impl Context {
             }
         }
         outcome.map(Some)
+    }
+
+    /// Adds a guard that every later change must pass; returns its id for `remove_guard`.
+    pub fn add_guard(&self, guard: Guard) -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .guards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, guard));
+        id
+    }
+
+    pub fn remove_guard(&self, id: u64) {
+        self.0
+            .guards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(g, _)| *g != id);
+    }
+
+    /// Whether every guard still holds.
+    pub fn check_guards(&self) -> Result<(), Refusal> {
+        let guards: Vec<Guard> = self
+            .0
+            .guards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, g)| g.clone())
+            .collect();
+        guards.iter().try_for_each(|g| g())
     }
 
     /// Asks before a destructive step. `--yes` answers yes; a dry run records the question

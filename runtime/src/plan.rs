@@ -52,12 +52,17 @@ impl Action {
 
     /// `with_diff` under a policy: more secret attribute names, or a private file whose
     /// diff shows only which lines change.
-    pub fn with_file_diff(mut self, path: &str, old: &str, new: &str, policy: &DiffPolicy) -> Action {
+    pub fn with_file_diff(
+        mut self,
+        path: &str,
+        old: &str,
+        new: &str,
+        policy: &DiffPolicy,
+    ) -> Action {
         self.diff = Some(if policy.private {
             crate::config_secrets::private_diff(path, old, new)
         } else {
-            let (old, new) =
-                crate::config_secrets::mask_pair(old, new, &policy.secret_attributes);
+            let (old, new) = crate::config_secrets::mask_pair(old, new, &policy.secret_attributes);
             unified_diff(path, &old, &new)
         });
         self
@@ -247,7 +252,8 @@ mod tests {
         let text = plan.render();
         assert!(text.contains("  1. [write] controller1: write /etc/x.hcl"));
         assert!(text.contains("-a = 1"));
-        assert!(text.contains("+token = \"<secret>\""));
+        // A token in a config file is masked by its name, and says that it is new.
+        assert!(text.contains("+token = \"<secret, changed>\""), "{text}");
         assert!(!text.contains("s3cr3t"));
     }
 }

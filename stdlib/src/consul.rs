@@ -420,9 +420,15 @@ pub mod consul_api {
         Ok(to_dynamic(&get_json(&ctx, &host, "/v1/session/list")?))
     }
 
-    /// Runs `f` while holding the Consul lock `key` (a session and `?acquire`), so two
-    /// runs of a script cannot change a cluster at once; fails at once when another holder
-    /// has it. The lock is released and the session destroyed however `f` ends.
+    /// Runs `f` while holding the Consul lock `key`, so two runs of a script cannot change
+    /// a cluster at once. The lock lives as long as this run: its session (TTL 10 s) is
+    /// renewed in the background, and lapses within about 20 s of the last renewal when
+    /// the process dies (Consul may keep a session up to twice its TTL), plus a lock delay
+    /// of 1 s. Its value names the holder (host, user, pid, script, start). A taken lock
+    /// fails at once naming its holder; a holder on this machine whose process is gone is
+    /// taken over after confirmation (`--yes`). A lock lost during the run (the session
+    /// expired or was destroyed) stops the run before its next change. The lock is
+    /// released however `f` ends.
     #[rhai_fn(volatile, return_raw)]
     pub fn lock(ctx: NativeCallContext, host: Host, key: &str, f: FnPtr) -> RhaiResult<Dynamic> {
         let context = Context::of(&ctx);
@@ -431,54 +437,9 @@ pub mod consul_api {
             return f.call_within_context(&ctx, ());
         }
         let c = client(&ctx, &host)?;
-        let session = c.send(
-            &ctx,
-            "PUT",
-            "/v1/session/create",
-            body(
-                &json!({"Name": format!("harun lock {key}"), "TTL": "60s", "Behavior": "release"}),
-            ),
-            crate::http::DEFAULT_TIMEOUT,
-        )?;
-        let session = c
-            .check(&ctx, "PUT", "/v1/session/create", session, &[])?
-            .json();
-        let id = session["ID"].as_str().unwrap_or_default().to_string();
-        let holder = format!("{{\"holder\": \"harun\", \"pid\": {}}}", std::process::id());
-        let acquired = c.send(
-            &ctx,
-            "PUT",
-            &format!("/v1/kv/{}?acquire={id}", encode(key)),
-            Some(holder.into_bytes()),
-            crate::http::DEFAULT_TIMEOUT,
-        )?;
-        let acquired = c.check(&ctx, "PUT", "/v1/kv", acquired, &[])?;
-        let destroy = |c: &ApiClient| {
-            let _ = c.send(
-                &ctx,
-                "PUT",
-                &format!("/v1/session/destroy/{id}"),
-                None,
-                crate::http::DEFAULT_TIMEOUT,
-            );
-        };
-        if acquired.text() != "true" {
-            destroy(&c);
-            return Err(call_error(
-                &ctx,
-                "harun::consul::locked",
-                format!("the consul lock {key} is held by another run; try again when it ends"),
-            ));
-        }
+        let held = crate::lock::acquire(&ctx, &c, key)?;
         let outcome = f.call_within_context(&ctx, ());
-        let _ = c.send(
-            &ctx,
-            "PUT",
-            &format!("/v1/kv/{}?release={id}", encode(key)),
-            None,
-            crate::http::DEFAULT_TIMEOUT,
-        );
-        destroy(&c);
+        held.release(&ctx, &c);
         outcome
     }
 

@@ -203,6 +203,24 @@ impl ApiClient {
         })
     }
 
+    /// One request as a future of its own, for work that goes on beside the script (the
+    /// lock's session renewal): the status, or the transport's error.
+    pub fn request_future(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<u16, reqwest::Error>> + Send + 'static {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.url_base))
+            .timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.header(token_header(self.service), token);
+        }
+        async move { Ok(request.send().await?.status().as_u16()) }
+    }
+
     /// Sends one request and waits for the answer, within `timeout` and the run's limits.
     /// Any status comes back; connection failures and timeouts are errors naming the host.
     pub fn send(

@@ -9,6 +9,7 @@ pub mod hcl;
 pub mod hosts;
 pub mod http;
 pub mod local;
+pub mod lock;
 pub mod log;
 pub mod nomad;
 pub mod service;

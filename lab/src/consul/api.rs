@@ -62,6 +62,7 @@ pub fn routes(agent: Arc<Agent>) -> Router {
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/session/create", put(session_create))
         .route("/v1/session/destroy/{id}", put(session_destroy))
+        .route("/v1/session/renew/{id}", put(session_renew))
         .route("/v1/session/info/{id}", get(session_info))
         .route("/v1/session/list", get(session_list))
         .layer(middleware::from_fn_with_state(agent.clone(), forward_reads))
@@ -1134,6 +1135,7 @@ async fn kv_put(
         "op": "kv_set", "key": key, "value": encode_value(&body),
         "flags": flags.unwrap_or(0), "cas": cas,
         "acquire": q.get("acquire"), "release": q.get("release"),
+        "now_ms": now_ms(),
     });
     match agent.cluster.write(op).await {
         Ok(v) => axum::Json(v).into_response(),
@@ -1182,22 +1184,100 @@ async fn session_create(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) 
             format!("Invalid Behavior setting '{behavior}'"),
         );
     }
+    // LockDelay: a duration string, or nanoseconds; 15 s by default.
+    let lock_delay = match field(&body, "LockDelay") {
+        None => Duration::from_secs(15),
+        Some(Value::String(d)) => match humantime::parse_duration(d) {
+            Ok(d) => d,
+            Err(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Request decode failed: time: invalid duration \"{d}\""),
+                )
+            }
+        },
+        Some(v) => Duration::from_nanos(v.as_u64().unwrap_or(0)),
+    };
+    // TTL: between 10 s and 24 h; Consul invalidates a session not renewed within twice
+    // its TTL (its sessionTTLMultiplier).
+    let ttl_text = field(&body, "TTL").and_then(Value::as_str).unwrap_or("");
+    let ttl = if ttl_text.is_empty() {
+        None
+    } else {
+        match humantime::parse_duration(ttl_text) {
+            Ok(t) if t >= Duration::from_secs(10) && t <= Duration::from_secs(86_400) => Some(t),
+            // Consul 1.8.7's words and status (the check runs in the server's RPC; through
+            // a follower they come after "rpc error making call: ").
+            Ok(t) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "Invalid Session TTL '{}', must be between [10s=24h0m0s]",
+                        t.as_nanos()
+                    ),
+                )
+            }
+            Err(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Request decode failed: time: invalid duration \"{ttl_text}\""),
+                )
+            }
+        }
+    };
     let session = json!({
         "ID": uuid::Uuid::new_v4().to_string(),
         "Name": field(&body, "Name").and_then(Value::as_str).unwrap_or(""),
         "Node": node,
-        "LockDelay": 15_000_000_000u64,
+        "LockDelay": lock_delay.as_nanos() as u64,
         "Behavior": behavior,
-        "TTL": field(&body, "TTL").and_then(Value::as_str).unwrap_or(""),
+        "TTL": ttl_text,
         "NodeChecks": ["serfHealth"],
         "ServiceChecks": null,
         "Namespace": "default",
     });
+    let expires_ms = ttl.map(|t| now_ms() + 2 * t.as_millis() as u64);
     match agent
         .cluster
-        .write(json!({"op": "session_create", "session": session}))
+        .write(json!({"op": "session_create", "session": session, "expires_ms": expires_ms}))
         .await
     {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Wall-clock milliseconds, carried in operations so that every node applies them alike.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `PUT /v1/session/renew/:id`: the session again, its TTL timer reset; 404 `Session id
+/// '...' not found` for one Consul no longer has (checked against Consul 1.8.7).
+async fn session_renew(
+    State(agent): A,
+    headers: HeaderMap,
+    q: Q,
+    Path(id): Path<String>,
+) -> Response {
+    authorize!(agent, headers, q);
+    let ttl = agent.cluster.read(|d| {
+        d["sessions"][&id]["TTL"]
+            .as_str()
+            .and_then(|t| humantime::parse_duration(t).ok())
+    });
+    let op = json!({
+        "op": "session_renew", "id": id,
+        "expires_ms": ttl.map(|t| now_ms() + 2 * t.as_millis() as u64),
+    });
+    match agent.cluster.write(op).await {
+        Ok(Value::Null) => text(
+            StatusCode::NOT_FOUND,
+            format!("Session id '{id}' not found"),
+        ),
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
@@ -1212,7 +1292,7 @@ async fn session_destroy(
     authorize!(agent, headers, q);
     match agent
         .cluster
-        .write(json!({"op": "session_destroy", "id": id}))
+        .write(json!({"op": "session_destroy", "id": id, "now_ms": now_ms()}))
         .await
     {
         Ok(v) => axum::Json(v).into_response(),

@@ -345,6 +345,24 @@ impl Agent {
         if !self.cluster.is_leader() {
             return;
         }
+        // Sessions whose TTL ran out twice over without a renewal are invalidated.
+        let now = api::now_ms();
+        let expired: Vec<String> = self.cluster.read(|d| {
+            d["session_expiry"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, at)| at.as_u64().is_some_and(|at| at <= now))
+                .map(|(id, _)| id.clone())
+                .collect()
+        });
+        for id in expired {
+            tracing::info!("session {id} expired: invalidated");
+            let _ = self
+                .cluster
+                .write(json!({"op": "session_destroy", "id": id, "now_ms": now}))
+                .await;
+        }
         let members = self.cluster.members();
         let (nodes, checks) = self
             .cluster
@@ -357,7 +375,7 @@ impl Agent {
                     if nodes.get(&m.name).is_some() {
                         let _ = self
                             .cluster
-                            .write(json!({"op": "deregister_node", "node": m.name}))
+                            .write(json!({"op": "deregister_node", "node": m.name, "now_ms": api::now_ms()}))
                             .await;
                     }
                     continue;

@@ -44,7 +44,7 @@ pub fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> 
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in ids {
-                destroy_session(data, &id, index);
+                destroy_session(data, &id, index, op["now_ms"].as_u64().unwrap_or(0));
             }
             Ok(Value::Bool(true))
         }
@@ -120,24 +120,49 @@ pub fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> 
             session["CreateIndex"] = json!(index);
             session["ModifyIndex"] = json!(index);
             obj(data, "sessions").insert(id.clone(), session);
+            if let Some(at) = op["expires_ms"].as_u64() {
+                obj(data, "session_expiry").insert(id.clone(), json!(at));
+            }
             Ok(json!({ "ID": id }))
+        }
+        "session_renew" => {
+            let id = op["id"].as_str().unwrap_or_default().to_string();
+            let Some(session) = data["sessions"].get(&id).cloned() else {
+                return Ok(Value::Null);
+            };
+            if let Some(at) = op["expires_ms"].as_u64() {
+                obj(data, "session_expiry").insert(id, json!(at));
+            }
+            Ok(json!([session]))
         }
         "session_destroy" => {
             let id = op["id"].as_str().unwrap_or_default().to_string();
-            destroy_session(data, &id, index);
+            destroy_session(data, &id, index, op["now_ms"].as_u64().unwrap_or(0));
             Ok(Value::Bool(true))
         }
         other => Err(format!("unknown operation {other:?}")),
     }
 }
 
-fn destroy_session(data: &mut Value, id: &str, index: u64) {
+/// An invalidated session (destroyed, expired, or its node gone): its locks are released
+/// (Behavior "release") and, as in Consul's state store, each stays out of reach of other
+/// sessions for the session's LockDelay (checked against real Consul 1.8.7: an acquire
+/// right after a destroy answers false, one after the delay true).
+fn destroy_session(data: &mut Value, id: &str, index: u64, now_ms: u64) {
+    let delay_ms = data["sessions"][id]["LockDelay"].as_u64().unwrap_or(0) / 1_000_000;
     obj(data, "sessions").remove(id);
-    // Behavior "release": the session's locks are released.
-    for entry in obj(data, "kv").values_mut() {
+    obj(data, "session_expiry").remove(id);
+    let mut held = Vec::new();
+    for (key, entry) in obj(data, "kv").iter_mut() {
         if entry["Session"] == id {
             entry.as_object_mut().expect("an entry").remove("Session");
             entry["ModifyIndex"] = json!(index);
+            held.push(key.clone());
+        }
+    }
+    if delay_ms > 0 && now_ms > 0 {
+        for key in held {
+            obj(data, "lock_delay").insert(key, json!(now_ms + delay_ms));
         }
     }
 }
@@ -172,9 +197,13 @@ fn kv_set(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
         {
             return Err(format!("invalid session \"{acquire}\""));
         }
+        let delayed = data["lock_delay"][&key]
+            .as_u64()
+            .is_some_and(|until| op["now_ms"].as_u64().unwrap_or(0) < until);
         match &session {
             Some(holder) if holder != acquire => return Ok(Value::Bool(false)),
             Some(_) => {}
+            None if delayed => return Ok(Value::Bool(false)),
             None => {
                 lock_index += 1;
                 session = Some(acquire.to_string());

@@ -93,7 +93,11 @@ pub mod hcl_api {
                 ),
                 other => other.to_string(),
             };
-            call_error(&ctx, "harun::hcl::syntax", format!("invalid HCL at {message}"))
+            call_error(
+                &ctx,
+                "harun::hcl::syntax",
+                format!("invalid HCL at {message}"),
+            )
         })?;
         rhai::serde::to_dynamic(&value)
     }

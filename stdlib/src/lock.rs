@@ -1,0 +1,283 @@
+//! The Consul lock the changing scripts hold (`consul::lock`): a session that the run
+//! renews for as long as it lives, a value that names the holder, a clear word when
+//! another run holds it, and a guard that stops the run before its next change when the
+//! lock is lost.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use harun_runtime::context::Refusal;
+use harun_runtime::error::call_error;
+use harun_runtime::Context;
+use rhai::{EvalAltResult, NativeCallContext};
+use serde_json::{json, Value};
+
+use crate::http::{encode, ApiClient, DEFAULT_TIMEOUT};
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// The session's TTL: Consul's minimum. The run renews it every third of that; Consul
+/// invalidates a session it has not heard from in up to twice its TTL.
+const TTL: Duration = Duration::from_secs(10);
+/// After a session is invalidated, Consul keeps its locks from a new holder this long
+/// (its default is 15 s): enough for a dead holder's last request to land.
+const LOCK_DELAY: Duration = Duration::from_secs(1);
+
+/// A lock this run holds.
+pub struct Held {
+    key: String,
+    session: String,
+    renewal: tokio::task::JoinHandle<()>,
+    guard: u64,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+/// Who holds a lock, as its value records.
+fn holder(context: &Context) -> Value {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| unsafe { libc::geteuid() }.to_string());
+    json!({
+        "holder": "harun",
+        "host": host,
+        "user": user,
+        "pid": std::process::id(),
+        "script": context.options().script,
+        "started": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
+}
+
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether the process `pid` exists on this machine.
+fn alive(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Takes the lock `key` or fails naming its holder.
+pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<Held> {
+    let context = Context::of(ctx);
+    let created = c.send(
+        ctx,
+        "PUT",
+        "/v1/session/create",
+        Some(
+            serde_json::to_vec(&json!({
+                "Name": format!("harun lock {key}"),
+                "TTL": format!("{}s", TTL.as_secs()),
+                "LockDelay": format!("{}s", LOCK_DELAY.as_secs()),
+                "Behavior": "release",
+            }))
+            .expect("serializes"),
+        ),
+        DEFAULT_TIMEOUT,
+    )?;
+    let session = c
+        .check(ctx, "PUT", "/v1/session/create", created, &[])?
+        .json()["ID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let me = serde_json::to_vec(&holder(&context)).expect("serializes");
+    let try_acquire = || -> RhaiResult<bool> {
+        let reply = c.send(
+            ctx,
+            "PUT",
+            &format!("/v1/kv/{}?acquire={session}", encode(key)),
+            Some(me.clone()),
+            DEFAULT_TIMEOUT,
+        )?;
+        Ok(c.check(ctx, "PUT", "/v1/kv", reply, &[])?.text() == "true")
+    };
+    let destroy = |id: &str| {
+        let _ = c.send(
+            ctx,
+            "PUT",
+            &format!("/v1/session/destroy/{id}"),
+            None,
+            DEFAULT_TIMEOUT,
+        );
+    };
+    // A lock just freed is kept from a new holder for its lock delay: try a moment more.
+    let acquire_within = |limit: Duration| -> RhaiResult<bool> {
+        let started = Instant::now();
+        loop {
+            if try_acquire()? {
+                return Ok(true);
+            }
+            if started.elapsed() >= limit {
+                return Ok(false);
+            }
+            crate::wait::pause(ctx, 0.25, "the consul lock's lock delay")?;
+        }
+    };
+    if acquire_within(LOCK_DELAY + Duration::from_secs(1))? {
+        return Ok(hold(ctx, c, key, session));
+    }
+    // Taken: who holds it, since when, and whether that run still exists.
+    let current = c
+        .get(ctx, &format!("/v1/kv/{}", encode(key)), &[404])?
+        .json();
+    let entry = &current[0];
+    let value: Value = entry["Value"]
+        .as_str()
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or(Value::Null);
+    let their_session = entry["Session"].as_str().unwrap_or_default().to_string();
+    let who = format!(
+        "a run of {} (pid {}, {}@{}) since {}",
+        value["script"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("a script"),
+        value["pid"],
+        value["user"].as_str().unwrap_or("?"),
+        value["host"].as_str().unwrap_or("?"),
+        value["started"].as_str().unwrap_or("an unknown time"),
+    );
+    let lapse = format!(
+        "if that run is gone, the lock lapses within {} s of its last renewal",
+        2 * TTL.as_secs() + LOCK_DELAY.as_secs()
+    );
+    let dead_here = value["host"].as_str() == Some(this_host().as_str())
+        && value["pid"].as_i64().is_some_and(|pid| !alive(pid));
+    if dead_here && !their_session.is_empty() {
+        let question = format!(
+            "the consul lock {key} is held by {who}, and that process no longer runs on this machine; take the lock over?"
+        );
+        let yes = context
+            .confirm(&question)
+            .map_err(|e| call_error(ctx, "harun::consul::locked", e))?;
+        if yes {
+            tracing::info!(
+                "taking over the consul lock {key} from dead pid {}",
+                value["pid"]
+            );
+            destroy(&their_session);
+            if acquire_within(LOCK_DELAY + Duration::from_secs(2))? {
+                return Ok(hold(ctx, c, key, session));
+            }
+        }
+        destroy(&session);
+        return Err(call_error(
+            ctx,
+            "harun::consul::locked",
+            format!(
+                "the consul lock {key} is held by {who}, which no longer runs on this machine; run again with --yes to take it over, or wait: {lapse}"
+            ),
+        ));
+    }
+    destroy(&session);
+    Err(call_error(
+        ctx,
+        "harun::consul::locked",
+        format!("the consul lock {key} is held by {who}; try again when it ends ({lapse})"),
+    ))
+}
+
+/// From the acquire on: renews the session in the background and stops the run's changes
+/// if it is lost.
+fn hold(ctx: &NativeCallContext, c: &ApiClient, key: &str, session: String) -> Held {
+    let context = Context::of(ctx);
+    let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let renew_path = format!("/v1/session/renew/{session}");
+    let (client, lost_in_task) = (c.clone(), lost.clone());
+    // Stopped by `release` (abort).
+    let renewal = context.bridge().runtime().spawn(async move {
+        let mut last = Instant::now();
+        loop {
+            tokio::time::sleep(TTL / 3).await;
+            let reason = match client
+                .request_future(reqwest::Method::PUT, &renew_path, Duration::from_secs(3))
+                .await
+            {
+                Ok(200) => {
+                    last = Instant::now();
+                    continue;
+                }
+                // Consul answers 404 for a session it no longer has.
+                Ok(404) => "its session was invalidated (expired or destroyed)".to_string(),
+                _ if last.elapsed() < TTL => continue,
+                Ok(status) => format!("Consul refused to renew its session ({status})"),
+                Err(e) => format!(
+                    "its session could not be renewed for {}s: {e}",
+                    TTL.as_secs()
+                ),
+            };
+            tracing::error!("the consul lock is lost: {reason}");
+            *lost_in_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+            return;
+        }
+    });
+    let (key_owned, lost_in_guard) = (key.to_string(), lost.clone());
+    let guard = context.add_guard(Arc::new(move || {
+        match lost_in_guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            None => Ok(()),
+            Some(reason) => Err(Refusal {
+                code: "harun::consul::lock_lost",
+                message: format!(
+                    "the consul lock {key_owned} was lost ({reason}): stopping before the next change; run the script again to finish"
+                ),
+            }),
+        }
+    }));
+    Held {
+        key: key.to_string(),
+        session,
+        renewal,
+        guard,
+        lost,
+    }
+}
+
+impl Held {
+    /// Releases the lock and destroys its session (unless it was lost).
+    pub fn release(self, ctx: &NativeCallContext, c: &ApiClient) {
+        self.renewal.abort();
+        let context = Context::of(ctx);
+        context.remove_guard(self.guard);
+        if self
+            .lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        // Also after Ctrl-C, which cancels the run's calls: the release goes out on its own,
+        // within a few seconds, so that the next run need not wait for the session to lapse.
+        let release = c.request_future(
+            reqwest::Method::PUT,
+            &format!("/v1/kv/{}?release={}", encode(&self.key), self.session),
+            Duration::from_secs(3),
+        );
+        let destroy = c.request_future(
+            reqwest::Method::PUT,
+            &format!("/v1/session/destroy/{}", self.session),
+            Duration::from_secs(3),
+        );
+        let _ = context.bridge().runtime().block_on(async move {
+            let _ = release.await;
+            destroy.await
+        });
+    }
+}
