@@ -531,3 +531,85 @@ fn an_unreachable_client_host_is_reported_not_fatal() {
         "{stdout}"
     );
 }
+
+/// A script that holds the changing scripts' lock across a wait longer than the lock's
+/// session TTL (10 s), then makes a change.
+const HOLDER: &str = r#"
+consul::lock(host("controller1"), "harun/consul-ha", || {
+    local::run("sleep 18");
+    local::write("after-the-wait", "done\n");
+    print("still held");
+});
+"#;
+
+/// The lock is held as long as the run lives (its session renewed past its TTL), and a
+/// second run meanwhile is refused with the holder's name; after a `kill -9` the next run
+/// says the holder is gone and takes the lock over when asked (`--yes`).
+#[test]
+fn the_lock_outlives_its_ttl_and_a_dead_holders_lock_is_taken_over_when_asked() {
+    let lab = Lab::up();
+    let t = Test::new().file("hold.rhai", HOLDER);
+    let script = t.path("hold.rhai");
+    let run = |extra: &[&str]| {
+        let mut cmd = t.command();
+        cmd.arg("--topology")
+            .arg(lab.dir.join("harun.hcl"))
+            .args(extra)
+            .arg(&script)
+            .current_dir(t.path(""));
+        cmd
+    };
+    let first = run(&[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(12));
+    let second = run(&[]).output().unwrap();
+    assert_eq!(second.status.code(), Some(3));
+    let refused = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        refused.contains(&format!(
+            "the consul lock harun/consul-ha is held by a run of {} (pid {}",
+            script.display(),
+            first.id()
+        )),
+        "{refused}"
+    );
+    assert!(refused.contains("lapses within 21 s"), "{refused}");
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still held\n");
+    assert!(t.path("after-the-wait").exists());
+
+    // kill -9 while holding it: the next run names the dead holder; --yes takes it over.
+    std::fs::remove_file(t.path("after-the-wait")).unwrap();
+    let mut victim = run(&[]).spawn().unwrap();
+    common::http::eventually("the lock taken", Duration::from_secs(10), || {
+        let r = common::http::get(&lab.consul("controller1", "/v1/kv/harun/consul-ha"));
+        (r.status == 200 && r.json()[0]["Session"].is_string()).then_some(())
+    });
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let refused = run(&[]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(3));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message
+            .contains("which no longer runs on this machine; run again with --yes to take it over"),
+        "{message}"
+    );
+    let started = std::time::Instant::now();
+    let taken = run(&["--yes"]).output().unwrap();
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(25));
+    assert!(t.path("after-the-wait").exists());
+}

@@ -161,7 +161,8 @@ fn config_file_secrets_never_show_in_plans_logs_or_the_audit_log() {
         let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert!(plan.to_string().contains("<secret>"), "{out}");
     }
-    // A real run: the audit log keeps every diff, masked.
+    // A real run, audited: its output, its logs and the audit log (which names each write,
+    // without the file's content) hold no secret.
     let audit = lab.test.path("audit.log");
     let run = lab.harun(&[
         "--audit-log",
@@ -178,6 +179,5 @@ fn config_file_secrets_never_show_in_plans_logs_or_the_audit_log() {
     clean("the run's -vvv logs", &String::from_utf8_lossy(&run.stderr));
     let log = std::fs::read_to_string(&audit).unwrap();
     clean("the audit log", &log);
-    assert!(log.contains("encrypt    = \\\"<secret>\\\""), "{log}");
-    assert!(log.contains("token = \\\"<secret"), "{log}");
+    assert!(log.contains("controller1/vault.hcl"), "{log}");
 }

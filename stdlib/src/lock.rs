@@ -40,7 +40,7 @@ fn holder(context: &Context) -> Value {
         .unwrap_or_default();
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| unsafe { libc::geteuid() }.to_string());
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::geteuid() }));
     json!({
         "holder": "harun",
         "host": host,
@@ -112,14 +112,20 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
             DEFAULT_TIMEOUT,
         );
     };
-    // A lock just freed is kept from a new holder for its lock delay: try a moment more.
+    let read_entry = || -> RhaiResult<Value> {
+        Ok(c.get(ctx, &format!("/v1/kv/{}", encode(key)), &[404])?
+            .json())
+    };
+    // A lock just freed is kept from a new holder for its lock delay: while nobody holds
+    // it, try a moment more.
     let acquire_within = |limit: Duration| -> RhaiResult<bool> {
         let started = Instant::now();
         loop {
             if try_acquire()? {
                 return Ok(true);
             }
-            if started.elapsed() >= limit {
+            let held = read_entry()?[0]["Session"].is_string();
+            if held || started.elapsed() >= limit {
                 return Ok(false);
             }
             crate::wait::pause(ctx, 0.25, "the consul lock's lock delay")?;
@@ -129,9 +135,7 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
         return Ok(hold(ctx, c, key, session));
     }
     // Taken: who holds it, since when, and whether that run still exists.
-    let current = c
-        .get(ctx, &format!("/v1/kv/{}", encode(key)), &[404])?
-        .json();
+    let current = read_entry()?;
     let entry = &current[0];
     let value: Value = entry["Value"]
         .as_str()
@@ -160,9 +164,8 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
         let question = format!(
             "the consul lock {key} is held by {who}, and that process no longer runs on this machine; take the lock over?"
         );
-        let yes = context
-            .confirm(&question)
-            .map_err(|e| call_error(ctx, "harun::consul::locked", e))?;
+        // Without a terminal (cron, CI) there is nobody to ask: the error below says how.
+        let yes = context.confirm(&question).unwrap_or(false);
         if yes {
             tracing::info!(
                 "taking over the consul lock {key} from dead pid {}",

@@ -933,6 +933,7 @@ fn open_raft_files(path: &Path) -> Result<(), String> {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(&db)
         .map_err(|e| {

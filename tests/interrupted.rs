@@ -1,0 +1,241 @@
+//! An interrupted run is finished by the next one. Each changing script runs on a fresh
+//! lab and is killed (SIGKILL, or SIGINT as Ctrl-C sends it) at a step boundary (when the
+//! audit log holds a given number of changes) or inside a long step (a moment after one);
+//! a second run (with `--yes`, to take a dead run's lock over) must end OK with the
+//! cluster whole, every KV entry and secret of the first state there, and every config
+//! file whole.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::http::{eventually, get};
+use common::lab::Lab;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+const SECRETS: [(&str, &str, &str); 3] = [
+    ("homelab/nas", "password", "correct-horse-battery"),
+    ("homelab/wifi", "psk", "not-a-real-psk"),
+    ("homelab/grafana", "admin_password", "grafana-lab-only"),
+];
+
+const KV: [(&str, &str); 3] = [
+    ("homelab/dns/zone", "home.arpa"),
+    ("homelab/backup/schedule", "0 3 * * *"),
+    ("homelab/nomad/datacenter", "homelab"),
+];
+
+/// Where to kill a run: once the audit log holds `changes` entries, after `delay`.
+#[derive(Clone, Copy, Debug)]
+struct KillPoint {
+    changes: usize,
+    delay: Duration,
+    signal: i32,
+}
+
+const fn at(changes: usize, signal: i32) -> KillPoint {
+    KillPoint {
+        changes,
+        delay: Duration::ZERO,
+        signal,
+    }
+}
+
+const fn inside(changes: usize, delay_ms: u64, signal: i32) -> KillPoint {
+    KillPoint {
+        changes,
+        delay: Duration::from_millis(delay_ms),
+        signal,
+    }
+}
+
+/// Runs `name` on a fresh lab, kills it at `point`, runs it again, and returns the lab
+/// and the second run's stdout for the script's own checks.
+fn kill_and_finish(name: &str, point: KillPoint) -> (Lab, String) {
+    let lab = Lab::up();
+    let audit = lab.test.path("audit.log");
+    let mut first = lab
+        .test
+        .command()
+        .arg("--topology")
+        .arg(lab.dir.join("harun.hcl"))
+        .arg("--audit-log")
+        .arg(&audit)
+        .arg(script(name))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let reached = loop {
+        let changes = std::fs::read_to_string(&audit)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if changes >= point.changes {
+            break true;
+        }
+        if first.try_wait().unwrap().is_some() {
+            break false;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{name}: no change {} in time",
+            point.changes
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(reached, "{name} ended before change {}", point.changes);
+    std::thread::sleep(point.delay);
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(first.id() as i32, point.signal) };
+    first.wait().unwrap();
+    let second = lab.harun(&["--yes", script(name).to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{name} killed at {point:?}, then run again:\n{stdout}\n{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    check_consul_whole(&lab, name, point);
+    check_configs_whole(&lab, name, point);
+    (lab, stdout)
+}
+
+/// Three voters under one leader, and every KV entry of the first state.
+fn check_consul_whole(lab: &Lab, name: &str, point: KillPoint) {
+    eventually("three consul voters", Duration::from_secs(20), || {
+        let config = get(&lab.consul("controller1", "/v1/operator/raft/configuration"));
+        let voters = config.json()["Servers"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["Voter"] == true)
+            .count();
+        (voters == 3).then_some(())
+    });
+    for (key, value) in KV {
+        let r = get(&lab.consul("controller2", &format!("/v1/kv/{key}?raw")));
+        assert_eq!(r.body, value, "{name} killed at {point:?}: {key}");
+    }
+}
+
+/// Every config file parses, and no temporary file of a write is left beside it.
+fn check_configs_whole(lab: &Lab, name: &str, point: KillPoint) {
+    for host in ["controller1", "controller2", "controller3"] {
+        for service in ["consul", "nomad", "vault"] {
+            let path = lab.dir.join(host).join(format!("{service}.hcl"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let parsed = lab.harun(&[
+                "-e",
+                &format!(
+                    "hcl::parse(local::read({:?})); 1",
+                    path.display().to_string()
+                ),
+            ]);
+            assert!(
+                parsed.status.success() && text.ends_with('\n'),
+                "{name} killed at {point:?}: {} is not whole:\n{text}",
+                path.display()
+            );
+        }
+        let leftovers: Vec<String> = std::fs::read_dir(lab.dir.join(host))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".harun-tmp") || n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{name} at {point:?}: {leftovers:?}");
+    }
+}
+
+fn check_vault_whole(lab: &Lab, stdout: &str, point: KillPoint) {
+    assert!(
+        stdout.contains("3 raft voters, 1 active, 2 standby")
+            || stdout.contains("nothing to change: 3 vault voters"),
+        "killed at {point:?}: {stdout}"
+    );
+    for host in ["controller1", "controller2", "controller3"] {
+        for (path, field, value) in SECRETS {
+            let r = lab.vault_call("GET", host, &format!("/v1/secret/data/{path}"), "");
+            assert_eq!(
+                r.json()["data"]["data"][field],
+                value,
+                "killed at {point:?}: {host} {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn consul_ha_killed_at_each_step_is_finished_by_the_next_run() {
+    // consul-ha's changes: three consul.hcl writes, two starts, one restart, then waits.
+    for point in [
+        at(1, libc::SIGKILL),
+        at(2, libc::SIGINT),
+        at(3, libc::SIGKILL),
+        inside(4, 300, libc::SIGKILL),
+        at(5, libc::SIGKILL),
+        inside(5, 200, libc::SIGINT),
+        inside(6, 300, libc::SIGKILL),
+    ] {
+        kill_and_finish("consul-ha.rhai", point);
+    }
+}
+
+#[test]
+fn vault_raft_killed_at_each_step_is_finished_by_the_next_run() {
+    // Its 25 changes: the Consul step (1-6), Vault stopped (7), the migration (8-14: the
+    // raft directory, the backup, the migration's config, migrate, its mark, the owner),
+    // the configs (15-19), then each node started and unsealed (20-25).
+    for point in [
+        inside(5, 300, libc::SIGKILL),
+        at(7, libc::SIGKILL),
+        inside(10, 30, libc::SIGINT),
+        at(11, libc::SIGKILL),
+        at(14, libc::SIGKILL),
+        at(17, libc::SIGINT),
+        inside(20, 300, libc::SIGKILL),
+        at(22, libc::SIGKILL),
+        inside(24, 500, libc::SIGKILL),
+    ] {
+        let (lab, stdout) = kill_and_finish("vault-raft.rhai", point);
+        check_vault_whole(&lab, &stdout, point);
+    }
+}
+
+#[test]
+fn nomad_ha_killed_at_each_step_is_finished_by_the_next_run() {
+    // Its changes: the Consul step (1-6), the three nomad.hcl (7-9), two servers started
+    // (10-11), those not yet members joined to the first, the first restarted.
+    for point in [
+        at(7, libc::SIGKILL),
+        at(9, libc::SIGINT),
+        at(10, libc::SIGKILL),
+        inside(11, 100, libc::SIGKILL),
+        inside(11, 1500, libc::SIGKILL),
+    ] {
+        let (lab, _) = kill_and_finish("nomad-ha.rhai", point);
+        let url = |path: &str| format!("http://{}:4646{path}", lab.address("controller1"));
+        eventually("three nomad voters", Duration::from_secs(20), || {
+            let config = get(&url("/v1/operator/raft/configuration")).json();
+            let voters = config["Servers"]
+                .as_array()?
+                .iter()
+                .filter(|s| s["Voter"] == true)
+                .count();
+            (voters == 3).then_some(())
+        });
+        let jobs = get(&url("/v1/jobs")).json();
+        assert_eq!(
+            jobs.as_array().map(Vec::len),
+            Some(3),
+            "killed at {point:?}: {jobs}"
+        );
+    }
+}
