@@ -133,6 +133,16 @@ impl ConfigFile {
 
 /// `host`, `host:port` or `[v6]:port` to `http://host:<http_port>`: twins answer
 /// membership on their HTTP port, whatever gossip port the address names.
+/// Where another agent's twin answers: `join_url`, over https when this agent's API is.
+pub fn peer_url(entry: &str, http_port: u16, tls: bool) -> String {
+    let url = join_url(entry, http_port);
+    if tls {
+        url.replacen("http://", "https://", 1)
+    } else {
+        url
+    }
+}
+
 pub fn join_url(entry: &str, http_port: u16) -> String {
     let host = if let Some(rest) = entry.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest).to_string()

@@ -17,6 +17,30 @@ pub struct TlsFiles {
     pub verify_client: bool,
 }
 
+/// A client as the real servers build one to call another service: it trusts only the
+/// CA in `ca_pem` when given (else the system roots), or anything with `skip_verify`.
+pub fn client_trusting(
+    ca_pem: Option<&[u8]>,
+    skip_verify: bool,
+    timeout: std::time::Duration,
+) -> Result<reqwest::ClientBuilder, String> {
+    install_crypto();
+    let mut builder = reqwest::Client::builder().timeout(timeout).no_proxy();
+    if skip_verify {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    } else if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("failed to parse the CA certificate: {e}"))?;
+        builder = builder.tls_certs_only(certs);
+    }
+    Ok(builder)
+}
+
+/// The content of a CA file a config names, with the setting's name in the error.
+pub fn read_ca(setting: &str, path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{setting} {path}: {e}"))
+}
+
 /// An error with its causes, as Go prints a wrapped error ("...: invalid peer
 /// certificate: UnknownIssuer"): reqwest's own text stops at the request.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

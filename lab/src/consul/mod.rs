@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::cluster::{Cluster, MemberStatus, Options};
-use crate::config::{join_url, ConfigFile};
+use crate::config::ConfigFile;
 
 /// Keys a consul.hcl may hold; others are refused as the real agent refuses them.
 const KNOWN_KEYS: &[&str] = &[
@@ -96,12 +96,7 @@ impl Settings {
 
     /// Where another agent's twin answers: the same port and scheme as this one's.
     pub fn peer_url(&self, entry: &str) -> String {
-        let url = join_url(entry, self.http.port());
-        if self.tls.is_some() {
-            url.replacen("http://", "https://", 1)
-        } else {
-            url
-        }
+        crate::config::peer_url(entry, self.http.port(), self.tls.is_some())
     }
 }
 

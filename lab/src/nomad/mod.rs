@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::cluster::{Cluster, MemberStatus, Options};
-use crate::config::{join_url, ConfigFile};
+use crate::config::ConfigFile;
 use crate::tls::TlsFiles;
 
 pub const VERSION: &str = "1.7.7";
@@ -62,19 +62,13 @@ pub struct ConsulSettings {
 
 impl ConsulSettings {
     pub fn client(&self) -> Result<reqwest::Client, String> {
-        crate::tls::install_crypto();
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .no_proxy();
-        if !self.verify_ssl {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        } else if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| format!("consul.ca_file {path}: {e}"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("consul.ca_file {path}: {e}"))?;
-            builder = builder.tls_certs_only(certs);
-        }
-        builder.build().map_err(|e| e.to_string())
+        let pem = match &self.ca_file {
+            Some(path) => Some(crate::tls::read_ca("consul.ca_file", path)?),
+            None => None,
+        };
+        crate::tls::client_trusting(pem.as_deref(), !self.verify_ssl, Duration::from_secs(5))?
+            .build()
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -248,12 +242,7 @@ impl Settings {
 
     /// Where another agent's twin answers: the same port and scheme as this one's.
     pub fn peer_url(&self, entry: &str) -> String {
-        let url = join_url(entry, self.http.port());
-        if self.tls.is_some() {
-            url.replacen("http://", "https://", 1)
-        } else {
-            url
-        }
+        crate::config::peer_url(entry, self.http.port(), self.tls.is_some())
     }
 }
 

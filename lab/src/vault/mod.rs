@@ -120,15 +120,9 @@ impl JoinTarget {
 
     /// The client this join uses, and the URL it calls the leader at.
     pub fn client(&self) -> Result<(reqwest::Client, String), String> {
-        crate::tls::install_crypto();
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .no_proxy();
-        if let Some(pem) = Self::pem(&self.ca_cert, &self.ca_cert_file)? {
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("failed to parse the leader CA certificate: {e}"))?;
-            builder = builder.tls_certs_only(certs);
-        }
+        let ca = Self::pem(&self.ca_cert, &self.ca_cert_file)?;
+        let mut builder =
+            crate::tls::client_trusting(ca.as_deref(), false, Duration::from_secs(5))?;
         let cert = Self::pem(&self.client_cert, &self.client_cert_file)?;
         let key = Self::pem(&self.client_key, &self.client_key_file)?;
         if let (Some(mut cert), Some(key)) = (cert, key) {
@@ -173,20 +167,16 @@ impl Registration {
     /// The client Vault calls its Consul agent with: the agent's certificate is checked
     /// against tls_ca_file (or the system roots), unless tls_skip_verify.
     pub fn client(&self) -> Result<reqwest::Client, String> {
-        crate::tls::install_crypto();
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .no_proxy();
-        if self.tls_skip_verify {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        } else if let Some(path) = &self.tls_ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("service_registration: tls_ca_file {path}: {e}"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("service_registration: tls_ca_file {path}: {e}"))?;
-            builder = builder.tls_certs_only(certs);
-        }
-        builder.build().map_err(|e| e.to_string())
+        let pem = match &self.tls_ca_file {
+            Some(path) => Some(crate::tls::read_ca(
+                "service_registration: tls_ca_file",
+                path,
+            )?),
+            None => None,
+        };
+        crate::tls::client_trusting(pem.as_deref(), self.tls_skip_verify, Duration::from_secs(5))?
+            .build()
+            .map_err(|e| e.to_string())
     }
 }
 
