@@ -59,7 +59,16 @@ const fn inside(changes: usize, delay_ms: u64, signal: i32) -> KillPoint {
 /// and the second run's stdout for the script's own checks.
 fn kill_and_finish(name: &str, point: KillPoint) -> (Lab, String) {
     let lab = Lab::up();
+    let stdout = kill_and_finish_on(&lab, name, point);
+    check_consul_whole(&lab, name, point);
+    check_configs_whole(&lab, name, point);
+    (lab, stdout)
+}
+
+/// `kill_and_finish` on a lab already prepared; returns the second run's stdout.
+fn kill_and_finish_on(lab: &Lab, name: &str, point: KillPoint) -> String {
     let audit = lab.test.path("audit.log");
+    let _ = std::fs::remove_file(&audit);
     let mut first = lab
         .test
         .command()
@@ -67,6 +76,7 @@ fn kill_and_finish(name: &str, point: KillPoint) -> (Lab, String) {
         .arg(lab.dir.join("harun.hcl"))
         .arg("--audit-log")
         .arg(&audit)
+        .arg("--yes")
         .arg(script(name))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -103,9 +113,7 @@ fn kill_and_finish(name: &str, point: KillPoint) -> (Lab, String) {
         "{name} killed at {point:?}, then run again:\n{stdout}\n{}",
         String::from_utf8_lossy(&second.stderr)
     );
-    check_consul_whole(&lab, name, point);
-    check_configs_whole(&lab, name, point);
-    (lab, stdout)
+    stdout
 }
 
 /// Three voters under one leader, and every KV entry of the first state.
@@ -237,5 +245,49 @@ fn nomad_ha_killed_at_each_step_is_finished_by_the_next_run() {
             Some(3),
             "killed at {point:?}: {jobs}"
         );
+    }
+}
+
+/// consul-recover.rhai, killed while it makes a lone survivor the whole cluster, is
+/// finished by the next run (its record of the recovery says what was decided), and
+/// consul-ha.rhai then grows the cluster back with every KV entry.
+#[test]
+fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
+    // Its changes: the record (1), peers.json (2-3), the survivor stopped (4) and started
+    // (5), the two others' data set aside (6-7), the record removed (8).
+    for point in [
+        at(1, libc::SIGKILL),
+        at(3, libc::SIGINT),
+        at(4, libc::SIGKILL),
+        inside(5, 200, libc::SIGKILL),
+        at(6, libc::SIGKILL),
+    ] {
+        let lab = Lab::up();
+        let grown = lab.harun(&[script("consul-ha.rhai").to_str().unwrap()]);
+        assert!(grown.status.success());
+        for host in ["controller2", "controller3"] {
+            assert!(lab.ctl(host, "consul", "stop").status.success());
+        }
+        assert!(lab.ctl("controller1", "consul", "restart").status.success());
+        let recovered = kill_and_finish_on(&lab, "consul-recover.rhai", point);
+        assert!(
+            recovered.contains("consul recovered") || recovered.contains("nothing to recover"),
+            "killed at {point:?}: {recovered}"
+        );
+        let record = lab.dir.join("controller1/consul/harun-recovery.json");
+        assert!(!record.exists(), "killed at {point:?}: the record is left");
+        for host in ["controller2", "controller3"] {
+            assert!(
+                !lab.dir.join(host).join("consul").exists(),
+                "killed at {point:?}: {host}'s old raft data was not set aside"
+            );
+        }
+        let again = lab.harun(&[script("consul-ha.rhai").to_str().unwrap()]);
+        assert!(
+            again.status.success(),
+            "{}",
+            String::from_utf8_lossy(&again.stdout)
+        );
+        check_consul_whole(&lab, "consul-recover.rhai", point);
     }
 }
