@@ -725,8 +725,20 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
                 .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
         }
         for (service, text) in configs {
-            std::fs::write(lab.config_file(host, service), text)
-                .map_err(|e| format!("cannot write a config: {e}"))?;
+            let path = lab.config_file(host, service);
+            std::fs::write(&path, text).map_err(|e| format!("cannot write a config: {e}"))?;
+            // The story's configs hold the Consul token and the gossip key: not for others
+            // to read (Vault's is readable by Vault's group).
+            if lab.story {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
+                    .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+                if let (Some(account), "vault") = (&vault_account, service) {
+                    std::os::unix::fs::chown(&path, None, Some(account.gid)).map_err(|e| {
+                        format!("cannot give {} to {}: {e}", path.display(), account.name)
+                    })?;
+                }
+            }
         }
         // Vault's directory belongs to its user, as a package's /opt/vault does.
         if let (Some(account), false) = (&vault_account, Lab::is_worker(host)) {

@@ -56,6 +56,8 @@ struct Found {
     start: usize,
     /// For a heredoc, the lines of its body (masked away).
     body_lines: usize,
+    /// A line of several attributes, masked whole from `start` (its indentation) on.
+    whole_line: bool,
 }
 
 /// Finds the secret attributes of an HCL (or JSON) config text, line by line: `name =
@@ -70,6 +72,32 @@ fn scan(text: &str, extra: &[String]) -> Vec<Found> {
         let line = lines[i];
         let code = strip_comment(line);
         let trimmed = code.trim();
+        // Several attributes on one line (`tokens { agent = "x" }`, compact JSON): when any
+        // of them is a secret, or sits in a `tokens` block opened on the line, the whole
+        // line is masked.
+        if let Some(names) = inline_attributes(trimmed) {
+            let secret = names.iter().any(|(n, opened)| {
+                let mut path = blocks.clone();
+                path.extend(opened.iter().cloned());
+                is_secret_attribute(n, &path, extra)
+            });
+            if secret {
+                let path = format!("{}/#line", blocks.join("/"));
+                let n = seen.entry(path.clone()).or_insert(0);
+                found.push(Found {
+                    key: format!("{path}#{n}"),
+                    value: trimmed.to_string(),
+                    line: i,
+                    start: line.len() - line.trim_start().len(),
+                    body_lines: 0,
+                    whole_line: true,
+                });
+                *n += 1;
+            }
+            track_braces(trimmed, &mut blocks, None);
+            i += 1;
+            continue;
+        }
         if let Some((name, start)) = attribute(code) {
             let value_text = code[start..].trim_end();
             let value_trimmed = value_text.trim_end_matches(',').trim();
@@ -107,12 +135,13 @@ fn scan(text: &str, extra: &[String]) -> Vec<Found> {
                     line: i,
                     start,
                     body_lines,
+                    whole_line: false,
                 });
                 i += 1 + body_lines;
                 continue;
             }
-        } else if trimmed.ends_with('{') {
-            // `name "label" {`, `name {`, `{` (a JSON object in an array)
+        } else {
+            // `name "label" {`, `name {`, `{` (a JSON object), `}`
             let head = trimmed.trim_end_matches('{').trim();
             let ident = head
                 .split_whitespace()
@@ -120,16 +149,95 @@ fn scan(text: &str, extra: &[String]) -> Vec<Found> {
                 .unwrap_or("")
                 .trim_matches('"')
                 .to_string();
-            blocks.push(ident);
-        }
-        for c in trimmed.chars() {
-            if c == '}' {
-                blocks.pop();
-            }
+            track_braces(trimmed, &mut blocks, Some(ident));
         }
         i += 1;
     }
     found
+}
+
+/// Keeps the block path in step with a line's braces outside strings: a block left open
+/// at the end of the line is entered (named `name`), each brace closing one is left.
+fn track_braces(line: &str, blocks: &mut Vec<String>, name: Option<String>) {
+    let mut depth: i64 = 0;
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in line.chars() {
+        match c {
+            '\\' if in_string => {
+                escaped = !escaped;
+                continue;
+            }
+            '"' if !escaped => in_string = !in_string,
+            '{' if !in_string => depth += 1,
+            '}' if !in_string => depth -= 1,
+            _ => {}
+        }
+        escaped = false;
+    }
+    if depth > 0 {
+        for _ in 0..depth {
+            blocks.push(name.clone().unwrap_or_default());
+        }
+    } else {
+        for _ in 0..-depth {
+            blocks.pop();
+        }
+    }
+}
+
+/// The attributes of a line that holds more than one, or one inside braces opened on the
+/// same line, each with the blocks opened before it on the line; None for an ordinary line.
+fn inline_attributes(line: &str) -> Option<Vec<(String, Vec<String>)>> {
+    let mut found: Vec<(String, Vec<String>)> = Vec::new();
+    let mut open: Vec<String> = Vec::new();
+    let mut piece = String::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut braces = 0;
+    for c in line.chars() {
+        if in_string {
+            piece.push(c);
+            match c {
+                '\\' => escaped = !escaped,
+                '"' if !escaped => in_string = false,
+                _ => escaped = false,
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                piece.push(c);
+            }
+            '{' | '}' | ',' => {
+                match attribute(&piece) {
+                    Some((name, _)) if c != '{' => {
+                        found.push((name.trim_matches('"').to_string(), open.clone()))
+                    }
+                    // `tokens {`, `tokens = {`, `"tokens": {`: a block opened on the line.
+                    _ if c == '{' => {
+                        let head = piece.trim().trim_end_matches(['=', ':']).trim();
+                        let head = head.split_whitespace().next().unwrap_or("");
+                        open.push(head.trim_matches('"').to_string());
+                    }
+                    _ => {}
+                }
+                if c == '{' {
+                    braces += 1;
+                } else if c == '}' {
+                    open.pop();
+                }
+                piece.clear();
+            }
+            _ => piece.push(c),
+        }
+    }
+    if let Some((name, _)) = attribute(&piece) {
+        found.push((name.trim_matches('"').to_string(), open.clone()));
+    }
+    // `name {`, `name = {` or `{` alone opens a block: an ordinary line.
+    (found.len() > 1 || (braces > 0 && !found.is_empty())).then_some(found)
 }
 
 /// `name = ...` or `"name": ...`: the attribute's name and where its value starts.
@@ -199,10 +307,15 @@ pub fn mask_pair(old: &str, new: &str, extra: &[String]) -> (String, String) {
     (old_masked, new_masked)
 }
 
-/// One text masked on its own (for a file shown whole, as in an error).
-pub fn mask(text: &str, extra: &[String]) -> String {
-    let found = scan(text, extra);
-    apply(text, &found, |_| MASKED)
+/// The line's own ending (`\r\n`, `\n` or none), kept on a masked line.
+fn terminator(line: &str) -> &str {
+    if line.ends_with("\r\n") {
+        "\r\n"
+    } else if line.ends_with('\n') {
+        "\n"
+    } else {
+        ""
+    }
 }
 
 fn apply(text: &str, found: &[Found], marker: impl Fn(&Found) -> &'static str) -> String {
@@ -213,6 +326,16 @@ fn apply(text: &str, found: &[Found], marker: impl Fn(&Found) -> &'static str) -
     while i < lines.len() {
         let line = lines[i];
         match by_line.get(&i) {
+            Some(f) if f.whole_line => {
+                out.push_str(&line[..f.start]);
+                out.push_str(if marker(f) == MASKED {
+                    "<a line with a secret>"
+                } else {
+                    "<a line with a secret, changed>"
+                });
+                out.push_str(terminator(line));
+                i += 1;
+            }
             Some(f) => {
                 let code = strip_comment(line.trim_end_matches('\n'));
                 let comma = if code.trim_end().ends_with(',') {
@@ -224,7 +347,7 @@ fn apply(text: &str, found: &[Found], marker: impl Fn(&Found) -> &'static str) -
                 out.push(' ');
                 out.push_str(marker(f));
                 out.push_str(comma);
-                out.push('\n');
+                out.push_str(terminator(line));
                 // A heredoc's body and its terminator line go with it.
                 i += 1 + f.body_lines;
             }
@@ -331,7 +454,7 @@ vault {
   token = "hvs.xyz"
 }
 "#;
-        let masked = mask(text, &[]);
+        let masked = mask_pair(text, text, &[]).1;
         for leak in [
             "s3cr3t",
             "AKIA123",
@@ -349,10 +472,37 @@ vault {
     #[test]
     fn json_configs_and_extra_names() {
         let text = "{\n  \"acl\": {\n    \"tokens\": {\n      \"agent\": \"abc\"\n    }\n  },\n  \"license\": \"LIC\"\n}\n";
-        let masked = mask(text, &["license".to_string()]);
+        let masked = mask_pair(text, text, &["license".to_string()]).1;
         assert!(
             !masked.contains("abc") && !masked.contains("LIC"),
             "{masked}"
+        );
+    }
+
+    #[test]
+    fn one_line_blocks_and_compact_json_are_masked_whole() {
+        for text in [
+            "acl {\n  tokens { agent = \"x1secret\" }\n  enabled = true\n}\n",
+            "acl = { tokens = { agent = \"x1secret\" } }\nserver = true\n",
+            "{\"acl\": {\"tokens\": {\"agent\": \"x1secret\"}}}\n",
+            "{\"encrypt\": \"x1secret\", \"server\": true}\n",
+            "{\n  \"datacenter\": \"dc1\", \"encrypt\": \"x1secret\"\n}\n",
+        ] {
+            let masked = mask_pair(text, text, &[]).1;
+            assert!(!masked.contains("x1secret"), "{text} gave {masked}");
+        }
+        // The block stack survives a one-line block: what follows is still seen.
+        let text = "acl {\n  tokens { agent = \"a\" }\n}\nencrypt = \"k2\"\n";
+        assert!(!mask_pair(text, text, &[]).1.contains("k2"));
+    }
+
+    #[test]
+    fn line_endings_are_kept() {
+        let text = "token = \"a\"\r\nserver = true\r\nencrypt = \"b\"";
+        let masked = mask_pair(text, text, &[]).1;
+        assert_eq!(
+            masked,
+            "token = \"<secret>\"\r\nserver = true\r\nencrypt = \"<secret>\""
         );
     }
 

@@ -30,7 +30,6 @@ pub struct Held {
     session: String,
     renewal: tokio::task::JoinHandle<()>,
     guard: u64,
-    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// Who holds a lock, as its value records.
@@ -158,7 +157,11 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
         "if that run is gone, the lock lapses within {} s of its last renewal",
         2 * TTL.as_secs() + LOCK_DELAY.as_secs()
     );
-    let dead_here = value["host"].as_str() == Some(this_host().as_str())
+    // Only a holder known to be on this machine (a host name recorded and equal to ours)
+    // can be known dead here.
+    let here = this_host();
+    let dead_here = !here.is_empty()
+        && value["host"].as_str() == Some(here.as_str())
         && value["pid"].as_i64().is_some_and(|pid| !alive(pid));
     if dead_here && !their_session.is_empty() {
         let question = format!(
@@ -248,7 +251,6 @@ fn hold(ctx: &NativeCallContext, c: &ApiClient, key: &str, session: String) -> H
         session,
         renewal,
         guard,
-        lost,
     }
 }
 
@@ -258,14 +260,8 @@ impl Held {
         self.renewal.abort();
         let context = Context::of(ctx);
         context.remove_guard(self.guard);
-        if self
-            .lost
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-        {
-            return;
-        }
+        // Sent even when the lock counts as lost: a session that only could not be
+        // renewed for a while may still hold it (Consul answers 404 otherwise).
         // Also after Ctrl-C, which cancels the run's calls: the release goes out on its own,
         // within a few seconds, so that the next run need not wait for the session to lapse.
         let release = c.request_future(

@@ -715,6 +715,9 @@ impl Node {
     async fn finish_joining_unseal(self: Arc<Self>, key: Vec<u8>, barrier_key: Vec<u8>) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            if !self.core().unsealing {
+                return; // sealed meanwhile
+            }
             let keyring = self.storage.get("core/master");
             if keyring.is_some_and(|m| barrier::decrypt(&key, &m).as_deref() == Some(&barrier_key))
             {
@@ -735,6 +738,8 @@ impl Node {
         self.unsealed.store(false, Ordering::SeqCst);
         self.raft_running.store(false, Ordering::SeqCst);
         let mut core = self.core();
+        // A joining unseal still waiting for the keyring is abandoned.
+        core.unsealing = false;
         core.barrier_key = None;
         core.progress.clear();
         tracing::info!("vault is sealed");

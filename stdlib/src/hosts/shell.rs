@@ -65,15 +65,17 @@ if [ -n "$owner$group" ]; then chown "$owner${group:+:$group}" "$tmp"; fi
 mv -f -- "$tmp" "$target"
 trap - EXIT"#;
 
-/// `mkdir -p $1`, then owner `$2`, group `$3` and mode `$4` when given.
-/// Whether anything under `$1` has another owner than `$2` (or group `$3`): prints it.
+/// Whether anything under `$1` has another owner than `$2` (or group `$3`): prints it (or
+/// `unreadable`); exit 1 for a missing path, 2 for an unknown user.
 pub const FOREIGN_OWNED: &str = r#"[ -e "$1" ] || exit 1
-find "$1" ! -user "$2" -print -quit 2>/dev/null
+id -u -- "$2" >/dev/null 2>&1 || exit 2
+find "$1" ! -user "$2" -print -quit 2>/dev/null || echo unreadable
 [ -z "$3" ] || find "$1" ! -group "$3" -print -quit 2>/dev/null"#;
 
 /// `chown -R owner[:group] path`.
 pub const CHOWN_R: &str = r#"chown -R -- "$2${3:+:$3}" "$1""#;
 
+/// `mkdir -p $1`, then owner `$2`, group `$3` and mode `$4` when given.
 pub const MKDIR: &str = r#"set -e
 mkdir -p -- "$1"
 if [ -n "$2$3" ]; then chown "$2${3:+:$3}" -- "$1"; fi
