@@ -5,15 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::lab::Lab;
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
+use common::lab::{script, Lab};
 
 fn health(lab: &Lab) -> (i32, String) {
     let out = lab.harun(&[script("health.rhai").to_str().unwrap()]);

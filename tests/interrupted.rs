@@ -7,23 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::http::{eventually, get};
-use common::lab::Lab;
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
-
-const SECRETS: [(&str, &str, &str); 3] = [
-    ("homelab/nas", "password", "correct-horse-battery"),
-    ("homelab/wifi", "psk", "not-a-real-psk"),
-    ("homelab/grafana", "admin_password", "grafana-lab-only"),
-];
+use common::lab::{script, Lab, SECRETS};
 
 const KV: [(&str, &str); 3] = [
     ("homelab/dns/zone", "home.arpa"),

@@ -7,13 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::http::{eventually, get, put, request};
-use common::lab::Lab;
-
-const SECRETS: [(&str, &str, &str); 3] = [
-    ("homelab/nas", "password", "correct-horse-battery"),
-    ("homelab/wifi", "psk", "not-a-real-psk"),
-    ("homelab/grafana", "admin_password", "grafana-lab-only"),
-];
+use common::lab::{Lab, SECRETS};
 
 fn unseal(lab: &Lab, host: &str, key: &str) -> serde_json::Value {
     let reply = put(

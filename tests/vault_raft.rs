@@ -5,23 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::http::get;
-use common::lab::Lab;
+use common::lab::{script, Lab, SECRETS};
 use common::Test;
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
-
-const SECRETS: [(&str, &str, &str); 3] = [
-    ("homelab/nas", "password", "correct-horse-battery"),
-    ("homelab/wifi", "psk", "not-a-real-psk"),
-    ("homelab/grafana", "admin_password", "grafana-lab-only"),
-];
 
 #[test]
 fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {

@@ -6,6 +6,20 @@ use std::time::{Duration, Instant};
 use super::http::{request, request_with, Reply};
 use super::Test;
 
+/// A shipped script: `scripts/NAME`.
+pub fn script(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
+}
+
+/// The secrets `lab up` writes into Vault: path, field, value.
+pub const SECRETS: [(&str, &str, &str); 3] = [
+    ("homelab/nas", "password", "correct-horse-battery"),
+    ("homelab/wifi", "psk", "not-a-real-psk"),
+    ("homelab/grafana", "admin_password", "grafana-lab-only"),
+];
+
 pub struct Lab {
     pub test: Test,
     pub dir: std::path::PathBuf,
