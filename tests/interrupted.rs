@@ -69,25 +69,7 @@ fn kill_and_finish_on(lab: &Lab, name: &str, point: KillPoint) -> String {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let reached = loop {
-        let changes = std::fs::read_to_string(&audit)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if changes >= point.changes {
-            break true;
-        }
-        if first.try_wait().unwrap().is_some() {
-            break false;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{name}: no change {} in time",
-            point.changes
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(reached, "{name} ended before change {}", point.changes);
+    wait_for_changes(&audit, point.changes, &mut first, name);
     std::thread::sleep(point.delay);
     // SAFETY: signalling the child we started.
     unsafe { libc::kill(first.id() as i32, point.signal) };
@@ -101,6 +83,33 @@ fn kill_and_finish_on(lab: &Lab, name: &str, point: KillPoint) -> String {
         String::from_utf8_lossy(&second.stderr)
     );
     stdout
+}
+
+/// Waits until the audit log holds `changes` entries; fails when `run` ends first.
+fn wait_for_changes(
+    audit: &std::path::Path,
+    changes: usize,
+    run: &mut std::process::Child,
+    name: &str,
+) {
+    let started = Instant::now();
+    loop {
+        let logged = std::fs::read_to_string(audit)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if logged >= changes {
+            return;
+        }
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "{name} ended before change {changes}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{name}: no change {changes} in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Three voters under one leader, and every KV entry of the first state.
@@ -277,4 +286,84 @@ fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
         );
         check_consul_whole(&lab, "consul-recover.rhai", point);
     }
+}
+
+/// vault-recover.rhai, killed while it makes a lone survivor the whole raft cluster, is
+/// finished by the next run (its record of the recovery says what was decided), and
+/// vault-raft.rhai then grows the cluster back with every secret.
+#[test]
+fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
+    // Its changes: the survivor unsealed (1), the record (2), the survivor stopped (3),
+    // raft/ made (4), peers.json (5), started (6), unsealed (7), each other node's raft
+    // data set aside and made anew (8-11), the record removed (12).
+    for point in [
+        at(2, libc::SIGKILL),
+        at(3, libc::SIGINT),
+        at(6, libc::SIGKILL),
+        inside(7, 100, libc::SIGKILL),
+        at(8, libc::SIGKILL),
+    ] {
+        let lab = Lab::up();
+        let grown = lab.harun(&[script("vault-raft.rhai").to_str().unwrap()]);
+        assert!(grown.status.success());
+        for host in ["controller2", "controller3"] {
+            assert!(lab.ctl(host, "vault", "stop").status.success());
+        }
+        assert!(lab.ctl("controller1", "vault", "restart").status.success());
+        let recovered = kill_and_finish_on(&lab, "vault-recover.rhai", point);
+        assert!(
+            recovered.contains("vault recovered: 1 raft voter(s) (controller1), 1 active"),
+            "killed at {point:?}: {recovered}"
+        );
+        let record = lab.dir.join("controller1/vault/raft/harun-recovery.json");
+        assert!(!record.exists(), "killed at {point:?}: the record is left");
+        for host in ["controller2", "controller3"] {
+            assert!(
+                !lab.dir.join(host).join("vault/raft/vault.db").exists(),
+                "killed at {point:?}: {host}'s old raft data was not set aside"
+            );
+        }
+        let again = lab.harun(&[script("vault-raft.rhai").to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&again.stdout);
+        assert!(again.status.success(), "killed at {point:?}: {stdout}");
+        check_vault_whole(&lab, &stdout, point);
+    }
+}
+
+/// vault-raft.rhai holds the changing scripts' lock from its Consul step to its end: a
+/// consul-ha.rhai started while it migrates Vault is refused and names it, and the lock is
+/// free once it ends.
+#[test]
+fn vault_raft_holds_the_lock_through_its_vault_steps() {
+    let lab = Lab::up();
+    let audit = lab.test.path("audit.log");
+    let mut first = lab
+        .test
+        .command()
+        .arg("--topology")
+        .arg(lab.dir.join("harun.hcl"))
+        .arg("--audit-log")
+        .arg(&audit)
+        .arg(script("vault-raft.rhai"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Change 8: the Vault step's migration has begun; the Consul step is long done.
+    wait_for_changes(&audit, 8, &mut first, "vault-raft.rhai");
+    let second = lab.harun(&[script("consul-ha.rhai").to_str().unwrap()]);
+    let refused = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{refused}");
+    assert!(
+        refused.contains("the consul lock harun/consul-ha is held by a run of")
+            && refused.contains(&format!("vault-raft.rhai (pid {}", first.id())),
+        "{refused}"
+    );
+    assert!(first.wait().unwrap().success());
+    let entry = get(&lab.consul("controller1", "/v1/kv/harun/consul-ha"));
+    assert!(
+        entry.status == 404 || !entry.json()[0]["Session"].is_string(),
+        "the lock is still held after the run: {}",
+        entry.body
+    );
 }

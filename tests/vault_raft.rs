@@ -598,7 +598,7 @@ wait $pid
     assert_eq!(done.status, 0, "{}\n{}", done.stdout, done.stderr);
     assert!(
         done.stderr
-            .contains("holds a migration that did not complete"),
+            .contains("held a migration that did not complete"),
         "{}",
         done.stderr
     );

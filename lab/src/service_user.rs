@@ -59,6 +59,21 @@ pub fn current_user_name() -> String {
     }
 }
 
+/// The name of the group `gid`, or None when the group database has no such group.
+pub fn group_name(gid: u32) -> Option<String> {
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in `lookup`.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
+    // SAFETY: gr_name points into `buf`, NUL-terminated.
+    (rc == 0 && !result.is_null()).then(|| {
+        unsafe { CStr::from_ptr(grp.gr_name) }
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }

@@ -534,6 +534,12 @@ service_registration "consul" {{
 
 fn topology(lab: &Lab, harun: &Path) -> String {
     let dir = lab.dir.display();
+    // The user and group that own Vault's raft data: the lab's Vault user as root, else
+    // whoever runs the lab.
+    let vault_user = lab
+        .vault_user
+        .clone()
+        .unwrap_or_else(crate::service_user::current_user_name);
     let mut out = format!(
         r#"# The lab's topology, written by `harun lab up`: three controllers on loopback,
 # services run by the lab's own service manager. Point scripts at it with
@@ -563,7 +569,7 @@ vault {{
   cli             = "{harun} lab vault"
   keys_file       = "{dir}/vault-unseal-keys"
   token_file      = "{dir}/vault-root-token"
-  user            = "{vault_user}"
+  user            = "{vault_user}"{vault_group}
 }}
 
 "#,
@@ -587,10 +593,11 @@ vault {{
         } else {
             String::new()
         },
-        vault_user = lab
-            .vault_user
-            .clone()
-            .unwrap_or_else(crate::service_user::current_user_name),
+        vault_user = vault_user,
+        vault_group = crate::service_user::lookup(&vault_user)
+            .and_then(|a| crate::service_user::group_name(a.gid))
+            .map(|g| format!("\n  group           = \"{g}\""))
+            .unwrap_or_default(),
     );
     for host in lab.hosts() {
         let role = if Lab::is_worker(&host) {
@@ -1111,17 +1118,26 @@ fn run_as_job(
         .host_dir(host)
         .join("run")
         .join(format!("{service}.{action}.{}.out", std::process::id()));
-    let out = std::fs::File::create(&out_path)
+    let mut out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&out_path)
         .map_err(|e| format!("cannot create {}: {e}", out_path.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
+    // Unlinked at once: the open handles keep it, and nothing is left behind when the
+    // caller is killed.
+    let _ = std::fs::remove_file(&out_path);
+    let job_out = out.try_clone().map_err(|e| e.to_string())?;
+    let job_err = out.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(harun);
     cmd.args(["lab", "ctl", "--dir"])
         .arg(&lab.dir)
         .args([host, service, action])
         .env(JOB, "1")
         .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+        .stdout(job_out)
+        .stderr(job_err);
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
@@ -1132,8 +1148,12 @@ fn run_as_job(
     let status = cmd
         .status()
         .map_err(|e| format!("cannot run the {action} job of {service} on {host}: {e}"))?;
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&out_path);
+    let mut text = String::new();
+    {
+        use std::io::{Read, Seek};
+        let _ = out.seek(std::io::SeekFrom::Start(0));
+        let _ = out.read_to_string(&mut text);
+    }
     eprint!("{text}");
     Ok(status.code().unwrap_or(1))
 }
@@ -1146,9 +1166,16 @@ fn job_lock(lab: &Lab, host: &str, service: &str) -> Result<std::fs::File, Strin
         .join(format!("{service}.job.lock"));
     let file = std::fs::File::create(&path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    // SAFETY: flock on a file we hold open; released when it closes.
-    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
-    Ok(file)
+    loop {
+        // SAFETY: flock on a file we hold open; released when it closes.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("cannot lock {}: {e}", path.display()));
+        }
+    }
 }
 
 /// `harun lab status`: a line per controller and service.

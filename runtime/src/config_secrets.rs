@@ -11,6 +11,9 @@
 //!   `*_secret` (`client_secret`), `secret_id`;
 //! - `*_key` with an inline value (`access_key`, `secret_key`, Vault's inline
 //!   `leader_client_key`); `*_key_file` is a path and stays visible;
+//! - `pin` and `*_pin` (Vault's `seal "pkcs11" { pin }`);
+//! - any value that is a URL with a password in it (`connection_url =
+//!   "postgres://vault:pw@db/vault"`), whatever its attribute's name;
 //! - and every name the topology adds (`secret_attributes`).
 //!
 //! A masked value says whether it changed: `"<secret>"`, or `"<secret, changed>"` on the
@@ -43,6 +46,21 @@ pub fn is_secret_attribute(name: &str, blocks: &[String], extra: &[String]) -> b
         || name.ends_with("_secret")
         || name == "secret_id"
         || name.ends_with("_key")
+        || name == "pin"
+        || name.ends_with("_pin")
+}
+
+/// Whether `value` holds a URL with a password in its userinfo (`scheme://user:pw@host`).
+fn has_url_password(value: &str) -> bool {
+    value.match_indices("://").any(|(at, sep)| {
+        let authority = value[at + sep.len()..]
+            .split(['/', '"', '?', '#', ' '])
+            .next()
+            .unwrap_or_default();
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
 }
 
 /// One secret attribute found in a text: where (its block path, name and how many of the
@@ -107,7 +125,9 @@ fn scan(text: &str, extra: &[String]) -> Vec<Found> {
                 i += 1;
                 continue;
             }
-            if is_secret_attribute(&name, &blocks, extra) && !value_trimmed.starts_with('{') {
+            if (is_secret_attribute(&name, &blocks, extra) || has_url_password(value_trimmed))
+                && !value_trimmed.starts_with('{')
+            {
                 let path = format!("{}/{}", blocks.join("/"), name.trim_matches('"'));
                 let n = seen.entry(path.clone()).or_insert(0);
                 let key = format!("{path}#{n}");
@@ -453,9 +473,18 @@ EOF
 vault {
   token = "hvs.xyz"
 }
+seal "pkcs11" {
+  pin = "8642"
+}
+storage "postgresql" {
+  connection_url = "postgres://vault:pgpass@db.home.arpa:5432/vault"
+  ha_table       = "vault_ha_locks"
+}
 "#;
         let masked = mask_pair(text, text, &[]).1;
         for leak in [
+            "8642",
+            "pgpass",
             "s3cr3t",
             "AKIA123",
             "abc/def",
@@ -467,6 +496,9 @@ vault {
         assert!(masked.contains("/etc/vault.d/key.pem"));
         assert!(masked.contains(r#"address = "127.0.0.1:8501""#));
         assert!(masked.contains("storage \"raft\" {"));
+        assert!(masked.contains(r#"ha_table       = "vault_ha_locks""#));
+        assert!(!has_url_password("https://127.0.0.1:8501"));
+        assert!(!has_url_password("https://user@host:8200"));
     }
 
     #[test]

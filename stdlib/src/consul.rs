@@ -428,7 +428,7 @@ pub mod consul_api {
     /// fails at once naming its holder; a holder on this machine whose process is gone is
     /// taken over after confirmation (`--yes`). A lock lost during the run (the session
     /// expired or was destroyed) stops the run before its next change. The lock is
-    /// released however `f` ends.
+    /// released however `f` ends; when the run already holds `key`, `f` just runs.
     #[rhai_fn(volatile, return_raw)]
     pub fn lock(ctx: NativeCallContext, host: Host, key: &str, f: FnPtr) -> RhaiResult<Dynamic> {
         let context = Context::of(&ctx);
@@ -436,11 +436,34 @@ pub mod consul_api {
             tracing::info!("dry run: would hold the consul lock {key}");
             return f.call_within_context(&ctx, ());
         }
+        if crate::lock::HeldKeys::of(&context).contains(key) {
+            return f.call_within_context(&ctx, ());
+        }
         let c = client(&ctx, &host)?;
         let held = crate::lock::acquire(&ctx, &c, key)?;
         let outcome = f.call_within_context(&ctx, ());
-        held.release(&ctx, &c);
+        held.release(&context, &c);
         outcome
+    }
+
+    /// Takes the Consul lock `key` (as `lock` does) and holds it until the run ends,
+    /// however it ends: for a script whose every later step must not overlap another
+    /// run. Nothing happens when the run already holds it.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn hold(ctx: NativeCallContext, host: Host, key: &str) -> RhaiResult<()> {
+        let context = Context::of(&ctx);
+        if context.is_dry_run() {
+            tracing::info!("dry run: would hold the consul lock {key}");
+            return Ok(());
+        }
+        if crate::lock::HeldKeys::of(&context).contains(key) {
+            return Ok(());
+        }
+        let c = client(&ctx, &host)?;
+        let held = crate::lock::acquire(&ctx, &c, key)?;
+        let at_end = context.clone();
+        context.on_finish(move || held.release(&at_end, &c));
+        Ok(())
     }
 
     /// Resolves `NAME.service.consul` through the DNS server `dns` (`ip:port`: Consul's

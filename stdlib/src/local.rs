@@ -80,6 +80,8 @@ pub mod local_api {
     pub fn run(ctx: NativeCallContext, command: &str) -> Result<Map, Box<EvalAltResult>> {
         let context = Context::of(&ctx);
         let timeout = context.options().call_timeout;
+        // A refusal (the run's lock lost) keeps its own code, not local::run's.
+        context.check_guards()?;
         let action = Action::new("exec", "local", command);
         let output = context
             .perform(action, || {
@@ -169,6 +171,8 @@ fn write_file(
     let action = Action::new("write", "local", format!("write {path} (mode {mode:04o})"))
         .with_file_diff(path, &old_shown, shown, &policy);
     let context = Context::of(ctx);
+    // A refusal (the run's lock lost) keeps its own code, not local::write's.
+    context.check_guards()?;
     let done = context
         .perform(action, || {
             atomic_write(target, content, mode, old.is_some())

@@ -3,6 +3,7 @@
 //! another run holds it, and a guard that stops the run before its next change when the
 //! lock is lost.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,81 +68,100 @@ fn alive(pid: i64) -> bool {
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
-/// Takes the lock `key` or fails naming its holder.
-pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<Held> {
-    let context = Context::of(ctx);
-    let created = c.send(
-        ctx,
-        "PUT",
-        "/v1/session/create",
-        Some(
-            serde_json::to_vec(&json!({
-                "Name": format!("harun lock {key}"),
-                "TTL": format!("{}s", TTL.as_secs()),
-                "LockDelay": format!("{}s", LOCK_DELAY.as_secs()),
-                "Behavior": "release",
-            }))
-            .expect("serializes"),
-        ),
-        DEFAULT_TIMEOUT,
-    )?;
-    let session = c
-        .check(ctx, "PUT", "/v1/session/create", created, &[])?
-        .json()["ID"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let me = serde_json::to_vec(&holder(&context)).expect("serializes");
-    let try_acquire = || -> RhaiResult<bool> {
-        let reply = c.send(
+/// The locks this run holds, by key: a script's steps may each ask for the lock the run
+/// already holds (vault-raft's Consul step inside its own hold).
+#[derive(Default)]
+pub struct HeldKeys(Mutex<HashSet<String>>);
+
+impl HeldKeys {
+    pub fn of(context: &Context) -> Arc<HeldKeys> {
+        context.extension::<HeldKeys>()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
+    fn insert(&self, key: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string());
+    }
+
+    fn remove(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// A session of this run's, destroyed when dropped unless it became a held lock.
+struct Session<'a> {
+    id: String,
+    ctx: &'a NativeCallContext<'a>,
+    client: &'a ApiClient,
+}
+
+impl<'a> Session<'a> {
+    fn create(ctx: &'a NativeCallContext<'a>, c: &'a ApiClient, key: &str) -> RhaiResult<Self> {
+        let created = c.send(
             ctx,
             "PUT",
-            &format!("/v1/kv/{}?acquire={session}", encode(key)),
-            Some(me.clone()),
+            "/v1/session/create",
+            Some(
+                serde_json::to_vec(&json!({
+                    "Name": format!("harun lock {key}"),
+                    "TTL": format!("{}s", TTL.as_secs()),
+                    "LockDelay": format!("{}s", LOCK_DELAY.as_secs()),
+                    "Behavior": "release",
+                }))
+                .expect("serializes"),
+            ),
             DEFAULT_TIMEOUT,
         )?;
-        Ok(c.check(ctx, "PUT", "/v1/kv", reply, &[])?.text() == "true")
-    };
-    let destroy = |id: &str| {
-        let _ = c.send(
-            ctx,
-            "PUT",
-            &format!("/v1/session/destroy/{id}"),
-            None,
-            DEFAULT_TIMEOUT,
-        );
-    };
-    let read_entry = || -> RhaiResult<Value> {
-        Ok(c.get(ctx, &format!("/v1/kv/{}", encode(key)), &[404])?
-            .json())
-    };
-    // A lock just freed is kept from a new holder for its lock delay: while nobody holds
-    // it, try a moment more.
-    let acquire_within = |limit: Duration| -> RhaiResult<bool> {
-        let started = Instant::now();
-        loop {
-            if try_acquire()? {
-                return Ok(true);
-            }
-            let held = read_entry()?[0]["Session"].is_string();
-            if held || started.elapsed() >= limit {
-                return Ok(false);
-            }
-            crate::wait::pause(ctx, 0.25, "the consul lock's lock delay")?;
-        }
-    };
-    if acquire_within(LOCK_DELAY + Duration::from_secs(1))? {
-        return Ok(hold(ctx, c, key, session));
+        let id = c
+            .check(ctx, "PUT", "/v1/session/create", created, &[])?
+            .json()["ID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok(Session { id, ctx, client: c })
     }
-    // Taken: who holds it, since when, and whether that run still exists.
-    let current = read_entry()?;
-    let entry = &current[0];
+
+    /// The session's id, no longer destroyed on drop: the held lock owns it now.
+    fn keep(mut self) -> String {
+        std::mem::take(&mut self.id)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if !self.id.is_empty() {
+            destroy(self.ctx, self.client, &self.id);
+        }
+    }
+}
+
+fn destroy(ctx: &NativeCallContext, c: &ApiClient, id: &str) {
+    let _ = c.send(
+        ctx,
+        "PUT",
+        &format!("/v1/session/destroy/{id}"),
+        None,
+        DEFAULT_TIMEOUT,
+    );
+}
+
+/// The holder a lock's KV entry names ("a run of SCRIPT (pid, user@host) since TIME"),
+/// the value it recorded, and its session.
+fn describe(entry: &Value) -> (String, Value, String) {
     let value: Value = entry["Value"]
         .as_str()
         .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or(Value::Null);
-    let their_session = entry["Session"].as_str().unwrap_or_default().to_string();
     let who = format!(
         "a run of {} (pid {}, {}@{}) since {}",
         value["script"]
@@ -153,6 +173,50 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
         value["host"].as_str().unwrap_or("?"),
         value["started"].as_str().unwrap_or("an unknown time"),
     );
+    let session = entry["Session"].as_str().unwrap_or_default().to_string();
+    (who, value, session)
+}
+
+/// Takes the lock `key` or fails naming its holder. Every session it creates is destroyed
+/// on the way out unless it holds the lock.
+pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<Held> {
+    let context = Context::of(ctx);
+    let me = serde_json::to_vec(&holder(&context)).expect("serializes");
+    let try_acquire = |session: &str| -> RhaiResult<bool> {
+        let reply = c.send(
+            ctx,
+            "PUT",
+            &format!("/v1/kv/{}?acquire={session}", encode(key)),
+            Some(me.clone()),
+            DEFAULT_TIMEOUT,
+        )?;
+        Ok(c.check(ctx, "PUT", "/v1/kv", reply, &[])?.text() == "true")
+    };
+    let read_entry = || -> RhaiResult<Value> {
+        Ok(c.get(ctx, &format!("/v1/kv/{}", encode(key)), &[404])?
+            .json())
+    };
+    // A lock just freed is kept from a new holder for its lock delay: while nobody holds
+    // it, try a moment more.
+    let acquire_within = |session: &str, limit: Duration| -> RhaiResult<bool> {
+        let started = Instant::now();
+        loop {
+            if try_acquire(session)? {
+                return Ok(true);
+            }
+            let held = read_entry()?[0]["Session"].is_string();
+            if held || started.elapsed() >= limit {
+                return Ok(false);
+            }
+            crate::wait::pause(ctx, 0.25, "the consul lock's lock delay")?;
+        }
+    };
+    let session = Session::create(ctx, c, key)?;
+    if acquire_within(&session.id, LOCK_DELAY + Duration::from_secs(1))? {
+        return Ok(hold(ctx, c, key, session.keep()));
+    }
+    // Taken: who holds it, since when, and whether that run still exists.
+    let (who, value, their_session) = describe(&read_entry()?[0]);
     let lapse = format!(
         "if that run is gone, the lock lapses within {} s of its last renewal",
         2 * TTL.as_secs() + LOCK_DELAY.as_secs()
@@ -163,23 +227,21 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
     let dead_here = !here.is_empty()
         && value["host"].as_str() == Some(here.as_str())
         && value["pid"].as_i64().is_some_and(|pid| !alive(pid));
-    if dead_here && !their_session.is_empty() {
-        let question = format!(
-            "the consul lock {key} is held by {who}, and that process no longer runs on this machine; take the lock over?"
-        );
-        // Without a terminal (cron, CI) there is nobody to ask: the error below says how.
-        let yes = context.confirm(&question).unwrap_or(false);
-        if yes {
-            tracing::info!(
-                "taking over the consul lock {key} from dead pid {}",
-                value["pid"]
-            );
-            destroy(&their_session);
-            if acquire_within(LOCK_DELAY + Duration::from_secs(2))? {
-                return Ok(hold(ctx, c, key, session));
-            }
-        }
-        destroy(&session);
+    if !dead_here || their_session.is_empty() {
+        return Err(call_error(
+            ctx,
+            "harun::consul::locked",
+            format!("the consul lock {key} is held by {who}; try again when it ends ({lapse})"),
+        ));
+    }
+    // Our session is not renewed while a person thinks it over: let it go, and make a
+    // fresh one after the answer.
+    drop(session);
+    let question = format!(
+        "the consul lock {key} is held by {who}, and that process no longer runs on this machine; take the lock over?"
+    );
+    // Without a terminal (cron, CI) there is nobody to ask: the error below says how.
+    if !context.confirm(&question).unwrap_or(false) {
         return Err(call_error(
             ctx,
             "harun::consul::locked",
@@ -188,11 +250,21 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
             ),
         ));
     }
-    destroy(&session);
+    tracing::info!(
+        "taking over the consul lock {key} from dead pid {}",
+        value["pid"]
+    );
+    destroy(ctx, c, &their_session);
+    let session = Session::create(ctx, c, key)?;
+    if acquire_within(&session.id, LOCK_DELAY + Duration::from_secs(2))? {
+        return Ok(hold(ctx, c, key, session.keep()));
+    }
+    // Between the takeover and our acquire, another live run took it.
+    let (now, _, _) = describe(&read_entry()?[0]);
     Err(call_error(
         ctx,
         "harun::consul::locked",
-        format!("the consul lock {key} is held by {who}; try again when it ends ({lapse})"),
+        format!("the consul lock {key} was freed from the dead run, but {now} took it first; try again when it ends ({lapse})"),
     ))
 }
 
@@ -246,6 +318,7 @@ fn hold(ctx: &NativeCallContext, c: &ApiClient, key: &str, session: String) -> H
             }),
         }
     }));
+    HeldKeys::of(&context).insert(key);
     Held {
         key: key.to_string(),
         session,
@@ -256,10 +329,10 @@ fn hold(ctx: &NativeCallContext, c: &ApiClient, key: &str, session: String) -> H
 
 impl Held {
     /// Releases the lock and destroys its session (unless it was lost).
-    pub fn release(self, ctx: &NativeCallContext, c: &ApiClient) {
+    pub fn release(self, context: &Context, c: &ApiClient) {
         self.renewal.abort();
-        let context = Context::of(ctx);
         context.remove_guard(self.guard);
+        HeldKeys::of(context).remove(&self.key);
         // Sent even when the lock counts as lost: a session that only could not be
         // renewed for a while may still hold it (Consul answers 404 otherwise).
         // Also after Ctrl-C, which cancels the run's calls: the release goes out on its own,

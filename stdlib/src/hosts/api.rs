@@ -340,6 +340,18 @@ pub mod ssh_api {
         )
     }
 
+    /// Renames `path` to `path.harun-LABEL-STAMP` (never over anything, never deleting) and
+    /// returns the new name; () when `path` does not exist. A change.
+    #[rhai_fn(global, name = "set_aside", volatile, return_raw)]
+    pub fn set_aside(
+        ctx: NativeCallContext,
+        host: Host,
+        path: &str,
+        label: &str,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        crate::hosts::set_aside(&ctx, &host, path, label)
+    }
+
     /// Copies the local file `local` to `remote` on the host (atomically, with a backup).
     #[rhai_fn(global, name = "upload", volatile, return_raw)]
     pub fn upload(

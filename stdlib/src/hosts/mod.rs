@@ -575,6 +575,40 @@ pub fn chown(
     Ok(done.is_some())
 }
 
+/// Renames `path` to `path.harun-LABEL-STAMP` (`.N` added when two land in one second),
+/// never over anything and never deleting: data a run must not use again (a failed
+/// migration, a server's raft state left out of a recovery). Returns the new name, or ()
+/// when `path` does not exist.
+pub fn set_aside(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    path: &str,
+    label: &str,
+) -> RhaiResult<Dynamic> {
+    if !exists(ctx, host, path)? {
+        return Ok(Dynamic::UNIT);
+    }
+    let target = host.target();
+    let base = format!("{}.harun-{label}-{}", path.trim_end_matches('/'), stamp());
+    let cmd = shell::script(shell::SET_ASIDE, &[path, &base], use_sudo(&target, true));
+    let action = Action::new("set-aside", host.name(), format!("mv {path} {base}"));
+    let mut chosen = base.clone();
+    Context::of(ctx).perform(action, || {
+        let out = exec_raw(ctx, host, &cmd, None, None)?;
+        if out.status != 0 {
+            return Err(command_failed(
+                ctx,
+                host.name(),
+                &format!("mv {path} {base}"),
+                &out,
+            ));
+        }
+        chosen = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(())
+    })?;
+    Ok(chosen.into())
+}
+
 /// True when `path` exists on `host`.
 pub fn exists(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<bool> {
     let target = host.target();

@@ -75,6 +75,15 @@ find "$1" ! -user "$2" -print -quit 2>/dev/null || echo unreadable
 /// `chown -R owner[:group] path`.
 pub const CHOWN_R: &str = r#"chown -R -- "$2${3:+:$3}" "$1""#;
 
+/// Renames `$1` to `$2`, or to `$2.1`, `$2.2`, ... when that name is taken; prints the
+/// name it chose. `mv -n`: never onto anything that exists.
+pub const SET_ASIDE: &str = r#"set -e
+t="$2"; i=1
+while [ -e "$t" ]; do t="$2.$i"; i=$((i+1)); done
+mv -n -- "$1" "$t"
+[ ! -e "$1" ]
+printf '%s' "$t""#;
+
 /// `mkdir -p $1`, then owner `$2`, group `$3` and mode `$4` when given.
 pub const MKDIR: &str = r#"set -e
 mkdir -p -- "$1"
