@@ -51,27 +51,34 @@ impl Value {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     String,
-    Int,
     Bool,
     List,
     OneOf(&'static [&'static str]),
+    /// A duration as humantime reads it: "10s", "2m", "1h 30m".
+    Duration,
+    /// A TCP port, 1 to 65535.
+    Port,
+    /// A whole number, 1 or more.
+    Count,
+    /// An http(s) URL; `{name}` and `{address}` may stand for the host part.
+    Url,
 }
 
 /// Host-level settings: allowed in `defaults` and in `host` blocks.
 const HOST_SETTINGS: &[(&str, Kind)] = &[
     ("address", Kind::String),
     ("ssh_user", Kind::String),
-    ("ssh_port", Kind::Int),
+    ("ssh_port", Kind::Port),
     ("ssh_key", Kind::String),
     ("ssh_config", Kind::String),
     ("known_hosts_file", Kind::String),
-    ("max_sessions", Kind::Int),
+    ("max_sessions", Kind::Count),
     ("transport", Kind::OneOf(&["ssh", "local"])),
     ("known_hosts", Kind::OneOf(&["strict", "accept-new"])),
     ("service_manager", Kind::String),
     ("sudo", Kind::Bool),
-    ("connect_timeout", Kind::String),
-    ("command_timeout", Kind::String),
+    ("connect_timeout", Kind::Duration),
+    ("command_timeout", Kind::Duration),
     ("roles", Kind::List),
     // Files whose content is never shown (a plan shows only which lines change), and more
     // attribute names whose values config diffs mask (runtime/src/config_secrets.rs).
@@ -79,6 +86,7 @@ const HOST_SETTINGS: &[(&str, Kind)] = &[
     ("secret_attributes", Kind::List),
 ];
 
+/// Every host setting's default, the only place it is given.
 const HOST_DEFAULTS: &[(&str, &str)] = &[
     ("transport", "ssh"),
     ("known_hosts", "strict"),
@@ -86,6 +94,8 @@ const HOST_DEFAULTS: &[(&str, &str)] = &[
     ("connect_timeout", "10s"),
     ("command_timeout", "60s"),
 ];
+const DEFAULT_SSH_PORT: i64 = 22;
+const DEFAULT_MAX_SESSIONS: i64 = 10;
 
 /// The services harun knows, with their built-in settings.
 const SERVICES: &[(&str, &[(&str, &str)])] = &[
@@ -124,8 +134,8 @@ const SERVICES: &[(&str, &[(&str, &str)])] = &[
 
 /// Settings allowed in a service block.
 const SERVICE_SETTINGS: &[(&str, Kind)] = &[
-    ("address", Kind::String),
-    ("cluster_address", Kind::String),
+    ("address", Kind::Url),
+    ("cluster_address", Kind::Url),
     ("config_file", Kind::String),
     ("service", Kind::String),
     ("cli", Kind::String),
@@ -203,6 +213,41 @@ impl Host {
             Some(Value::Int(i)) => Some(*i),
             _ => None,
         }
+    }
+
+    /// A host-level duration setting (`connect_timeout`, `command_timeout`): checked when
+    /// the topology was read, with its default in `HOST_DEFAULTS`.
+    pub fn get_duration(&self, key: &str) -> Option<std::time::Duration> {
+        let default = || {
+            HOST_DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+        };
+        self.get(key)
+            .or_else(default)
+            .and_then(|s| humantime::parse_duration(s).ok())
+    }
+
+    /// How long to wait for an SSH connection.
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        self.get_duration("connect_timeout").unwrap_or_default()
+    }
+
+    /// How long a command may run.
+    pub fn command_timeout(&self) -> std::time::Duration {
+        self.get_duration("command_timeout").unwrap_or_default()
+    }
+
+    pub fn ssh_port(&self) -> u16 {
+        let port = self.get_int("ssh_port").unwrap_or(DEFAULT_SSH_PORT);
+        u16::try_from(port).unwrap_or(22)
+    }
+
+    /// How many SSH sessions may run at once on the host.
+    pub fn max_sessions(&self) -> usize {
+        let n = self.get_int("max_sessions").unwrap_or(DEFAULT_MAX_SESSIONS);
+        usize::try_from(n).unwrap_or(1)
     }
 
     /// A host-level true/false setting.
@@ -496,11 +541,30 @@ impl Parser<'_> {
                     Err(wrong(&format!("one of {}", allowed.join(", "))))
                 }
             }
-            (Kind::Int, Expression::Number(n)) => n
+            (Kind::Port, Expression::Number(n)) => n
                 .value()
                 .as_i64()
+                .filter(|p| (1..=65535).contains(p))
                 .map(Value::Int)
-                .ok_or_else(|| wrong("a whole number")),
+                .ok_or_else(|| wrong("a port, 1 to 65535")),
+            (Kind::Count, Expression::Number(n)) => n
+                .value()
+                .as_i64()
+                .filter(|n| *n >= 1)
+                .map(Value::Int)
+                .ok_or_else(|| wrong("a whole number, 1 or more")),
+            (Kind::Duration, Expression::String(s)) => {
+                let v = s.value().as_str();
+                humantime::parse_duration(v)
+                    .map(|_| Value::String(v.to_string()))
+                    .map_err(|e| wrong(&format!("a duration such as \"10s\" or \"2m\" ({e})")))
+            }
+            (Kind::Url, Expression::String(s)) => {
+                let v = s.value().as_str();
+                check_url(v)
+                    .map(|()| Value::String(v.to_string()))
+                    .map_err(|why| wrong(&format!("an http:// or https:// URL such as \"https://{{address}}:8501\" ({why})")))
+            }
             (Kind::Bool, Expression::Bool(b)) => Ok(Value::Bool(*b.value())),
             (Kind::List, Expression::Array(items)) => items
                 .iter()
@@ -515,11 +579,27 @@ impl Parser<'_> {
             )),
             (Kind::String, _) => Err(wrong("a string")),
             (Kind::OneOf(allowed), _) => Err(wrong(&format!("one of {}", allowed.join(", ")))),
-            (Kind::Int, _) => Err(wrong("a whole number")),
+            (Kind::Port, _) => Err(wrong("a port, 1 to 65535")),
+            (Kind::Count, _) => Err(wrong("a whole number, 1 or more")),
+            (Kind::Duration, _) => Err(wrong("a duration such as \"10s\" or \"2m\"")),
+            (Kind::Url, _) => Err(wrong("an http:// or https:// URL")),
             (Kind::Bool, _) => Err(wrong("true or false")),
             (Kind::List, _) => Err(wrong("a list of strings")),
         }
     }
+}
+
+/// Whether `v` is an http(s) URL once `{name}` and `{address}` stand for a host.
+fn check_url(v: &str) -> Result<(), String> {
+    let filled = v.replace("{name}", "host").replace("{address}", "host");
+    let url = url::Url::parse(&filled).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("the scheme is {}", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host".to_string());
+    }
+    Ok(())
 }
 
 fn is_service(name: &str) -> bool {
@@ -665,6 +745,20 @@ host "controller3" {
         assert_eq!(
             error("defaults {\n  transport = \"telnet\"\n}\n"),
             "2:15: `transport` must be one of ssh, local"
+        );
+        assert_eq!(
+            error("defaults {\n  connect_timeout = \"ten\"\n}\n"),
+            "2:21: `connect_timeout` must be a duration such as \"10s\" or \"2m\" (expected number at 0)"
+        );
+        assert!(error("host \"a\" {\n  ssh_port = 70000\n}\n")
+            .starts_with("2:14: `ssh_port` must be a port"));
+        assert!(error("host \"a\" {\n  max_sessions = 0\n}\n")
+            .starts_with("2:18: `max_sessions` must be a whole number, 1 or more"));
+        assert!(error("consul {\n  address = \"10.0.0.11:8500\"\n}\n")
+            .starts_with("2:13: `address` must be an http:// or https:// URL"));
+        assert!(
+            error("vault {\n  cluster_address = \"ftp://{address}\"\n}\n")
+                .contains("the scheme is ftp")
         );
         assert!(error("vault {\n  token = \"abc\"\n}\n").starts_with("2:3: a literal token"));
         assert_eq!(

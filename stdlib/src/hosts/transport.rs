@@ -43,31 +43,19 @@ pub struct Target {
 
 impl Target {
     pub fn from_host(host: &Host) -> Target {
-        let duration = |key: &str, default: u64| {
-            host.get(key)
-                .and_then(|s| humantime::parse_duration(s).ok())
-                .unwrap_or(Duration::from_secs(default))
-        };
         Target {
             name: host.name.clone(),
             address: host.address().to_string(),
             user: host.get("ssh_user").map(str::to_string),
-            port: host
-                .get_int("ssh_port")
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(22),
+            port: host.ssh_port(),
             key: host.get("ssh_key").map(PathBuf::from),
             ssh_config: host.get("ssh_config").map(PathBuf::from),
             known_hosts_file: host.get("known_hosts_file").map(PathBuf::from),
             accept_new: host.get("known_hosts") == Some("accept-new"),
             local: host.get("transport") == Some("local"),
-            connect_timeout: duration("connect_timeout", 10),
-            command_timeout: duration("command_timeout", 60),
-            max_sessions: host
-                .get_int("max_sessions")
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(10),
+            connect_timeout: host.connect_timeout(),
+            command_timeout: host.command_timeout(),
+            max_sessions: host.max_sessions(),
             sudo: host.get_bool("sudo").unwrap_or(false),
         }
     }
