@@ -8,7 +8,7 @@
 //! Targets: harun no slower than the bash loop cold, and at least 3x faster than it warm.
 //! Run: `tests/setup --bench && cargo bench --bench ssh_fanout` (as root: it starts sshd).
 
-#[path = "../tests/common/sshd.rs"]
+#[path = "../tests/it/common/sshd.rs"]
 #[allow(dead_code)]
 mod sshd;
 

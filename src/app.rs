@@ -13,11 +13,11 @@ use harun_runtime::plan::AuditLog;
 use harun_runtime::{Bridge, Context, Diagnostic, EngineBuilder, Options, Redactor, Topology};
 use rhai::{Dynamic, Engine, EvalAltResult};
 
+use harun_runtime::codes::{self, exit::ERROR as EXIT_ERROR};
+
 use crate::cli::{Cli, Command, Format};
 use crate::finish::{finish, Run};
-
-/// UNKNOWN: script, compile and usage errors.
-pub const EXIT_ERROR: i32 = 3;
+use harun_runtime::diagnostic::fail;
 
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
@@ -71,15 +71,15 @@ fn with_lab(cli: &Cli, run: impl FnOnce(&Cli) -> i32) -> i32 {
         return run(cli);
     }
     if cli.run.topology.is_some() {
-        eprintln!("error[harun::usage]: --lab brings its own topology; drop --topology");
-        return EXIT_ERROR;
+        return fail(
+            codes::USAGE,
+            "--lab brings its own topology; drop --topology",
+            &Redactor::default(),
+        );
     }
     let lab = match crate::lab::TempLab::start() {
         Ok(lab) => lab,
-        Err(e) => {
-            eprintln!("error[harun::lab]: {e}");
-            return EXIT_ERROR;
-        }
+        Err(e) => return fail(codes::LAB, e, &Redactor::default()),
     };
     let mut with_topology = cli.clone();
     with_topology.run.topology = Some(lab.topology.clone());
@@ -110,8 +110,11 @@ impl Session {
         let flags = &cli.run;
         let topology = load_topology(flags.topology.as_deref(), &redactor)?;
         let bridge = Bridge::new().map_err(|e| {
-            eprintln!("error[harun::runtime]: cannot start the I/O runtime: {e}");
-            EXIT_ERROR
+            fail(
+                codes::RUNTIME,
+                format!("cannot start the I/O runtime: {e}"),
+                &redactor,
+            )
         })?;
         bridge.install_signal_handlers();
         if let Some(timeout) = flags.timeout {
@@ -189,8 +192,11 @@ fn run_script(cli: &Cli, script: &Path, redactor: Redactor) -> i32 {
     let text = match std::fs::read_to_string(script) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("error[harun::script::read]: cannot read the script {name}: {e}");
-            return EXIT_ERROR;
+            return fail(
+                codes::SCRIPT_READ,
+                format!("cannot read the script {name}: {e}"),
+                &redactor,
+            )
         }
     };
     let base_dir = script
@@ -243,7 +249,11 @@ fn check(cli: &Cli, files: &[PathBuf], redactor: Redactor) -> i32 {
         let text = match std::fs::read_to_string(file) {
             Ok(text) => text,
             Err(e) => {
-                eprintln!("error[harun::script::read]: cannot read the script {name}: {e}");
+                fail(
+                    codes::SCRIPT_READ,
+                    format!("cannot read the script {name}: {e}"),
+                    &redactor,
+                );
                 failed += 1;
                 continue;
             }

@@ -1,6 +1,7 @@
 //! `harun doc`: the reference of every built-in, generated from the `///` comments the
 //! functions carry (rhai's metadata), so the reference cannot drift from the code.
 
+use harun_runtime::codes;
 use rhai::Engine;
 use serde_json::Value;
 
@@ -10,8 +11,11 @@ pub fn print(engine: &Engine, format: Format) -> i32 {
     let metadata = match engine.gen_fn_metadata_to_json(false) {
         Ok(json) => json,
         Err(e) => {
-            eprintln!("error[harun::doc]: cannot read the built-ins' metadata: {e}");
-            return crate::app::EXIT_ERROR;
+            return harun_runtime::diagnostic::fail(
+                codes::DOC,
+                format!("cannot read the built-ins' metadata: {e}"),
+                &harun_runtime::Redactor::default(),
+            )
         }
     };
     match format {
@@ -39,6 +43,19 @@ fn markdown(meta: &Value) -> String {
             }
         }
     }
+    out.push_str(&codes_md());
+    out
+}
+
+/// The error catalogue (runtime/src/codes.rs): every code a run can report.
+fn codes_md() -> String {
+    let mut out = String::from(
+        "## Error codes\n\nAn error prints `error[CODE]: message` and exits 3; a script catches it with `try`/`catch (e)` and reads `e.code`.\n\n| Code | Meaning |\n|---|---|\n",
+    );
+    for (code, meaning) in codes::ALL {
+        out.push_str(&format!("| `{code}` | {} |\n", meaning.trim()));
+    }
+    out.push('\n');
     out
 }
 

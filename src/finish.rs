@@ -8,8 +8,8 @@ use harun_runtime::{json, Context, Diagnostic, Status};
 use rhai::{Dynamic, EvalAltResult};
 use serde_json::json;
 
-use crate::app::EXIT_ERROR;
 use crate::cli::Format;
+use harun_runtime::codes::exit::ERROR as EXIT_ERROR;
 
 /// What a run produced.
 pub struct Run<'a> {

@@ -53,11 +53,16 @@ pub fn run(command: &LabCommand) -> i32 {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error[harun::lab]: {e}");
+            let code = harun_runtime::diagnostic::fail(
+                harun_runtime::codes::LAB,
+                e,
+                &harun_runtime::Redactor::default(),
+            );
+            // `lab ctl` answers as systemctl does: 1 for a job that failed.
             if matches!(command, LabCommand::Ctl { .. }) {
                 1
             } else {
-                crate::app::EXIT_ERROR
+                code
             }
         }
     }
@@ -114,10 +119,7 @@ impl TempLab {
             return;
         }
         if let Err(e) = supervisor::down(&self.dir) {
-            eprintln!(
-                "harun: could not stop the lab in {}: {e}",
-                self.dir.display()
-            );
+            tracing::warn!("could not stop the lab in {}: {e}", self.dir.display());
             return;
         }
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -117,6 +117,9 @@ struct Inner {
     /// A client (not a server) holds no raft state: it learns the leader from the servers'
     /// hello replies, as a real client learns it over RPC.
     client_leader: Option<Server>,
+    /// After a leadership transfer: this node does not stand for election before then, so
+    /// that another voter takes over.
+    no_candidacy_until: Option<Instant>,
 }
 
 /// One node's view of the cluster.
@@ -230,6 +233,7 @@ impl Cluster {
                 healthy_since: HashMap::new(),
                 left: false,
                 client_leader: None,
+                no_candidacy_until: None,
             }),
             writes: tokio::sync::Mutex::new(()),
             client,
@@ -576,6 +580,28 @@ impl Cluster {
         }
     }
 
+    /// Hands leadership to another voter, as raft's LeadershipTransfer does (Vault's
+    /// `RaftLock.Unlock` on a step-down): this node becomes a follower and stays out of
+    /// elections for `keep_out`, so a follower that stops hearing heartbeats takes over;
+    /// with no other voter able to, this node leads again after it. False when this node
+    /// does not lead or is the only voter.
+    pub fn transfer_leadership(&self, keep_out: Duration) -> bool {
+        let mut inner = lock(&self.inner);
+        let voters = inner.p.config.iter().filter(|s| s.voter).count();
+        if inner.role != Role::Leader || voters < 2 {
+            return false;
+        }
+        inner.role = Role::Follower;
+        inner.leader = None;
+        inner.last_contact = Instant::now();
+        inner.no_candidacy_until = Some(Instant::now() + keep_out);
+        tracing::info!(
+            "leadership transfer: stepping down from term {}",
+            inner.p.term
+        );
+        true
+    }
+
     fn step_down(&self, term: u64) {
         let mut inner = lock(&self.inner);
         if term > inner.p.term {
@@ -786,6 +812,9 @@ impl Cluster {
     async fn maybe_elect(&self) {
         let (request, voters) = {
             let inner = lock(&self.inner);
+            if inner.no_candidacy_until.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
             let voters: Vec<Server> = inner.p.config.iter().filter(|s| s.voter).cloned().collect();
             let Some(rank) = voters.iter().position(|s| s.id == self.opts.id) else {
                 return;

@@ -547,6 +547,7 @@ fn topology(lab: &Lab, harun: &Path) -> String {
 defaults {{
   transport       = "local"
   service_manager = "{harun} lab ctl --dir {dir} {{name}} {{service}} {{action}}"
+  boot_id_file    = "{dir}/{{name}}/boot_id"
 }}
 
 consul {{
@@ -747,6 +748,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
                 }
             }
         }
+        new_boot_id(&lab, host)?;
         // Vault's directory belongs to its user, as a package's /opt/vault does.
         if let (Some(account), false) = (&vault_account, Lab::is_worker(host)) {
             crate::service_user::chown(&lab.host_dir(host).join("vault"), account)?;
@@ -1065,6 +1067,16 @@ pub fn ctl(
     if !lab.hosts().iter().any(|h| h == host) {
         return Err(format!("no host {host:?} in the lab"));
     }
+    if service == "host" {
+        return match action {
+            "reboot" if std::env::var_os(JOB).is_none() => {
+                run_as_job(&lab, harun, host, service, action)
+            }
+            "reboot" => reboot(&lab, harun, host).map(|_| 0),
+            "status" => Ok(0),
+            other => Err(format!("unknown host action {other:?} (reboot, status)")),
+        };
+    }
     if port_of(service).is_ok() && !lab.services(host).iter().any(|(s, _)| *s == service) {
         return Err(format!("{host} runs no {service} in the lab"));
     }
@@ -1097,6 +1109,39 @@ pub fn ctl(
             "unknown action {other:?} (start, stop, restart, status)"
         )),
     }
+}
+
+/// A reboot as the lab gives one (`lab ctl HOST host reboot`, the service manager's
+/// `{service}` = host): every service of the host stops, the host gets a new boot id, and
+/// after a moment the services that ran start again, as enabled units do at boot (Vault
+/// sealed, as after a real boot). Like a real reboot it runs to its end even when the
+/// script that asked for it dies.
+fn reboot(lab: &Lab, harun: &Path, host: &str) -> Result<(), String> {
+    let running: Vec<&str> = lab
+        .services(host)
+        .iter()
+        .map(|(s, _)| *s)
+        .filter(|s| lab.pid(host, s).is_some())
+        .collect();
+    for (service, _) in lab.services(host).iter().rev() {
+        let _queue = job_lock(lab, host, service)?;
+        stop(lab, host, service)?;
+    }
+    new_boot_id(lab, host)?;
+    std::thread::sleep(Duration::from_secs(1));
+    for service in running {
+        let _queue = job_lock(lab, host, service)?;
+        start(lab, harun, host, service)?;
+    }
+    Ok(())
+}
+
+/// Gives the host a boot id of its own (`boot_id_file` in the lab's topology).
+fn new_boot_id(lab: &Lab, host: &str) -> Result<(), String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map_err(|e| format!("cannot make a boot id: {e}"))?;
+    let path = lab.host_dir(host).join("boot_id");
+    std::fs::write(&path, id).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Set in a job's environment: this `lab ctl` carries the action out itself.

@@ -10,6 +10,8 @@ mod display;
 mod helper;
 mod incomplete;
 
+use harun_runtime::codes;
+use harun_runtime::diagnostic::fail;
 use std::io::{BufRead, IsTerminal};
 use std::sync::{Arc, Mutex};
 
@@ -136,8 +138,11 @@ fn interactive(session: &mut Session) -> i32 {
         match rustyline::Editor::with_config(config) {
             Ok(editor) => editor,
             Err(e) => {
-                eprintln!("error[harun::repl]: cannot start the line editor: {e}");
-                return 3;
+                return fail(
+                    codes::REPL,
+                    format!("cannot start the line editor: {e}"),
+                    session.context.redactor(),
+                )
             }
         };
     editor.set_helper(Some(helper::ReplHelper::new(
@@ -164,7 +169,7 @@ fn interactive(session: &mut Session) -> i32 {
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
             Err(e) => {
-                eprintln!("error[harun::repl]: {e}");
+                fail(codes::REPL, e.to_string(), session.context.redactor());
                 break;
             }
         }

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::codes;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
@@ -30,10 +31,10 @@ pub enum Interrupt {
 impl Interrupt {
     pub fn code(self) -> &'static str {
         match self {
-            Interrupt::Timeout(_) => "harun::timeout",
-            Interrupt::Deadline(_) => "harun::deadline",
-            Interrupt::Interrupted => "harun::interrupted",
-            Interrupt::Terminated => "harun::terminated",
+            Interrupt::Timeout(_) => codes::TIMEOUT,
+            Interrupt::Deadline(_) => codes::DEADLINE,
+            Interrupt::Interrupted => codes::INTERRUPTED,
+            Interrupt::Terminated => codes::TERMINATED,
         }
     }
 

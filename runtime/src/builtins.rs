@@ -1,6 +1,7 @@
 //! The core script API that every script has, whatever modules it uses: check statuses,
 //! `exit`, secrets, `confirm`, `sleep` and `param`.
 
+use crate::codes;
 use rhai::plugin::*;
 
 /// Reporting check results; the run prints the summary line and exits with the worst.
@@ -52,7 +53,7 @@ pub mod core_api {
             .ok_or_else(|| {
                 call_error(
                     &ctx,
-                    "harun::exit::range",
+                    codes::EXIT_RANGE,
                     format!("exit status {code} is outside 0..=255"),
                 )
             })?;
@@ -83,7 +84,7 @@ pub mod core_api {
     pub fn confirm(ctx: NativeCallContext, question: &str) -> Result<bool, Box<EvalAltResult>> {
         Context::of(&ctx)
             .confirm(question)
-            .map_err(|e| call_error(&ctx, "harun::confirm::refused", e))
+            .map_err(|e| call_error(&ctx, codes::CONFIRM_REFUSED, e))
     }
 
     /// Waits `seconds` (a whole or fractional number); Ctrl-C and `--timeout` cut it short.
@@ -92,7 +93,7 @@ pub mod core_api {
         if !seconds.is_finite() || seconds < 0.0 {
             return Err(call_error(
                 &ctx,
-                "harun::sleep::range",
+                codes::SLEEP_RANGE,
                 format!("cannot sleep {seconds} seconds"),
             ));
         }
@@ -117,7 +118,7 @@ pub mod core_api {
         context.options().params.get(name).cloned().ok_or_else(|| {
             call_error(
                 &ctx,
-                "harun::param::missing",
+                codes::PARAM_MISSING,
                 format!("this script needs --set {name}=VALUE"),
             )
         })
@@ -194,7 +195,7 @@ pub mod secret_sources {
             Ok(value) if !value.is_empty() => Ok(Context::of(&ctx).secret(value)),
             _ => Err(call_error(
                 &ctx,
-                "harun::secret::env_missing",
+                codes::SECRET_ENV_MISSING,
                 format!("the environment variable {name} is not set"),
             )),
         }
@@ -215,14 +216,14 @@ pub mod secret_sources {
         if !std::io::stdin().is_terminal() {
             return Err(call_error(
                 &ctx,
-                "harun::secret::no_terminal",
+                codes::SECRET_NO_TERMINAL,
                 format!("cannot prompt for {label}: no terminal; use secret::env or secret::file"),
             ));
         }
         let value = rpassword::prompt_password(format!("{label}: ")).map_err(|e| {
             call_error(
                 &ctx,
-                "harun::secret::prompt",
+                codes::SECRET_PROMPT,
                 format!("cannot read {label}: {e}"),
             )
         })?;

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use rhai::{EvalAltResult, Position};
 
 use crate::bridge::Interrupt;
+use crate::codes;
 use crate::error::code_and_message;
 use crate::secret::Redactor;
 
@@ -164,6 +165,17 @@ impl Diagnostic {
 }
 
 /// The error at the bottom of a chain of function calls and module imports.
+/// Prints `error[CODE]: message` through the renderer, redacted; returns harun's error
+/// exit status. How the binary and the REPL report an error of their own, outside a
+/// script.
+pub fn fail(code: &'static str, message: impl Into<String>, redactor: &Redactor) -> i32 {
+    eprint!(
+        "{}",
+        Diagnostic::new(code, message).render(&Sources::default(), redactor)
+    );
+    codes::exit::ERROR
+}
+
 pub fn root_cause(mut err: &EvalAltResult) -> &EvalAltResult {
     loop {
         match err {
@@ -228,25 +240,25 @@ fn display_source(source: &str, base_dir: &Path) -> String {
 fn classify(err: &EvalAltResult) -> (String, String) {
     use EvalAltResult::*;
     let code = match err {
-        ErrorParsing(..) => "harun::script::syntax",
-        ErrorVariableNotFound(..) => "harun::script::unknown_variable",
-        ErrorFunctionNotFound(..) => "harun::script::unknown_function",
-        ErrorPropertyNotFound(..) => "harun::script::unknown_property",
-        ErrorModuleNotFound(..) => "harun::script::module_not_found",
-        ErrorMismatchDataType(..) | ErrorMismatchOutputType(..) => "harun::script::type_mismatch",
+        ErrorParsing(..) => codes::SCRIPT_SYNTAX,
+        ErrorVariableNotFound(..) => codes::SCRIPT_UNKNOWN_VARIABLE,
+        ErrorFunctionNotFound(..) => codes::SCRIPT_UNKNOWN_FUNCTION,
+        ErrorPropertyNotFound(..) => codes::SCRIPT_UNKNOWN_PROPERTY,
+        ErrorModuleNotFound(..) => codes::SCRIPT_MODULE_NOT_FOUND,
+        ErrorMismatchDataType(..) | ErrorMismatchOutputType(..) => codes::SCRIPT_TYPE_MISMATCH,
         ErrorArrayBounds(..) | ErrorStringBounds(..) | ErrorIndexNotFound(..) => {
-            "harun::script::index"
+            codes::SCRIPT_INDEX
         }
         ErrorTooManyOperations(..)
         | ErrorTooManyVariables(..)
         | ErrorTooManyModules(..)
         | ErrorStackOverflow(..)
-        | ErrorDataTooLarge(..) => "harun::script::limit",
-        ErrorArithmetic(..) => "harun::script::arithmetic",
+        | ErrorDataTooLarge(..) => codes::SCRIPT_LIMIT,
+        ErrorArithmetic(..) => codes::SCRIPT_ARITHMETIC,
         ErrorRuntime(value, _) | ErrorTerminated(value, _) if !value.is_unit() => {
             return code_and_message(value);
         }
-        _ => "harun::script::error",
+        _ => codes::SCRIPT_ERROR,
     };
     let message = match err {
         ErrorParsing(kind, _) => kind.to_string(),
@@ -321,7 +333,7 @@ mod tests {
     fn renders_caret_under_column() {
         let mut sources = Sources::default();
         sources.add("x.rhai", "let a = 1;\nlet b = f(1;\n");
-        let d = Diagnostic::new("harun::script::syntax", "Expecting ')'").at("x.rhai", 2, 12);
+        let d = Diagnostic::new(codes::SCRIPT_SYNTAX, "Expecting ')'").at("x.rhai", 2, 12);
         let text = d.render(&sources, &Redactor::default());
         assert_eq!(
             text,

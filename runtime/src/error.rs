@@ -4,6 +4,7 @@
 //! Scripts can catch them and branch on `e.code` (the prose may improve, the code stays);
 //! the diagnostic renderer prints both.
 
+use crate::codes;
 use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext, Position};
 
 /// A stable error code such as `harun::secret::file_mode`.
@@ -40,5 +41,5 @@ pub fn code_and_message(value: &Dynamic) -> (String, String) {
     } else {
         crate::json::to_text(value)
     };
-    ("harun::script::thrown".to_string(), message)
+    (codes::SCRIPT_THROWN.to_string(), message)
 }

@@ -7,6 +7,7 @@
 
 pub mod bridge;
 pub mod builtins;
+pub mod codes;
 pub mod config_secrets;
 pub mod context;
 pub mod diagnostic;

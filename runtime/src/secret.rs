@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use crate::codes;
 use secrecy::{ExposeSecret, SecretString};
 
 /// What a secret looks like in every output.
@@ -93,7 +94,7 @@ pub fn read_private_file(path: &str) -> Result<String, (&'static str, String)> {
     use std::os::unix::fs::PermissionsExt;
     let unreadable = |e: std::io::Error| {
         (
-            "harun::secret::file_read",
+            codes::SECRET_FILE_READ,
             format!("cannot read the secret file {path}: {e}"),
         )
     };
@@ -101,7 +102,7 @@ pub fn read_private_file(path: &str) -> Result<String, (&'static str, String)> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err((
-            "harun::secret::file_mode",
+            codes::SECRET_FILE_MODE,
             format!(
                 "the secret file {path} is readable by group or others (mode {mode:04o}); run `chmod 600 {path}`"
             ),

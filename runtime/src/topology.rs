@@ -15,6 +15,7 @@ use hcl_edit::structure::{Block, Body, Structure};
 use hcl_edit::Span;
 use rhai::{Array, Dynamic, Map};
 
+use crate::codes;
 use crate::diagnostic::{line_col, Diagnostic};
 
 /// A setting's value.
@@ -79,6 +80,8 @@ const HOST_SETTINGS: &[(&str, Kind)] = &[
     ("sudo", Kind::Bool),
     ("connect_timeout", Kind::Duration),
     ("command_timeout", Kind::Duration),
+    // Where the host's boot id is read (service::reboot waits for a new one).
+    ("boot_id_file", Kind::String),
     ("roles", Kind::List),
     // Files whose content is never shown (a plan shows only which lines change), and more
     // attribute names whose values config diffs mask (runtime/src/config_secrets.rs).
@@ -292,7 +295,7 @@ impl Topology {
     pub fn load(path: &Path) -> Result<Topology, Box<Diagnostic>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Box::new(Diagnostic::new(
-                "harun::topology::read",
+                codes::TOPOLOGY_READ,
                 format!("cannot read the topology file {}: {e}", path.display()),
             ))
         })?;
@@ -335,13 +338,13 @@ impl Parser<'_> {
         message: impl Into<String>,
     ) -> Box<Diagnostic> {
         let (line, col) = line_col(self.text, span.map_or(0, |s| s.start));
-        Box::new(Diagnostic::new("harun::topology", message).at(self.file.clone(), line, col))
+        Box::new(Diagnostic::new(codes::TOPOLOGY, message).at(self.file.clone(), line, col))
     }
 
     fn parse(&self, path: &Path) -> Result<Topology, Box<Diagnostic>> {
         let body: Body = hcl_edit::parser::parse_body(self.text).map_err(|e| {
             Box::new(
-                Diagnostic::new("harun::topology::syntax", e.message().to_string()).at(
+                Diagnostic::new(codes::TOPOLOGY_SYNTAX, e.message().to_string()).at(
                     self.file.clone(),
                     e.location().line(),
                     e.location().column(),

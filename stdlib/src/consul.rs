@@ -5,6 +5,7 @@
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
+use harun_runtime::codes;
 use harun_runtime::error::call_error;
 use harun_runtime::Context;
 use rhai::plugin::*;
@@ -21,6 +22,51 @@ fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
 
 fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Value> {
     Ok(client(ctx, host)?.get(ctx, path, &[])?.json())
+}
+
+/// Holds the lock `key` until the run ends, through the first of `hosts` whose agent
+/// answers, renewing through any of them.
+fn hold_through(ctx: &NativeCallContext, hosts: &[HostHandle], key: &str) -> RhaiResult<()> {
+    let context = Context::of(ctx);
+    if context.is_dry_run() {
+        tracing::info!("dry run: would hold the consul lock {key}");
+        return Ok(());
+    }
+    if crate::lock::HeldKeys::of(&context).contains(key) {
+        return Ok(());
+    }
+    let clients = hosts
+        .iter()
+        .map(|h| client(ctx, h))
+        .collect::<RhaiResult<Vec<ApiClient>>>()?;
+    if clients.is_empty() {
+        return Err(call_error(
+            ctx,
+            codes::HOST_OPTION,
+            "consul::hold wants at least one host",
+        ));
+    }
+    // Through the first agent with a leader; the others stand by for renewals.
+    let mut last = None;
+    for (i, c) in clients.iter().enumerate() {
+        let others: Vec<ApiClient> = clients
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, o)| o.clone())
+            .collect();
+        match crate::lock::acquire(ctx, c, &others, key) {
+            Ok(held) => {
+                let at_end = context.clone();
+                context.on_finish(move || held.release(&at_end));
+                return Ok(());
+            }
+            // Another run holds it: that is the answer, whichever agent says it.
+            Err(e) if crate::lock::is_locked(&e) => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one host was tried"))
 }
 
 /// The trap of the story: an address such as consul.service.consul names every server, so
@@ -42,7 +88,7 @@ fn refuse_shared_address(ctx: &NativeCallContext, c: &ApiClient) -> RhaiResult<(
     let refuse = |why: String| {
         Err(call_error(
             ctx,
-            "harun::consul::not_local_agent",
+            codes::CONSUL_NOT_LOCAL_AGENT,
             format!(
                 "{}: refusing to register through {} ({why}): a registration made there lands on one Consul agent and its deregistration maybe on another, leaving a stale entry; set the host's consul address to its local agent",
                 c.host, c.base
@@ -148,6 +194,17 @@ pub mod consul_api {
             &ctx,
             &host,
             "/v1/operator/raft/configuration",
+        )?))
+    }
+
+    /// Autopilot's health of the servers: `Healthy`, `FailureTolerance`, and `Servers`
+    /// (`Name`, `Address`, `SerfStatus`, `Leader`, `Voter`, `Healthy`, `LastContact`).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn autopilot_health(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
+        Ok(to_dynamic(&get_json(
+            &ctx,
+            &host,
+            "/v1/operator/autopilot/health",
         )?))
     }
 
@@ -288,7 +345,7 @@ pub mod consul_api {
         if known.get(id).is_none() {
             return Err(call_error(
                 &ctx,
-                "harun::consul::not_found",
+                codes::CONSUL_NOT_FOUND,
                 format!(
                     "consul on {}: the agent has no service {id:?}; it was registered at another agent (look for it in consul::service(...) and deregister it there)",
                     c.host
@@ -440,9 +497,9 @@ pub mod consul_api {
             return f.call_within_context(&ctx, ());
         }
         let c = client(&ctx, &host)?;
-        let held = crate::lock::acquire(&ctx, &c, key)?;
+        let held = crate::lock::acquire(&ctx, &c, &[], key)?;
         let outcome = f.call_within_context(&ctx, ());
-        held.release(&context, &c);
+        held.release(&context);
         outcome
     }
 
@@ -451,19 +508,27 @@ pub mod consul_api {
     /// run. Nothing happens when the run already holds it.
     #[rhai_fn(volatile, return_raw)]
     pub fn hold(ctx: NativeCallContext, host: Host, key: &str) -> RhaiResult<()> {
-        let context = Context::of(&ctx);
-        if context.is_dry_run() {
-            tracing::info!("dry run: would hold the consul lock {key}");
-            return Ok(());
-        }
-        if crate::lock::HeldKeys::of(&context).contains(key) {
-            return Ok(());
-        }
-        let c = client(&ctx, &host)?;
-        let held = crate::lock::acquire(&ctx, &c, key)?;
-        let at_end = context.clone();
-        context.on_finish(move || held.release(&at_end, &c));
-        Ok(())
+        hold_through(&ctx, &[host], key)
+    }
+
+    /// `hold` through the agents of several hosts: taken through the first, renewed and
+    /// released through whichever answers, so the lock outlives the restart of any one
+    /// agent (a rolling restart restarts them all, one at a time).
+    #[rhai_fn(name = "hold", volatile, return_raw)]
+    pub fn hold_on(ctx: NativeCallContext, hosts: Array, key: &str) -> RhaiResult<()> {
+        let hosts = hosts
+            .into_iter()
+            .map(|h| {
+                h.try_cast::<Host>().ok_or_else(|| {
+                    call_error(
+                        &ctx,
+                        codes::HOST_OPTION,
+                        "consul::hold wants hosts: hold([h1, h2], key)",
+                    )
+                })
+            })
+            .collect::<RhaiResult<Vec<Host>>>()?;
+        hold_through(&ctx, &hosts, key)
     }
 
     /// Resolves `NAME.service.consul` through the DNS server `dns` (`ip:port`: Consul's
@@ -477,7 +542,7 @@ pub mod consul_api {
             .map_err(|_| {
                 call_error(
                     &ctx,
-                    "harun::consul::dns",
+                    codes::CONSUL_DNS,
                     format!("{dns:?} is not an ip:port of a DNS server"),
                 )
             })?;
@@ -536,7 +601,7 @@ pub mod consul_api {
             Err(e) => {
                 return Err(call_error(
                     &ctx,
-                    "harun::consul::dns",
+                    codes::CONSUL_DNS,
                     format!("DNS lookup of {name}.service.consul through {server}: {e}"),
                 ))
             }

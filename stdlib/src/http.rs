@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use harun_runtime::codes::{self, Api};
 use harun_runtime::diagnostic::interrupt_error;
 use harun_runtime::error::call_error;
 use harun_runtime::secret::read_private_file;
@@ -99,7 +100,7 @@ impl ApiClient {
         host: &HostHandle,
         service: &'static str,
     ) -> RhaiResult<ApiClient> {
-        let code = |what: &str| format!("harun::{service}::{what}");
+        let code = |kind: Api| codes::api(service, kind);
         let setting = |key: &str| host.0.service(service, key).map(str::to_string);
         let env = |suffix: &str| {
             std::env::var(format!("{}_{suffix}", env_prefix(service)))
@@ -110,7 +111,7 @@ impl ApiClient {
             .ok_or_else(|| {
                 call_error(
                     ctx,
-                    &code("config"),
+                    code(Api::Config),
                     format!("{}: no {service} address in the topology", host.name()),
                 )
             })?
@@ -139,7 +140,7 @@ impl ApiClient {
             .no_proxy()
             .connect_timeout(Duration::from_secs(5));
         let tls_error =
-            |what: String| call_error(ctx, &code("tls"), format!("{}: {what}", host.name()));
+            |what: String| call_error(ctx, code(Api::Tls), format!("{}: {what}", host.name()));
         if let Some(ca) = setting("ca_file").or_else(|| env("CACERT")) {
             let pem = std::fs::read(&ca)
                 .map_err(|e| tls_error(format!("cannot read the CA file {ca}: {e}")))?;
@@ -186,7 +187,7 @@ impl ApiClient {
         let mut url_base = base.clone();
         if let Some(name) = setting("tls_server_name").or_else(|| env("TLS_SERVER_NAME")) {
             let (url, addr) = with_server_name(&base, &name)
-                .map_err(|e| call_error(ctx, &code("config"), format!("{}: {e}", host.name())))?;
+                .map_err(|e| call_error(ctx, code(Api::Config), format!("{}: {e}", host.name())))?;
             builder = builder.resolve(&name, addr);
             url_base = url;
         }
@@ -270,7 +271,7 @@ impl ApiClient {
             let hint = tls_hint(&reason, self.service);
             call_error(
                 ctx,
-                &format!("harun::{}::unreachable", self.service),
+                codes::api(self.service, Api::Unreachable),
                 format!("{}: {what}: {reason}{hint}", self.service),
             )
         })
@@ -361,13 +362,13 @@ impl ApiClient {
         }
         let message = api_message(&reply);
         let code = match reply.status {
-            403 => "forbidden",
-            404 => "not_found",
-            _ => "http",
+            403 => Api::Forbidden,
+            404 => Api::NotFound,
+            _ => Api::Http,
         };
         Err(call_error(
             ctx,
-            &format!("harun::{}::{code}", self.service),
+            codes::api(self.service, code),
             format!(
                 "{} on {}: {method} {} answered {}: {message}",
                 self.service,
@@ -528,7 +529,7 @@ pub fn wait_for(
         if std::time::Instant::now() >= deadline {
             return Err(call_error(
                 ctx,
-                &format!("harun::{service}::timeout"),
+                codes::api(service, Api::Timeout),
                 format!(
                     "timed out after {timeout_seconds}s waiting for {what} ({})",
                     last()

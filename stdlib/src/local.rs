@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
+use harun_runtime::codes;
 use harun_runtime::error::call_error;
 use harun_runtime::{Action, Context};
 use rhai::plugin::*;
@@ -24,13 +25,8 @@ pub mod local_api {
     /// The contents of the text file at `path`.
     #[rhai_fn(volatile, return_raw)]
     pub fn read(ctx: NativeCallContext, path: &str) -> Result<String, Box<EvalAltResult>> {
-        std::fs::read_to_string(path).map_err(|e| {
-            call_error(
-                &ctx,
-                "harun::local::read",
-                format!("cannot read {path}: {e}"),
-            )
-        })
+        std::fs::read_to_string(path)
+            .map_err(|e| call_error(&ctx, codes::LOCAL_READ, format!("cannot read {path}: {e}")))
     }
 
     /// True when `path` exists.
@@ -103,7 +99,7 @@ pub mod local_api {
                 let interrupted = context.bridge().cancelled();
                 match interrupted {
                     Some(i) => interrupt_error(i, command, ctx.call_position()),
-                    None => call_error(&ctx, "harun::local::run", format!("`{command}`: {e}")),
+                    None => call_error(&ctx, codes::LOCAL_RUN, format!("`{command}`: {e}")),
                 }
             })?;
         let mut map = Map::new();
@@ -147,7 +143,7 @@ fn write_file(
         Err(e) => {
             return Err(call_error(
                 ctx,
-                "harun::local::read",
+                codes::LOCAL_READ,
                 format!("cannot read {path} before writing it: {e}"),
             ))
         }
@@ -177,13 +173,7 @@ fn write_file(
         .perform(action, || {
             atomic_write(target, content, mode, old.is_some())
         })
-        .map_err(|e| {
-            call_error(
-                ctx,
-                "harun::local::write",
-                format!("cannot write {path}: {e}"),
-            )
-        })?;
+        .map_err(|e| call_error(ctx, codes::LOCAL_WRITE, format!("cannot write {path}: {e}")))?;
     Ok(done.is_some())
 }
 

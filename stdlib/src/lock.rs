@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use harun_runtime::codes;
 use harun_runtime::context::Refusal;
 use harun_runtime::error::call_error;
 use harun_runtime::Context;
@@ -27,6 +28,8 @@ const LOCK_DELAY: Duration = Duration::from_secs(1);
 
 /// A lock this run holds.
 pub struct Held {
+    /// The agents it renews and releases through, the first that answers.
+    clients: Vec<ApiClient>,
     key: String,
     session: String,
     renewal: tokio::task::JoinHandle<()>,
@@ -116,6 +119,11 @@ impl<'a> Session<'a> {
                     "TTL": format!("{}s", TTL.as_secs()),
                     "LockDelay": format!("{}s", LOCK_DELAY.as_secs()),
                     "Behavior": "release",
+                    // A pure TTL session: the run's renewals are its liveness. With the
+                    // default check (serfHealth of the agent that created it), restarting
+                    // that agent, as a rolling restart does, would take the lock away.
+                    "Checks": [],
+                    "NodeChecks": [],
                 }))
                 .expect("serializes"),
             ),
@@ -154,6 +162,11 @@ fn destroy(ctx: &NativeCallContext, c: &ApiClient, id: &str) {
     );
 }
 
+/// Whether `e` says another run holds the lock (not that the agent could not be asked).
+pub fn is_locked(e: &EvalAltResult) -> bool {
+    harun_runtime::diagnostic::code_and_message_of(e).0 == codes::CONSUL_LOCKED
+}
+
 /// The holder a lock's KV entry names ("a run of SCRIPT (pid, user@host) since TIME"),
 /// the value it recorded, and its session.
 fn describe(entry: &Value) -> (String, Value, String) {
@@ -177,9 +190,16 @@ fn describe(entry: &Value) -> (String, Value, String) {
     (who, value, session)
 }
 
-/// Takes the lock `key` or fails naming its holder. Every session it creates is destroyed
-/// on the way out unless it holds the lock.
-pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<Held> {
+/// Takes the lock `key` through the agent of `c` or fails naming its holder; renewals go
+/// through `c` or, while it does not answer, through the agents of `others`. Every
+/// session it creates is destroyed on the way out unless it holds the lock.
+pub fn acquire(
+    ctx: &NativeCallContext,
+    c: &ApiClient,
+    others: &[ApiClient],
+    key: &str,
+) -> RhaiResult<Held> {
+    let clients: Vec<ApiClient> = std::iter::once(c).chain(others).cloned().collect();
     let context = Context::of(ctx);
     let me = serde_json::to_vec(&holder(&context)).expect("serializes");
     let try_acquire = |session: &str| -> RhaiResult<bool> {
@@ -213,7 +233,7 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
     };
     let session = Session::create(ctx, c, key)?;
     if acquire_within(&session.id, LOCK_DELAY + Duration::from_secs(1))? {
-        return Ok(hold(ctx, c, key, session.keep()));
+        return Ok(hold(ctx, clients.clone(), key, session.keep()));
     }
     // Taken: who holds it, since when, and whether that run still exists.
     let (who, value, their_session) = describe(&read_entry()?[0]);
@@ -230,7 +250,7 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
     if !dead_here || their_session.is_empty() {
         return Err(call_error(
             ctx,
-            "harun::consul::locked",
+            codes::CONSUL_LOCKED,
             format!("the consul lock {key} is held by {who}; try again when it ends ({lapse})"),
         ));
     }
@@ -244,7 +264,7 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
     if !context.confirm(&question).unwrap_or(false) {
         return Err(call_error(
             ctx,
-            "harun::consul::locked",
+            codes::CONSUL_LOCKED,
             format!(
                 "the consul lock {key} is held by {who}, which no longer runs on this machine; run again with --yes to take it over, or wait: {lapse}"
             ),
@@ -257,33 +277,30 @@ pub fn acquire(ctx: &NativeCallContext, c: &ApiClient, key: &str) -> RhaiResult<
     destroy(ctx, c, &their_session);
     let session = Session::create(ctx, c, key)?;
     if acquire_within(&session.id, LOCK_DELAY + Duration::from_secs(2))? {
-        return Ok(hold(ctx, c, key, session.keep()));
+        return Ok(hold(ctx, clients.clone(), key, session.keep()));
     }
     // Between the takeover and our acquire, another live run took it.
     let (now, _, _) = describe(&read_entry()?[0]);
     Err(call_error(
         ctx,
-        "harun::consul::locked",
+        codes::CONSUL_LOCKED,
         format!("the consul lock {key} was freed from the dead run, but {now} took it first; try again when it ends ({lapse})"),
     ))
 }
 
 /// From the acquire on: renews the session in the background and stops the run's changes
 /// if it is lost.
-fn hold(ctx: &NativeCallContext, c: &ApiClient, key: &str, session: String) -> Held {
+fn hold(ctx: &NativeCallContext, clients: Vec<ApiClient>, key: &str, session: String) -> Held {
     let context = Context::of(ctx);
     let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let renew_path = format!("/v1/session/renew/{session}");
-    let (client, lost_in_task) = (c.clone(), lost.clone());
+    let (renewers, lost_in_task) = (clients.clone(), lost.clone());
     // Stopped by `release` (abort).
     let renewal = context.bridge().runtime().spawn(async move {
         let mut last = Instant::now();
         loop {
             tokio::time::sleep(TTL / 3).await;
-            let reason = match client
-                .request_future(reqwest::Method::PUT, &renew_path, Duration::from_secs(3))
-                .await
-            {
+            let reason = match put_through(&renewers, &renew_path).await {
                 Ok(200) => {
                     last = Instant::now();
                     continue;
@@ -311,7 +328,7 @@ fn hold(ctx: &NativeCallContext, c: &ApiClient, key: &str, session: String) -> H
         {
             None => Ok(()),
             Some(reason) => Err(Refusal {
-                code: "harun::consul::lock_lost",
+                code: codes::CONSUL_LOCK_LOST,
                 message: format!(
                     "the consul lock {key_owned} was lost ({reason}): stopping before the next change; run the script again to finish"
                 ),
@@ -320,6 +337,7 @@ fn hold(ctx: &NativeCallContext, c: &ApiClient, key: &str, session: String) -> H
     }));
     HeldKeys::of(&context).insert(key);
     Held {
+        clients,
         key: key.to_string(),
         session,
         renewal,
@@ -327,9 +345,30 @@ fn hold(ctx: &NativeCallContext, c: &ApiClient, key: &str, session: String) -> H
     }
 }
 
+/// `path` PUT through the first agent that gives a verdict (200, or 404 for a session it
+/// no longer has): sessions live in the servers, so any agent of the datacenter serves
+/// one, and one that is restarting (no answer, or no leader yet) is passed over. The last
+/// answer or failure when none gives a verdict.
+async fn put_through(
+    clients: &[ApiClient],
+    path: &str,
+) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
+    let mut outcome = Err("no consul agent to ask".into());
+    for client in clients {
+        outcome = client
+            .request_future(reqwest::Method::PUT, path, Duration::from_secs(3))
+            .await
+            .map_err(Into::into);
+        if matches!(outcome, Ok(200 | 404)) {
+            break;
+        }
+    }
+    outcome
+}
+
 impl Held {
     /// Releases the lock and destroys its session (unless it was lost).
-    pub fn release(self, context: &Context, c: &ApiClient) {
+    pub fn release(self, context: &Context) {
         self.renewal.abort();
         context.remove_guard(self.guard);
         HeldKeys::of(context).remove(&self.key);
@@ -337,19 +376,12 @@ impl Held {
         // renewed for a while may still hold it (Consul answers 404 otherwise).
         // Also after Ctrl-C, which cancels the run's calls: the release goes out on its own,
         // within a few seconds, so that the next run need not wait for the session to lapse.
-        let release = c.request_future(
-            reqwest::Method::PUT,
-            &format!("/v1/kv/{}?release={}", encode(&self.key), self.session),
-            Duration::from_secs(3),
-        );
-        let destroy = c.request_future(
-            reqwest::Method::PUT,
-            &format!("/v1/session/destroy/{}", self.session),
-            Duration::from_secs(3),
-        );
+        let release = format!("/v1/kv/{}?release={}", encode(&self.key), self.session);
+        let destroy = format!("/v1/session/destroy/{}", self.session);
+        let clients = self.clients;
         let _ = context.bridge().runtime().block_on(async move {
-            let _ = release.await;
-            destroy.await
+            let _ = put_through(&clients, &release).await;
+            put_through(&clients, &destroy).await
         });
     }
 }

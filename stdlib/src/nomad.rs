@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use harun_runtime::codes;
 use harun_runtime::error::call_error;
 use rhai::plugin::*;
 use serde_json::{json, Value};
@@ -135,7 +136,7 @@ pub mod nomad_api {
         if let Some(e) = v["error"].as_str().filter(|e| !e.is_empty()) {
             return Err(call_error(
                 &ctx,
-                "harun::nomad::join",
+                codes::NOMAD_JOIN,
                 format!("nomad on {}: join {address}: {e}", c.host),
             ));
         }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use harun_runtime::codes;
 use harun_runtime::diagnostic::interrupt_error;
 use harun_runtime::error::call_error;
 use harun_runtime::{Action, Context};
@@ -135,7 +136,7 @@ pub fn wait_for(
             };
             return Err(call_error(
                 ctx,
-                "harun::service::state",
+                codes::SERVICE_STATE,
                 format!(
                     "{}: {name} is {now}, not {wanted}, after {}{hint}",
                     host.name(),
@@ -190,13 +191,78 @@ fn change(
     Ok(done.is_some())
 }
 
+/// The host's boot id: a new one after each boot (Linux's
+/// /proc/sys/kernel/random/boot_id, or the topology's `boot_id_file`).
+fn boot_id(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<String> {
+    let file = host
+        .0
+        .get("boot_id_file")
+        .unwrap_or("/proc/sys/kernel/random/boot_id");
+    let out = exec_raw(
+        ctx,
+        host,
+        &shell::script(r#"cat -- "$1""#, &[file], false),
+        None,
+        Some(Duration::from_secs(10)),
+    )?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status != 0 || id.is_empty() {
+        return Err(command_failed(
+            ctx,
+            host.name(),
+            &format!("cat {file}"),
+            &out,
+        ));
+    }
+    Ok(id)
+}
+
+/// Reboots the host and waits until it is back: its boot id changed and it answers
+/// commands again. The connection dropping under the reboot command is expected.
+fn reboot(ctx: &NativeCallContext, host: &HostHandle, timeout: Duration) -> RhaiResult<bool> {
+    let before = boot_id(ctx, host)?;
+    let command = match manager(host) {
+        Manager::Systemd => shell::command("systemctl reboot", sudo(host)),
+        Manager::OpenRc => shell::command("reboot", sudo(host)),
+        Manager::Template(t) => t.replace("{service}", "host").replace("{action}", "reboot"),
+    };
+    let context = Context::of(ctx);
+    let done = context.perform(Action::new("service", host.name(), "reboot"), || {
+        if let Err(e) = exec_raw(ctx, host, &command, None, Some(timeout)) {
+            tracing::info!("{}: the reboot command: {e}", host.name());
+        }
+        let started = Instant::now();
+        let mut last = String::from("its boot id has not changed");
+        loop {
+            match boot_id(ctx, host) {
+                Ok(now) if now != before => return Ok(()),
+                Ok(_) => {}
+                Err(e) => last = e.to_string(),
+            }
+            if started.elapsed() >= timeout {
+                return Err(call_error(
+                    ctx,
+                    codes::SERVICE_TIMEOUT,
+                    format!(
+                        "{}: not back from its reboot after {} ({last})",
+                        host.name(),
+                        humantime::format_duration(Duration::from_secs(timeout.as_secs()))
+                    ),
+                ));
+            }
+            crate::wait::pause(ctx, 2.0, "a host to come back from its reboot")?;
+        }
+    })?;
+    Ok(done.is_some())
+}
+
 fn seconds(ctx: &NativeCallContext, s: f64) -> RhaiResult<Duration> {
     if s.is_finite() && s >= 0.0 {
         Ok(Duration::from_secs_f64(s))
     } else {
         Err(call_error(
             ctx,
-            "harun::service::timeout",
+            codes::SERVICE_TIMEOUT,
             format!("{s} is not a number of seconds"),
         ))
     }
@@ -294,6 +360,21 @@ pub mod service_api {
     ) -> Result<bool, Box<EvalAltResult>> {
         let timeout = seconds(&ctx, timeout_seconds)?;
         change(&ctx, &host, name, "restart", timeout)
+    }
+
+    /// Reboots the host (`systemctl reboot`, OpenRC's `reboot`, or the service manager
+    /// template with `{service}` = host and `{action}` = reboot) and waits, at most
+    /// `timeout_seconds`, until it is back: a new boot id (the topology's `boot_id_file`,
+    /// default Linux's) and commands answered. Its services start as the host starts
+    /// them; wait for each with `service::wait`. A change.
+    #[rhai_fn(name = "reboot", volatile, return_raw)]
+    pub fn reboot_within(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        timeout_seconds: f64,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        let timeout = seconds(&ctx, timeout_seconds)?;
+        reboot(&ctx, &host, timeout)
     }
 
     /// Waits until service `name` is in `state` ("active", "inactive"), at most

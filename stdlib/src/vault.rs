@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use harun_runtime::codes;
 use harun_runtime::error::call_error;
 use harun_runtime::{Context, Secret};
 use rhai::plugin::*;
@@ -53,7 +54,7 @@ fn secrets_of(ctx: &NativeCallContext, keys: &rhai::Array) -> RhaiResult<Vec<Sec
             } else {
                 Err(call_error(
                     ctx,
-                    "harun::vault::key_not_secret",
+                    codes::VAULT_KEY_NOT_SECRET,
                     "unseal keys must be Secrets (vault::keys(host), secret::file, secret::env): a plain string could end up in output",
                 ))
             }
@@ -259,7 +260,7 @@ pub mod vault_api {
                     let message = v["errors"][0].as_str().unwrap_or("unseal failed").to_string();
                     return Err(call_error(
                         &ctx,
-                        "harun::vault::unseal_failed",
+                        codes::VAULT_UNSEAL_FAILED,
                         format!("vault on {}: {message} (after {} key(s); the node stays sealed and its progress was reset)", c.host, i + 1),
                     ));
                 }
@@ -276,7 +277,7 @@ pub mod vault_api {
             }
             Err(call_error(
                 &ctx,
-                "harun::vault::not_enough_keys",
+                codes::VAULT_NOT_ENOUGH_KEYS,
                 format!(
                     "vault on {}: still sealed after {} key(s): progress {}/{}",
                     c.host,
@@ -340,6 +341,21 @@ pub mod vault_api {
         )
     }
 
+    /// Asks the active node to step down (`sys/step-down`): with raft storage it hands
+    /// raft leadership to another voter, which becomes active; the node stays a standby.
+    /// For a rolling restart: the active node steps down before it restarts. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn step_down(ctx: NativeCallContext, host: Host) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        c.change(
+            &ctx,
+            "PUT",
+            "/v1/sys/step-down",
+            None,
+            &format!("vault: step down on {}", host.name()),
+        )
+    }
+
     /// Autopilot's view: `healthy` (every server, non-voters included), `failure_tolerance`,
     /// `leader`, `voters`, `servers`; `()` while autopilot has not built its state yet (Vault
     /// answers 404 just after a leader is elected, and its Go client returns nil).
@@ -377,7 +393,7 @@ pub mod vault_api {
             if !snapshot_is_complete(&reply.body) {
                 return Err(call_error(
                     &ctx,
-                    "harun::vault::snapshot",
+                    codes::VAULT_SNAPSHOT,
                     format!(
                         "vault on {}: incomplete snapshot, unable to read SHA256SUMS.sealed file",
                         c.host
@@ -387,7 +403,7 @@ pub mod vault_api {
             write_private(path, &reply.body).map_err(|e| {
                 call_error(
                     &ctx,
-                    "harun::vault::snapshot",
+                    codes::VAULT_SNAPSHOT,
                     format!("cannot write {path}: {e}"),
                 )
             })?;
@@ -510,7 +526,7 @@ pub mod vault_api {
         if !std::io::stdin().is_terminal() {
             return Err(call_error(
                 &ctx,
-                "harun::vault::no_keys",
+                codes::VAULT_NO_KEYS,
                 format!(
                     "no unseal keys for {}: set `keys_file` in the topology's vault block, or VAULT_UNSEAL_KEYS, or run on a terminal to be asked",
                     host.name()
@@ -526,7 +542,7 @@ pub mod vault_api {
             .map_err(|e| {
                 call_error(
                     &ctx,
-                    "harun::vault::no_keys",
+                    codes::VAULT_NO_KEYS,
                     format!("cannot read an unseal key: {e}"),
                 )
             })?;

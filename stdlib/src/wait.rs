@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use harun_runtime::codes;
 use harun_runtime::diagnostic::interrupt_error;
 use harun_runtime::Context;
 use rhai::plugin::*;
@@ -28,7 +29,7 @@ pub mod wait_api {
         if attempts < 1 {
             return Err(call_error(
                 &ctx,
-                "harun::retry::attempts",
+                codes::RETRY_ATTEMPTS,
                 "retry needs at least one attempt",
             ));
         }
@@ -79,7 +80,7 @@ pub mod wait_api {
                 if let Some(e) = last_error {
                     message.push_str(&format!(" (last error: {e})"));
                 }
-                return Err(call_error(&ctx, "harun::wait::timeout", message));
+                return Err(call_error(&ctx, codes::WAIT_TIMEOUT, message));
             }
             let left = (deadline - now).as_secs_f64();
             pause(&ctx, interval_seconds.min(left), what)?;

@@ -71,12 +71,20 @@ pub fn routes(agent: Arc<Agent>) -> Router {
 
 /// Consul's default consistency: a follower hands catalog, health, KV and session reads
 /// to the leader; `?stale` reads the local copy. Without a known leader the handler
-/// itself answers "No cluster leader".
+/// itself answers "No cluster leader". Autopilot's server health is the leader's too
+/// (agent/consul/operator_autopilot_endpoint.go ServerHealth forwards the RPC): only the
+/// leader tracks its contact with each server.
 async fn forward_reads(State(agent): A, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let replicated = ["/v1/kv/", "/v1/catalog/", "/v1/health/", "/v1/session/"]
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    let replicated = [
+        "/v1/kv/",
+        "/v1/catalog/",
+        "/v1/health/",
+        "/v1/session/",
+        "/v1/operator/autopilot/health",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
         && path != "/v1/catalog/datacenters";
     let stale = request.uri().query().is_some_and(|q| {
         q.split('&')
@@ -1225,6 +1233,7 @@ async fn session_create(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) 
             }
         }
     };
+    let node_checks = session_checks(&body);
     let session = json!({
         "ID": uuid::Uuid::new_v4().to_string(),
         "Name": field(&body, "Name").and_then(Value::as_str).unwrap_or(""),
@@ -1232,7 +1241,7 @@ async fn session_create(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) 
         "LockDelay": lock_delay.as_nanos() as u64,
         "Behavior": behavior,
         "TTL": ttl_text,
-        "NodeChecks": ["serfHealth"],
+        "NodeChecks": node_checks,
         "ServiceChecks": null,
         "Namespace": "default",
     });
@@ -1245,6 +1254,38 @@ async fn session_create(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) 
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// The node checks a new session is tied to, as Consul 1.8.7's SessionCreate decides them
+/// (agent/session_endpoint.go, fixupEmptySessionChecks): serfHealth by default; `Checks:
+/// []` or `NodeChecks: []` leaves none (a pure TTL session); `Checks` naming others adds
+/// them to serfHealth unless `NodeChecks` is empty, which drops them all.
+fn session_checks(body: &Value) -> Vec<String> {
+    let list = |name: &str| -> Option<Vec<String>> {
+        field(body, name).map(|v| {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    };
+    let serf = vec!["serfHealth".to_string()];
+    let mut checks = list("Checks").unwrap_or_else(|| serf.clone());
+    let mut node_checks = list("NodeChecks").unwrap_or_else(|| serf.clone());
+    if checks.is_empty() {
+        node_checks.clear();
+    } else if checks == serf || node_checks.is_empty() {
+        checks.clear();
+    }
+    for c in checks {
+        if !node_checks.contains(&c) {
+            node_checks.push(c);
+        }
+    }
+    node_checks
 }
 
 /// Wall-clock milliseconds, carried in operations so that every node applies them alike.

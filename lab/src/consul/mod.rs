@@ -421,7 +421,7 @@ impl Agent {
                 });
                 let _ = self
                     .cluster
-                    .write(json!({"op": "register_check", "node": m.name, "check": check}))
+                    .write(json!({"op": "register_check", "node": m.name, "check": check, "now_ms": api::now_ms()}))
                     .await;
             }
         }

@@ -90,7 +90,7 @@ pub fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> 
             let id = check["CheckID"].as_str().unwrap_or_default().to_string();
             let checks = obj(data, "checks");
             let per_node = checks
-                .entry(node)
+                .entry(node.clone())
                 .or_insert_with(|| json!({}))
                 .as_object_mut()
                 .expect("an object");
@@ -100,7 +100,26 @@ pub fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> 
                 .unwrap_or(index);
             check["CreateIndex"] = json!(create);
             check["ModifyIndex"] = json!(index);
-            per_node.insert(id, check);
+            let critical = check["Status"] == "critical";
+            per_node.insert(id.clone(), check);
+            // A check turning critical invalidates the sessions tied to it (Consul's
+            // state/catalog.go ensureCheckTxn): serfHealth of a failed agent takes the
+            // sessions made through it with the default checks, not pure TTL ones.
+            if critical {
+                let tied: Vec<String> = obj(data, "sessions")
+                    .iter()
+                    .filter(|(_, s)| {
+                        s["Node"] == node.as_str()
+                            && s["NodeChecks"]
+                                .as_array()
+                                .is_some_and(|c| c.iter().any(|c| c == id.as_str()))
+                    })
+                    .map(|(sid, _)| sid.clone())
+                    .collect();
+                for sid in tied {
+                    destroy_session(data, &sid, index, op["now_ms"].as_u64().unwrap_or(0));
+                }
+            }
             Ok(Value::Bool(true))
         }
         "deregister_check" => {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
@@ -415,6 +416,17 @@ async fn logical(State(node): N, request: Request) -> Response {
             Ok(v) => ok(v),
             Err((code, e)) => error(code, &e),
         },
+        // http/sys_seal.go handleSysStepDown -> vault/ha.go StepDown: 204 at once (the
+        // step-down is only queued); a standby forwards it (above). With raft the HA lock's
+        // Unlock is raft's LeadershipTransfer (physical/raft/raft.go RaftLock.Unlock), and
+        // the old node keeps out for manualStepDownSleepPeriod (10 s, vault/core.go).
+        // Without HA storage StepDown does nothing.
+        ("POST" | "PUT", "sys/step-down") => {
+            if let Some(cluster) = node.cluster() {
+                cluster.transfer_leadership(Duration::from_secs(10));
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
         ("GET", "sys/storage/raft/configuration") => raft_configuration(&node),
         ("POST" | "PUT", "sys/storage/raft/remove-peer") => remove_peer(&node, &body).await,
         ("GET", "sys/storage/raft/autopilot/state") => autopilot_state(&node),

@@ -8,6 +8,7 @@
 //! h.write("/etc/consul.d/consul.hcl", doc.to_string());
 //! ```
 
+use harun_runtime::codes;
 use harun_runtime::Secret;
 use rhai::plugin::*;
 use rhai::Dynamic;
@@ -15,7 +16,7 @@ use rhai::Dynamic;
 use super::edit::Document;
 
 fn fail(ctx: &NativeCallContext, message: String) -> Box<EvalAltResult> {
-    harun_runtime::error::call_error(ctx, "harun::hcl::edit", message)
+    harun_runtime::error::call_error(ctx, codes::HCL_EDIT, message)
 }
 
 /// A script value as an HCL value. A Secret becomes its text: the file needs it, and the
@@ -93,11 +94,7 @@ pub mod hcl_api {
                 ),
                 other => other.to_string(),
             };
-            call_error(
-                &ctx,
-                "harun::hcl::syntax",
-                format!("invalid HCL at {message}"),
-            )
+            call_error(&ctx, codes::HCL_SYNTAX, format!("invalid HCL at {message}"))
         })?;
         rhai::serde::to_dynamic(&value)
     }
@@ -106,7 +103,7 @@ pub mod hcl_api {
     #[rhai_fn(return_raw)]
     pub fn edit(ctx: NativeCallContext, text: &str) -> Result<HclDocument, Box<EvalAltResult>> {
         Document::parse(text)
-            .map_err(|e| call_error(&ctx, "harun::hcl::syntax", format!("invalid HCL at {e}")))
+            .map_err(|e| call_error(&ctx, codes::HCL_SYNTAX, format!("invalid HCL at {e}")))
     }
 
     /// The document's text.

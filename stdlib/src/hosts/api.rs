@@ -1,6 +1,7 @@
 //! The `ssh` module as scripts see it. Every function is also a method of `Host`:
 //! `host("controller1").exec("uptime")` is `ssh::exec(ssh::host("controller1"), "uptime")`.
 
+use harun_runtime::codes;
 use rhai::plugin::*;
 
 #[export_module]
@@ -35,7 +36,7 @@ pub mod ssh_api {
             .ok_or_else(|| {
                 call_error(
                     &ctx,
-                    "harun::host::unknown",
+                    codes::HOST_UNKNOWN,
                     "this map has no `name` of a topology host",
                 )
             })?;
@@ -208,13 +209,13 @@ pub mod ssh_api {
             Some(bytes) => String::from_utf8(bytes).map_err(|_| {
                 call_error(
                     &ctx,
-                    "harun::host::binary",
+                    codes::HOST_BINARY,
                     format!("{}: {path} is not text (use download)", host.name()),
                 )
             }),
             None => Err(call_error(
                 &ctx,
-                "harun::host::not_found",
+                codes::HOST_NOT_FOUND,
                 format!("{}: {path} does not exist", host.name()),
             )),
         }
@@ -327,7 +328,7 @@ pub mod ssh_api {
         let Some(owner) = options.owner.as_deref() else {
             return Err(call_error(
                 &ctx,
-                "harun::host::option",
+                codes::HOST_OPTION,
                 "option `owner` must be given to chown: #{owner: \"vault\"}",
             ));
         };
@@ -374,11 +375,7 @@ pub mod ssh_api {
     ) -> Result<bool, Box<EvalAltResult>> {
         let options = FileOptions::parse(&ctx, &options)?;
         let bytes = std::fs::read(local).map_err(|e| {
-            call_error(
-                &ctx,
-                "harun::local::read",
-                format!("cannot read {local}: {e}"),
-            )
+            call_error(&ctx, codes::LOCAL_READ, format!("cannot read {local}: {e}"))
         })?;
         write_file(&ctx, &host, remote, &bytes, None, &options)
     }
@@ -394,7 +391,7 @@ pub mod ssh_api {
         let bytes = read_optional(&ctx, &host, remote)?.ok_or_else(|| {
             call_error(
                 &ctx,
-                "harun::host::not_found",
+                codes::HOST_NOT_FOUND,
                 format!("{}: {remote} does not exist", host.name()),
             )
         })?;
@@ -405,7 +402,7 @@ pub mod ssh_api {
                 let _ = std::fs::remove_file(&tmp);
                 call_error(
                     &ctx,
-                    "harun::local::write",
+                    codes::LOCAL_WRITE,
                     format!("cannot write {local}: {e}"),
                 )
             })
@@ -492,7 +489,7 @@ pub mod ssh_api {
             return Ok(values);
         }
         let mut value = Map::new();
-        value.insert("code".into(), "harun::parallel::failed".into());
+        value.insert("code".into(), codes::PARALLEL_FAILED.into());
         value.insert(
             "message".into(),
             format!("{} of {n} failed: {}", lines.len(), lines.join("; ")).into(),

@@ -5,6 +5,7 @@ use std::error::Error as _;
 use std::fmt;
 
 use super::transport::Target;
+use harun_runtime::codes;
 
 #[derive(Clone, Debug)]
 pub struct HostError {
@@ -33,7 +34,7 @@ impl HostError {
     }
 
     pub fn io(host: &str, what: &str, e: &std::io::Error) -> HostError {
-        HostError::new("harun::host::io", host, format!("{what}: {e}"))
+        HostError::new(codes::HOST_IO, host, format!("{what}: {e}"))
     }
 
     /// Classifies an openssh error by the words ssh itself printed, which `Display` hides
@@ -51,7 +52,7 @@ impl HostError {
             || lower.contains("remote host identification has changed")
         {
             (
-                "harun::host::host_key",
+                codes::HOST_HOST_KEY,
                 format!(
                     "host key verification failed for {} (the key is not in known_hosts under the strict policy, or it changed)",
                     target.address
@@ -59,7 +60,7 @@ impl HostError {
             )
         } else if lower.contains("permission denied") {
             (
-                "harun::host::auth",
+                codes::HOST_AUTH,
                 format!(
                     "the SSH key was refused for {}@{}",
                     target.user.as_deref().unwrap_or("(default user)"),
@@ -68,7 +69,7 @@ impl HostError {
             )
         } else if lower.contains("session open refused") {
             (
-                "harun::host::sessions",
+                codes::HOST_SESSIONS,
                 format!(
                     "sshd refused another session (is its MaxSessions lower than max_sessions = {} in the topology?)",
                     target.max_sessions
@@ -76,7 +77,7 @@ impl HostError {
             )
         } else if lower.contains("connection refused") {
             (
-                "harun::host::unreachable",
+                codes::HOST_UNREACHABLE,
                 format!(
                     "connection refused by {}:{} (is sshd running?)",
                     target.address, target.port
@@ -84,7 +85,7 @@ impl HostError {
             )
         } else if lower.contains("timed out") || lower.contains("timeout") {
             (
-                "harun::host::timeout",
+                codes::HOST_TIMEOUT,
                 format!(
                     "no answer from {}:{} within {}",
                     target.address,
@@ -94,16 +95,16 @@ impl HostError {
             )
         } else if lower.contains("could not resolve") || lower.contains("not known") {
             (
-                "harun::host::unreachable",
+                codes::HOST_UNREACHABLE,
                 format!("cannot resolve {}", target.address),
             )
         } else if lower.contains("no route to host") || lower.contains("network is unreachable") {
             (
-                "harun::host::unreachable",
+                codes::HOST_UNREACHABLE,
                 format!("no route to {}", target.address),
             )
         } else {
-            ("harun::host::ssh", format!("ssh failed: {chain}"))
+            (codes::HOST_SSH, format!("ssh failed: {chain}"))
         };
         HostError {
             code,

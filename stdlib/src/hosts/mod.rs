@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use harun_runtime::codes;
 use harun_runtime::diagnostic::interrupt_error;
 use harun_runtime::error::call_error;
 use harun_runtime::topology::Host;
@@ -66,7 +67,7 @@ pub fn lookup(ctx: &NativeCallContext, name: &str) -> RhaiResult<HostHandle> {
     let Some(topology) = topology else {
         return Err(call_error(
             ctx,
-            "harun::host::no_topology",
+            codes::HOST_NO_TOPOLOGY,
             format!("no host `{name}`: there is no topology (pass --topology FILE or create ./harun.hcl)"),
         ));
     };
@@ -74,7 +75,7 @@ pub fn lookup(ctx: &NativeCallContext, name: &str) -> RhaiResult<HostHandle> {
         Some(host) => Ok(HostHandle(Arc::new(host.clone()))),
         None => Err(call_error(
             ctx,
-            "harun::host::unknown",
+            codes::HOST_UNKNOWN,
             format!(
                 "no host `{name}` in {} (hosts: {})",
                 topology.path.display(),
@@ -126,7 +127,7 @@ impl RunOptions {
                 other => {
                     return Err(call_error(
                         ctx,
-                        "harun::host::option",
+                        codes::HOST_OPTION,
                         format!("unknown option `{other}` (known: sudo, timeout, stdin)"),
                     ))
                 }
@@ -139,7 +140,7 @@ impl RunOptions {
 fn bad_option(ctx: &NativeCallContext, key: &str, what: &str) -> Box<EvalAltResult> {
     call_error(
         ctx,
-        "harun::host::option",
+        codes::HOST_OPTION,
         format!("option `{key}` must be {what}"),
     )
 }
@@ -247,13 +248,13 @@ pub fn command_failed(
     let (code, what) =
         if lower.contains("a password is required") || lower.contains("a terminal is required") {
             (
-                "harun::host::sudo",
+                codes::HOST_SUDO,
                 "sudo needs a password; allow the command without one (NOPASSWD) for this user"
                     .to_string(),
             )
         } else if out.status == 127 {
             (
-                "harun::host::command_not_found",
+                codes::HOST_COMMAND_NOT_FOUND,
                 "command not found".to_string(),
             )
         } else if out.status == 126
@@ -261,13 +262,13 @@ pub fn command_failed(
             || lower.contains("operation not permitted")
         {
             (
-                "harun::host::permission",
+                codes::HOST_PERMISSION,
                 "permission denied (set `sudo = true` for this host, or use the `sudo` option)"
                     .to_string(),
             )
         } else {
             (
-                "harun::host::command_failed",
+                codes::HOST_COMMAND_FAILED,
                 format!("exited with status {}", out.status),
             )
         };
@@ -369,7 +370,7 @@ impl FileOptions {
                 other => {
                     return Err(call_error(
                         ctx,
-                        "harun::host::option",
+                        codes::HOST_OPTION,
                         format!("unknown option `{other}` (known: mode, owner, group, backup)"),
                     ))
                 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::error::HostError;
 use super::transport::{connect_ssh, Connection, Target};
+use harun_runtime::codes;
 
 struct Slot {
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
@@ -49,7 +50,7 @@ impl Pool {
         } else {
             let dir = self
                 .control_dir()
-                .map_err(|e| HostError::new("harun::host::control_dir", &target.name, e))?;
+                .map_err(|e| HostError::new(codes::HOST_CONTROL_DIR, &target.name, e))?;
             tracing::debug!(host = %target.name, address = %target.address, "connecting over ssh");
             let session = connect_ssh(target, &dir).await?;
             Arc::new(Connection::ssh(session, target.max_sessions))

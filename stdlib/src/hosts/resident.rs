@@ -18,6 +18,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+use harun_runtime::codes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -64,7 +65,7 @@ impl ResidentShell {
             child.stderr().take(),
         ) else {
             return Err(HostError::new(
-                "harun::host::ssh",
+                codes::HOST_SSH,
                 &target.name,
                 "the new session came without its streams",
             ));

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use harun_runtime::codes;
 use harun_runtime::topology::Host;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -116,7 +117,7 @@ impl Connection {
     ) -> Result<ExecOutput, HostError> {
         if command.contains('\0') {
             return Err(HostError::new(
-                "harun::host::command",
+                codes::HOST_COMMAND,
                 &target.name,
                 "the command contains a NUL byte, which no shell can run",
             ));
@@ -217,11 +218,7 @@ impl Connection {
 }
 
 fn closed(target: &Target) -> HostError {
-    HostError::new(
-        "harun::host::closed",
-        &target.name,
-        "connection pool closed",
-    )
+    HostError::new(codes::HOST_CLOSED, &target.name, "connection pool closed")
 }
 
 async fn exec_local(

@@ -2,7 +2,7 @@
 //! numbered plan with diffs; a real run changes files atomically, keeps a backup, and
 //! appends to the audit log.
 
-mod common;
+use crate::common;
 
 use common::Test;
 

@@ -1,6 +1,6 @@
 //! Hosts over real SSH: sshd processes on loopback aliases, a test user with sudo.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

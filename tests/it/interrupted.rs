@@ -5,7 +5,7 @@
 //! cluster whole, every KV entry and secret of the first state there, and every config
 //! file whole.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

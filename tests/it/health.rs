@@ -3,7 +3,7 @@
 //! bootstrap_expect = 1, while a node drains, with every Vault node sealed, with Consul
 //! short of a majority, and with nothing answering.
 
-mod common;
+use crate::common;
 
 use common::lab::{script, Lab};
 

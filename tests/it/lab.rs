@@ -1,7 +1,7 @@
 //! The lab: `harun lab up/status/down`, `--lab`, and the Consul twin's behaviour that the
 //! story depends on (bootstrap_expect, failover, stale registrations).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The command-line contract: output, diagnostics and exit statuses a user (or a monitoring
 //! system) sees.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

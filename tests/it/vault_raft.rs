@@ -3,7 +3,7 @@
 //! failure half way (a wrong unseal key after the migration) loses nothing, and a second
 //! run finishes the job; a finished cluster is left as it is.
 
-mod common;
+use crate::common;
 
 use common::http::get;
 use common::lab::{script, Lab, SECRETS};
@@ -70,8 +70,7 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
     }
     assert_eq!(done.status, 0, "{}\n{}", done.stdout, done.stderr);
     assert!(
-        done.stdout
-            .starts_with("OK - nothing to change: 3 consul servers")
+        done.stdout.starts_with("OK - vault: 3 raft voters")
             && done.stdout.contains(
                 "vault: 3 raft voters, 1 active, 2 standby, 3 secrets, registered at 3 agents"
             ),
@@ -133,7 +132,7 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
     assert!(
         again
             .stdout
-            .starts_with("OK - nothing to change: 3 consul servers")
+            .starts_with("OK - nothing to change: 3 vault voters")
             && again
                 .stdout
                 .contains("nothing to change: 3 vault voters, 1 active, 3 secrets"),

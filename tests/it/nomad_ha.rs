@@ -1,7 +1,7 @@
 //! scripts/nomad-ha.rhai on the lab, in both branches of the story: servers that find each
 //! other through Consul, and servers and clients given server_join retry_join.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

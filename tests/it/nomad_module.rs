@@ -1,7 +1,7 @@
 //! The nomad module on the lab: node drains that end (and one that never does, which
 //! fails the wait in time), eligibility, and job status.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

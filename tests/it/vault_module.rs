@@ -1,7 +1,7 @@
 //! The vault module on the lab: health states, KV v2, unsealing with Secret keys (a wrong
 //! one fails with Vault's words), and no key or token in any output, plan or audit log.
 
-mod common;
+use crate::common;
 
 use common::lab::Lab;
 use common::Test;

@@ -2,7 +2,7 @@
 //! threshold of genuine shares; file storage migrated to raft keeping every secret; two new
 //! nodes joined and unsealed one by one; a standby's 429 and forwarding; failover.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The topology file becomes the `topology` global; its errors point at file and line.
 
-mod common;
+use crate::common;
 
 use common::Test;
 

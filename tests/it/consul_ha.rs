@@ -3,7 +3,7 @@
 //! one server holding KV data to three servers; then again, changing nothing. Also the
 //! consul module's refusals and errors.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! `harun doc`: every built-in has a doc comment, and the reference prints it.
 
-mod common;
+use crate::common;
 
 use common::Test;
 

@@ -2,7 +2,7 @@
 //! --format json, error messages, dry-run plans, the audit log. Only the file it was
 //! written to holds it.
 
-mod common;
+use crate::common;
 
 use common::{Outcome, Test};
 

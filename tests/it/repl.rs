@@ -1,6 +1,6 @@
 //! The REPL, driven through piped stdin (line mode) and through a pseudo-terminal.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

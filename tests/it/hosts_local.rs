@@ -1,6 +1,6 @@
 //! The local transport: the same host API on this machine (cron on a controller, the lab).
 
-mod common;
+use crate::common;
 
 use common::Test;
 

@@ -3,7 +3,7 @@
 //! CONSUL_CACERT, the client certificate from `client_cert`/`client_key` or
 //! CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY; each missing piece is named in the error.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

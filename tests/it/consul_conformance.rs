@@ -3,7 +3,7 @@
 //! lab twins, started from the same config files. What differs is fixed in the twin or
 //! written down in lab/README.md; a missing `consul` binary fails the run, it never skips.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

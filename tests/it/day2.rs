@@ -1,0 +1,323 @@
+//! Day 2: the whole story in one command (ha.rhai), then what HA is for: restarting and
+//! rebooting the controllers one at a time (rolling-restart.rhai) while clients keep
+//! reading and writing through their own agents.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::http::{request, request_with};
+use crate::common::lab::{script, Lab, SECRETS};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// One thing a client does; `Err` says what went wrong.
+type Step<'a> = dyn Fn() -> Result<(), String> + 'a;
+
+/// What a client on the worker does, over and over: a Consul KV write and read through
+/// the worker's own Consul agent, a Nomad job listing through its own Nomad agent, and a
+/// Vault secret written and read through the first node that answers (as a client that
+/// follows vault.service.consul would). Each step may be retried for 5 s, as clients
+/// retry; a step that still fails counts.
+struct Client {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Client {
+    fn start(lab: &Lab) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = lab.address("worker1");
+        let vaults: Vec<String> = ["controller1", "controller2", "controller3"]
+            .iter()
+            .map(|h| lab.address(h))
+            .collect();
+        let token = lab.root_token();
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut rounds = 0;
+            let mut failures = Vec::new();
+            let retry = |what: &str, step: &Step| {
+                let started = Instant::now();
+                loop {
+                    match step() {
+                        Ok(()) => return None,
+                        Err(e) if started.elapsed() > Duration::from_secs(5) => {
+                            return Some(format!("{what}: {e}"))
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    }
+                }
+            };
+            while !flag.load(Ordering::SeqCst) {
+                rounds += 1;
+                let value = format!("round-{rounds}");
+                let kv = format!("http://{worker}:8500/v1/kv/homelab/rolling");
+                let steps: [(&str, Box<Step>); 3] = [
+                    (
+                        "consul kv",
+                        Box::new(|| {
+                            let put = request("PUT", &kv, &value)?;
+                            let got = request("GET", &format!("{kv}?raw"), "")?;
+                            (put.status == 200 && got.body == value)
+                                .then_some(())
+                                .ok_or(format!("{} {} {:?}", put.status, got.status, got.body))
+                        }),
+                    ),
+                    (
+                        "nomad jobs",
+                        Box::new(|| {
+                            let r = request("GET", &format!("http://{worker}:4646/v1/jobs"), "")?;
+                            (r.status == 200)
+                                .then_some(())
+                                .ok_or(format!("{}", r.status))
+                        }),
+                    ),
+                    (
+                        "vault secret",
+                        Box::new(|| {
+                            let auth = [("X-Vault-Token", token.as_str())];
+                            let body = format!("{{\"data\":{{\"round\":\"{value}\"}}}}");
+                            let mut last = String::from("no node answered");
+                            for address in &vaults {
+                                let url = |p: &str| format!("http://{address}:8200{p}");
+                                let Ok(w) = request_with(
+                                    "PUT",
+                                    &url("/v1/secret/data/homelab/rolling"),
+                                    &body,
+                                    &auth,
+                                ) else {
+                                    continue;
+                                };
+                                if w.status != 200 {
+                                    last = format!("write {}: {}", w.status, w.body);
+                                    continue;
+                                }
+                                let r = request_with(
+                                    "GET",
+                                    &url("/v1/secret/data/homelab/rolling"),
+                                    "",
+                                    &auth,
+                                )?;
+                                if r.status == 200 && r.body.contains(&value) {
+                                    return Ok(());
+                                }
+                                last = format!("read {}: {}", r.status, r.body);
+                            }
+                            Err(last)
+                        }),
+                    ),
+                ];
+                for (what, step) in &steps {
+                    if let Some(failure) = retry(what, step.as_ref()) {
+                        failures.push(failure);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (rounds, failures)
+        });
+        Client { stop, handle }
+    }
+
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+/// The audit log's summaries.
+fn audited(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["target"].as_str().unwrap(),
+                v["summary"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn check_secrets(lab: &Lab) {
+    for host in ["controller1", "controller2", "controller3"] {
+        for (path, field, value) in SECRETS {
+            let r = lab.vault_call("GET", host, &format!("/v1/secret/data/{path}"), "");
+            assert_eq!(r.json()["data"]["data"][field], value, "{host} {path}");
+        }
+    }
+}
+
+/// ha.rhai takes a fresh lab to HA in one run; rolling-restart.rhai then refuses while a
+/// server is down, plans, restarts every service of every controller (leaders last, Vault's
+/// active node stepped down first) while a client keeps working, reboots a controller,
+/// and finishes a run that was killed half way.
+#[test]
+fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
+    let lab = Lab::up_with(&["--workers", "1"]);
+    let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
+    let stdout = text(&ha.stdout);
+    assert_eq!(ha.status.code(), Some(0), "{stdout}\n{}", text(&ha.stderr));
+    assert!(
+        stdout.contains("HA: consul, nomad and vault whole on 3 controllers")
+            && stdout.contains("consul: 3 servers")
+            && stdout.contains("nomad: 3 servers")
+            && stdout.contains("vault: 3 raft voters"),
+        "{stdout}"
+    );
+    let again = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
+    assert!(
+        again.status.success() && text(&again.stdout).contains("nothing to change: 3 vault voters"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    // A server down: refused, nothing changed.
+    let audit = lab.test.path("rolling.log");
+    let rolling_script = script("rolling-restart.rhai");
+    let rolling = |extra: &[&str]| {
+        let mut args = vec!["--audit-log", audit.to_str().unwrap(), "--yes"];
+        args.extend_from_slice(extra);
+        args.push(rolling_script.to_str().unwrap());
+        lab.harun(&args)
+    };
+    assert!(lab.ctl("controller3", "nomad", "stop").status.success());
+    let refused = rolling(&[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stdout));
+    assert!(
+        text(&refused.stdout)
+            .starts_with("CRITICAL - refusing to restart: nomad on controller3 does not answer"),
+        "{}",
+        text(&refused.stdout)
+    );
+    assert!(audited(&audit).is_empty(), "{:?}", audited(&audit));
+    assert!(lab.ctl("controller3", "nomad", "start").status.success());
+
+    // The plan.
+    let plan = lab.harun(&[
+        "--dry-run",
+        script("rolling-restart.rhai").to_str().unwrap(),
+    ]);
+    assert!(
+        plan.status.success(),
+        "{}\n{}",
+        text(&plan.stdout),
+        text(&plan.stderr)
+    );
+    assert!(
+        text(&plan.stdout).starts_with("OK - plan: rolling restart of controller1, controller2, controller3 (consul, nomad, vault)"),
+        "{}",
+        text(&plan.stdout)
+    );
+
+    // Every service of every controller, while a client works through its own agents.
+    let client = Client::start(&lab);
+    std::thread::sleep(Duration::from_secs(1));
+    let done = rolling(&[]);
+    let (rounds, failures) = client.stop();
+    let stdout = text(&done.stdout);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&done.stderr)
+    );
+    assert!(
+        stdout.starts_with("OK - rolling restart done: "),
+        "{stdout}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{rounds} rounds, failures: {failures:?}"
+    );
+    assert!(rounds > 5, "{rounds} rounds");
+    let log = audited(&audit);
+    for host in ["controller1", "controller2", "controller3"] {
+        for service in ["consul", "nomad", "vault"] {
+            let n = log
+                .iter()
+                .filter(|l| **l == format!("{host} restart {service}"))
+                .count();
+            assert_eq!(n, 1, "{host} {service}: {log:#?}");
+        }
+    }
+    let step_down = log
+        .iter()
+        .position(|l| l.contains(" vault: step down on "))
+        .expect("the active node stepped down");
+    let stepped = log[step_down].split(' ').next().unwrap().to_string();
+    let restarted = log
+        .iter()
+        .position(|l| *l == format!("{stepped} restart vault"))
+        .unwrap();
+    assert!(step_down < restarted, "{log:#?}");
+    check_secrets(&lab);
+    let health = lab.harun(&[script("health.rhai").to_str().unwrap()]);
+    assert_eq!(health.status.code(), Some(0), "{}", text(&health.stdout));
+
+    // A reboot of one controller: a new boot id, every service back, Vault unsealed.
+    let boot_id = || std::fs::read_to_string(lab.dir.join("controller2/boot_id")).unwrap();
+    let before = boot_id();
+    let rebooted = rolling(&["--set", "reboot=true", "--set", "hosts=controller2"]);
+    assert_eq!(
+        rebooted.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&rebooted.stdout),
+        text(&rebooted.stderr)
+    );
+    assert!(text(&rebooted.stdout).starts_with("OK - rolling reboot done: controller2"));
+    assert_ne!(boot_id(), before);
+    check_secrets(&lab);
+
+    // Killed inside the second controller's turn: the next run does only the rest.
+    let _ = std::fs::remove_file(&audit);
+    let mut first = lab
+        .test
+        .command()
+        .arg("--topology")
+        .arg(lab.dir.join("harun.hcl"))
+        .arg("--audit-log")
+        .arg(&audit)
+        .arg(script("rolling-restart.rhai"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while audited(&audit).len() < 7 {
+        assert!(first.try_wait().unwrap().is_none(), "ended before change 7");
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no change 7 in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let finished = rolling(&[]);
+    let stderr = text(&finished.stderr);
+    assert_eq!(
+        finished.status.code(),
+        Some(0),
+        "{}\n{stderr}",
+        text(&finished.stdout)
+    );
+    assert!(
+        stderr.contains("finishing the rolling restart an interrupted run began"),
+        "{stderr}"
+    );
+    let kv = request(
+        "GET",
+        &lab.consul("controller1", "/v1/kv/harun/rolling-restart"),
+        "",
+    )
+    .unwrap();
+    assert_eq!(kv.status, 404, "the record is left: {}", kv.body);
+    check_secrets(&lab);
+}

@@ -1,0 +1,25 @@
+//! The end-to-end tests, one binary (it links once): a module per subject, on the
+//! helpers in `common` (`Test`, `Lab`, `script`).
+
+mod common;
+
+mod cli;
+mod consul_conformance;
+mod consul_ha;
+mod consul_tls;
+mod day2;
+mod doc;
+mod health;
+mod hosts_local;
+mod interrupted;
+mod lab;
+mod nomad_ha;
+mod nomad_module;
+mod plan;
+mod repl;
+mod secrets;
+mod ssh;
+mod topology;
+mod vault;
+mod vault_module;
+mod vault_raft;
