@@ -1105,8 +1105,19 @@ pub fn ctl(
                 3
             })
         }
+        // The main process id, as systemd's MainPID (for `service::main_pid`).
+        "main-pid" => {
+            port_of(service)?;
+            Ok(match lab.pid(host, service) {
+                Some(pid) => {
+                    println!("{pid}");
+                    0
+                }
+                None => 3,
+            })
+        }
         other => Err(format!(
-            "unknown action {other:?} (start, stop, restart, status)"
+            "unknown action {other:?} (start, stop, restart, status, main-pid)"
         )),
     }
 }

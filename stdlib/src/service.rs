@@ -191,6 +191,24 @@ fn change(
     Ok(done.is_some())
 }
 
+/// The main process id of service `name`, 0 when it does not run: systemd's MainPID,
+/// `pidof` under OpenRC, or the output of the template's action `main-pid`.
+fn main_pid(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResult<i64> {
+    let unit = unit(host, name);
+    let q = shell::quote(&unit);
+    let command = match manager(host) {
+        Manager::Systemd => shell::command(
+            &format!("systemctl show --property MainPID --value {q}"),
+            false,
+        ),
+        Manager::OpenRc => shell::command(&format!("pidof -s {q}"), false),
+        Manager::Template(_) => action_command(host, &unit, "main-pid"),
+    };
+    let out = exec_raw(ctx, host, &command, None, Some(Duration::from_secs(10)))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.trim().parse().unwrap_or(0))
+}
+
 /// The host's boot id: a new one after each boot (Linux's
 /// /proc/sys/kernel/random/boot_id, or the topology's `boot_id_file`).
 fn boot_id(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<String> {
@@ -360,6 +378,18 @@ pub mod service_api {
     ) -> Result<bool, Box<EvalAltResult>> {
         let timeout = seconds(&ctx, timeout_seconds)?;
         change(&ctx, &host, name, "restart", timeout)
+    }
+
+    /// The main process id of service `name` (0 when it does not run), for `ps` and the
+    /// like: systemd's MainPID, `pidof` under OpenRC, or the output of the service manager
+    /// template's action `main-pid`. A read.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn main_pid(
+        ctx: NativeCallContext,
+        host: HostHandle,
+        name: &str,
+    ) -> Result<i64, Box<EvalAltResult>> {
+        super::main_pid(&ctx, &host, name)
     }
 
     /// Reboots the host (`systemctl reboot`, OpenRC's `reboot`, or the service manager

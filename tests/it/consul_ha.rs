@@ -226,6 +226,41 @@ fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
         again.stdout
     );
 
+    // health.rhai on real Consul with a follower down: DNS (the consul block's
+    // dns_address) answers fewer consul servers than the catalog holds.
+    let leader = common::http::request("GET", &consul.url(0, "/v1/status/leader"), "")
+        .unwrap()
+        .body;
+    let (down, _) = consul
+        .hosts
+        .iter()
+        .rev()
+        .find(|(_, address)| !leader.contains(&format!("\"{address}:")))
+        .cloned()
+        .unwrap();
+    consul.ctl(&down, "stop");
+    let health = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/health.rhai");
+    let warned = eventually("DNS short of a server", Duration::from_secs(40), || {
+        let out = t.run_with(&["--set", "services=consul", health.to_str().unwrap()]);
+        (out.status == 1
+            && out
+                .stdout
+                .contains("answers 2 of 3 consul servers for consul.service.consul"))
+        .then_some(out)
+    });
+    assert!(
+        warned
+            .stdout
+            .starts_with(&format!("WARNING - consul: no answer from {down}")),
+        "{}",
+        warned.stdout
+    );
+    consul.ctl(&down, "start");
+    eventually("three voters again", Duration::from_secs(40), || {
+        let out = t.run_with(&["--set", "services=consul", health.to_str().unwrap()]);
+        (out.status == 0).then_some(())
+    });
+
     // A cold start with one server of three: real Consul elects no leader, whatever
     // bootstrap_expect says; consul-recover.rhai's peers.json brings it back with its
     // data, and consul-ha.rhai grows it to three again.

@@ -275,43 +275,51 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
     assert_ne!(boot_id(), before);
     check_secrets(&lab);
 
-    // Killed inside the second controller's turn: the next run does only the rest.
-    let _ = std::fs::remove_file(&audit);
-    let mut first = lab
-        .test
-        .command()
-        .arg("--topology")
-        .arg(lab.dir.join("harun.hcl"))
-        .arg("--audit-log")
-        .arg(&audit)
-        .arg(script("rolling-restart.rhai"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while audited(&audit).len() < 7 {
-        assert!(first.try_wait().unwrap().is_none(), "ended before change 7");
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "no change 7 in time"
+    // Killed (SIGKILL, or Ctrl-C's SIGINT) at its first change, inside the second
+    // controller's turn, and as the third begins: the next run finishes from the record.
+    for (changes, signal) in [(2, libc::SIGINT), (7, libc::SIGKILL), (12, libc::SIGKILL)] {
+        let _ = std::fs::remove_file(&audit);
+        let mut first = lab
+            .test
+            .command()
+            .arg("--topology")
+            .arg(lab.dir.join("harun.hcl"))
+            .arg("--audit-log")
+            .arg(&audit)
+            .arg(script("rolling-restart.rhai"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while audited(&audit).len() < changes {
+            assert!(
+                first.try_wait().unwrap().is_none(),
+                "ended before change {changes}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "no change {changes} in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(first.id() as i32, signal) };
+        first.wait().unwrap();
+        let finished = rolling(&[]);
+        let stderr = text(&finished.stderr);
+        assert_eq!(
+            finished.status.code(),
+            Some(0),
+            "killed at {changes}: {}\n{stderr}",
+            text(&finished.stdout)
         );
-        std::thread::sleep(Duration::from_millis(20));
+        // Ctrl-C lets the run end its turn's step and keep the record for the next.
+        assert!(
+            stderr.contains("finishing the rolling restart an interrupted run began"),
+            "killed at {changes}: {stderr}"
+        );
     }
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let finished = rolling(&[]);
-    let stderr = text(&finished.stderr);
-    assert_eq!(
-        finished.status.code(),
-        Some(0),
-        "{}\n{stderr}",
-        text(&finished.stdout)
-    );
-    assert!(
-        stderr.contains("finishing the rolling restart an interrupted run began"),
-        "{stderr}"
-    );
     let kv = request(
         "GET",
         &lab.consul("controller1", "/v1/kv/harun/rolling-restart"),

@@ -109,3 +109,197 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
         )
     );
 }
+
+/// What the story warns about, each set up on an HA lab and then undone: a stale
+/// registration at another node's agent, a critical check, a Nomad agent registering
+/// through another Consul agent, a Vault retry_join naming one server, a topology address
+/// that is another controller's; the Prometheus textfile after a healthy and a degraded
+/// run; the cost of each server process; and a host that hangs, named within the deadline.
+#[test]
+fn health_warns_about_what_the_story_warns_about() {
+    let lab = Lab::up_with(&["--workers", "1"]);
+    let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
+    assert!(
+        ha.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ha.stdout)
+    );
+    let default_topology = lab.dir.join("harun.hcl");
+    let run_on = |topology: &std::path::Path, extra: &[&str]| {
+        let out = lab
+            .test
+            .command()
+            .arg("--topology")
+            .arg(topology)
+            .args(extra)
+            .arg(script("health.rhai"))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let run = |extra: &[&str]| run_on(&default_topology, extra);
+    let c1 = lab.address("controller1");
+    let c2 = lab.address("controller2");
+
+    // Healthy: no warning; the textfile says so; the cost of each process.
+    let textfile = lab.test.path("harun.prom");
+    let textfile_arg = format!("textfile={}", textfile.display());
+    let (status, out) = run(&["--set", &textfile_arg, "--set", "cost=true"]);
+    assert_eq!(status, 0, "{out}");
+    assert!(out.starts_with("OK - consul: leader, 3 voters; nomad: leader, 3 voters, 4 nodes ready; vault: 1 active, 2 standby, raft\n"), "{out}");
+    assert!(out.contains("cost: controller1 consul: "), "{out}");
+    let metrics = std::fs::read_to_string(&textfile).unwrap();
+    for line in [
+        "# TYPE harun_health_status gauge",
+        "harun_health_status{check=\"consul\"} 0",
+        "harun_health_status{check=\"practice\"} 0",
+        "harun_cluster_voters{service=\"consul\"} 3",
+        "harun_cluster_leader{service=\"vault\"} 1",
+        "harun_cluster_failure_tolerance{service=\"nomad\"} 1",
+        "harun_vault_sealed_nodes 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("harun_process_resident_bytes{host=\"controller2\",service=\"vault\"} ")
+    );
+
+    let warned = |expected: &str, extra: &[&str]| {
+        let (status, out) = run(extra);
+        assert_eq!(status, 1, "{out}");
+        assert!(
+            out.starts_with("WARNING - ") && out.contains(expected),
+            "{expected}\n{out}"
+        );
+    };
+
+    // The story's stale registration: controller2's vault, at controller1's agent.
+    let register =
+        format!("{{\"ID\":\"vault-stale\",\"Name\":\"vault\",\"Address\":\"{c2}\",\"Port\":8200}}");
+    let r = common::http::put(
+        &lab.consul("controller1", "/v1/agent/service/register"),
+        &register,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    warned(
+        &format!("consul: vault of {c2} is registered at controller1's agent, not its own"),
+        &[],
+    );
+    warned(
+        &format!("consul: vault at {c2}:8200 is registered 2 times"),
+        &[],
+    );
+    common::http::put(
+        &lab.consul("controller1", "/v1/agent/service/deregister/vault-stale"),
+        "",
+    );
+
+    // A critical check.
+    let check = "{\"ID\":\"disk\",\"Name\":\"disk\",\"TTL\":\"30s\"}";
+    common::http::put(
+        &lab.consul("controller2", "/v1/agent/check/register"),
+        check,
+    );
+    common::http::put(&lab.consul("controller2", "/v1/agent/check/fail/disk"), "");
+    warned("consul: disk critical on controller2", &[]);
+    common::http::put(
+        &lab.consul("controller2", "/v1/agent/check/deregister/disk"),
+        "",
+    );
+
+    // A Nomad agent registering through a name for every Consul server.
+    let own = format!("address = \"{}:8500\"", lab.address("worker1"));
+    let shared = "address = \"consul.service.consul:8500\"";
+    lab.set_config("worker1", "nomad", |t| t.replace(&own, shared));
+    warned("worker1: ", &[]);
+    let (_, out) = run(&[]);
+    assert!(out.contains("nomad.hcl registers through the Consul agent at consul.service.consul:8500, not its own"), "{out}");
+    lab.set_config("worker1", "nomad", |t| t.replace(shared, &own));
+
+    // A Vault retry_join that names one server.
+    let vault_hcl = lab.dir.join("controller3/vault.hcl");
+    let original = std::fs::read_to_string(&vault_hcl).unwrap();
+    let edit = format!(
+        "let p = {:?}; let t = local::read(p); let r = hcl::parse(t).storage.raft; r.retry_join = [r.retry_join[0]]; let d = hcl::edit(t); d.set_block(\"storage[raft]\", r); local::write(p, d.to_string());",
+        vault_hcl.display().to_string()
+    );
+    assert!(lab.harun(&["-e", &edit]).status.success());
+    warned("controller3: ", &[]);
+    let (_, out) = run(&[]);
+    assert!(out.contains("vault.hcl has one retry_join"), "{out}");
+    std::fs::write(&vault_hcl, original).unwrap();
+
+    // A topology whose controller2 talks to controller1's Consul agent.
+    let topology = std::fs::read_to_string(lab.dir.join("harun.hcl")).unwrap();
+    let wrong = lab.test.path("wrong.hcl");
+    std::fs::write(
+        &wrong,
+        topology.replace(
+            "host \"controller2\" {",
+            &format!(
+                "host \"controller2\" {{\n  consul {{\n    address = \"http://{c1}:8500\"\n  }}"
+            ),
+        ),
+    )
+    .unwrap();
+    let (status, out) = run_on(&wrong, &[]);
+    assert_eq!(status, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "topology: controller2's consul address http://{c1}:8500 is controller1's"
+        )),
+        "{out}"
+    );
+
+    // Degraded: controller3's Vault stopped; the textfile says so.
+    assert!(lab.ctl("controller3", "vault", "stop").status.success());
+    let (status, out) = run(&["--set", &textfile_arg]);
+    assert_eq!(status, 1, "{out}");
+    assert!(out.contains("vault: no answer from controller3"), "{out}");
+    let metrics = std::fs::read_to_string(&textfile).unwrap();
+    for line in [
+        "harun_health_status{check=\"vault\"} 1",
+        "harun_health_status{check=\"consul\"} 0",
+        "harun_cluster_failure_tolerance{service=\"vault\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(lab.ctl("controller3", "vault", "start").status.success());
+
+    // A host that accepts connections and never answers: named, within the deadline.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let hung = lab.test.path("hung.hcl");
+    let url = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        &hung,
+        topology.replace(
+            "host \"controller3\" {",
+            &format!("host \"controller3\" {{\n  consul {{\n    address = \"{url}\"\n  }}\n  nomad {{\n    address = \"{url}\"\n  }}\n  vault {{\n    address = \"{url}\"\n  }}"),
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (status, out) = run_on(&hung, &[]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 1, "{out}");
+    assert!(
+        out.contains("consul: no answer from controller3")
+            && out.contains("vault: no answer from controller3"),
+        "{out}"
+    );
+}

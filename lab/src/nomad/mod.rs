@@ -251,6 +251,55 @@ pub struct Agent {
     pub cluster: Arc<Cluster>,
     pub node_id: String,
     pub client: reqwest::Client,
+    /// The leader's heartbeat timers, in the lab's terms (nomad/heartbeat.go).
+    pub heartbeats: std::sync::Mutex<Heartbeats>,
+}
+
+/// A node is down when its client has been silent longer than its heartbeat TTL (at
+/// least MinHeartbeatTTL 10 s plus HeartbeatGrace 10 s, nomad/config.go). A new leader
+/// first gives every node FailoverHeartbeatTTL, 5 minutes (heartbeat.go
+/// initializeHeartbeatTimers): a leader election, as in a rolling restart of the servers,
+/// marks no node down.
+#[derive(Default)]
+pub struct Heartbeats {
+    leader_since: Option<std::time::Instant>,
+    /// Nodes heard from since this server became leader: their timers run on the TTL.
+    heard: std::collections::HashSet<String>,
+    silent_since: std::collections::HashMap<String, std::time::Instant>,
+}
+
+const HEARTBEAT_TTL: Duration = Duration::from_secs(20);
+const FAILOVER_HEARTBEAT_TTL: Duration = Duration::from_secs(300);
+
+impl Heartbeats {
+    /// The nodes whose timer ran out, from the leader's view of which members are alive.
+    fn expired(&mut self, alive: &BTreeMap<String, bool>) -> Vec<String> {
+        let now = std::time::Instant::now();
+        let leader_since = *self.leader_since.get_or_insert(now);
+        let mut out = Vec::new();
+        for (node, is_alive) in alive {
+            if *is_alive {
+                self.heard.insert(node.clone());
+                self.silent_since.remove(node);
+                continue;
+            }
+            let since = *self.silent_since.entry(node.clone()).or_insert(now);
+            let ttl = if self.heard.contains(node) {
+                HEARTBEAT_TTL
+            } else {
+                FAILOVER_HEARTBEAT_TTL.saturating_sub(since.saturating_duration_since(leader_since))
+            };
+            if now.duration_since(since) >= ttl {
+                out.push(node.clone());
+            }
+        }
+        out
+    }
+
+    /// This server no longer leads: its timers go.
+    fn clear(&mut self) {
+        *self = Heartbeats::default();
+    }
 }
 
 /// Applies a replicated operation: client nodes and jobs.
@@ -354,27 +403,37 @@ impl Agent {
                     .await;
             }
         }
-        if self.cluster.is_leader() {
+        if !self.cluster.is_leader() {
+            self.heartbeats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        } else {
             let members: BTreeMap<String, MemberStatus> = self
                 .cluster
                 .members()
                 .into_iter()
                 .map(|m| (m.name, m.status))
                 .collect();
-            let down: Vec<String> = self.cluster.read(|d| {
+            // Each ready node: is its client alive (the lab's stand-in for its heartbeats)?
+            let alive: BTreeMap<String, bool> = self.cluster.read(|d| {
                 d["nodes"]
                     .as_object()
                     .into_iter()
                     .flatten()
                     .filter(|(_, n)| n["Status"] == "ready")
-                    .filter(|(_, n)| {
-                        n["Member"].as_str().is_some_and(|m| {
-                            members.get(m).is_some_and(|s| *s != MemberStatus::Alive)
-                        })
+                    .filter_map(|(id, n)| {
+                        let member = n["Member"].as_str()?;
+                        let status = members.get(member)?;
+                        Some((id.clone(), *status == MemberStatus::Alive))
                     })
-                    .map(|(id, _)| id.clone())
                     .collect()
             });
+            let down = self
+                .heartbeats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expired(&alive);
             for id in down {
                 let _ = self
                     .cluster
@@ -580,6 +639,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         Box::new(|| true),
     );
     let agent = Arc::new(Agent {
+        heartbeats: Default::default(),
         settings: settings.clone(),
         cluster: cluster.clone(),
         node_id,
