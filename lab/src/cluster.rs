@@ -531,7 +531,7 @@ impl Cluster {
                 Some((id, reply))
             }
         });
-        let replies = futures_join_all(calls).await;
+        let replies = futures::future::join_all(calls).await;
         let mut ok = Vec::new();
         let mut behind = Vec::new();
         for (id, reply) in replies.into_iter().flatten() {
@@ -659,7 +659,7 @@ impl Cluster {
                 (name, url, reply)
             }
         });
-        let results = futures_join_all(calls).await;
+        let results = futures::future::join_all(calls).await;
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         if !self.opts.call_clients {
@@ -859,7 +859,7 @@ impl Cluster {
                 r.json::<VoteReply>().await.ok()
             }
         });
-        let replies = futures_join_all(calls).await;
+        let replies = futures::future::join_all(calls).await;
         let mut granted = 1;
         for reply in replies.into_iter().flatten() {
             if reply.term > request.term {
@@ -1102,35 +1102,6 @@ impl Cluster {
         }
         Ok(())
     }
-}
-
-/// Runs futures concurrently (tokio's JoinSet would need 'static futures).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = (0..futures.len()).map(|_| None).collect();
-    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> =
-        futures.into_iter().enumerate().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(out) => {
-                outputs[*i] = Some(out);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 // ----- handlers of the internal routes -----

@@ -220,6 +220,24 @@ fn health_warns_about_what_the_story_warns_about() {
     assert!(out.contains("nomad.hcl registers through the Consul agent at consul.service.consul:8500, not its own"), "{out}");
     lab.set_config("worker1", "nomad", |t| t.replace(shared, &own));
 
+    // A Nomad client that names one server where every server (or Consul) belongs.
+    let one = format!("enabled = true\n  servers = [\"{c1}:4647\"]");
+    lab.set_config("worker1", "nomad", |t| {
+        t.replacen("enabled = true", &one, 1)
+    });
+    let (status, out) = run(&[]);
+    assert_eq!(status, 1, "{out}");
+    assert!(
+        out.contains("worker1: ")
+            && out.contains(&format!(
+                "nomad.hcl client.servers names one server ({c1}:4647): list every server, or let Consul find them"
+            )),
+        "{out}"
+    );
+    lab.set_config("worker1", "nomad", |t| {
+        t.replacen(&one, "enabled = true", 1)
+    });
+
     // A Vault retry_join that names one server.
     let vault_hcl = lab.dir.join("controller3/vault.hcl");
     let original = std::fs::read_to_string(&vault_hcl).unwrap();

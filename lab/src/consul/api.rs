@@ -1369,3 +1369,21 @@ async fn session_list(State(agent): A, headers: HeaderMap, q: Q) -> Response {
     });
     indexed(&agent, Value::Array(list))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// agent/session_endpoint.go fixupEmptySessionChecks, case by case (Consul 1.8.7).
+    #[test]
+    fn a_sessions_checks_follow_consul() {
+        let checks = |body: Value| session_checks(&body);
+        assert_eq!(checks(json!({})), ["serfHealth"]);
+        assert!(checks(json!({"Checks": []})).is_empty());
+        assert!(checks(json!({"NodeChecks": []})).is_empty());
+        assert!(checks(json!({"Checks": [], "NodeChecks": []})).is_empty());
+        assert_eq!(checks(json!({"Checks": ["disk"]})), ["serfHealth", "disk"]);
+        assert!(checks(json!({"Checks": ["disk"], "NodeChecks": []})).is_empty());
+        assert_eq!(checks(json!({"Checks": ["serfHealth"]})), ["serfHealth"]);
+    }
+}

@@ -683,3 +683,35 @@ pub async fn serve(config: &Path) -> Result<(), String> {
     );
     crate::tls::serve(listener, app, settings.tls.as_ref(), std::future::pending()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new leader marks no node down for the failover TTL; a node it has heard from
+    /// and that then goes silent is not down before the heartbeat TTL either.
+    #[test]
+    fn no_node_is_down_at_once() {
+        let mut timers = Heartbeats::default();
+        let silent = BTreeMap::from([("worker1".to_string(), false)]);
+        assert!(timers.expired(&silent).is_empty());
+        let alive = BTreeMap::from([("worker1".to_string(), true)]);
+        assert!(timers.expired(&alive).is_empty());
+        assert!(timers.expired(&silent).is_empty());
+        // Heard from, then silent past the TTL: down.
+        timers
+            .silent_since
+            .insert("worker1".into(), std::time::Instant::now() - HEARTBEAT_TTL);
+        assert_eq!(timers.expired(&silent), ["worker1"]);
+        // Never heard from by this leader: the failover TTL.
+        let mut fresh = Heartbeats {
+            leader_since: Some(std::time::Instant::now()),
+            ..Default::default()
+        };
+        fresh
+            .silent_since
+            .insert("worker2".into(), std::time::Instant::now() - HEARTBEAT_TTL);
+        let silent2 = BTreeMap::from([("worker2".to_string(), false)]);
+        assert!(fresh.expired(&silent2).is_empty());
+    }
+}

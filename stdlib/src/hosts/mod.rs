@@ -306,6 +306,22 @@ fn perform_command(
     })
 }
 
+/// An error of a file call served in-process for a local host, coded as its shell
+/// counterpart would be.
+fn local_error(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    what: &str,
+    e: &std::io::Error,
+) -> Box<EvalAltResult> {
+    let code = if e.kind() == std::io::ErrorKind::PermissionDenied {
+        codes::HOST_PERMISSION
+    } else {
+        codes::HOST_IO
+    };
+    call_error(ctx, code, format!("{}: {what}: {e}", host.name()))
+}
+
 /// The content of `path` on `host`, or `None` when it does not exist.
 pub fn read_optional(
     ctx: &NativeCallContext,
@@ -313,6 +329,14 @@ pub fn read_optional(
     path: &str,
 ) -> RhaiResult<Option<Vec<u8>>> {
     let target = host.target();
+    // A local host without sudo: the file is ours to read, no shell needed.
+    if target.local && !use_sudo(&target, false) {
+        return match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(local_error(ctx, host, &format!("cannot read {path}"), &e)),
+        };
+    }
     let cmd = shell::script(shell::READ, &[path], use_sudo(&target, false));
     let out = exec_raw(ctx, host, &cmd, None, None)?;
     match out.status {
@@ -613,6 +637,9 @@ pub fn set_aside(
 /// True when `path` exists on `host`.
 pub fn exists(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<bool> {
     let target = host.target();
+    if target.local && !use_sudo(&target, false) {
+        return Ok(std::path::Path::new(path).exists());
+    }
     let cmd = shell::script(r#"[ -e "$1" ]"#, &[path], use_sudo(&target, false));
     Ok(exec_raw(ctx, host, &cmd, None, None)?.status == 0)
 }
