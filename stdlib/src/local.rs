@@ -45,7 +45,18 @@ pub mod local_api {
         path: &str,
         content: &str,
     ) -> Result<bool, Box<EvalAltResult>> {
-        write_file(&ctx, path, content, content, None)
+        write_file(&ctx, path, content, content, None, true)
+    }
+
+    /// Like `write(path, content)` without the backup: for a file harun makes afresh each
+    /// time (a metrics textfile), whose old content nobody needs. Atomic all the same.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn replace(
+        ctx: NativeCallContext,
+        path: &str,
+        content: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        write_file(&ctx, path, content, content, None, false)
     }
 
     /// Like `write(path, content)`, with the file's `mode` (e.g. `0o600`).
@@ -56,7 +67,7 @@ pub mod local_api {
         content: &str,
         mode: i64,
     ) -> Result<bool, Box<EvalAltResult>> {
-        write_file(&ctx, path, content, content, Some(mode))
+        write_file(&ctx, path, content, content, Some(mode), true)
     }
 
     /// Writes a Secret to `path` with mode 0600; plans and logs show `<secret>`.
@@ -66,7 +77,14 @@ pub mod local_api {
         path: &str,
         content: Secret,
     ) -> Result<bool, Box<EvalAltResult>> {
-        write_file(&ctx, path, content.expose(), "<secret>\n", Some(0o600))
+        write_file(
+            &ctx,
+            path,
+            content.expose(),
+            "<secret>\n",
+            Some(0o600),
+            true,
+        )
     }
 
     /// Runs `command` with `sh -c` and returns `#{status, stdout, stderr}`; a non-zero
@@ -135,6 +153,7 @@ fn write_file(
     content: &str,
     shown: &str,
     mode: Option<i64>,
+    backup: bool,
 ) -> Result<bool, Box<EvalAltResult>> {
     let target = Path::new(path);
     let old = match std::fs::read_to_string(target) {
@@ -171,7 +190,7 @@ fn write_file(
     context.check_guards()?;
     let done = context
         .perform(action, || {
-            atomic_write(target, content, mode, old.is_some())
+            atomic_write(target, content, mode, backup && old.is_some())
         })
         .map_err(|e| call_error(ctx, codes::LOCAL_WRITE, format!("cannot write {path}: {e}")))?;
     Ok(done.is_some())

@@ -145,9 +145,16 @@ impl<'a> Session<'a> {
 }
 
 impl Drop for Session<'_> {
+    /// Sent on its own, outside the run's cancellation: a session left behind by a run
+    /// that Ctrl-C interrupted mid-acquire could hold the lock until it lapses.
     fn drop(&mut self) {
         if !self.id.is_empty() {
-            destroy(self.ctx, self.client, &self.id);
+            let destroy = self.client.request_future(
+                reqwest::Method::PUT,
+                &format!("/v1/session/destroy/{}", self.id),
+                Duration::from_secs(3),
+            );
+            let _ = Context::of(self.ctx).bridge().runtime().block_on(destroy);
         }
     }
 }

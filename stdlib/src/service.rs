@@ -246,10 +246,17 @@ fn reboot(ctx: &NativeCallContext, host: &HostHandle, timeout: Duration) -> Rhai
     };
     let context = Context::of(ctx);
     let done = context.perform(Action::new("service", host.name(), "reboot"), || {
-        if let Err(e) = exec_raw(ctx, host, &command, None, Some(timeout)) {
-            tracing::info!("{}: the reboot command: {e}", host.name());
-        }
         let started = Instant::now();
+        match exec_raw(ctx, host, &command, None, Some(timeout)) {
+            // The connection dropping under the reboot is how a reboot looks from here
+            // (ssh's 255); any other refusal (a sudo password, a manager that cannot
+            // reboot) is the answer.
+            Ok(out) if out.status != 0 && out.status != 255 => {
+                return Err(command_failed(ctx, host.name(), "reboot", &out));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::info!("{}: the reboot command: {e}", host.name()),
+        }
         let mut last = String::from("its boot id has not changed");
         loop {
             match boot_id(ctx, host) {

@@ -7,10 +7,10 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::http::{eventually, get};
-use common::lab::{script, Lab, SECRETS};
+use common::lab::{script, wait_for_changes, Lab};
 
 const KV: [(&str, &str); 3] = [
     ("homelab/dns/zone", "home.arpa"),
@@ -56,19 +56,7 @@ fn kill_and_finish(name: &str, point: KillPoint) -> (Lab, String) {
 fn kill_and_finish_on(lab: &Lab, name: &str, point: KillPoint) -> String {
     let audit = lab.test.path("audit.log");
     let _ = std::fs::remove_file(&audit);
-    let mut first = lab
-        .test
-        .command()
-        .arg("--topology")
-        .arg(lab.dir.join("harun.hcl"))
-        .arg("--audit-log")
-        .arg(&audit)
-        .arg("--yes")
-        .arg(script(name))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = lab.spawn_script(name, &audit, &["--yes"]);
     wait_for_changes(&audit, point.changes, &mut first, name);
     std::thread::sleep(point.delay);
     // SAFETY: signalling the child we started.
@@ -83,33 +71,6 @@ fn kill_and_finish_on(lab: &Lab, name: &str, point: KillPoint) -> String {
         String::from_utf8_lossy(&second.stderr)
     );
     stdout
-}
-
-/// Waits until the audit log holds `changes` entries; fails when `run` ends first.
-fn wait_for_changes(
-    audit: &std::path::Path,
-    changes: usize,
-    run: &mut std::process::Child,
-    name: &str,
-) {
-    let started = Instant::now();
-    loop {
-        let logged = std::fs::read_to_string(audit)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if logged >= changes {
-            return;
-        }
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "{name} ended before change {changes}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{name}: no change {changes} in time"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Three voters under one leader, and every KV entry of the first state.
@@ -164,16 +125,7 @@ fn check_vault_whole(lab: &Lab, stdout: &str, point: KillPoint) {
             || stdout.contains("nothing to change: 3 vault voters"),
         "killed at {point:?}: {stdout}"
     );
-    for host in ["controller1", "controller2", "controller3"] {
-        for (path, field, value) in SECRETS {
-            let r = lab.vault_call("GET", host, &format!("/v1/secret/data/{path}"), "");
-            assert_eq!(
-                r.json()["data"]["data"][field],
-                value,
-                "killed at {point:?}: {host} {path}"
-            );
-        }
-    }
+    lab.assert_secrets(&format!("killed at {point:?}"));
 }
 
 #[test]
@@ -244,6 +196,55 @@ fn nomad_ha_killed_at_each_step_is_finished_by_the_next_run() {
     }
 }
 
+/// How a recover script is set up and checked: the script that grows the cluster, the
+/// service whose quorum is lost, where the record lives (under the lab), the data of a
+/// left-out node that must be set aside (under the host), and the summary it ends with.
+struct Recovery {
+    grow: &'static str,
+    service: &'static str,
+    recover: &'static str,
+    record: &'static str,
+    left_data: &'static str,
+    summary: &'static str,
+}
+
+/// A lab grown to three, two servers lost and the survivor restarted without quorum;
+/// the recover script killed at `point` and run again; then the record gone, the others'
+/// data set aside, and the grow script bringing them back. Returns the lab and the last
+/// grow's stdout.
+fn recover_killed(r: &Recovery, point: KillPoint) -> (Lab, String) {
+    let lab = Lab::up();
+    let grown = lab.harun(&[script(r.grow).to_str().unwrap()]);
+    assert!(grown.status.success());
+    for host in ["controller2", "controller3"] {
+        assert!(lab.ctl(host, r.service, "stop").status.success());
+    }
+    assert!(lab
+        .ctl("controller1", r.service, "restart")
+        .status
+        .success());
+    let recovered = kill_and_finish_on(&lab, r.recover, point);
+    // Killed late, the first run may have finished before the signal landed.
+    assert!(
+        recovered.contains(r.summary) || recovered.contains("nothing to recover"),
+        "killed at {point:?}: {recovered}"
+    );
+    assert!(
+        !lab.dir.join(r.record).exists(),
+        "killed at {point:?}: the record is left"
+    );
+    for host in ["controller2", "controller3"] {
+        assert!(
+            !lab.dir.join(host).join(r.left_data).exists(),
+            "killed at {point:?}: {host}'s old raft data was not set aside"
+        );
+    }
+    let again = lab.harun(&[script(r.grow).to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.status.success(), "killed at {point:?}: {stdout}");
+    (lab, stdout)
+}
+
 /// consul-recover.rhai, killed while it makes a lone survivor the whole cluster, is
 /// finished by the next run (its record of the recovery says what was decided), and
 /// consul-ha.rhai then grows the cluster back with every KV entry.
@@ -251,6 +252,14 @@ fn nomad_ha_killed_at_each_step_is_finished_by_the_next_run() {
 fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
     // Its changes: the record (1), peers.json (2-3), the survivor stopped (4) and started
     // (5), the two others' data set aside (6-7), the record removed (8).
+    let recovery = Recovery {
+        grow: "consul-ha.rhai",
+        service: "consul",
+        recover: "consul-recover.rhai",
+        record: "controller1/consul/harun-recovery.json",
+        left_data: "consul",
+        summary: "consul recovered",
+    };
     for point in [
         at(1, libc::SIGKILL),
         at(3, libc::SIGINT),
@@ -258,32 +267,7 @@ fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
         inside(5, 200, libc::SIGKILL),
         at(6, libc::SIGKILL),
     ] {
-        let lab = Lab::up();
-        let grown = lab.harun(&[script("consul-ha.rhai").to_str().unwrap()]);
-        assert!(grown.status.success());
-        for host in ["controller2", "controller3"] {
-            assert!(lab.ctl(host, "consul", "stop").status.success());
-        }
-        assert!(lab.ctl("controller1", "consul", "restart").status.success());
-        let recovered = kill_and_finish_on(&lab, "consul-recover.rhai", point);
-        assert!(
-            recovered.contains("consul recovered") || recovered.contains("nothing to recover"),
-            "killed at {point:?}: {recovered}"
-        );
-        let record = lab.dir.join("controller1/consul/harun-recovery.json");
-        assert!(!record.exists(), "killed at {point:?}: the record is left");
-        for host in ["controller2", "controller3"] {
-            assert!(
-                !lab.dir.join(host).join("consul").exists(),
-                "killed at {point:?}: {host}'s old raft data was not set aside"
-            );
-        }
-        let again = lab.harun(&[script("consul-ha.rhai").to_str().unwrap()]);
-        assert!(
-            again.status.success(),
-            "{}",
-            String::from_utf8_lossy(&again.stdout)
-        );
+        let (lab, _) = recover_killed(&recovery, point);
         check_consul_whole(&lab, "consul-recover.rhai", point);
     }
 }
@@ -296,6 +280,14 @@ fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
     // Its changes: the survivor unsealed (1), the record (2), the survivor stopped (3),
     // raft/ made (4), peers.json (5), started (6), unsealed (7), each other node's raft
     // data set aside and made anew (8-11), the record removed (12).
+    let recovery = Recovery {
+        grow: "vault-raft.rhai",
+        service: "vault",
+        recover: "vault-recover.rhai",
+        record: "controller1/vault/raft/harun-recovery.json",
+        left_data: "vault/raft/vault.db",
+        summary: "vault recovered: 1 raft voter(s) (controller1), 1 active",
+    };
     for point in [
         at(2, libc::SIGKILL),
         at(3, libc::SIGINT),
@@ -303,29 +295,7 @@ fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
         inside(7, 100, libc::SIGKILL),
         at(8, libc::SIGKILL),
     ] {
-        let lab = Lab::up();
-        let grown = lab.harun(&[script("vault-raft.rhai").to_str().unwrap()]);
-        assert!(grown.status.success());
-        for host in ["controller2", "controller3"] {
-            assert!(lab.ctl(host, "vault", "stop").status.success());
-        }
-        assert!(lab.ctl("controller1", "vault", "restart").status.success());
-        let recovered = kill_and_finish_on(&lab, "vault-recover.rhai", point);
-        assert!(
-            recovered.contains("vault recovered: 1 raft voter(s) (controller1), 1 active"),
-            "killed at {point:?}: {recovered}"
-        );
-        let record = lab.dir.join("controller1/vault/raft/harun-recovery.json");
-        assert!(!record.exists(), "killed at {point:?}: the record is left");
-        for host in ["controller2", "controller3"] {
-            assert!(
-                !lab.dir.join(host).join("vault/raft/vault.db").exists(),
-                "killed at {point:?}: {host}'s old raft data was not set aside"
-            );
-        }
-        let again = lab.harun(&[script("vault-raft.rhai").to_str().unwrap()]);
-        let stdout = String::from_utf8_lossy(&again.stdout);
-        assert!(again.status.success(), "killed at {point:?}: {stdout}");
+        let (lab, stdout) = recover_killed(&recovery, point);
         check_vault_whole(&lab, &stdout, point);
     }
 }
@@ -337,18 +307,7 @@ fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
 fn vault_raft_holds_the_lock_through_its_vault_steps() {
     let lab = Lab::up();
     let audit = lab.test.path("audit.log");
-    let mut first = lab
-        .test
-        .command()
-        .arg("--topology")
-        .arg(lab.dir.join("harun.hcl"))
-        .arg("--audit-log")
-        .arg(&audit)
-        .arg(script("vault-raft.rhai"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = lab.spawn_script("vault-raft.rhai", &audit, &[]);
     // Change 8: the Vault step's migration has begun; the Consul step is long done.
     wait_for_changes(&audit, 8, &mut first, "vault-raft.rhai");
     let second = lab.harun(&[script("consul-ha.rhai").to_str().unwrap()]);

@@ -165,6 +165,62 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// Every secret `lab up` wrote, read through every controller; `context` names the
+    /// moment in the failure message.
+    pub fn assert_secrets(&self, context: &str) {
+        for host in ["controller1", "controller2", "controller3"] {
+            for (path, field, value) in SECRETS {
+                let r = self.vault_call("GET", host, &format!("/v1/secret/data/{path}"), "");
+                assert_eq!(
+                    r.json()["data"]["data"][field],
+                    value,
+                    "{context}: {host} {path}"
+                );
+            }
+        }
+    }
+
+    /// `harun --topology LAB --audit-log AUDIT [ARGS] scripts/NAME`, started in the
+    /// background with its output dropped: a run to interrupt.
+    pub fn spawn_script(&self, name: &str, audit: &Path, args: &[&str]) -> std::process::Child {
+        self.test
+            .command()
+            .arg("--topology")
+            .arg(self.dir.join("harun.hcl"))
+            .arg("--audit-log")
+            .arg(audit)
+            .args(args)
+            .arg(script(name))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Waits until the audit log holds `changes` entries; fails when `run` ends first.
+pub fn wait_for_changes(audit: &Path, changes: usize, run: &mut std::process::Child, name: &str) {
+    let started = Instant::now();
+    loop {
+        let logged = std::fs::read_to_string(audit)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if logged >= changes {
+            return;
+        }
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "{name} ended before change {changes}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{name}: no change {changes} in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.lab("down", &[]);
