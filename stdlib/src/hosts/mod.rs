@@ -468,6 +468,7 @@ pub fn write_file(
     let target = host.target();
     let mode = options.mode.map(|m| format!("{m:o}")).unwrap_or_default();
     let stamp = stamp();
+    let size = content.len().to_string();
     let cmd = shell::script(
         shell::WRITE,
         &[
@@ -481,6 +482,7 @@ pub fn write_file(
                 "0"
             },
             &stamp,
+            &size,
         ],
         use_sudo(&target, false),
     );

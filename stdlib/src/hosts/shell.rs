@@ -46,14 +46,18 @@ exec cat -- "$1""#;
 
 /// Writes stdin to `$1` atomically: a temporary file in the same directory, its mode and
 /// owner set (`$2` mode, `$3` owner, `$4` group; empty keeps the old file's, or 0644),
-/// a backup `$1.harun-$6.bak` of the old file when `$5` is 1, then a rename.
+/// a backup `$1.harun-$6.bak` of the old file when `$5` is 1, then a rename, only when
+/// all `$7` bytes arrived: a harun killed mid-write closes the pipe early, and the shell,
+/// which outlives it, must not put a short file in place.
 pub const WRITE: &str = r#"set -e
-target=$1 mode=$2 owner=$3 group=$4 backup=$5 stamp=$6
+target=$1 mode=$2 owner=$3 group=$4 backup=$5 stamp=$6 size=$7
 dir=$(dirname -- "$target")
 [ -d "$dir" ] || { echo "directory $dir does not exist" >&2; exit 1; }
 tmp=$(mktemp "$dir/.harun.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 cat > "$tmp"
+got=$(wc -c < "$tmp")
+[ "$got" -eq "$size" ] || { echo "the content was cut short ($got of $size bytes): $target left as it was" >&2; exit 1; }
 if [ -e "$target" ]; then
   [ -n "$mode" ] || mode=$(stat -c %a -- "$target")
   [ -n "$owner" ] || owner=$(stat -c %u -- "$target")
