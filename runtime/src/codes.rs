@@ -2,6 +2,8 @@
 //! and harun's own exit statuses. Scripts match on `e.code`, monitoring and tests on the
 //! `error[CODE]` line; `harun doc` lists the catalogue.
 
+use crate::topology::Service;
+
 /// harun's exit statuses, as monitoring plugins use them.
 pub mod exit {
     /// Everything is fine.
@@ -239,31 +241,31 @@ pub enum Api {
     Timeout,
 }
 
-/// The code of an API error of `service` ("consul", "nomad" or "vault").
-pub fn api(service: &str, kind: Api) -> &'static str {
+/// The code of an API error of `service`.
+pub fn api(service: Service, kind: Api) -> &'static str {
     use Api::*;
     match (service, kind) {
-        ("consul", Config) => CONSUL_CONFIG,
-        ("consul", Tls) => CONSUL_TLS,
-        ("consul", Unreachable) => CONSUL_UNREACHABLE,
-        ("consul", Forbidden) => CONSUL_FORBIDDEN,
-        ("consul", NotFound) => CONSUL_NOT_FOUND,
-        ("consul", Http) => CONSUL_HTTP,
-        ("consul", Timeout) => CONSUL_TIMEOUT,
-        ("nomad", Config) => NOMAD_CONFIG,
-        ("nomad", Tls) => NOMAD_TLS,
-        ("nomad", Unreachable) => NOMAD_UNREACHABLE,
-        ("nomad", Forbidden) => NOMAD_FORBIDDEN,
-        ("nomad", NotFound) => NOMAD_NOT_FOUND,
-        ("nomad", Http) => NOMAD_HTTP,
-        ("nomad", Timeout) => NOMAD_TIMEOUT,
-        (_, Config) => VAULT_CONFIG,
-        (_, Tls) => VAULT_TLS,
-        (_, Unreachable) => VAULT_UNREACHABLE,
-        (_, Forbidden) => VAULT_FORBIDDEN,
-        (_, NotFound) => VAULT_NOT_FOUND,
-        (_, Http) => VAULT_HTTP,
-        (_, Timeout) => VAULT_TIMEOUT,
+        (Service::Consul, Config) => CONSUL_CONFIG,
+        (Service::Consul, Tls) => CONSUL_TLS,
+        (Service::Consul, Unreachable) => CONSUL_UNREACHABLE,
+        (Service::Consul, Forbidden) => CONSUL_FORBIDDEN,
+        (Service::Consul, NotFound) => CONSUL_NOT_FOUND,
+        (Service::Consul, Http) => CONSUL_HTTP,
+        (Service::Consul, Timeout) => CONSUL_TIMEOUT,
+        (Service::Nomad, Config) => NOMAD_CONFIG,
+        (Service::Nomad, Tls) => NOMAD_TLS,
+        (Service::Nomad, Unreachable) => NOMAD_UNREACHABLE,
+        (Service::Nomad, Forbidden) => NOMAD_FORBIDDEN,
+        (Service::Nomad, NotFound) => NOMAD_NOT_FOUND,
+        (Service::Nomad, Http) => NOMAD_HTTP,
+        (Service::Nomad, Timeout) => NOMAD_TIMEOUT,
+        (Service::Vault, Config) => VAULT_CONFIG,
+        (Service::Vault, Tls) => VAULT_TLS,
+        (Service::Vault, Unreachable) => VAULT_UNREACHABLE,
+        (Service::Vault, Forbidden) => VAULT_FORBIDDEN,
+        (Service::Vault, NotFound) => VAULT_NOT_FOUND,
+        (Service::Vault, Http) => VAULT_HTTP,
+        (Service::Vault, Timeout) => VAULT_TIMEOUT,
     }
 }
 
@@ -279,7 +281,7 @@ mod tests {
             assert!(seen.insert(code), "{code} twice");
             assert!(meaning.trim().len() > 10, "{code}: {meaning:?}");
         }
-        for service in ["consul", "nomad", "vault"] {
+        for service in Service::ALL {
             let code = api(service, Api::Forbidden);
             assert_eq!(code, format!("harun::{service}::forbidden"));
             assert!(ALL.iter().any(|(c, _)| *c == code));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use harun_runtime::codes;
 use harun_runtime::error::call_error;
+use harun_runtime::topology::Service;
 use harun_runtime::Context;
 use rhai::plugin::*;
 use serde_json::{json, Value};
@@ -17,7 +18,7 @@ use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient}
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
-    ApiClient::for_host(ctx, host, "consul")
+    ApiClient::for_host(ctx, host, Service::Consul)
 }
 
 fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Value> {
@@ -139,20 +140,6 @@ fn alive_servers(members: &Value) -> usize {
     })
 }
 
-fn voters(config: &Value) -> usize {
-    count_where(&config["Servers"], |s| s["Voter"] == true)
-}
-
-fn wait_for(
-    ctx: &NativeCallContext,
-    what: &str,
-    timeout_seconds: f64,
-    check: impl FnMut() -> Option<Dynamic>,
-    last: impl Fn() -> String,
-) -> RhaiResult<Dynamic> {
-    crate::http::wait_for(ctx, "consul", what, timeout_seconds, check, last)
-}
-
 #[export_module]
 pub mod consul_api {
     use super::*;
@@ -173,30 +160,6 @@ pub mod consul_api {
         Ok(to_dynamic(&get_json(&ctx, &host, "/v1/agent/members")?))
     }
 
-    /// The raft leader's address (`ip:8300`), or `""` when there is none.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn leader(ctx: NativeCallContext, host: Host) -> RhaiResult<String> {
-        let v = get_json(&ctx, &host, "/v1/status/leader")?;
-        Ok(v.as_str().unwrap_or_default().to_string())
-    }
-
-    /// The raft peers' addresses.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn peers(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
-        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/status/peers")?))
-    }
-
-    /// The raft configuration: `Servers` (`ID`, `Node`, `Address`, `Leader`, `Voter`) and
-    /// `Index`.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn raft_configuration(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
-        Ok(to_dynamic(&get_json(
-            &ctx,
-            &host,
-            "/v1/operator/raft/configuration",
-        )?))
-    }
-
     /// Autopilot's health of the servers: `Healthy`, `FailureTolerance`, and `Servers`
     /// (`Name`, `Address`, `SerfStatus`, `Leader`, `Voter`, `Healthy`, `LastContact`).
     #[rhai_fn(volatile, return_raw)]
@@ -206,20 +169,6 @@ pub mod consul_api {
             &host,
             "/v1/operator/autopilot/health",
         )?))
-    }
-
-    /// Removes a server from the raft configuration by its raft ID. A change (planned in
-    /// a dry run).
-    #[rhai_fn(volatile, return_raw)]
-    pub fn remove_peer(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
-        let c = client(&ctx, &host)?;
-        c.change(
-            &ctx,
-            "DELETE",
-            &format!("/v1/operator/raft/peer?id={}", encode(id)),
-            None,
-            &format!("consul: remove raft peer {id}"),
-        )
     }
 
     /// Asks the agent to join the cluster of the agent at `address`. A change.
@@ -646,44 +595,6 @@ pub mod consul_api {
         Ok(out)
     }
 
-    /// Waits until the cluster has a leader; returns its address.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn wait_leader(
-        ctx: NativeCallContext,
-        host: Host,
-        timeout_seconds: f64,
-    ) -> RhaiResult<Dynamic> {
-        let c = client(&ctx, &host)?;
-        let last = std::cell::RefCell::new(String::from("no answer yet"));
-        wait_for(
-            &ctx,
-            &format!("a consul leader (asking {})", c.host),
-            timeout_seconds,
-            || match c.send(
-                &ctx,
-                "GET",
-                "/v1/status/leader",
-                None,
-                Duration::from_secs(3),
-            ) {
-                Ok(r) if r.status == 200 => {
-                    let l = r.json().as_str().unwrap_or_default().to_string();
-                    *last.borrow_mut() = "no leader".into();
-                    (!l.is_empty()).then(|| l.into())
-                }
-                Ok(r) => {
-                    *last.borrow_mut() = format!("status {}", r.status);
-                    None
-                }
-                Err(e) => {
-                    *last.borrow_mut() = harun_runtime::error::code_and_message(&e_value(&e)).1;
-                    None
-                }
-            },
-            || last.borrow().clone(),
-        )
-    }
-
     /// Waits until `n` Consul servers are alive members.
     #[rhai_fn(volatile, return_raw)]
     pub fn wait_servers(
@@ -703,27 +614,6 @@ pub mod consul_api {
             "alive",
             alive_servers,
         )
-    }
-
-    /// Waits until the raft configuration has `n` voters.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn wait_voters(
-        ctx: NativeCallContext,
-        host: Host,
-        n: i64,
-        timeout_seconds: f64,
-    ) -> RhaiResult<Dynamic> {
-        let c = client(&ctx, &host)?;
-        let what = format!("{n} raft voters");
-        let path = "/v1/operator/raft/configuration";
-        c.wait_count(&ctx, &what, path, n, timeout_seconds, "voters", voters)
-    }
-}
-
-fn e_value(e: &EvalAltResult) -> Dynamic {
-    match e {
-        EvalAltResult::ErrorRuntime(v, _) => v.clone(),
-        other => other.to_string().into(),
     }
 }
 

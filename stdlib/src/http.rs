@@ -2,7 +2,9 @@
 //! the service's `address`, `token_file`, `ca_file`, `client_cert` / `client_key` and
 //! `tls_skip_verify`, falling back to the official CLIs' environment variables
 //! (`CONSUL_HTTP_TOKEN`, `CONSUL_CACERT`, ...). Every call has a timeout and stops on
-//! Ctrl-C; writes go through the runtime's dry-run and audit path.
+//! Ctrl-C. A request is a read or a change by the method called: `read` and `get` only
+//! GET, and a change goes out only through `write`, `change` or `changes`, which plan it
+//! in a dry run and audit it otherwise. There is no other way to send one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +14,7 @@ use harun_runtime::codes::{self, Api};
 use harun_runtime::diagnostic::interrupt_error;
 use harun_runtime::error::call_error;
 use harun_runtime::secret::read_private_file;
+use harun_runtime::topology::{Env, Service};
 use harun_runtime::{Action, Context};
 use rhai::{EvalAltResult, NativeCallContext};
 use serde_json::Value;
@@ -41,8 +44,8 @@ impl Reply {
 
 #[derive(Clone)]
 pub struct ApiClient {
-    /// `consul`, `nomad` or `vault`: names the error codes and the topology block.
-    pub service: &'static str,
+    /// Names the error codes and the topology block.
+    pub service: Service,
     pub host: String,
     /// The address from the topology, as messages show it.
     pub base: String,
@@ -51,29 +54,20 @@ pub struct ApiClient {
     url_base: String,
     client: reqwest::Client,
     token: Option<String>,
+    /// An https address and no client certificate: a connection the server closes at
+    /// once may be its refusal of a client without one.
+    https_without_identity: bool,
 }
 
 /// Clients are built once per run, host and service.
 #[derive(Default)]
-struct Clients(Mutex<HashMap<(String, &'static str), ApiClient>>);
-
-fn env_prefix(service: &str) -> String {
-    service.to_uppercase()
-}
-
-fn token_header(service: &str) -> &'static str {
-    match service {
-        "consul" => "X-Consul-Token",
-        "nomad" => "X-Nomad-Token",
-        _ => "X-Vault-Token",
-    }
-}
+struct Clients(Mutex<HashMap<(String, Service), ApiClient>>);
 
 impl ApiClient {
     pub fn for_host(
         ctx: &NativeCallContext,
         host: &HostHandle,
-        service: &'static str,
+        service: Service,
     ) -> RhaiResult<ApiClient> {
         let context = Context::of(ctx);
         let clients = context.extension::<Clients>();
@@ -98,12 +92,12 @@ impl ApiClient {
     fn build(
         ctx: &NativeCallContext,
         host: &HostHandle,
-        service: &'static str,
+        service: Service,
     ) -> RhaiResult<ApiClient> {
         let code = |kind: Api| codes::api(service, kind);
-        let setting = |key: &str| host.0.service(service, key).map(str::to_string);
-        let env = |suffix: &str| {
-            std::env::var(format!("{}_{suffix}", env_prefix(service)))
+        let setting = |key: &str| host.0.service(service.name(), key).map(str::to_string);
+        let env = |what: Env| {
+            std::env::var(service.env(what))
                 .ok()
                 .filter(|v| !v.is_empty())
         };
@@ -124,12 +118,7 @@ impl ApiClient {
                     .trim()
                     .to_string(),
             ),
-            // CONSUL_HTTP_TOKEN, but VAULT_TOKEN and NOMAD_TOKEN.
-            None => env(if service == "consul" {
-                "HTTP_TOKEN"
-            } else {
-                "TOKEN"
-            }),
+            None => env(Env::Token),
         };
         if let Some(t) = &token {
             // The token is a secret from here on: no output shows it.
@@ -146,15 +135,17 @@ impl ApiClient {
         }
         let tls_error =
             |what: String| call_error(ctx, code(Api::Tls), format!("{}: {what}", host.name()));
-        if let Some(ca) = setting("ca_file").or_else(|| env("CACERT")) {
+        if let Some(ca) = setting("ca_file").or_else(|| env(Env::CaCert)) {
             let pem = std::fs::read(&ca)
                 .map_err(|e| tls_error(format!("cannot read the CA file {ca}: {e}")))?;
             let cert = reqwest::Certificate::from_pem(&pem)
                 .map_err(|e| tls_error(format!("the CA file {ca} is not PEM: {e}")))?;
             builder = builder.add_root_certificate(cert);
         }
-        let cert = setting("client_cert").or_else(|| env("CLIENT_CERT"));
-        let key = setting("client_key").or_else(|| env("CLIENT_KEY"));
+        let cert = setting("client_cert").or_else(|| env(Env::ClientCert));
+        let key = setting("client_key").or_else(|| env(Env::ClientKey));
+        let https_without_identity =
+            base.starts_with("https://") && (cert.is_none() || key.is_none());
         if let (Some(cert), Some(key)) = (cert, key) {
             let mut pem = std::fs::read(&cert).map_err(|e| {
                 tls_error(format!("cannot read the client certificate {cert}: {e}"))
@@ -171,26 +162,15 @@ impl ApiClient {
         let skip = matches!(
             host.0
                 .services
-                .get(service)
+                .get(service.name())
                 .and_then(|s| s.get("tls_skip_verify")),
             Some(harun_runtime::topology::Value::Bool(true))
-        ) || env(if service == "consul" {
-            "HTTP_SSL_VERIFY"
-        } else {
-            "SKIP_VERIFY"
-        })
-        .is_some_and(|v| {
-            if service == "consul" {
-                v == "false"
-            } else {
-                v == "true" || v == "1"
-            }
-        });
+        ) || env(Env::SkipVerify).is_some_and(|v| service.skips_verify(&v));
         if skip {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let mut url_base = base.clone();
-        if let Some(name) = setting("tls_server_name").or_else(|| env("TLS_SERVER_NAME")) {
+        if let Some(name) = setting("tls_server_name").or_else(|| env(Env::TlsServerName)) {
             let (url, addr) = with_server_name(&base, &name)
                 .map_err(|e| call_error(ctx, code(Api::Config), format!("{}: {e}", host.name())))?;
             builder = builder.resolve(&name, addr);
@@ -206,42 +186,35 @@ impl ApiClient {
             url_base,
             client,
             token,
+            https_without_identity,
         })
     }
 
-    /// One request as a future of its own, for work that goes on beside the script (the
-    /// lock's session renewal): the status, or the transport's error.
-    pub fn request_future(
+    /// A read: `GET path` within `timeout`. Any status comes back (a probe or a wait
+    /// judges it); connection failures and timeouts are errors naming the host.
+    pub fn read(
         &self,
-        method: reqwest::Method,
+        ctx: &NativeCallContext,
         path: &str,
         timeout: Duration,
-    ) -> impl std::future::Future<Output = Result<u16, reqwest::Error>> + Send + 'static {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.url_base))
-            .timeout(timeout);
-        if let Some(token) = &self.token {
-            request = request.header(token_header(self.service), token);
-        }
-        async move { Ok(request.send().await?.status().as_u16()) }
+    ) -> RhaiResult<Reply> {
+        self.send(ctx, reqwest::Method::GET, path, None, timeout)
     }
 
     /// Sends one request and waits for the answer, within `timeout` and the run's limits.
-    /// Any status comes back; connection failures and timeouts are errors naming the host.
-    pub fn send(
+    /// Private: a change must come through `write` or `changes`, which record it.
+    fn send(
         &self,
         ctx: &NativeCallContext,
-        method: &str,
+        method: reqwest::Method,
         path: &str,
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> RhaiResult<Reply> {
         let url = format!("{}{path}", self.url_base);
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method");
         let mut request = self.client.request(method.clone(), &url).timeout(timeout);
         if let Some(token) = &self.token {
-            request = request.header(token_header(self.service), token);
+            request = request.header(self.service.token_header(), token);
         }
         if let Some(body) = body {
             request = request.body(body);
@@ -251,7 +224,7 @@ impl ApiClient {
             let status = reply.status().as_u16();
             let index = reply
                 .headers()
-                .get(format!("X-{}-Index", capitalize(self.service)))
+                .get(self.service.index_header())
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             let body = reply.bytes().await?.to_vec();
@@ -273,7 +246,7 @@ impl ApiClient {
             } else {
                 root_cause(&e)
             };
-            let hint = tls_hint(&reason, self.service);
+            let hint = tls_hint(&reason, self.service, self.https_without_identity);
             call_error(
                 ctx,
                 codes::api(self.service, Api::Unreachable),
@@ -297,15 +270,12 @@ impl ApiClient {
         count: impl Fn(&Value) -> usize,
     ) -> RhaiResult<rhai::Dynamic> {
         let seen = std::cell::Cell::new(0usize);
-        wait_for(
+        self.wait_for(
             ctx,
-            self.service,
             &format!("{what} (asking {})", self.host),
             timeout_seconds,
             || {
-                let r = self
-                    .send(ctx, "GET", path, None, Duration::from_secs(3))
-                    .ok()?;
+                let r = self.read(ctx, path, Duration::from_secs(3)).ok()?;
                 if r.status != 200 {
                     return None;
                 }
@@ -317,9 +287,21 @@ impl ApiClient {
         )
     }
 
+    /// Polls `check` until it gives Some (see `wait_for`), in this service's codes.
+    pub fn wait_for(
+        &self,
+        ctx: &NativeCallContext,
+        what: &str,
+        timeout_seconds: f64,
+        check: impl FnMut() -> Option<rhai::Dynamic>,
+        last: impl Fn() -> String,
+    ) -> RhaiResult<rhai::Dynamic> {
+        wait_for(ctx, self.service, what, timeout_seconds, check, last)
+    }
+
     /// A read: errors for any status but 2xx (and those in `ok`), with the API's message.
     pub fn get(&self, ctx: &NativeCallContext, path: &str, ok: &[u16]) -> RhaiResult<Reply> {
-        let reply = self.send(ctx, "GET", path, None, DEFAULT_TIMEOUT)?;
+        let reply = self.read(ctx, path, DEFAULT_TIMEOUT)?;
         self.check(ctx, "GET", path, reply, ok)
     }
 
@@ -346,12 +328,23 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         summary: &str,
     ) -> RhaiResult<Option<Reply>> {
-        let action = Action::new("http", self.host.clone(), summary.to_string());
-        let context = Context::of(ctx);
-        context.perform(action, || {
-            let reply = self.send(ctx, method, path, body, DEFAULT_TIMEOUT)?;
+        self.changes(ctx, summary, |w| {
+            let reply = w.send(ctx, method, path, body, DEFAULT_TIMEOUT)?;
             self.check(ctx, method, path, reply, &[])
         })
+    }
+
+    /// Several requests that make one change (an unseal, a key at a time; taking a lock),
+    /// recorded as one action: `run` sends them through the `Changes` it is given, and is
+    /// not called in a dry run (None).
+    pub fn changes<T>(
+        &self,
+        ctx: &NativeCallContext,
+        summary: &str,
+        run: impl FnOnce(&Changes) -> RhaiResult<T>,
+    ) -> RhaiResult<Option<T>> {
+        let action = Action::new("http", self.host.clone(), summary.to_string());
+        Context::of(ctx).perform(action, || run(&Changes { client: self }))
     }
 
     pub fn check(
@@ -382,6 +375,77 @@ impl ApiClient {
                 reply.status
             ),
         ))
+    }
+}
+
+/// The sending side of a recorded change (see `ApiClient::changes`).
+pub struct Changes<'a> {
+    client: &'a ApiClient,
+}
+
+impl Changes<'_> {
+    /// One request of the change; any status comes back (see `ApiClient::check`).
+    pub fn send(
+        &self,
+        ctx: &NativeCallContext,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> RhaiResult<Reply> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method");
+        self.client.send(ctx, method, path, body, timeout)
+    }
+
+    /// Checks an answer of this change as `ApiClient::check` does.
+    pub fn check(
+        &self,
+        ctx: &NativeCallContext,
+        method: &str,
+        path: &str,
+        reply: Reply,
+    ) -> RhaiResult<Reply> {
+        self.client.check(ctx, method, path, reply, &[])
+    }
+
+    /// The same change's background requests, sent through other agents of the cluster
+    /// (a lock's renewals while its own agent restarts).
+    pub fn through(&self, others: &[ApiClient]) -> Vec<Background> {
+        others.iter().cloned().map(Background).collect()
+    }
+
+    /// What this change goes on sending beside the script after it returns (a lock's
+    /// renewals and its release), as part of the same recorded change.
+    pub fn in_background(&self) -> Background {
+        Background(self.client.clone())
+    }
+}
+
+/// Requests that belong to a recorded change and go out beside the script, outside the
+/// run's cancellation; only `Changes::in_background` hands one out.
+#[derive(Clone)]
+pub struct Background(ApiClient);
+
+impl Background {
+    /// `PUT path` as a future of its own: the status, or the transport's error.
+    pub fn put(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<u16, reqwest::Error>> + Send + 'static {
+        let c = &self.0;
+        let mut request = c
+            .client
+            .put(format!("{}{path}", c.url_base))
+            .timeout(timeout);
+        if let Some(token) = &c.token {
+            request = request.header(c.service.token_header(), token);
+        }
+        async move { Ok(request.send().await?.status().as_u16()) }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.0.host
     }
 }
 
@@ -418,8 +482,8 @@ pub fn count_where(list: &Value, matches: impl Fn(&Value) -> bool) -> usize {
 }
 
 /// What to set when TLS failed for a reason a setting mends (rustls names the reason).
-fn tls_hint(reason: &str, service: &str) -> String {
-    let env = env_prefix(service);
+fn tls_hint(reason: &str, service: Service, https_without_identity: bool) -> String {
+    let env = service.name().to_uppercase();
     if reason.contains("UnknownIssuer") {
         format!(" (trust its CA with ca_file in the topology or {env}_CACERT)")
     } else if reason.contains("CertificateRequired") {
@@ -430,6 +494,15 @@ fn tls_hint(reason: &str, service: &str) -> String {
         // Go servers (Consul, Nomad, Vault) answer a missing client certificate this way.
         format!(
             " (it refused this client's certificate, or wanted one: client_cert and client_key in the topology, or {env}_CLIENT_CERT and {env}_CLIENT_KEY)"
+        )
+    } else if https_without_identity
+        && (reason.contains("connection was not ready") || reason.contains("connection closed"))
+    {
+        // TLS 1.3: the server checks the client's certificate after the client has
+        // finished its handshake, and its refusal may reach the client only as a closed
+        // connection.
+        format!(
+            " (the server closed the connection; if it wants a client certificate: client_cert and client_key in the topology, or {env}_CLIENT_CERT and {env}_CLIENT_KEY)"
         )
     } else if reason.contains("NotValidForName") || reason.contains("not valid for name") {
         format!(
@@ -461,13 +534,6 @@ fn api_message(reply: &Reply) -> String {
 
 fn path_only(path: &str) -> &str {
     path.split('?').next().unwrap_or(path)
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {
@@ -511,7 +577,7 @@ pub fn json_body(value: &Value) -> Option<Vec<u8>> {
 /// run nothing was started, so one look is taken and the wait is only logged.
 pub fn wait_for(
     ctx: &NativeCallContext,
-    service: &str,
+    service: Service,
     what: &str,
     timeout_seconds: f64,
     mut check: impl FnMut() -> Option<rhai::Dynamic>,

@@ -12,6 +12,7 @@ pub mod local;
 pub mod lock;
 pub mod log;
 pub mod nomad;
+pub mod raft;
 pub mod service;
 pub mod vault;
 pub mod wait;
@@ -25,9 +26,26 @@ pub fn register(engine: &mut Engine) {
     engine.register_static_module("log", rhai::exported_module!(log::log_api).into());
     engine.register_static_module("local", rhai::exported_module!(local::local_api).into());
     engine.register_static_module("ssh", rhai::exported_module!(hosts::api::ssh_api).into());
-    engine.register_static_module("consul", rhai::exported_module!(consul::consul_api).into());
-    engine.register_static_module("vault", rhai::exported_module!(vault::vault_api).into());
-    engine.register_static_module("nomad", rhai::exported_module!(nomad::nomad_api).into());
+    for (name, mut module, raft) in [
+        (
+            "consul",
+            rhai::exported_module!(consul::consul_api),
+            &raft::CONSUL,
+        ),
+        (
+            "nomad",
+            rhai::exported_module!(nomad::nomad_api),
+            &raft::NOMAD,
+        ),
+        (
+            "vault",
+            rhai::exported_module!(vault::vault_api),
+            &raft::VAULT,
+        ),
+    ] {
+        raft::register(&mut module, raft);
+        engine.register_static_module(name, module.into());
+    }
     engine.register_static_module("hcl", rhai::exported_module!(hcl::api::hcl_api).into());
     engine.register_static_module(
         "service",

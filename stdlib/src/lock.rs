@@ -15,7 +15,7 @@ use harun_runtime::Context;
 use rhai::{EvalAltResult, NativeCallContext};
 use serde_json::{json, Value};
 
-use crate::http::{encode, ApiClient, DEFAULT_TIMEOUT};
+use crate::http::{encode, json_body, ApiClient, Background, Changes, DEFAULT_TIMEOUT};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -29,7 +29,7 @@ const LOCK_DELAY: Duration = Duration::from_secs(1);
 /// A lock this run holds.
 pub struct Held {
     /// The agents it renews and releases through, the first that answers.
-    clients: Vec<ApiClient>,
+    agents: Vec<Background>,
     key: String,
     session: String,
     renewal: tokio::task::JoinHandle<()>,
@@ -104,38 +104,33 @@ impl HeldKeys {
 struct Session<'a> {
     id: String,
     ctx: &'a NativeCallContext<'a>,
-    client: &'a ApiClient,
+    via: Background,
 }
 
 impl<'a> Session<'a> {
-    fn create(ctx: &'a NativeCallContext<'a>, c: &'a ApiClient, key: &str) -> RhaiResult<Self> {
-        let created = c.send(
-            ctx,
-            "PUT",
-            "/v1/session/create",
-            Some(
-                serde_json::to_vec(&json!({
-                    "Name": format!("harun lock {key}"),
-                    "TTL": format!("{}s", TTL.as_secs()),
-                    "LockDelay": format!("{}s", LOCK_DELAY.as_secs()),
-                    "Behavior": "release",
-                    // A pure TTL session: the run's renewals are its liveness. With the
-                    // default check (serfHealth of the agent that created it), restarting
-                    // that agent, as a rolling restart does, would take the lock away.
-                    "Checks": [],
-                    "NodeChecks": [],
-                }))
-                .expect("serializes"),
-            ),
-            DEFAULT_TIMEOUT,
-        )?;
-        let id = c
-            .check(ctx, "PUT", "/v1/session/create", created, &[])?
-            .json()["ID"]
+    fn create(ctx: &'a NativeCallContext<'a>, w: &Changes, key: &str) -> RhaiResult<Self> {
+        let path = "/v1/session/create";
+        let spec = json!({
+            "Name": format!("harun lock {key}"),
+            "TTL": format!("{}s", TTL.as_secs()),
+            "LockDelay": format!("{}s", LOCK_DELAY.as_secs()),
+            "Behavior": "release",
+            // A pure TTL session: the run's renewals are its liveness. With the default
+            // check (serfHealth of the agent that created it), restarting that agent, as
+            // a rolling restart does, would take the lock away.
+            "Checks": [],
+            "NodeChecks": [],
+        });
+        let created = w.send(ctx, "PUT", path, json_body(&spec), DEFAULT_TIMEOUT)?;
+        let id = w.check(ctx, "PUT", path, created)?.json()["ID"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        Ok(Session { id, ctx, client: c })
+        Ok(Session {
+            id,
+            ctx,
+            via: w.in_background(),
+        })
     }
 
     /// The session's id, no longer destroyed on drop: the held lock owns it now.
@@ -149,24 +144,13 @@ impl Drop for Session<'_> {
     /// that Ctrl-C interrupted mid-acquire could hold the lock until it lapses.
     fn drop(&mut self) {
         if !self.id.is_empty() {
-            let destroy = self.client.request_future(
-                reqwest::Method::PUT,
+            let destroy = self.via.put(
                 &format!("/v1/session/destroy/{}", self.id),
                 Duration::from_secs(3),
             );
             let _ = Context::of(self.ctx).bridge().runtime().block_on(destroy);
         }
     }
-}
-
-fn destroy(ctx: &NativeCallContext, c: &ApiClient, id: &str) {
-    let _ = c.send(
-        ctx,
-        "PUT",
-        &format!("/v1/session/destroy/{id}"),
-        None,
-        DEFAULT_TIMEOUT,
-    );
 }
 
 /// Whether `e` says another run holds the lock (not that the agent could not be asked).
@@ -197,27 +181,29 @@ fn describe(entry: &Value) -> (String, Value, String) {
     (who, value, session)
 }
 
+/// A holder that was on this machine and whose process is gone: its name and session.
+struct DeadHolder {
+    who: String,
+    pid: Value,
+    session: String,
+}
+
 /// Takes the lock `key` through the agent of `c` or fails naming its holder; renewals go
 /// through `c` or, while it does not answer, through the agents of `others`. Every
-/// session it creates is destroyed on the way out unless it holds the lock.
+/// session it creates is destroyed on the way out unless it holds the lock. Taking the
+/// lock, and taking it over from a dead run, are each one recorded change.
 pub fn acquire(
     ctx: &NativeCallContext,
     c: &ApiClient,
     others: &[ApiClient],
     key: &str,
 ) -> RhaiResult<Held> {
-    let clients: Vec<ApiClient> = std::iter::once(c).chain(others).cloned().collect();
     let context = Context::of(ctx);
     let me = serde_json::to_vec(&holder(&context)).expect("serializes");
-    let try_acquire = |session: &str| -> RhaiResult<bool> {
-        let reply = c.send(
-            ctx,
-            "PUT",
-            &format!("/v1/kv/{}?acquire={session}", encode(key)),
-            Some(me.clone()),
-            DEFAULT_TIMEOUT,
-        )?;
-        Ok(c.check(ctx, "PUT", "/v1/kv", reply, &[])?.text() == "true")
+    let try_acquire = |w: &Changes, session: &str| -> RhaiResult<bool> {
+        let path = format!("/v1/kv/{}?acquire={session}", encode(key));
+        let reply = w.send(ctx, "PUT", &path, Some(me.clone()), DEFAULT_TIMEOUT)?;
+        Ok(w.check(ctx, "PUT", "/v1/kv", reply)?.text() == "true")
     };
     let read_entry = || -> RhaiResult<Value> {
         Ok(c.get(ctx, &format!("/v1/kv/{}", encode(key)), &[404])?
@@ -225,10 +211,10 @@ pub fn acquire(
     };
     // A lock just freed is kept from a new holder for its lock delay: while nobody holds
     // it, try a moment more.
-    let acquire_within = |session: &str, limit: Duration| -> RhaiResult<bool> {
+    let acquire_within = |w: &Changes, session: &str, limit: Duration| -> RhaiResult<bool> {
         let started = Instant::now();
         loop {
-            if try_acquire(session)? {
+            if try_acquire(w, session)? {
                 return Ok(true);
             }
             let held = read_entry()?[0]["Session"].is_string();
@@ -238,32 +224,50 @@ pub fn acquire(
             crate::wait::pause(ctx, 0.25, "the consul lock's lock delay")?;
         }
     };
-    let session = Session::create(ctx, c, key)?;
-    if acquire_within(&session.id, LOCK_DELAY + Duration::from_secs(1))? {
-        return Ok(hold(ctx, clients.clone(), key, session.keep()));
-    }
-    // Taken: who holds it, since when, and whether that run still exists.
-    let (who, value, their_session) = describe(&read_entry()?[0]);
     let lapse = format!(
         "if that run is gone, the lock lapses within {} s of its last renewal",
         2 * TTL.as_secs() + LOCK_DELAY.as_secs()
     );
-    // Only a holder known to be on this machine (a host name recorded and equal to ours)
-    // can be known dead here.
-    let here = this_host();
-    let dead_here = !here.is_empty()
-        && value["host"].as_str() == Some(here.as_str())
-        && value["pid"].as_i64().is_some_and(|pid| !alive(pid));
-    if !dead_here || their_session.is_empty() {
-        return Err(call_error(
+    let dead: std::cell::RefCell<Option<DeadHolder>> = Default::default();
+    let take = format!(
+        "consul: take the lock {key} (a session renewed every {} s, released at the end of the run)",
+        (TTL / 3).as_secs()
+    );
+    let first = c.changes(ctx, &take, |w| {
+        let session = Session::create(ctx, w, key)?;
+        if acquire_within(w, &session.id, LOCK_DELAY + Duration::from_secs(1))? {
+            return Ok(hold(ctx, w, others, key, session.keep()));
+        }
+        // Taken: who holds it, since when, and whether that run still exists. Only a
+        // holder known to be on this machine (a host name recorded and equal to ours)
+        // can be known dead here.
+        let (who, value, their_session) = describe(&read_entry()?[0]);
+        let here = this_host();
+        let dead_here = !here.is_empty()
+            && value["host"].as_str() == Some(here.as_str())
+            && value["pid"].as_i64().is_some_and(|pid| !alive(pid));
+        if dead_here && !their_session.is_empty() {
+            *dead.borrow_mut() = Some(DeadHolder {
+                who: who.clone(),
+                pid: value["pid"].clone(),
+                session: their_session,
+            });
+        }
+        Err(call_error(
             ctx,
             codes::CONSUL_LOCKED,
             format!("the consul lock {key} is held by {who}; try again when it ends ({lapse})"),
-        ));
-    }
-    // Our session is not renewed while a person thinks it over: let it go, and make a
-    // fresh one after the answer.
-    drop(session);
+        ))
+    });
+    let refused = match first {
+        Ok(held) => return Ok(held.expect("the lock is not taken in a dry run")),
+        Err(e) => e,
+    };
+    // The session made for the first try is gone (dropped): none is renewed while a
+    // person thinks it over, and a fresh one is made after the answer.
+    let Some(DeadHolder { who, pid, session }) = dead.into_inner() else {
+        return Err(refused);
+    };
     let question = format!(
         "the consul lock {key} is held by {who}, and that process no longer runs on this machine; take the lock over?"
     );
@@ -277,31 +281,45 @@ pub fn acquire(
             ),
         ));
     }
-    tracing::info!(
-        "taking over the consul lock {key} from dead pid {}",
-        value["pid"]
+    let takeover = format!(
+        "consul: take the lock {key} over from dead pid {pid}: destroy its session, then take the lock"
     );
-    destroy(ctx, c, &their_session);
-    let session = Session::create(ctx, c, key)?;
-    if acquire_within(&session.id, LOCK_DELAY + Duration::from_secs(2))? {
-        return Ok(hold(ctx, clients.clone(), key, session.keep()));
-    }
-    // Between the takeover and our acquire, another live run took it.
-    let (now, _, _) = describe(&read_entry()?[0]);
-    Err(call_error(
-        ctx,
-        codes::CONSUL_LOCKED,
-        format!("the consul lock {key} was freed from the dead run, but {now} took it first; try again when it ends ({lapse})"),
-    ))
+    let second = c.changes(ctx, &takeover, |w| {
+        tracing::info!("taking over the consul lock {key} from dead pid {pid}");
+        let path = format!("/v1/session/destroy/{}", encode(&session));
+        let _ = w.send(ctx, "PUT", &path, None, DEFAULT_TIMEOUT);
+        let mine = Session::create(ctx, w, key)?;
+        if acquire_within(w, &mine.id, LOCK_DELAY + Duration::from_secs(2))? {
+            return Ok(hold(ctx, w, others, key, mine.keep()));
+        }
+        // Between the takeover and our acquire, another live run took it.
+        let (now, _, _) = describe(&read_entry()?[0]);
+        Err(call_error(
+            ctx,
+            codes::CONSUL_LOCKED,
+            format!("the consul lock {key} was freed from the dead run, but {now} took it first; try again when it ends ({lapse})"),
+        ))
+    })?;
+    Ok(second.expect("the lock is not taken in a dry run"))
 }
 
-/// From the acquire on: renews the session in the background and stops the run's changes
-/// if it is lost.
-fn hold(ctx: &NativeCallContext, clients: Vec<ApiClient>, key: &str, session: String) -> Held {
+/// From the acquire on: renews the session in the background (through the agent that
+/// took it, or while it does not answer the `others`) and stops the run's changes if it
+/// is lost.
+fn hold(
+    ctx: &NativeCallContext,
+    w: &Changes,
+    others: &[ApiClient],
+    key: &str,
+    session: String,
+) -> Held {
     let context = Context::of(ctx);
+    let agents: Vec<Background> = std::iter::once(w.in_background())
+        .chain(w.through(others))
+        .collect();
     let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let renew_path = format!("/v1/session/renew/{session}");
-    let (renewers, lost_in_task) = (clients.clone(), lost.clone());
+    let (renewers, lost_in_task) = (agents.clone(), lost.clone());
     // Stopped by `release` (abort).
     let renewal = context.bridge().runtime().spawn(async move {
         let mut last = Instant::now();
@@ -344,7 +362,7 @@ fn hold(ctx: &NativeCallContext, clients: Vec<ApiClient>, key: &str, session: St
     }));
     HeldKeys::of(&context).insert(key);
     Held {
-        clients,
+        agents,
         key: key.to_string(),
         session,
         renewal,
@@ -357,13 +375,13 @@ fn hold(ctx: &NativeCallContext, clients: Vec<ApiClient>, key: &str, session: St
 /// one, and one that is restarting (no answer, or no leader yet) is passed over. The last
 /// answer or failure when none gives a verdict.
 async fn put_through(
-    clients: &[ApiClient],
+    agents: &[Background],
     path: &str,
 ) -> Result<u16, Box<dyn std::error::Error + Send + Sync>> {
     let mut outcome = Err("no consul agent to ask".into());
-    for client in clients {
-        outcome = client
-            .request_future(reqwest::Method::PUT, path, Duration::from_secs(3))
+    for agent in agents {
+        outcome = agent
+            .put(path, Duration::from_secs(3))
             .await
             .map_err(Into::into);
         if matches!(outcome, Ok(200 | 404)) {
@@ -385,10 +403,10 @@ impl Held {
         // within a few seconds, so that the next run need not wait for the session to lapse.
         let release = format!("/v1/kv/{}?release={}", encode(&self.key), self.session);
         let destroy = format!("/v1/session/destroy/{}", self.session);
-        let clients = self.clients;
+        let agents = self.agents;
         let _ = context.bridge().runtime().block_on(async move {
-            let _ = put_through(&clients, &release).await;
-            put_through(&clients, &destroy).await
+            let _ = put_through(&agents, &release).await;
+            put_through(&agents, &destroy).await
         });
     }
 }

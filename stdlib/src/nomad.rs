@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use harun_runtime::codes;
 use harun_runtime::error::call_error;
+use harun_runtime::topology::Service;
 use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient, DEFAULT_TIMEOUT};
+use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
-    ApiClient::for_host(ctx, host, "nomad")
+    ApiClient::for_host(ctx, host, Service::Nomad)
 }
 
 fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Value> {
@@ -27,8 +28,8 @@ fn get_json(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResul
 /// forwarded to a server and, with no leader, held up to 5 s (nomad/rpc.go `forward`,
 /// `RPCHoldTimeout`) and then answered 500 `No cluster leader`, which means no leader,
 /// not an agent that is down.
-fn leader_of(ctx: &NativeCallContext, c: &ApiClient, timeout: Duration) -> RhaiResult<String> {
-    let me = c.send(ctx, "GET", "/v1/agent/self", None, timeout)?;
+pub fn leader_of(ctx: &NativeCallContext, c: &ApiClient, timeout: Duration) -> RhaiResult<String> {
+    let me = c.read(ctx, "/v1/agent/self", timeout)?;
     if me.status == 200 {
         let nomad = &me.json()["stats"]["nomad"];
         if nomad["server"] == "true" {
@@ -38,7 +39,7 @@ fn leader_of(ctx: &NativeCallContext, c: &ApiClient, timeout: Duration) -> RhaiR
                 .to_string());
         }
     }
-    let reply = c.send(ctx, "GET", "/v1/status/leader", None, timeout)?;
+    let reply = c.read(ctx, "/v1/status/leader", timeout)?;
     if reply.status == 500 && reply.text().contains("No cluster leader") {
         return Ok(String::new());
     }
@@ -51,16 +52,6 @@ fn leader_of(ctx: &NativeCallContext, c: &ApiClient, timeout: Duration) -> RhaiR
 
 fn job_json(ctx: &NativeCallContext, host: &HostHandle, id: &str) -> RhaiResult<Value> {
     get_json(ctx, host, &format!("/v1/job/{}", encode(id)))
-}
-
-fn wait_for(
-    ctx: &NativeCallContext,
-    what: &str,
-    timeout_seconds: f64,
-    check: impl FnMut() -> Option<Dynamic>,
-    last: impl Fn() -> String,
-) -> RhaiResult<Dynamic> {
-    crate::http::wait_for(ctx, "nomad", what, timeout_seconds, check, last)
 }
 
 #[export_module]
@@ -81,43 +72,6 @@ pub mod nomad_api {
     pub fn members(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
         let v = get_json(&ctx, &host, "/v1/agent/members")?;
         Ok(to_dynamic(&v["Members"]))
-    }
-
-    /// The leader's RPC address (`ip:4647`), or `""` when there is none. A server answers
-    /// from its own raft state at once; Nomad's `/v1/status/leader` would hold the request
-    /// 5 s and then fail with `No cluster leader`.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn leader(ctx: NativeCallContext, host: Host) -> RhaiResult<String> {
-        leader_of(&ctx, &client(&ctx, &host)?, DEFAULT_TIMEOUT)
-    }
-
-    /// The raft peers' addresses.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn peers(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
-        Ok(to_dynamic(&get_json(&ctx, &host, "/v1/status/peers")?))
-    }
-
-    /// The raft configuration: `Servers` (`ID`, `Node`, `Address`, `Leader`, `Voter`).
-    #[rhai_fn(volatile, return_raw)]
-    pub fn raft_configuration(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
-        Ok(to_dynamic(&get_json(
-            &ctx,
-            &host,
-            "/v1/operator/raft/configuration",
-        )?))
-    }
-
-    /// Removes a server from the raft configuration by its raft ID. A change.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn remove_peer(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
-        let c = client(&ctx, &host)?;
-        c.change(
-            &ctx,
-            "DELETE",
-            &format!("/v1/operator/raft/peer?id={}", encode(id)),
-            None,
-            &format!("nomad: remove raft peer {id}"),
-        )
     }
 
     /// Asks this server to join the server at `address`; the number joined. A change.
@@ -244,14 +198,12 @@ pub mod nomad_api {
         let first = c.get(&ctx, &path, &[])?.json();
         let name = first["Name"].as_str().unwrap_or(node_id).to_string();
         let seen = std::cell::RefCell::new(first);
-        wait_for(
+        c.wait_for(
             &ctx,
             &format!("the drain of nomad node {name} to end (asking {})", c.host),
             timeout_seconds,
             || {
-                let r = c
-                    .send(&ctx, "GET", &path, None, Duration::from_secs(3))
-                    .ok()?;
+                let r = c.read(&ctx, &path, Duration::from_secs(3)).ok()?;
                 if r.status != 200 {
                     return None;
                 }
@@ -275,26 +227,6 @@ pub mod nomad_api {
         )
     }
 
-    /// Waits until the cluster has a leader; returns its address.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn wait_leader(
-        ctx: NativeCallContext,
-        host: Host,
-        timeout_seconds: f64,
-    ) -> RhaiResult<Dynamic> {
-        let c = client(&ctx, &host)?;
-        wait_for(
-            &ctx,
-            &format!("a nomad leader (asking {})", c.host),
-            timeout_seconds,
-            || {
-                let l = leader_of(&ctx, &c, Duration::from_secs(3)).ok()?;
-                (!l.is_empty()).then(|| l.into())
-            },
-            || "no leader".into(),
-        )
-    }
-
     /// Waits until `n` servers are alive members.
     #[rhai_fn(volatile, return_raw)]
     pub fn wait_servers(
@@ -314,22 +246,6 @@ pub mod nomad_api {
             "alive",
             |v| count_where(&v["Members"], |m| m["Status"] == "alive"),
         )
-    }
-
-    /// Waits until the raft configuration has `n` voters.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn wait_voters(
-        ctx: NativeCallContext,
-        host: Host,
-        n: i64,
-        timeout_seconds: f64,
-    ) -> RhaiResult<Dynamic> {
-        let c = client(&ctx, &host)?;
-        let what = format!("{n} nomad raft voters");
-        let path = "/v1/operator/raft/configuration";
-        c.wait_count(&ctx, &what, path, n, timeout_seconds, "voters", |v| {
-            count_where(&v["Servers"], |s| s["Voter"] == true)
-        })
     }
 
     /// Waits until `n` client nodes are ready.

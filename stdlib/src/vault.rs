@@ -6,17 +6,18 @@ use std::time::Duration;
 
 use harun_runtime::codes;
 use harun_runtime::error::call_error;
+use harun_runtime::topology::Service;
 use harun_runtime::{Context, Secret};
 use rhai::plugin::*;
 use serde_json::{json, Value};
 
 use crate::hosts::HostHandle;
-use crate::http::{count_where, encode, json_body as body, to_dynamic, ApiClient, DEFAULT_TIMEOUT};
+use crate::http::{encode, json_body as body, to_dynamic, ApiClient, DEFAULT_TIMEOUT};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 fn client(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<ApiClient> {
-    ApiClient::for_host(ctx, host, "vault")
+    ApiClient::for_host(ctx, host, Service::Vault)
 }
 
 /// The node's state from `/v1/sys/health` and its status code.
@@ -36,7 +37,7 @@ fn state_of(status: u16) -> &'static str {
 
 fn health_of(ctx: &NativeCallContext, c: &ApiClient, timeout: Duration) -> RhaiResult<Value> {
     // Every state is an answer here, so no status is an error.
-    let reply = c.send(ctx, "GET", "/v1/sys/health", None, timeout)?;
+    let reply = c.read(ctx, "/v1/sys/health", timeout)?;
     let mut v = reply.json();
     if !v.is_object() {
         v = json!({});
@@ -111,7 +112,7 @@ fn wait_joining_unseal(
         "vault on {} to unseal (joining raft: the leader's keyring has to arrive first)",
         c.host
     );
-    let _ = wait_for(
+    let _ = c.wait_for(
         ctx,
         &what,
         timeout_seconds,
@@ -130,16 +131,6 @@ fn wait_joining_unseal(
         },
     )?;
     Ok(status.into_inner())
-}
-
-fn wait_for(
-    ctx: &NativeCallContext,
-    what: &str,
-    timeout_seconds: f64,
-    check: impl FnMut() -> Option<Dynamic>,
-    last: impl Fn() -> String,
-) -> RhaiResult<Dynamic> {
-    crate::http::wait_for(ctx, "vault", what, timeout_seconds, check, last)
 }
 
 #[export_module]
@@ -235,20 +226,15 @@ pub mod vault_api {
             return Ok(to_dynamic(&status));
         }
         let threshold = status["t"].as_u64().unwrap_or(0) as usize;
-        let context = Context::of(&ctx);
-        let action = harun_runtime::Action::new(
-            "http",
-            c.host.clone(),
-            format!(
-                "vault: unseal with {} key(s) (threshold {threshold})",
-                keys.len().min(threshold.max(1))
-            ),
+        let summary = format!(
+            "vault: unseal with {} key(s) (threshold {threshold})",
+            keys.len().min(threshold.max(1))
         );
         let progress_before = status["progress"].as_u64().unwrap_or(0) as usize;
-        let outcome = context.perform(action, || -> RhaiResult<Value> {
+        let outcome = c.changes(&ctx, &summary, |w| -> RhaiResult<Value> {
             let mut last = status.clone();
             for (i, key) in keys.iter().enumerate() {
-                let reply = c.send(
+                let reply = w.send(
                     &ctx,
                     "PUT",
                     "/v1/sys/unseal",
@@ -317,30 +303,6 @@ pub mod vault_api {
         Ok(reply.is_none_or(|r| r.json()["joined"] == true))
     }
 
-    /// The raft configuration: `servers` (`node_id`, `address`, `leader`, `voter`) and
-    /// `index` (the `data.config` of Vault's answer).
-    #[rhai_fn(volatile, return_raw)]
-    pub fn raft_configuration(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {
-        let c = client(&ctx, &host)?;
-        let v = c
-            .get(&ctx, "/v1/sys/storage/raft/configuration", &[])?
-            .json();
-        Ok(to_dynamic(&v["data"]["config"]))
-    }
-
-    /// Removes a node from the raft configuration by node ID. A change.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn remove_peer(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
-        let c = client(&ctx, &host)?;
-        c.change(
-            &ctx,
-            "POST",
-            "/v1/sys/storage/raft/remove-peer",
-            body(&json!({"server_id": id})),
-            &format!("vault: remove raft peer {id}"),
-        )
-    }
-
     /// Asks the active node to step down (`sys/step-down`): with raft storage it hands
     /// raft leadership to another voter, which becomes active; the node stays a standby.
     /// For a rolling restart: the active node steps down before it restarts. A change.
@@ -382,11 +344,9 @@ pub mod vault_api {
             format!("vault: save a raft snapshot of {} to {path}", c.host),
         );
         let saved = context.perform(action, || -> RhaiResult<i64> {
-            let reply = c.send(
+            let reply = c.read(
                 &ctx,
-                "GET",
                 "/v1/sys/storage/raft/snapshot",
-                None,
                 Duration::from_secs(120),
             )?;
             let reply = c.check(&ctx, "GET", "/v1/sys/storage/raft/snapshot", reply, &[])?;
@@ -560,7 +520,7 @@ pub mod vault_api {
     ) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
         let seen = std::cell::RefCell::new(String::from("no answer"));
-        wait_for(
+        c.wait_for(
             &ctx,
             &format!("vault on {} to be unsealed", c.host),
             timeout_seconds,
@@ -584,13 +544,13 @@ pub mod vault_api {
     ) -> RhaiResult<Dynamic> {
         let c = client(&ctx, &host)?;
         let seen = std::cell::RefCell::new(String::from("no answer"));
-        wait_for(
+        c.wait_for(
             &ctx,
             &format!("an active vault (asking {})", c.host),
             timeout_seconds,
             || {
                 let r = c
-                    .send(&ctx, "GET", "/v1/sys/leader", None, Duration::from_secs(3))
+                    .read(&ctx, "/v1/sys/leader", Duration::from_secs(3))
                     .ok()?;
                 let v = r.json();
                 if v["ha_enabled"] == false && r.status == 200 {
@@ -606,21 +566,5 @@ pub mod vault_api {
             },
             || seen.borrow().clone(),
         )
-    }
-
-    /// Waits until the raft configuration has `n` voters.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn wait_voters(
-        ctx: NativeCallContext,
-        host: Host,
-        n: i64,
-        timeout_seconds: f64,
-    ) -> RhaiResult<Dynamic> {
-        let c = client(&ctx, &host)?;
-        let what = format!("{n} vault raft voters");
-        let path = "/v1/sys/storage/raft/configuration";
-        c.wait_count(&ctx, &what, path, n, timeout_seconds, "voters", |v| {
-            count_where(&v["data"]["config"]["servers"], |s| s["voter"] == true)
-        })
     }
 }

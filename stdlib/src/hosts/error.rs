@@ -4,7 +4,7 @@
 use std::error::Error as _;
 use std::fmt;
 
-use super::transport::Target;
+use super::target::Target;
 use harun_runtime::codes;
 
 #[derive(Clone, Debug)]

@@ -3,10 +3,12 @@
 //! also methods of `Host` (`h.exec("uptime")`).
 
 pub mod error;
+pub mod local;
 pub mod pool;
 pub mod resident;
 pub mod shell;
-pub mod transport;
+pub mod ssh;
+pub mod target;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext};
 
 use error::HostError;
 use pool::Pool;
-use transport::{ExecOutput, Target};
+use target::{ExecOutput, Target};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 

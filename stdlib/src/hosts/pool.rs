@@ -1,19 +1,20 @@
-//! One connection per host for the whole run, shared by every call and thread.
-//!
-//! SSH masters live in a control directory of this process's own
-//! (`$XDG_RUNTIME_DIR/harun-ssh/PID`, else `/run/user/UID/harun-ssh/PID`, else
-//! `/dev/shm/harun-ssh-UID/PID`), so concurrent runs (cron and a person) never touch
-//! each other's sockets. Directories of processes that died (a killed cron run) are removed
-//! at the next start; their masters exit by themselves after a minute idle.
+//! The run's connections: one per host for the whole run, shared by every call and
+//! thread, and within each the host's session slots (sshd's MaxSessions) and the
+//! resident shells between commands. `Connection::exec` is the one way a command reaches
+//! a host, whichever the transport.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::error::HostError;
-use super::transport::{connect_ssh, Connection, Target};
 use harun_runtime::codes;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::error::HostError;
+use super::resident::ResidentShell;
+use super::target::{ExecOutput, Target};
+use super::{local, ssh};
 
 struct Slot {
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
@@ -49,10 +50,12 @@ impl Pool {
             Arc::new(Connection::local(target.max_sessions))
         } else {
             let dir = self
-                .control_dir()
+                .control_dir
+                .get_or_init(ssh::control_dir)
+                .clone()
                 .map_err(|e| HostError::new(codes::HOST_CONTROL_DIR, &target.name, e))?;
             tracing::debug!(host = %target.name, address = %target.address, "connecting over ssh");
-            let session = connect_ssh(target, &dir).await?;
+            let session = ssh::connect_ssh(target, &dir).await?;
             Arc::new(Connection::ssh(session, target.max_sessions))
         };
         *connection = Some(fresh.clone());
@@ -63,30 +66,6 @@ impl Pool {
     pub async fn invalidate(&self, target: &Target) {
         let slot = self.slot(target);
         slot.connection.lock().await.take();
-    }
-
-    fn control_dir(&self) -> Result<PathBuf, String> {
-        self.control_dir
-            .get_or_init(|| {
-                // SAFETY: getuid has no preconditions and cannot fail.
-                let uid = unsafe { libc::getuid() };
-                let base = control_base(
-                    std::env::var_os("XDG_RUNTIME_DIR"),
-                    uid,
-                    &std::env::temp_dir(),
-                );
-                std::fs::create_dir_all(&base)
-                    .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
-                own_directory(&base, uid)?;
-                restrict(&base).map_err(|e| format!("cannot restrict {}: {e}", base.display()))?;
-                remove_stale(&base);
-                let dir = base.join(std::process::id().to_string());
-                std::fs::create_dir_all(&dir)
-                    .and_then(|_| restrict(&dir))
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                Ok(dir)
-            })
-            .clone()
     }
 
     /// Closes every master and removes the control directory (the end of the run).
@@ -115,98 +94,151 @@ impl Pool {
     }
 }
 
-/// Where the control directories live: memory, not disk, wherever the host offers it.
-/// Cron and systemd timers often run without `XDG_RUNTIME_DIR`, and /tmp is often disk
-/// (a Raspberry Pi's SD card): sockets and master logs created and removed there each run
-/// cost filesystem journaling for nothing.
-fn control_base(xdg_runtime_dir: Option<std::ffi::OsString>, uid: u32, temp: &Path) -> PathBuf {
-    if let Some(dir) = xdg_runtime_dir.filter(|d| Path::new(d).is_dir()) {
-        return PathBuf::from(dir).join("harun-ssh");
-    }
-    // systemd's per-user runtime directory, there while the user has a session or lingers.
-    let user_runtime = PathBuf::from(format!("/run/user/{uid}"));
-    if user_runtime.is_dir() {
-        return user_runtime.join("harun-ssh");
-    }
-    let shared = [Path::new("/dev/shm"), temp]
-        .into_iter()
-        .find(|d| d.is_dir())
-        .unwrap_or(temp);
-    shared.join(format!("harun-ssh-{uid}"))
+/// An open way to run commands on one host, and the host's session slots.
+pub struct Connection {
+    kind: Kind,
+    /// Commands in flight on this machine, or SSH sessions open on the host: sshd refuses
+    /// more than its MaxSessions over one connection.
+    sessions: Arc<Semaphore>,
+    /// SSH: resident shells between commands. Each holds one of `sessions`.
+    idle: Mutex<Vec<ResidentShell>>,
+    shell_returned: Notify,
 }
 
-/// The base may sit in a directory every user can write (/dev/shm, /tmp): refuse one that
-/// another user made, or a symlink, rather than put this user's masters in it.
-fn own_directory(dir: &Path, uid: u32) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    if !meta.is_dir() || meta.uid() != uid {
-        return Err(format!(
-            "{} is not a directory of this user's own (uid {uid}): remove it, or set XDG_RUNTIME_DIR",
-            dir.display()
-        ));
+enum Kind {
+    Local,
+    Ssh(Arc<openssh::Session>),
+}
+
+impl Connection {
+    pub fn local(max_sessions: usize) -> Connection {
+        Connection::new(Kind::Local, max_sessions)
     }
-    Ok(())
-}
 
-fn restrict(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
+    pub fn ssh(session: openssh::Session, max_sessions: usize) -> Connection {
+        Connection::new(Kind::Ssh(Arc::new(session)), max_sessions)
+    }
 
-/// Removes the control directories of harun processes that no longer run.
-fn remove_stale(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            tracing::debug!("removing the stale ssh control directory of process {pid}");
-            let _ = std::fs::remove_dir_all(entry.path());
+    fn new(kind: Kind, max_sessions: usize) -> Connection {
+        Connection {
+            kind,
+            sessions: Arc::new(Semaphore::new(max_sessions)),
+            idle: Mutex::new(Vec::new()),
+            shell_returned: Notify::new(),
+        }
+    }
+
+    /// Runs `command` through the host's `sh` (not the login shell), feeding `stdin` when
+    /// given. Over SSH a command without input goes to a resident shell; one with input
+    /// gets a session of its own, whose end of input is the end of the data.
+    pub async fn exec(
+        &self,
+        target: &Target,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, HostError> {
+        if command.contains('\0') {
+            return Err(HostError::new(
+                codes::HOST_COMMAND,
+                &target.name,
+                "the command contains a NUL byte, which no shell can run",
+            ));
+        }
+        match &self.kind {
+            Kind::Local => {
+                let _slot = self.sessions.acquire().await.map_err(|_| closed(target))?;
+                local::exec_local(target, command, stdin).await
+            }
+            Kind::Ssh(session) if stdin.is_none() => {
+                let mut shell = self.shell(target, session).await?;
+                let out = shell.run(command).await.map_err(|e| {
+                    HostError::io(&target.name, "the session ended before the command did", &e)
+                })?;
+                if shell.is_clean() {
+                    self.lock_idle().push(shell);
+                    self.shell_returned.notify_waiters();
+                } else {
+                    // Something the command left running still writes to the session;
+                    // its output must not reach the next command.
+                    tracing::debug!(host = %target.name, "retiring a shell with stray output");
+                    drop(shell);
+                }
+                Ok(out)
+            }
+            Kind::Ssh(session) => {
+                let _slot = self.free_session(target).await?;
+                ssh::exec_ssh(target, session.clone(), command, stdin).await
+            }
+        }
+    }
+
+    /// An idle resident shell, or a new one once a session is free.
+    async fn shell(
+        &self,
+        target: &Target,
+        session: &Arc<openssh::Session>,
+    ) -> Result<ResidentShell, HostError> {
+        loop {
+            let returned = self.shell_returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            let idle = self.lock_idle().pop();
+            if let Some(mut shell) = idle {
+                if shell.is_still_clean() {
+                    return Ok(shell);
+                }
+                tracing::debug!(host = %target.name, "retiring a shell with stray output");
+                continue;
+            }
+            tokio::select! {
+                slot = self.sessions.clone().acquire_owned() => {
+                    let slot = slot.map_err(|_| closed(target))?;
+                    return ResidentShell::open(target, session.clone(), slot).await;
+                }
+                _ = returned => {}
+            }
+        }
+    }
+
+    /// A session slot for a command of its own, closing an idle shell when that frees one.
+    async fn free_session(&self, target: &Target) -> Result<OwnedSemaphorePermit, HostError> {
+        loop {
+            let returned = self.shell_returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Ok(slot) = self.sessions.clone().try_acquire_owned() {
+                return Ok(slot);
+            }
+            let idle = self.lock_idle().pop();
+            if let Some(shell) = idle {
+                shell.close().await;
+                continue;
+            }
+            tokio::select! {
+                slot = self.sessions.clone().acquire_owned() => {
+                    return slot.map_err(|_| closed(target));
+                }
+                _ = returned => {}
+            }
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ResidentShell>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the SSH master (the end of the run); its sessions, resident shells included,
+    /// end with it.
+    pub async fn close(self) {
+        self.lock_idle().clear();
+        if let Kind::Ssh(session) = self.kind {
+            if let Ok(session) = Arc::try_unwrap(session) {
+                let _ = session.close().await;
+            }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_directories_stay_off_disk_where_the_host_allows() {
-        let temp = Path::new("/var/tmp");
-        let xdg = tempfile::tempdir().unwrap();
-        assert_eq!(
-            control_base(Some(xdg.path().into()), 1000, temp),
-            xdg.path().join("harun-ssh")
-        );
-        // A uid with no /run/user directory, as under cron without a session.
-        let uid = 3_999_999;
-        let missing = Some(std::ffi::OsString::from("/nonexistent/run"));
-        let expected = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from(format!("/dev/shm/harun-ssh-{uid}"))
-        } else {
-            temp.join(format!("harun-ssh-{uid}"))
-        };
-        assert_eq!(control_base(missing, uid, temp), expected);
-        assert_eq!(control_base(None, uid, temp), expected);
-    }
-
-    #[test]
-    fn a_control_base_that_is_a_symlink_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let link = dir.path().join("harun-ssh-1000");
-        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        let err = own_directory(&link, 0).unwrap_err();
-        assert!(
-            err.contains("is not a directory of this user's own"),
-            "{err}"
-        );
-        // SAFETY: getuid has no preconditions and cannot fail.
-        own_directory(dir.path(), unsafe { libc::getuid() }).unwrap();
-    }
+fn closed(target: &Target) -> HostError {
+    HostError::new(codes::HOST_CLOSED, &target.name, "connection pool closed")
 }

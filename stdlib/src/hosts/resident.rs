@@ -15,7 +15,6 @@
 //! before it is dropped, so that it cannot pass for the first command's output.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use harun_runtime::codes;
@@ -23,8 +22,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::HostError;
-use super::shell::quote;
-use super::transport::{retry_refused_session, ExecOutput, Target};
+use super::shell::{greeting_command, quote, random_token};
+use super::ssh::retry_refused_session;
+use super::target::{ExecOutput, Target};
 
 pub struct ResidentShell {
     child: openssh::Child<Arc<openssh::Session>>,
@@ -264,37 +264,6 @@ impl<R: AsyncRead + Unpin> Stream<R> {
     }
 }
 
-/// The shell command that prints `marker` on stdout and on stderr.
-pub fn greeting_command(marker: &str) -> String {
-    format!("printf '%s' '{marker}'; printf '%s' '{marker}' >&2")
-}
-
-/// A fresh greeting marker for a session of one command.
-pub fn greeting_marker() -> String {
-    format!("\x1eharun-{}:", random_token())
-}
-
-/// What came after `marker`: the command's own output, without what the login printed
-/// before the shell started. Output without the marker (the shell never got that far) is
-/// kept whole.
-pub fn after_greeting(mut output: Vec<u8>, marker: &str) -> Vec<u8> {
-    if let Some(at) = memchr::memmem::find(&output, marker.as_bytes()) {
-        output.drain(..at + marker.len());
-    }
-    output
-}
-
-/// 128 bits from the standard library's per-process random hash keys: enough that no
-/// command's output carries the marker by chance.
-fn random_token() -> String {
-    let half = || {
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    };
-    format!("{:016x}{:016x}", half(), half())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,17 +285,5 @@ mod tests {
         let (output, status) = block_on(stream.until(b"\x1eM1:", true)).unwrap();
         assert_eq!((output.as_slice(), status), (&b"first\n"[..], 0));
         assert!(!stream.stray);
-    }
-
-    #[test]
-    fn output_without_the_greeting_is_kept_whole() {
-        assert_eq!(
-            after_greeting(b"syntax error\n".to_vec(), "\x1eG:"),
-            b"syntax error\n"
-        );
-        assert_eq!(
-            after_greeting(b"banner\x1eG:out".to_vec(), "\x1eG:"),
-            b"out"
-        );
     }
 }

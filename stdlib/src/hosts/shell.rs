@@ -93,3 +93,52 @@ pub const MKDIR: &str = r#"set -e
 mkdir -p -- "$1"
 if [ -n "$2$3" ]; then chown "$2${3:+:$3}" -- "$1"; fi
 if [ -n "$4" ]; then chmod "$4" -- "$1"; fi"#;
+
+/// The shell command that prints `marker` on stdout and on stderr.
+pub fn greeting_command(marker: &str) -> String {
+    format!("printf '%s' '{marker}'; printf '%s' '{marker}' >&2")
+}
+
+/// A fresh greeting marker for a session of one command.
+pub fn greeting_marker() -> String {
+    format!("\x1eharun-{}:", random_token())
+}
+
+/// What came after `marker`: the command's own output, without what the login printed
+/// before the shell started. Output without the marker (the shell never got that far) is
+/// kept whole.
+pub fn after_greeting(mut output: Vec<u8>, marker: &str) -> Vec<u8> {
+    if let Some(at) = memchr::memmem::find(&output, marker.as_bytes()) {
+        output.drain(..at + marker.len());
+    }
+    output
+}
+
+/// 128 bits from the standard library's per-process random hash keys: enough that no
+/// command's output carries the marker by chance.
+pub fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_without_the_greeting_is_kept_whole() {
+        assert_eq!(
+            after_greeting(b"syntax error\n".to_vec(), "\x1eG:"),
+            b"syntax error\n"
+        );
+        assert_eq!(
+            after_greeting(b"banner\x1eG:out".to_vec(), "\x1eG:"),
+            b"out"
+        );
+    }
+}
