@@ -79,7 +79,7 @@ fn with_lab(cli: &Cli, run: impl FnOnce(&Cli) -> i32) -> i32 {
     }
     let lab = match crate::lab::TempLab::start() {
         Ok(lab) => lab,
-        Err(e) => return fail(codes::LAB, e, &Redactor::default()),
+        Err(e) => return fail(e.code(), e.to_string(), &Redactor::default()),
     };
     let mut with_topology = cli.clone();
     with_topology.run.topology = Some(lab.topology.clone());

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use harun_lab::error::LabError;
 use harun_lab::supervisor;
 
 use crate::cli::LabCommand;
@@ -54,8 +55,8 @@ pub fn run(command: &LabCommand) -> i32 {
         Ok(code) => code,
         Err(e) => {
             let code = harun_runtime::diagnostic::fail(
-                harun_runtime::codes::LAB,
-                e,
+                e.code(),
+                e.to_string(),
                 &harun_runtime::Redactor::default(),
             );
             // `lab ctl` answers as systemctl does: 1 for a job that failed.
@@ -76,7 +77,7 @@ pub struct TempLab {
 }
 
 impl TempLab {
-    pub fn start() -> Result<TempLab, String> {
+    pub fn start() -> Result<TempLab, LabError> {
         let dir = std::env::temp_dir().join(format!("harun-lab-{}", std::process::id()));
         // HARUN_LAB_NOMAD_CONSUL=false: the lab's Nomad without Consul (server_join).
         let nomad_consul = !matches!(
@@ -85,10 +86,11 @@ impl TempLab {
         );
         // HARUN_LAB_WORKERS=N: N workers beside the controllers.
         let workers = match std::env::var("HARUN_LAB_WORKERS") {
-            Ok(n) => n
-                .trim()
-                .parse()
-                .map_err(|_| format!("HARUN_LAB_WORKERS={n:?} is not a number of workers"))?,
+            Ok(n) => n.trim().parse().map_err(|_| {
+                LabError::Unknown(format!(
+                    "HARUN_LAB_WORKERS={n:?} is not a number of workers"
+                ))
+            })?,
             Err(_) => 0,
         };
         // The directory is this process's own; one left by a killed run of the same pid

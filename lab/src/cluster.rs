@@ -19,12 +19,20 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// Applies one replicated operation to the state; must be deterministic. `index` is the
-/// index the operation commits at (Consul's ModifyIndex).
-pub type ApplyFn = dyn Fn(&mut Value, &Value, u64) -> Result<Value, String> + Send + Sync;
+/// A twin's replicated operations: a serde enum tagged by `op`, sent between servers as
+/// JSON and applied to the state on each of them.
+pub trait Operation: Serialize + DeserializeOwned + Send + 'static {
+    /// Applies the operation to the state; must be deterministic. `index` is the index it
+    /// commits at (Consul's ModifyIndex). Its answer goes back to the caller of `write`.
+    fn apply(self, data: &mut Value, index: u64) -> Result<Value, String>;
+}
+
+/// Applies one replicated operation, as it travels (JSON), to the state.
+type ApplyFn = dyn Fn(&mut Value, &Value, u64) -> Result<Value, String> + Send + Sync;
 /// Whether this node may take part in consensus right now (a sealed Vault may not).
 pub type ActiveFn = dyn Fn() -> bool + Send + Sync;
 
@@ -161,6 +169,15 @@ struct VoteReply {
     granted: bool,
 }
 
+/// What the log carries: a change of the raft configuration (the core's own), or one of
+/// the twin's operations.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Entry {
+    Configuration(Vec<Server>),
+    Operation(Value),
+}
+
 #[derive(Serialize, Deserialize)]
 struct Append {
     term: u64,
@@ -169,7 +186,7 @@ struct Append {
     index: u64,
     last_term: u64,
     /// A new entry at `index + 1`, or None for a heartbeat.
-    entry: Option<Value>,
+    entry: Option<Entry>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -193,7 +210,13 @@ fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 impl Cluster {
-    pub fn new(opts: Options, apply: Box<ApplyFn>, active: Box<ActiveFn>) -> Arc<Cluster> {
+    /// One node of a twin whose operations are `O`.
+    pub fn new<O: Operation>(opts: Options, active: Box<ActiveFn>) -> Arc<Cluster> {
+        let apply: Box<ApplyFn> = Box::new(|data, op, index| {
+            let op: O = serde_json::from_value(op.clone())
+                .map_err(|e| format!("an operation this server cannot read: {e}"))?;
+            op.apply(data, index)
+        });
         let p: Persistent = std::fs::read(&opts.state_file)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -379,8 +402,6 @@ impl Cluster {
     pub fn recover(&self, servers: Vec<Server>) {
         let p = {
             let mut inner = lock(&self.inner);
-            // The configuration rides in the state too (see `propose`): both change.
-            inner.p.data["_config"] = serde_json::to_value(&servers).expect("config serializes");
             inner.p.config = servers;
             inner.p.bootstrapped = true;
             inner.p.clone()
@@ -400,8 +421,6 @@ impl Cluster {
             }
         }
         if changed {
-            inner.p.data["_config"] =
-                serde_json::to_value(&inner.p.config).expect("config serializes");
             let p = inner.p.clone();
             drop(inner);
             self.persist(&p);
@@ -415,20 +434,27 @@ impl Cluster {
         inner.p.config = vec![self.me_server(true)];
         inner.p.bootstrapped = true;
         inner.p.data = data;
-        inner.p.data["_config"] = serde_json::to_value(&inner.p.config).expect("config serializes");
         inner.p.index = inner.p.index.max(1);
         let p = inner.p.clone();
         drop(inner);
         self.persist(&p);
     }
 
-    /// Configuration changes are operations of the core; everything else is the twin's.
-    fn apply_any(&self, data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
-        if let Some(config) = op.get("_config") {
-            data["_config"] = config.clone();
-            return Ok(Value::Null);
+    /// Applies an entry at `index` to a node's state and configuration.
+    fn apply_entry(
+        &self,
+        data: &mut Value,
+        config: &mut Vec<Server>,
+        entry: &Entry,
+        index: u64,
+    ) -> Result<Value, String> {
+        match entry {
+            Entry::Configuration(servers) => {
+                *config = servers.clone();
+                Ok(Value::Null)
+            }
+            Entry::Operation(op) => (self.apply)(data, op, index),
         }
-        (self.apply)(data, op, index)
     }
 
     fn me_server(&self, voter: bool) -> Server {
@@ -441,12 +467,17 @@ impl Cluster {
     }
 
     /// Commits an operation through the leader and returns what it produced.
-    pub async fn write(&self, op: Value) -> Result<Value, String> {
+    pub async fn write(&self, op: impl Operation) -> Result<Value, String> {
+        let op = serde_json::to_value(op).expect("an operation serializes");
+        self.write_json(op).await
+    }
+
+    async fn write_json(&self, op: Value) -> Result<Value, String> {
         if !(self.active)() {
             return Err("node is not active".into());
         }
         if self.is_leader() {
-            return self.propose(op).await;
+            return self.propose(Entry::Operation(op)).await;
         }
         let leader = self
             .leader()
@@ -465,7 +496,7 @@ impl Cluster {
         }
     }
 
-    async fn propose(&self, op: Value) -> Result<Value, String> {
+    async fn propose(&self, entry: Entry) -> Result<Value, String> {
         let _serial = self.writes.lock().await;
         let (term, index, last_term, mut data, servers) = {
             let inner = lock(&self.inner);
@@ -480,13 +511,14 @@ impl Cluster {
                 inner.p.config.clone(),
             )
         };
-        let result = self.apply_any(&mut data, &op, index + 1)?;
+        let mut config = servers.clone();
+        let result = self.apply_entry(&mut data, &mut config, &entry, index + 1)?;
         let message = Append {
             term,
             leader: self.opts.id.clone(),
             index,
             last_term,
-            entry: Some(op),
+            entry: Some(entry),
         };
         let acks = self.broadcast_append(&servers, &message).await;
         let voters: Vec<&Server> = servers.iter().filter(|s| s.voter).collect();
@@ -502,14 +534,9 @@ impl Cluster {
             return Err("leadership lost".into());
         }
         inner.p.data = data;
+        inner.p.config = config;
         inner.p.index = index + 1;
         inner.p.last_term = term;
-        // Configuration changes ride in the state, so they replicate with everything else.
-        if let Some(config) = inner.p.data.get("_config").cloned() {
-            if let Ok(config) = serde_json::from_value::<Vec<Server>>(config) {
-                inner.p.config = config;
-            }
-        }
         let p = inner.p.clone();
         drop(inner);
         self.persist(&p);
@@ -799,7 +826,6 @@ impl Cluster {
             .collect();
         config.sort_by(|a, b| a.id.cmp(&b.id));
         let mut inner = lock(&self.inner);
-        inner.p.data["_config"] = serde_json::to_value(&config).expect("config serializes");
         inner.p.config = config;
         inner.p.bootstrapped = true;
         inner.last_contact = Instant::now();
@@ -958,7 +984,7 @@ impl Cluster {
             for s in config.iter_mut().filter(|s| s.id == id) {
                 s.voter = true;
             }
-            let _ = self.propose(json!({"_config": config})).await;
+            let _ = self.propose(Entry::Configuration(config)).await;
             tracing::info!("promoted {id} to voter");
         }
     }
@@ -993,7 +1019,7 @@ impl Cluster {
                 ..server
             });
         }
-        self.propose(json!({"_config": config})).await.map(|_| ())
+        self.propose(Entry::Configuration(config)).await.map(|_| ())
     }
 
     /// Removes a server from the configuration (leader only, forwarded otherwise).
@@ -1021,7 +1047,7 @@ impl Cluster {
                 "id \"{id}\" was not found in the Raft configuration"
             ));
         }
-        self.propose(json!({"_config": config})).await.map(|_| ())
+        self.propose(Entry::Configuration(config)).await.map(|_| ())
     }
 
     /// Joins the cluster of the agent at `http` (Consul's agent join): learn its members.
@@ -1191,18 +1217,14 @@ async fn append(State(c): State<Arc<Cluster>>, Json(a): Json<Append>) -> Json<Ap
         inner.p.index == a.index && inner.p.last_term == a.last_term && inner.p.bootstrapped;
     let ok = match (&a.entry, in_step) {
         (None, true) => true,
-        (Some(op), true) => {
-            let mut data = inner.p.data.clone();
-            match c.apply_any(&mut data, op, a.index + 1) {
+        (Some(entry), true) => {
+            let (mut data, mut config) = (inner.p.data.clone(), inner.p.config.clone());
+            match c.apply_entry(&mut data, &mut config, entry, a.index + 1) {
                 Ok(_) => {
                     inner.p.data = data;
+                    inner.p.config = config;
                     inner.p.index = a.index + 1;
                     inner.p.last_term = a.term;
-                    if let Some(config) = inner.p.data.get("_config").cloned() {
-                        if let Ok(config) = serde_json::from_value::<Vec<Server>>(config) {
-                            inner.p.config = config;
-                        }
-                    }
                     true
                 }
                 Err(_) => false,
@@ -1261,7 +1283,7 @@ async fn forwarded_write(State(c): State<Arc<Cluster>>, Json(op): Json<Value>) -
     if !c.is_leader() {
         return Json(json!({"error": "No cluster leader"}));
     }
-    match c.propose(op).await {
+    match c.propose(Entry::Operation(op)).await {
         Ok(v) => Json(json!({"ok": v})),
         Err(e) => Json(json!({"error": e})),
     }
@@ -1363,4 +1385,163 @@ pub fn take_peers_json(
     std::fs::remove_file(file).map_err(|e| format!("cannot delete {}: {e}", file.display()))?;
     tracing::info!("deleted peers.json file after successful recovery");
     Ok(Some(servers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A twin's state machine at its smallest: set a key.
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "op", rename_all = "snake_case")]
+    enum Set {
+        Set { key: String, value: u64 },
+    }
+
+    impl Operation for Set {
+        fn apply(self, data: &mut Value, index: u64) -> Result<Value, String> {
+            let Set::Set { key, value } = self;
+            data[&key] = json!(value);
+            Ok(json!(index))
+        }
+    }
+
+    struct Node {
+        cluster: Arc<Cluster>,
+        up: Arc<AtomicBool>,
+    }
+
+    /// Three servers on loopback that bootstrap together (bootstrap_expect 3).
+    async fn three_servers(dir: &Path) -> Vec<Node> {
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let urls: Vec<String> = listeners
+            .iter()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let up = Arc::new(AtomicBool::new(true));
+            let flag = up.clone();
+            let cluster = Cluster::new::<Set>(
+                Options {
+                    id: format!("s{i}"),
+                    address: format!("127.0.0.{}:8300", i + 1),
+                    http: urls[i].clone(),
+                    server: true,
+                    bootstrap_expect: 3,
+                    state_file: dir.join(format!("s{i}.json")),
+                    join: urls.clone(),
+                    tags: BTreeMap::new(),
+                    promote_after: Duration::from_secs(1),
+                    call_clients: true,
+                    tls: None,
+                },
+                Box::new(move || flag.load(Ordering::SeqCst)),
+            );
+            let router = cluster.routes();
+            tokio::spawn(async move { axum::serve(listener, router).await });
+            cluster.spawn();
+            nodes.push(Node { cluster, up });
+        }
+        nodes
+    }
+
+    async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..200 {
+            if let Some(v) = f() {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn leaders(nodes: &[Node]) -> Vec<usize> {
+        (0..nodes.len())
+            .filter(|&i| nodes[i].cluster.is_leader())
+            .collect()
+    }
+
+    /// One leader, a write through a follower replicated to every server with the
+    /// configuration as a typed field, and no commit without a majority.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_servers_elect_one_leader_replicate_and_refuse_writes_without_a_majority() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = three_servers(dir.path()).await;
+        let leader = until("a leader", || match leaders(&nodes)[..] {
+            [one] => Some(one),
+            _ => None,
+        })
+        .await;
+        let follower = (leader + 1) % 3;
+        let index = nodes[follower]
+            .cluster
+            .write(Set::Set {
+                key: "a".into(),
+                value: 7,
+            })
+            .await
+            .unwrap();
+        assert!(index.as_u64().unwrap() > 0);
+        for node in &nodes {
+            until("the write on every server", || {
+                (node.cluster.read(|d| d["a"].clone()) == json!(7)).then_some(())
+            })
+            .await;
+            let config = node.cluster.config();
+            assert_eq!(config.len(), 3);
+            assert!(config.iter().all(|s| s.voter));
+            // Membership is the configuration, not a key of the twin's state.
+            assert!(node.cluster.read(|d| d.get("_config").is_none()));
+        }
+        // Two of three servers down: the leader cannot commit.
+        for (i, node) in nodes.iter().enumerate() {
+            if i != leader {
+                node.up.store(false, Ordering::SeqCst);
+            }
+        }
+        let refused = nodes[leader]
+            .cluster
+            .write(Set::Set {
+                key: "b".into(),
+                value: 1,
+            })
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(nodes[leader].cluster.read(|d| d["b"].clone()), Value::Null);
+    }
+
+    /// A server that was down gets what it missed, and the survivors' index, when it
+    /// comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_that_missed_writes_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = three_servers(dir.path()).await;
+        let leader = until("a leader", || match leaders(&nodes)[..] {
+            [one] => Some(one),
+            _ => None,
+        })
+        .await;
+        let away = (leader + 1) % 3;
+        nodes[away].up.store(false, Ordering::SeqCst);
+        for value in 1..=3 {
+            let set = Set::Set {
+                key: "n".into(),
+                value,
+            };
+            nodes[leader].cluster.write(set).await.unwrap();
+        }
+        assert_eq!(nodes[away].cluster.read(|d| d["n"].clone()), Value::Null);
+        nodes[away].up.store(true, Ordering::SeqCst);
+        until("the returning server to catch up", || {
+            (nodes[away].cluster.read(|d| d["n"].clone()) == json!(3)
+                && nodes[away].cluster.index() == nodes[leader].cluster.index())
+            .then_some(())
+        })
+        .await;
+    }
 }

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod config;
 pub mod consul;
+pub mod error;
 pub mod nomad;
 pub mod pki;
 pub mod service_user;

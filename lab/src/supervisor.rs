@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::LabError;
+
 pub const HOSTS: [&str; 3] = ["controller1", "controller2", "controller3"];
 
 /// The most workers a lab can have: worker N is `127.x.y.(20+N)`.
@@ -61,16 +63,13 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn load(dir: &Path) -> Result<Lab, String> {
+    pub fn load(dir: &Path) -> Result<Lab, LabError> {
         let file = dir.join("lab.json");
-        let bytes = std::fs::read(&file).map_err(|_| {
-            format!(
-                "no lab in {} (start one with `harun lab up --dir {}`)",
-                dir.display(),
-                dir.display()
-            )
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged: {e}", file.display()))
+        let bytes = std::fs::read(&file).map_err(|_| LabError::NotUp { dir: dir.into() })?;
+        serde_json::from_slice(&bytes).map_err(|e| LabError::Damaged {
+            file,
+            reason: e.to_string(),
+        })
     }
 
     pub fn address(&self, host: &str) -> String {
@@ -628,9 +627,9 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// `harun lab up`: returns the topology path.
-pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String> {
+pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabError> {
     if options.workers > MAX_WORKERS {
-        return Err(format!("a lab has at most {MAX_WORKERS} workers"));
+        return Err(format!("a lab has at most {MAX_WORKERS} workers").into());
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -649,7 +648,8 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
                 dir.display(),
                 running.join(", "),
                 dir.display()
-            ));
+            )
+            .into());
         }
         // Its raft and KV data would start the new lab past the story's first state: a
         // Consul that remembers three servers elects no leader alone.
@@ -658,7 +658,8 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
                 "{} holds an earlier lab (stopped), whose data is past the story's first state; \
                  pass --fresh to replace it, or choose another --dir",
                 dir.display()
-            ));
+            )
+            .into());
         }
         existing.remove_files()?;
     } else if dir.join("controller1").exists() {
@@ -666,7 +667,8 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
             "{} holds a lab's controller1/ without its lab.json; remove what is left of that \
              lab, or choose another --dir",
             dir.display()
-        ));
+        )
+        .into());
     }
     let vault_account = if crate::service_user::is_root() {
         let account = crate::service_user::ensure_lab_user()?;
@@ -767,12 +769,13 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, String>
         return Err(format!(
             "{e}; the lab was stopped (its logs are under {}/*/log)",
             dir.display()
-        ));
+        )
+        .into());
     }
     Ok(lab.topology_file())
 }
 
-fn start_first_state(lab: &Lab, harun: &Path) -> Result<(), String> {
+fn start_first_state(lab: &Lab, harun: &Path) -> Result<(), LabError> {
     start(lab, harun, "controller1", "consul")?;
     wait_for_leader(lab, "controller1", "consul", Duration::from_secs(10))?;
     seed(lab)?;
@@ -965,7 +968,7 @@ fn wait_for_leader(lab: &Lab, host: &str, service: &str, timeout: Duration) -> R
 
 /// Starts a service's twin in the background and waits until it answers on its port; a
 /// twin that refuses its config exits, and its own words are the error.
-pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), String> {
+pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), LabError> {
     let port = lab.port(service)?;
     if lab.pid(host, service).is_some() {
         return Ok(());
@@ -1021,21 +1024,23 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), S
             let _ = std::fs::remove_file(lab.pid_file(host, service));
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail = text.get(log_start as usize..).unwrap_or("").trim();
-            return Err(format!("{service} on {host} exited: {tail}"));
+            return Err(LabError::service(host, service, format!("exited: {tail}")));
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(10) {
-            return Err(format!(
-                "{service} on {host} did not answer on {addr} within 10s"
+            return Err(LabError::service(
+                host,
+                service,
+                format!("did not answer on {addr} within 10s"),
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-pub fn stop(lab: &Lab, host: &str, service: &str) -> Result<(), String> {
+pub fn stop(lab: &Lab, host: &str, service: &str) -> Result<(), LabError> {
     port_of(service)?;
     let Some(pid) = lab.pid(host, service) else {
         let _ = std::fs::remove_file(lab.pid_file(host, service));
@@ -1062,10 +1067,10 @@ pub fn ctl(
     host: &str,
     service: &str,
     action: &str,
-) -> Result<i32, String> {
+) -> Result<i32, LabError> {
     let lab = Lab::load(dir)?;
     if !lab.hosts().iter().any(|h| h == host) {
-        return Err(format!("no host {host:?} in the lab"));
+        return Err(LabError::Unknown(format!("no host {host:?} in the lab")));
     }
     if service == "host" {
         return match action {
@@ -1074,11 +1079,15 @@ pub fn ctl(
             }
             "reboot" => reboot(&lab, harun, host).map(|_| 0),
             "status" => Ok(0),
-            other => Err(format!("unknown host action {other:?} (reboot, status)")),
+            other => Err(LabError::Unknown(format!(
+                "unknown host action {other:?} (reboot, status)"
+            ))),
         };
     }
     if port_of(service).is_ok() && !lab.services(host).iter().any(|(s, _)| *s == service) {
-        return Err(format!("{host} runs no {service} in the lab"));
+        return Err(LabError::Unknown(format!(
+            "{host} runs no {service} in the lab"
+        )));
     }
     let changes = matches!(action, "start" | "stop" | "restart");
     if changes && std::env::var_os(JOB).is_none() {
@@ -1116,9 +1125,9 @@ pub fn ctl(
                 None => 3,
             })
         }
-        other => Err(format!(
+        other => Err(LabError::Unknown(format!(
             "unknown action {other:?} (start, stop, restart, status, main-pid)"
-        )),
+        ))),
     }
 }
 
@@ -1127,7 +1136,7 @@ pub fn ctl(
 /// after a moment the services that ran start again, as enabled units do at boot (Vault
 /// sealed, as after a real boot). Like a real reboot it runs to its end even when the
 /// script that asked for it dies.
-fn reboot(lab: &Lab, harun: &Path, host: &str) -> Result<(), String> {
+fn reboot(lab: &Lab, harun: &Path, host: &str) -> Result<(), LabError> {
     let running: Vec<&str> = lab
         .services(host)
         .iter()
@@ -1169,7 +1178,7 @@ fn run_as_job(
     host: &str,
     service: &str,
     action: &str,
-) -> Result<i32, String> {
+) -> Result<i32, LabError> {
     let out_path = lab
         .host_dir(host)
         .join("run")
@@ -1235,7 +1244,7 @@ fn job_lock(lab: &Lab, host: &str, service: &str) -> Result<std::fs::File, Strin
 }
 
 /// `harun lab status`: a line per controller and service.
-pub fn status(dir: &Path) -> Result<String, String> {
+pub fn status(dir: &Path) -> Result<String, LabError> {
     let lab = Lab::load(dir)?;
     let mut out = format!(
         "lab in {} (controllers at {}.11-13)\n",
@@ -1304,7 +1313,7 @@ fn vault_state(api: &Api) -> String {
 }
 
 /// `harun lab down`: stops every service the lab started; the files stay.
-pub fn down(dir: &Path) -> Result<(), String> {
+pub fn down(dir: &Path) -> Result<(), LabError> {
     let lab = Lab::load(dir)?;
     for host in lab.hosts().iter().rev() {
         for (service, _) in lab.services(host).iter().rev() {

@@ -40,6 +40,12 @@ catalogue! {
     REPL = "harun::repl";
     /// `harun lab` failed (the message says which lab step and why).
     LAB = "harun::lab";
+    /// `harun lab` found no lab in the directory (`harun lab up --dir DIR` makes one).
+    LAB_NOT_UP = "harun::lab::not_up";
+    /// `harun lab` was asked for a host, service or action the lab does not have.
+    LAB_UNKNOWN = "harun::lab::unknown";
+    /// A twin of the lab did not start, or did not answer once started (its log says why).
+    LAB_SERVICE = "harun::lab::service";
     /// The run's --timeout passed.
     TIMEOUT = "harun::timeout";
     /// A network or host call's own deadline passed.

@@ -408,3 +408,19 @@ fn topology_report_example_plans_its_write() {
         .contains("  1. [write] local: write topology-report.txt (mode 0644)"));
     assert!(!t.path("topology-report.txt").exists());
 }
+
+/// The lab's own errors carry their kind's code: a directory without a lab says how to
+/// start one.
+#[test]
+fn a_lab_command_without_a_lab_names_the_directory_and_the_way_to_start_one() {
+    let t = Test::new();
+    let dir = t.path("nolab");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.to_str().unwrap().to_string();
+    t.args(["lab", "status", "--dir", &dir])
+        .run()
+        .status(3)
+        .stderr_has(&format!(
+            "error[harun::lab::not_up]: no lab in {dir} (start one with `harun lab up --dir {dir}`)"
+        ));
+}

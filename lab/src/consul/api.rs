@@ -18,7 +18,7 @@ use axum::routing::{delete, get, put};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::state::{decode_value, encode_value};
+use super::state::{decode_value, encode_value, Op};
 use super::{Agent, LocalCheck};
 use crate::cluster::MemberStatus;
 
@@ -1139,12 +1139,15 @@ async fn kv_put(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let op = json!({
-        "op": "kv_set", "key": key, "value": encode_value(&body),
-        "flags": flags.unwrap_or(0), "cas": cas,
-        "acquire": q.get("acquire"), "release": q.get("release"),
-        "now_ms": now_ms(),
-    });
+    let op = Op::KvSet {
+        key,
+        value: encode_value(&body),
+        flags: flags.unwrap_or(0),
+        cas,
+        acquire: q.get("acquire").cloned(),
+        release: q.get("release").cloned(),
+        now_ms: now_ms(),
+    };
     match agent.cluster.write(op).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -1164,7 +1167,7 @@ async fn kv_delete(State(agent): A, headers: HeaderMap, q: Q, Path(key): Path<St
         Ok(c) => c,
         Err(r) => return r,
     };
-    let op = json!({"op": "kv_delete", "key": key, "recurse": recurse, "cas": cas});
+    let op = Op::KvDelete { key, recurse, cas };
     match agent.cluster.write(op).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -1248,7 +1251,10 @@ async fn session_create(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) 
     let expires_ms = ttl.map(|t| now_ms() + 2 * t.as_millis() as u64);
     match agent
         .cluster
-        .write(json!({"op": "session_create", "session": session, "expires_ms": expires_ms}))
+        .write(Op::SessionCreate {
+            session,
+            expires_ms,
+        })
         .await
     {
         Ok(v) => axum::Json(v).into_response(),
@@ -1310,10 +1316,10 @@ async fn session_renew(
             .as_str()
             .and_then(|t| humantime::parse_duration(t).ok())
     });
-    let op = json!({
-        "op": "session_renew", "id": id,
-        "expires_ms": ttl.map(|t| now_ms() + 2 * t.as_millis() as u64),
-    });
+    let op = Op::SessionRenew {
+        id: id.clone(),
+        expires_ms: ttl.map(|t| now_ms() + 2 * t.as_millis() as u64),
+    };
     match agent.cluster.write(op).await {
         Ok(Value::Null) => text(
             StatusCode::NOT_FOUND,
@@ -1333,7 +1339,10 @@ async fn session_destroy(
     authorize!(agent, headers, q);
     match agent
         .cluster
-        .write(json!({"op": "session_destroy", "id": id, "now_ms": now_ms()}))
+        .write(Op::SessionDestroy {
+            id,
+            now_ms: now_ms(),
+        })
         .await
     {
         Ok(v) => axum::Json(v).into_response(),

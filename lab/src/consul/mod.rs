@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::cluster::{Cluster, MemberStatus, Options};
 use crate::config::ConfigFile;
+use state::Op;
 
 /// Keys a consul.hcl may hold; others are refused as the real agent refuses them.
 const KNOWN_KEYS: &[&str] = &[
@@ -302,12 +303,18 @@ impl Agent {
                 .get(id)
                 .is_some_and(|c| strip_indexes(c) == strip_indexes(service));
             if !same {
-                ops.push(json!({"op": "register_service", "node": me, "service": service}));
+                ops.push(Op::RegisterService {
+                    node: me.clone(),
+                    service: service.clone(),
+                });
             }
         }
         for id in catalog_services.keys() {
             if !services.contains_key(id) && id != "consul" {
-                ops.push(json!({"op": "deregister_service", "node": me, "id": id}));
+                ops.push(Op::DeregisterService {
+                    node: me.clone(),
+                    id: id.clone(),
+                });
             }
         }
         for (id, check) in &checks {
@@ -315,7 +322,11 @@ impl Agent {
                 .get(id)
                 .is_some_and(|c| strip_indexes(c) == strip_indexes(&check.def));
             if !same {
-                ops.push(json!({"op": "register_check", "node": me, "check": check.def}));
+                ops.push(Op::RegisterCheck {
+                    node: me.clone(),
+                    check: check.def.clone(),
+                    now_ms: api::now_ms(),
+                });
             }
         }
         for (id, check) in &catalog_checks {
@@ -324,7 +335,10 @@ impl Agent {
                 && id != "serfHealth"
                 && (service_check || check["CheckID"] != "serfHealth")
             {
-                ops.push(json!({"op": "deregister_check", "node": me, "id": id}));
+                ops.push(Op::DeregisterCheck {
+                    node: me.clone(),
+                    id: id.clone(),
+                });
             }
         }
         for op in ops {
@@ -355,7 +369,7 @@ impl Agent {
             tracing::info!("session {id} expired: invalidated");
             let _ = self
                 .cluster
-                .write(json!({"op": "session_destroy", "id": id, "now_ms": now}))
+                .write(Op::SessionDestroy { id, now_ms: now })
                 .await;
         }
         let members = self.cluster.members();
@@ -370,7 +384,10 @@ impl Agent {
                     if nodes.get(&m.name).is_some() {
                         let _ = self
                             .cluster
-                            .write(json!({"op": "deregister_node", "node": m.name, "now_ms": api::now_ms()}))
+                            .write(Op::DeregisterNode {
+                                node: m.name.clone(),
+                                now_ms: api::now_ms(),
+                            })
                             .await;
                     }
                     continue;
@@ -385,12 +402,7 @@ impl Agent {
                     "TaggedAddresses": {"lan": m.addr, "wan": m.addr},
                     "Meta": {"consul-network-segment": ""},
                 });
-                if self
-                    .cluster
-                    .write(json!({"op": "register_node", "node": node}))
-                    .await
-                    .is_err()
-                {
+                if self.cluster.write(Op::RegisterNode { node }).await.is_err() {
                     return;
                 }
                 if m.server {
@@ -401,9 +413,10 @@ impl Agent {
                     });
                     let _ = self
                         .cluster
-                        .write(
-                            json!({"op": "register_service", "node": m.name, "service": service}),
-                        )
+                        .write(Op::RegisterService {
+                            node: m.name.clone(),
+                            service,
+                        })
                         .await;
                 }
             }
@@ -421,7 +434,11 @@ impl Agent {
                 });
                 let _ = self
                     .cluster
-                    .write(json!({"op": "register_check", "node": m.name, "check": check, "now_ms": api::now_ms()}))
+                    .write(Op::RegisterCheck {
+                        node: m.name.clone(),
+                        check,
+                        now_ms: api::now_ms(),
+                    })
                     .await;
             }
         }
@@ -506,7 +523,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         .iter()
         .map(|j| settings.peer_url(j))
         .collect();
-    let cluster = Cluster::new(
+    let cluster = Cluster::new::<Op>(
         Options {
             id: settings.node_name.clone(),
             address: format!("{}:{}", settings.bind, settings.server_port),
@@ -520,7 +537,6 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             call_clients: true,
             tls: settings.tls.clone(),
         },
-        Box::new(state::apply),
         Box::new(|| true),
     );
     recover_from_peers_json(&settings, &cluster)?;

@@ -3,7 +3,10 @@
 //! deterministic on every server.
 
 use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+
+use crate::cluster::Operation;
 
 fn obj<'a>(data: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !data.get(key).is_some_and(Value::is_object) {
@@ -12,45 +15,132 @@ fn obj<'a>(data: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     data[key].as_object_mut().expect("just made an object")
 }
 
+/// The operations that change the replicated state. Each carries its own inputs (IDs,
+/// times), so applying it is deterministic on every server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// `PUT /v1/kv/KEY`, with its `cas`, `acquire` and `release`.
+    KvSet {
+        key: String,
+        /// Base64, `null` for an empty value (see `encode_value`).
+        value: Value,
+        #[serde(default)]
+        flags: u64,
+        cas: Option<u64>,
+        acquire: Option<String>,
+        release: Option<String>,
+        #[serde(default)]
+        now_ms: u64,
+    },
+    KvDelete {
+        key: String,
+        #[serde(default)]
+        recurse: bool,
+        cas: Option<u64>,
+    },
+    /// A catalog node (its `Node`, `Address`, ...).
+    RegisterNode {
+        node: Value,
+    },
+    /// A node gone from the catalog, with its services, checks and sessions.
+    DeregisterNode {
+        node: String,
+        #[serde(default)]
+        now_ms: u64,
+    },
+    RegisterService {
+        node: String,
+        service: Value,
+    },
+    DeregisterService {
+        node: String,
+        id: String,
+    },
+    RegisterCheck {
+        node: String,
+        check: Value,
+        #[serde(default)]
+        now_ms: u64,
+    },
+    DeregisterCheck {
+        node: String,
+        id: String,
+    },
+    SessionCreate {
+        session: Value,
+        expires_ms: Option<u64>,
+    },
+    SessionRenew {
+        id: String,
+        expires_ms: Option<u64>,
+    },
+    SessionDestroy {
+        id: String,
+        #[serde(default)]
+        now_ms: u64,
+    },
+}
+
+impl Operation for Op {
+    fn apply(self, data: &mut Value, index: u64) -> Result<Value, String> {
+        apply(data, self, index)
+    }
+}
+
 /// Applies one operation at raft index `index`.
-pub fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
-    let kind = op["op"].as_str().unwrap_or_default();
-    match kind {
-        "kv_set" => kv_set(data, op, index),
-        "kv_delete" => kv_delete(data, op, index),
-        "register_node" => {
-            let node = op["node"].clone();
+pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, String> {
+    match op {
+        Op::KvSet {
+            key,
+            value,
+            flags,
+            cas,
+            acquire,
+            release,
+            now_ms,
+        } => kv_set(
+            data,
+            KvSet {
+                key,
+                value,
+                flags,
+                cas,
+                acquire,
+                release,
+                now_ms,
+            },
+            index,
+        ),
+        Op::KvDelete { key, recurse, cas } => Ok(kv_delete(data, &key, recurse, cas)),
+        Op::RegisterNode { mut node } => {
             let name = node["Node"].as_str().unwrap_or_default().to_string();
             let nodes = obj(data, "nodes");
             let create = nodes
                 .get(&name)
                 .and_then(|n| n["CreateIndex"].as_u64())
                 .unwrap_or(index);
-            let mut node = node;
             node["CreateIndex"] = json!(create);
             node["ModifyIndex"] = json!(index);
             nodes.insert(name, node);
             Ok(Value::Bool(true))
         }
-        "deregister_node" => {
-            let name = op["node"].as_str().unwrap_or_default();
-            obj(data, "nodes").remove(name);
-            obj(data, "services").remove(name);
-            obj(data, "checks").remove(name);
+        Op::DeregisterNode { node, now_ms } => {
+            obj(data, "nodes").remove(&node);
+            obj(data, "services").remove(&node);
+            obj(data, "checks").remove(&node);
             // Sessions tied to the node are invalidated, releasing their locks.
             let ids: Vec<String> = obj(data, "sessions")
                 .iter()
-                .filter(|(_, s)| s["Node"] == name)
+                .filter(|(_, s)| s["Node"] == node.as_str())
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in ids {
-                destroy_session(data, &id, index, op["now_ms"].as_u64().unwrap_or(0));
+                destroy_session(data, &id, index, now_ms);
             }
             Ok(Value::Bool(true))
         }
-        "register_service" => {
-            let node = op["node"].as_str().unwrap_or_default().to_string();
-            let mut service = op["service"].clone();
+        Op::RegisterService { node, mut service } => {
             let id = service["ID"].as_str().unwrap_or_default().to_string();
             let services = obj(data, "services");
             let per_node = services
@@ -67,26 +157,26 @@ pub fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> 
             per_node.insert(id, service);
             Ok(Value::Bool(true))
         }
-        "deregister_service" => {
-            let node = op["node"].as_str().unwrap_or_default();
-            let id = op["id"].as_str().unwrap_or_default();
+        Op::DeregisterService { node, id } => {
             if let Some(per_node) = obj(data, "services")
-                .get_mut(node)
+                .get_mut(&node)
                 .and_then(Value::as_object_mut)
             {
-                per_node.remove(id);
+                per_node.remove(&id);
             }
             if let Some(checks) = obj(data, "checks")
-                .get_mut(node)
+                .get_mut(&node)
                 .and_then(Value::as_object_mut)
             {
-                checks.retain(|_, c| c["ServiceID"] != id);
+                checks.retain(|_, c| c["ServiceID"] != id.as_str());
             }
             Ok(Value::Bool(true))
         }
-        "register_check" => {
-            let node = op["node"].as_str().unwrap_or_default().to_string();
-            let mut check = op["check"].clone();
+        Op::RegisterCheck {
+            node,
+            mut check,
+            now_ms,
+        } => {
             let id = check["CheckID"].as_str().unwrap_or_default().to_string();
             let checks = obj(data, "checks");
             let per_node = checks
@@ -117,49 +207,46 @@ pub fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> 
                     .map(|(sid, _)| sid.clone())
                     .collect();
                 for sid in tied {
-                    destroy_session(data, &sid, index, op["now_ms"].as_u64().unwrap_or(0));
+                    destroy_session(data, &sid, index, now_ms);
                 }
             }
             Ok(Value::Bool(true))
         }
-        "deregister_check" => {
-            let node = op["node"].as_str().unwrap_or_default();
-            let id = op["id"].as_str().unwrap_or_default();
+        Op::DeregisterCheck { node, id } => {
             if let Some(checks) = obj(data, "checks")
-                .get_mut(node)
+                .get_mut(&node)
                 .and_then(Value::as_object_mut)
             {
-                checks.remove(id);
+                checks.remove(&id);
             }
             Ok(Value::Bool(true))
         }
-        "session_create" => {
-            let mut session = op["session"].clone();
+        Op::SessionCreate {
+            mut session,
+            expires_ms,
+        } => {
             let id = session["ID"].as_str().unwrap_or_default().to_string();
             session["CreateIndex"] = json!(index);
             session["ModifyIndex"] = json!(index);
             obj(data, "sessions").insert(id.clone(), session);
-            if let Some(at) = op["expires_ms"].as_u64() {
+            if let Some(at) = expires_ms {
                 obj(data, "session_expiry").insert(id.clone(), json!(at));
             }
             Ok(json!({ "ID": id }))
         }
-        "session_renew" => {
-            let id = op["id"].as_str().unwrap_or_default().to_string();
+        Op::SessionRenew { id, expires_ms } => {
             let Some(session) = data["sessions"].get(&id).cloned() else {
                 return Ok(Value::Null);
             };
-            if let Some(at) = op["expires_ms"].as_u64() {
+            if let Some(at) = expires_ms {
                 obj(data, "session_expiry").insert(id, json!(at));
             }
             Ok(json!([session]))
         }
-        "session_destroy" => {
-            let id = op["id"].as_str().unwrap_or_default().to_string();
-            destroy_session(data, &id, index, op["now_ms"].as_u64().unwrap_or(0));
+        Op::SessionDestroy { id, now_ms } => {
+            destroy_session(data, &id, index, now_ms);
             Ok(Value::Bool(true))
         }
-        other => Err(format!("unknown operation {other:?}")),
     }
 }
 
@@ -186,10 +273,21 @@ fn destroy_session(data: &mut Value, id: &str, index: u64, now_ms: u64) {
     }
 }
 
-fn kv_set(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
-    let key = op["key"].as_str().unwrap_or_default().to_string();
+/// The inputs of `Op::KvSet`.
+struct KvSet {
+    key: String,
+    value: Value,
+    flags: u64,
+    cas: Option<u64>,
+    acquire: Option<String>,
+    release: Option<String>,
+    now_ms: u64,
+}
+
+fn kv_set(data: &mut Value, op: KvSet, index: u64) -> Result<Value, String> {
+    let key = op.key;
     let existing = data.get("kv").and_then(|kv| kv.get(&key)).cloned();
-    if let Some(cas) = op["cas"].as_u64() {
+    if let Some(cas) = op.cas {
         let current = existing.as_ref().and_then(|e| e["ModifyIndex"].as_u64());
         let ok = match (cas, current) {
             (0, None) => true,
@@ -209,29 +307,29 @@ fn kv_set(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
         .as_ref()
         .and_then(|e| e["Session"].as_str())
         .map(str::to_string);
-    if let Some(acquire) = op["acquire"].as_str() {
+    if let Some(acquire) = op.acquire {
         if data
             .get("sessions")
-            .is_none_or(|s| s.get(acquire).is_none())
+            .is_none_or(|s| s.get(&acquire).is_none())
         {
             return Err(format!("invalid session \"{acquire}\""));
         }
         let delayed = data["lock_delay"][&key]
             .as_u64()
-            .is_some_and(|until| op["now_ms"].as_u64().unwrap_or(0) < until);
+            .is_some_and(|until| op.now_ms < until);
         match &session {
-            Some(holder) if holder != acquire => return Ok(Value::Bool(false)),
+            Some(holder) if *holder != acquire => return Ok(Value::Bool(false)),
             Some(_) => {}
             None if delayed => return Ok(Value::Bool(false)),
             None => {
                 lock_index += 1;
-                session = Some(acquire.to_string());
+                session = Some(acquire);
             }
         }
     }
-    if let Some(release) = op["release"].as_str() {
+    if let Some(release) = op.release {
         match &session {
-            Some(holder) if holder == release => session = None,
+            Some(holder) if *holder == release => session = None,
             _ => return Ok(Value::Bool(false)),
         }
     }
@@ -244,8 +342,8 @@ fn kv_set(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
         "CreateIndex": create,
         "ModifyIndex": index,
         "LockIndex": lock_index,
-        "Flags": op["flags"].as_u64().unwrap_or(0),
-        "Value": op["value"].clone(),
+        "Flags": op.flags,
+        "Value": op.value,
     });
     if let Some(s) = session {
         entry["Session"] = json!(s);
@@ -254,21 +352,20 @@ fn kv_set(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
     Ok(Value::Bool(true))
 }
 
-fn kv_delete(data: &mut Value, op: &Value, _index: u64) -> Result<Value, String> {
-    let key = op["key"].as_str().unwrap_or_default().to_string();
+fn kv_delete(data: &mut Value, key: &str, recurse: bool, cas: Option<u64>) -> Value {
     let kv = obj(data, "kv");
-    if op["recurse"].as_bool().unwrap_or(false) {
-        kv.retain(|k, _| !k.starts_with(&key));
-        return Ok(Value::Bool(true));
+    if recurse {
+        kv.retain(|k, _| !k.starts_with(key));
+        return Value::Bool(true);
     }
-    if let Some(cas) = op["cas"].as_u64() {
-        let current = kv.get(&key).and_then(|e| e["ModifyIndex"].as_u64());
+    if let Some(cas) = cas {
+        let current = kv.get(key).and_then(|e| e["ModifyIndex"].as_u64());
         if cas == 0 || current != Some(cas) {
-            return Ok(Value::Bool(false));
+            return Value::Bool(false);
         }
     }
-    kv.remove(&key);
-    Ok(Value::Bool(true))
+    kv.remove(key);
+    Value::Bool(true)
 }
 
 /// Base64 of raw bytes, `null` for an empty value (as Consul shows it).
@@ -291,56 +388,87 @@ pub fn decode_value(value: &Value) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn set(key: &str, cas: Option<u64>, acquire: Option<&str>) -> Op {
+        Op::KvSet {
+            key: key.into(),
+            value: json!("dg=="),
+            flags: 0,
+            cas,
+            acquire: acquire.map(str::to_string),
+            release: None,
+            now_ms: 0,
+        }
+    }
+
+    fn session(id: &str, node: &str) -> Op {
+        Op::SessionCreate {
+            session: json!({"ID": id, "Node": node}),
+            expires_ms: None,
+        }
+    }
+
     #[test]
     fn cas_and_locks() {
         let mut data = json!({});
-        let set = |key: &str, extra: Value| {
-            let mut op = json!({"op": "kv_set", "key": key, "value": "dg=="});
-            for (k, v) in extra.as_object().unwrap() {
-                op[k] = v.clone();
-            }
-            op
-        };
-        assert_eq!(
-            apply(&mut data, &set("a", json!({"cas": 0})), 5).unwrap(),
-            true
-        );
-        assert_eq!(
-            apply(&mut data, &set("a", json!({"cas": 0})), 6).unwrap(),
-            false
-        );
-        assert_eq!(
-            apply(&mut data, &set("a", json!({"cas": 5})), 7).unwrap(),
-            true
-        );
+        assert_eq!(apply(&mut data, set("a", Some(0), None), 5).unwrap(), true);
+        assert_eq!(apply(&mut data, set("a", Some(0), None), 6).unwrap(), false);
+        assert_eq!(apply(&mut data, set("a", Some(5), None), 7).unwrap(), true);
         assert_eq!(data["kv"]["a"]["CreateIndex"], 5);
         assert_eq!(data["kv"]["a"]["ModifyIndex"], 7);
-        apply(
-            &mut data,
-            &json!({"op": "session_create", "session": {"ID": "s1", "Node": "n1"}}),
-            8,
-        )
-        .unwrap();
+        apply(&mut data, session("s1", "n1"), 8).unwrap();
         assert_eq!(
-            apply(&mut data, &set("lock", json!({"acquire": "s1"})), 9).unwrap(),
+            apply(&mut data, set("lock", None, Some("s1")), 9).unwrap(),
             true
         );
-        apply(
-            &mut data,
-            &json!({"op": "session_create", "session": {"ID": "s2", "Node": "n2"}}),
-            10,
-        )
-        .unwrap();
+        apply(&mut data, session("s2", "n2"), 10).unwrap();
         assert_eq!(
-            apply(&mut data, &set("lock", json!({"acquire": "s2"})), 11).unwrap(),
+            apply(&mut data, set("lock", None, Some("s2")), 11).unwrap(),
             false
         );
-        apply(&mut data, &json!({"op": "session_destroy", "id": "s1"}), 12).unwrap();
+        let destroy = Op::SessionDestroy {
+            id: "s1".into(),
+            now_ms: 0,
+        };
+        apply(&mut data, destroy, 12).unwrap();
         assert!(data["kv"]["lock"].get("Session").is_none());
         assert_eq!(
-            apply(&mut data, &set("lock", json!({"acquire": "s2"})), 13).unwrap(),
+            apply(&mut data, set("lock", None, Some("s2")), 13).unwrap(),
             true
         );
         assert_eq!(data["kv"]["lock"]["LockIndex"], 2);
+    }
+
+    /// Operations travel between servers as JSON tagged by `op`; an unknown one is an
+    /// error, not a no-op.
+    #[test]
+    fn operations_round_trip_as_tagged_json() {
+        let op = serde_json::to_value(set("k", Some(3), None)).unwrap();
+        assert_eq!(op["op"], "kv_set");
+        assert!(matches!(
+            serde_json::from_value::<Op>(op).unwrap(),
+            Op::KvSet { cas: Some(3), .. }
+        ));
+        assert!(serde_json::from_value::<Op>(json!({"op": "kv_frobnicate"})).is_err());
+    }
+
+    /// A session lock is released when its node leaves, and the key stays out of reach
+    /// for the lock delay (Consul's state store).
+    #[test]
+    fn a_nodes_sessions_end_with_it_and_their_locks_wait_out_the_delay() {
+        let mut data = json!({});
+        let with_delay = Op::SessionCreate {
+            session: json!({"ID": "s1", "Node": "n1", "LockDelay": 1_000_000_000u64}),
+            expires_ms: None,
+        };
+        apply(&mut data, with_delay, 1).unwrap();
+        apply(&mut data, set("lock", None, Some("s1")), 2).unwrap();
+        let gone = Op::DeregisterNode {
+            node: "n1".into(),
+            now_ms: 10_000,
+        };
+        apply(&mut data, gone, 3).unwrap();
+        assert!(data["sessions"].get("s1").is_none());
+        assert!(data["kv"]["lock"].get("Session").is_none());
+        assert_eq!(data["lock_delay"]["lock"], 11_000);
     }
 }

@@ -17,7 +17,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::{Agent, VERSION};
+use super::{Agent, Op, VERSION};
 use crate::cluster::MemberStatus;
 
 type A = State<Arc<Agent>>;
@@ -105,7 +105,10 @@ async fn acl_bootstrap(State(agent): A) -> Response {
     let accessor = uuid::Uuid::new_v4().to_string();
     match agent
         .cluster
-        .write(json!({"op": "acl_bootstrap", "secret": secret, "accessor": accessor}))
+        .write(Op::AclBootstrap {
+            secret: secret.clone(),
+            accessor: accessor.clone(),
+        })
         .await
     {
         Ok(index) => with_index(
@@ -458,7 +461,10 @@ fn parse(body: &Bytes) -> Result<Value, Response> {
 async fn update_node(agent: &Agent, id: &str, fields: Value) -> Response {
     match agent
         .cluster
-        .write(json!({"op": "update_node", "id": id, "fields": fields}))
+        .write(Op::UpdateNode {
+            id: id.to_string(),
+            fields: fields.as_object().cloned().unwrap_or_default(),
+        })
         .await
     {
         Ok(index) => with_index(
@@ -589,11 +595,7 @@ async fn register_job(State(agent): A, body: Bytes) -> Response {
         "Status": "running",
         "StatusDescription": "",
     });
-    match agent
-        .cluster
-        .write(json!({"op": "upsert_job", "job": stub}))
-        .await
-    {
+    match agent.cluster.write(Op::UpsertJob { job: stub }).await {
         Ok(index) => with_index(
             &agent,
             json!({"EvalID": uuid::Uuid::new_v4().to_string(), "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": "", "Index": index}),

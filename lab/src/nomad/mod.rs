@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::cluster::{Cluster, MemberStatus, Options};
+use crate::cluster::{Cluster, MemberStatus, Operation, Options};
 use crate::config::ConfigFile;
 use crate::tls::TlsFiles;
 
@@ -302,59 +303,86 @@ impl Heartbeats {
     }
 }
 
-/// Applies a replicated operation: client nodes and jobs.
-fn apply(data: &mut Value, op: &Value, index: u64) -> Result<Value, String> {
-    for table in ["nodes", "jobs"] {
-        if !data[table].is_object() {
-            data[table] = json!({});
-        }
-    }
-    match op["op"].as_str() {
-        Some("upsert_node") => {
-            let mut node = op["node"].clone();
-            let id = node["ID"].as_str().unwrap_or_default().to_string();
-            let old = &data["nodes"][&id];
-            node["CreateIndex"] = old["CreateIndex"]
-                .as_u64()
-                .map_or(json!(index), |c| json!(c));
-            node["ModifyIndex"] = json!(index);
-            data["nodes"][&id] = node;
-            Ok(json!(index))
-        }
-        Some("update_node") => {
-            let id = op["id"].as_str().unwrap_or_default();
-            let node = data["nodes"]
-                .get_mut(id)
-                .filter(|n| n.is_object())
-                .ok_or("node not found")?;
-            for (k, v) in op["fields"].as_object().into_iter().flatten() {
-                node[k] = v.clone();
+/// The fields of a node that missed its heartbeats.
+fn status_down() -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("Status".into(), json!("down"));
+    fields
+}
+
+/// The operations that change the replicated state: client nodes, jobs and the ACL
+/// bootstrap.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// A client node's registration (its `ID`, `Name`, `Status`, ...).
+    UpsertNode {
+        node: Value,
+    },
+    /// Some fields of a registered node (`Status`, `Drain`, ...).
+    UpdateNode {
+        id: String,
+        fields: serde_json::Map<String, Value>,
+    },
+    AclBootstrap {
+        secret: String,
+        accessor: String,
+    },
+    UpsertJob {
+        job: Value,
+    },
+}
+
+impl Operation for Op {
+    fn apply(self, data: &mut Value, index: u64) -> Result<Value, String> {
+        for table in ["nodes", "jobs"] {
+            if !data[table].is_object() {
+                data[table] = json!({});
             }
-            node["ModifyIndex"] = json!(index);
-            Ok(json!(index))
         }
-        Some("acl_bootstrap") => {
-            if data["acl_bootstrap"].is_object() {
-                let reset = data["acl_bootstrap"]["index"].as_u64().unwrap_or(0);
-                return Err(format!("ACL bootstrap already done (reset index: {reset})"));
+        match self {
+            Op::UpsertNode { mut node } => {
+                let id = node["ID"].as_str().unwrap_or_default().to_string();
+                let old = &data["nodes"][&id];
+                node["CreateIndex"] = old["CreateIndex"]
+                    .as_u64()
+                    .map_or(json!(index), |c| json!(c));
+                node["ModifyIndex"] = json!(index);
+                data["nodes"][&id] = node;
+                Ok(json!(index))
             }
-            data["acl_bootstrap"] =
-                json!({"secret": op["secret"], "accessor": op["accessor"], "index": index});
-            Ok(json!(index))
+            Op::UpdateNode { id, fields } => {
+                let node = data["nodes"]
+                    .get_mut(&id)
+                    .filter(|n| n.is_object())
+                    .ok_or("node not found")?;
+                for (k, v) in fields {
+                    node[k] = v;
+                }
+                node["ModifyIndex"] = json!(index);
+                Ok(json!(index))
+            }
+            Op::AclBootstrap { secret, accessor } => {
+                if data["acl_bootstrap"].is_object() {
+                    let reset = data["acl_bootstrap"]["index"].as_u64().unwrap_or(0);
+                    return Err(format!("ACL bootstrap already done (reset index: {reset})"));
+                }
+                data["acl_bootstrap"] =
+                    json!({"secret": secret, "accessor": accessor, "index": index});
+                Ok(json!(index))
+            }
+            Op::UpsertJob { mut job } => {
+                let id = job["ID"].as_str().unwrap_or_default().to_string();
+                let old = &data["jobs"][&id];
+                job["CreateIndex"] = old["CreateIndex"]
+                    .as_u64()
+                    .map_or(json!(index), |c| json!(c));
+                job["ModifyIndex"] = json!(index);
+                job["JobModifyIndex"] = json!(index);
+                data["jobs"][&id] = job;
+                Ok(json!(index))
+            }
         }
-        Some("upsert_job") => {
-            let mut job = op["job"].clone();
-            let id = job["ID"].as_str().unwrap_or_default().to_string();
-            let old = &data["jobs"][&id];
-            job["CreateIndex"] = old["CreateIndex"]
-                .as_u64()
-                .map_or(json!(index), |c| json!(c));
-            job["ModifyIndex"] = json!(index);
-            job["JobModifyIndex"] = json!(index);
-            data["jobs"][&id] = job;
-            Ok(json!(index))
-        }
-        other => Err(format!("unknown operation {other:?}")),
     }
 }
 
@@ -397,10 +425,7 @@ impl Agent {
                     "LastDrain": existing["LastDrain"].clone(),
                     "Member": self.settings.member_name(),
                 });
-                let _ = self
-                    .cluster
-                    .write(json!({"op": "upsert_node", "node": node}))
-                    .await;
+                let _ = self.cluster.write(Op::UpsertNode { node }).await;
             }
         }
         if !self.cluster.is_leader() {
@@ -437,7 +462,10 @@ impl Agent {
             for id in down {
                 let _ = self
                     .cluster
-                    .write(json!({"op": "update_node", "id": id, "fields": {"Status": "down"}}))
+                    .write(Op::UpdateNode {
+                        id,
+                        fields: status_down(),
+                    })
                     .await;
             }
             self.complete_drains().await;
@@ -481,7 +509,10 @@ impl Agent {
             let fields = json!({"Drain": false, "DrainStrategy": null, "LastDrain": last});
             let _ = self
                 .cluster
-                .write(json!({"op": "update_node", "id": id, "fields": fields}))
+                .write(Op::UpdateNode {
+                    id,
+                    fields: fields.as_object().cloned().unwrap_or_default(),
+                })
                 .await;
         }
     }
@@ -617,7 +648,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
     } else {
         "http"
     };
-    let cluster = Cluster::new(
+    let cluster = Cluster::new::<Op>(
         Options {
             id: settings.member_name(),
             address: format!("{}:4647", settings.bind),
@@ -635,7 +666,6 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             call_clients: false,
             tls: settings.tls.clone(),
         },
-        Box::new(apply),
         Box::new(|| true),
     );
     let agent = Arc::new(Agent {

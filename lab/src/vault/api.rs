@@ -600,7 +600,7 @@ fn snapshot(node: &Node) -> Response {
                 super::barrier::hex(&sha2::Sha256::digest(bytes))
             )
         };
-        line("meta.json", &meta) + &line("state.bin", &state)
+        line("meta.json", &meta) + line("state.bin", &state).as_str()
     };
     let Some(sealed) = node.seal_sums(sums.as_bytes()) else {
         return error(503, "Vault is sealed");

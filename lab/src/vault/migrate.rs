@@ -66,7 +66,6 @@ impl Side {
                             voter: true,
                         };
                         p.config = vec![me];
-                        p.data["_config"] = serde_json::to_value(&p.config).expect("serializes");
                         p.bootstrapped = true;
                         p.index = p.index.max(1);
                     }

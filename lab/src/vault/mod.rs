@@ -994,7 +994,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             open_raft_files(path)?;
             let id = raft_node_id(path, node_id.as_ref());
             let flag = raft_running.clone();
-            let cluster = Cluster::new(
+            let cluster = Cluster::new::<storage::Op>(
                 Options {
                     id: id.clone(),
                     address: host_port(settings.cluster_addr.as_deref().unwrap_or_default()),
@@ -1008,7 +1008,6 @@ pub async fn serve(config: &Path) -> Result<(), String> {
                     call_clients: true,
                     tls: settings.tls.clone(),
                 },
-                Box::new(storage::apply),
                 // Vault runs raft only once unsealed (or, joining, once its answer is
                 // taken): a sealed node neither votes nor takes entries, and cannot lead.
                 Box::new(move || flag.load(Ordering::SeqCst)),

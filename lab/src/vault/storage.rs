@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Operation};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -37,7 +38,10 @@ impl Storage {
         match self {
             Storage::File(f) => f.put(key, value),
             Storage::Raft(c) => c
-                .write(json!({"op": "put", "key": key, "value": B64.encode(value)}))
+                .write(Op::Put {
+                    key: key.to_string(),
+                    value: B64.encode(value),
+                })
                 .await
                 .map(|_| ()),
         }
@@ -47,7 +51,9 @@ impl Storage {
         match self {
             Storage::File(f) => f.delete(key),
             Storage::Raft(c) => c
-                .write(json!({"op": "delete", "key": key}))
+                .write(Op::Delete {
+                    key: key.to_string(),
+                })
                 .await
                 .map(|_| ()),
         }
@@ -76,25 +82,31 @@ impl Storage {
     }
 }
 
-/// Applies a replicated storage operation to the raft state.
-pub fn apply(data: &mut Value, op: &Value, _index: u64) -> Result<Value, String> {
-    if !data["vault"].is_object() {
-        data["vault"] = json!({});
-    }
-    let key = op["key"].as_str().ok_or("an operation without a key")?;
-    match op["op"].as_str() {
-        Some("put") => {
-            data["vault"][key] = op["value"].clone();
+/// The storage operations raft replicates: Vault's physical `Put` and `Delete` (values
+/// base64, already encrypted by the barrier).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Put { key: String, value: String },
+    Delete { key: String },
+}
+
+impl Operation for Op {
+    fn apply(self, data: &mut Value, _index: u64) -> Result<Value, String> {
+        if !data["vault"].is_object() {
+            data["vault"] = json!({});
         }
-        Some("delete") => {
-            data["vault"]
-                .as_object_mut()
-                .expect("an object")
-                .remove(key);
+        let entries = data["vault"].as_object_mut().expect("an object");
+        match self {
+            Op::Put { key, value } => {
+                entries.insert(key, Value::String(value));
+            }
+            Op::Delete { key } => {
+                entries.remove(&key);
+            }
         }
-        other => return Err(format!("unknown storage operation {other:?}")),
+        Ok(Value::Null)
     }
-    Ok(Value::Null)
 }
 
 /// `storage "file"`: key `a/b/c` lives in `<path>/a/b/_c` as `{"Value":"<base64>"}` and a
