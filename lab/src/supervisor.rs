@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use harun_runtime::topology::Service;
+
 use crate::error::LabError;
 
 pub const HOSTS: [&str; 3] = ["controller1", "controller2", "controller3"];
@@ -24,7 +26,11 @@ pub const MAX_WORKERS: usize = 9;
 
 /// The services a controller runs, with their HTTP ports.
 /// Started in this order, stopped in the reverse one. Workers run the first two.
-pub const SERVICES: &[(&str, u16)] = &[("consul", 8500), ("nomad", 4646), ("vault", 8200)];
+pub const SERVICES: &[(&str, u16)] = &[
+    ("consul", Service::Consul.api_port()),
+    ("nomad", Service::Nomad.api_port()),
+    ("vault", Service::Vault.api_port()),
+];
 
 /// What `lab up` builds beside the three controllers.
 #[derive(Clone, Copy, Debug)]

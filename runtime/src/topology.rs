@@ -121,6 +121,26 @@ impl Service {
         }
     }
 
+    /// The API's port and scheme as the packaged server listens by default (Vault's
+    /// listener wants TLS unless told otherwise).
+    pub const fn api_port(self) -> u16 {
+        match self {
+            Service::Consul => 8500,
+            Service::Nomad => 4646,
+            Service::Vault => 8200,
+        }
+    }
+
+    pub const fn api_scheme(self) -> &'static str {
+        match self {
+            Service::Vault => "https",
+            _ => "http",
+        }
+    }
+
+    /// Vault's cluster port (request forwarding and raft), the API's port plus one.
+    pub const VAULT_CLUSTER_PORT: u16 = 8201;
+
     pub fn from_name(name: &str) -> Option<Service> {
         Service::ALL.into_iter().find(|s| s.name() == name)
     }
@@ -186,12 +206,12 @@ pub enum Env {
     SkipVerify,
 }
 
-/// The services harun knows, with their built-in settings.
+/// The services harun knows, with their built-in settings beside the addresses (see
+/// `builtin_settings`).
 const SERVICES: &[(&str, &[(&str, &str)])] = &[
     (
         "consul",
         &[
-            ("address", "http://{address}:8500"),
             ("config_file", "/etc/consul.d/consul.hcl"),
             ("service", "consul"),
             ("cli", "consul"),
@@ -200,7 +220,6 @@ const SERVICES: &[(&str, &[(&str, &str)])] = &[
     (
         "nomad",
         &[
-            ("address", "http://{address}:4646"),
             ("config_file", "/etc/nomad.d/nomad.hcl"),
             ("service", "nomad"),
             ("cli", "nomad"),
@@ -209,8 +228,6 @@ const SERVICES: &[(&str, &[(&str, &str)])] = &[
     (
         "vault",
         &[
-            ("address", "https://{address}:8200"),
-            ("cluster_address", "https://{address}:8201"),
             ("config_file", "/etc/vault.d/vault.hcl"),
             ("service", "vault"),
             ("cli", "vault"),
@@ -691,6 +708,24 @@ fn check_url(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A service's built-in settings: its API address on the host (the packaged server's
+/// default port) and the table's.
+fn builtin_settings(service: &str, table: &[(&str, &str)]) -> Settings {
+    let mut settings: Settings = table
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    if let Some(s) = Service::from_name(service) {
+        let address = format!("{}://{{address}}:{}", s.api_scheme(), s.api_port());
+        settings.insert("address".into(), Value::String(address));
+        if s == Service::Vault {
+            let cluster = format!("https://{{address}}:{}", Service::VAULT_CLUSTER_PORT);
+            settings.insert("cluster_address".into(), Value::String(cluster));
+        }
+    }
+    settings
+}
+
 fn is_service(name: &str) -> bool {
     SERVICES.iter().any(|(s, _)| *s == name)
 }
@@ -731,10 +766,7 @@ fn merge_host(
 
     let mut services = BTreeMap::new();
     for (service, builtin) in SERVICES {
-        let mut merged: Settings = builtin
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-            .collect();
+        let mut merged = builtin_settings(service, builtin);
         if let Some(top) = service_blocks.get(*service) {
             merged.extend(top.clone());
         }
