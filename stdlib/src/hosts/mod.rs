@@ -195,7 +195,7 @@ pub fn host_error(ctx: &NativeCallContext, e: &HostError) -> Box<EvalAltResult> 
     if e.detail != e.reason {
         tracing::info!(host = %e.host, "{}", e.detail);
     }
-    call_error(ctx, e.code, e.to_string())
+    call_error(ctx, e.code(), e.to_string())
 }
 
 /// Whether this operation should run under sudo on this host.

@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use harun_runtime::codes;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::error::HostError;
+use super::error::{Failure, HostError};
 use super::resident::ResidentShell;
 use super::target::{ExecOutput, Target};
 use super::{local, ssh};
@@ -53,7 +52,7 @@ impl Pool {
                 .control_dir
                 .get_or_init(ssh::control_dir)
                 .clone()
-                .map_err(|e| HostError::new(codes::HOST_CONTROL_DIR, &target.name, e))?;
+                .map_err(|e| HostError::new(Failure::ControlDir, &target.name, e))?;
             tracing::debug!(host = %target.name, address = %target.address, "connecting over ssh");
             let session = ssh::connect_ssh(target, &dir).await?;
             Arc::new(Connection::ssh(session, target.max_sessions))
@@ -139,7 +138,7 @@ impl Connection {
     ) -> Result<ExecOutput, HostError> {
         if command.contains('\0') {
             return Err(HostError::new(
-                codes::HOST_COMMAND,
+                Failure::Command,
                 &target.name,
                 "the command contains a NUL byte, which no shell can run",
             ));
@@ -240,5 +239,5 @@ impl Connection {
 }
 
 fn closed(target: &Target) -> HostError {
-    HostError::new(codes::HOST_CLOSED, &target.name, "connection pool closed")
+    HostError::new(Failure::Closed, &target.name, "connection pool closed")
 }

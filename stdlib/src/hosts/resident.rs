@@ -17,11 +17,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use harun_runtime::codes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::error::HostError;
+use super::error::{Failure, HostError};
 use super::shell::{greeting_command, quote, random_token};
 use super::ssh::retry_refused_session;
 use super::target::{ExecOutput, Target};
@@ -65,7 +64,7 @@ impl ResidentShell {
             child.stderr().take(),
         ) else {
             return Err(HostError::new(
-                codes::HOST_SSH,
+                Failure::Ssh,
                 &target.name,
                 "the new session came without its streams",
             ));
