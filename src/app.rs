@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::Parser;
 use harun_runtime::diagnostic::Sources;
 use harun_runtime::engine::globals;
 use harun_runtime::logging::{self, LogFormat};
@@ -17,7 +16,9 @@ use harun_runtime::codes::{self, exit::ERROR as EXIT_ERROR};
 
 use crate::cli::{Cli, Command, Format};
 use crate::finish::{finish, Run};
+use clap::Parser;
 use harun_runtime::diagnostic::fail;
+use harun_runtime::modules::script_text;
 
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
@@ -54,9 +55,12 @@ pub fn run() -> i32 {
             Ok(session) => crate::doc::print(&session.engine, cli.output.format),
             Err(code) => code,
         },
-        Some(Command::Check { files }) => check(&cli, files, redactor),
+        Some(Command::Check { files, run }) => check(&cli.with_run(run), files, redactor),
         Some(Command::Lab { command }) => crate::lab::run(command),
-        Some(Command::Repl) => repl(&cli, redactor),
+        Some(Command::Repl { run }) => {
+            let cli = cli.with_run(run);
+            with_lab(&cli, |cli| repl(cli, redactor))
+        }
         None => with_lab(&cli, |cli| match (&cli.eval, &cli.script) {
             (Some(code), _) => eval(cli, code, redactor),
             (None, Some(script)) => run_script(cli, script, redactor),
@@ -190,7 +194,7 @@ fn cwd() -> PathBuf {
 fn run_script(cli: &Cli, script: &Path, redactor: Redactor) -> i32 {
     let name = script.display().to_string();
     let text = match std::fs::read_to_string(script) {
-        Ok(text) => text,
+        Ok(text) => script_text(&text),
         Err(e) => {
             return fail(
                 codes::SCRIPT_READ,
@@ -247,7 +251,7 @@ fn check(cli: &Cli, files: &[PathBuf], redactor: Redactor) -> i32 {
     for file in files {
         let name = file.display().to_string();
         let text = match std::fs::read_to_string(file) {
-            Ok(text) => text,
+            Ok(text) => script_text(&text),
             Err(e) => {
                 fail(
                     codes::SCRIPT_READ,

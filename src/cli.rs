@@ -56,36 +56,61 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct RunFlags {
     /// The topology file [default: ./harun.hcl when present]
-    #[arg(long, global = true, env = "HARUN_TOPOLOGY", value_name = "FILE")]
+    #[arg(long, env = "HARUN_TOPOLOGY", value_name = "FILE")]
     pub topology: Option<PathBuf>,
 
     /// A script parameter, KEY=VALUE; repeatable (the `params` map)
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub set: Vec<(String, String)>,
 
     /// Show what would change, as a numbered plan with diffs; change nothing
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub dry_run: bool,
 
     /// Answer yes to every confirmation (needed to confirm without a terminal)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub yes: bool,
 
     /// Stop the run after this long, e.g. 90s, 5m
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
     /// Run against a fresh temporary lab of three controllers (see `harun lab up`)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub lab: bool,
 
     /// With --lab: keep the lab running afterwards and print where it is
-    #[arg(long, global = true, requires = "lab")]
+    #[arg(long, requires = "lab")]
     pub keep_lab: bool,
 
     /// Append every change made to this JSON-lines file [default: $XDG_STATE_HOME/harun/audit.log]
-    #[arg(long, global = true, env = "HARUN_AUDIT_LOG", value_name = "FILE")]
+    #[arg(long, env = "HARUN_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+}
+
+impl Cli {
+    /// This command line with a subcommand's own run flags (`harun repl --topology F`).
+    pub fn with_run(&self, run: &RunFlags) -> Cli {
+        let mut cli = self.clone();
+        cli.run = run.or(&self.run);
+        cli
+    }
+}
+
+impl RunFlags {
+    /// These flags, with `outer`'s (given before the subcommand) where these have none.
+    pub fn or(&self, outer: &RunFlags) -> RunFlags {
+        RunFlags {
+            topology: self.topology.clone().or_else(|| outer.topology.clone()),
+            set: outer.set.iter().chain(&self.set).cloned().collect(),
+            dry_run: self.dry_run || outer.dry_run,
+            yes: self.yes || outer.yes,
+            timeout: self.timeout.or(outer.timeout),
+            lab: self.lab || outer.lab,
+            keep_lab: self.keep_lab || outer.keep_lab,
+            audit_log: self.audit_log.clone().or_else(|| outer.audit_log.clone()),
+        }
+    }
 }
 
 /// Flags that shape what is printed.
@@ -124,9 +149,14 @@ pub enum Command {
         /// The scripts to check
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        run: RunFlags,
     },
     /// Explore and fix a cluster interactively (also: bare `harun` on a terminal)
-    Repl,
+    Repl {
+        #[command(flatten)]
+        run: RunFlags,
+    },
     /// Print the reference of every built-in function, from its doc comment
     /// (Markdown; `--format json` for the raw metadata)
     Doc,

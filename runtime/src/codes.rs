@@ -74,6 +74,8 @@ catalogue! {
     SCRIPT_UNKNOWN_PROPERTY = "harun::script::unknown_property";
     /// An `import` names a module that cannot be found.
     SCRIPT_MODULE_NOT_FOUND = "harun::script::module_not_found";
+    /// A module imports itself, or modules import each other (the message names the chain).
+    SCRIPT_IMPORT_CYCLE = "harun::script::import_cycle";
     /// A value has another type than the operation needs.
     SCRIPT_TYPE_MISMATCH = "harun::script::type_mismatch";
     /// An index is out of range.

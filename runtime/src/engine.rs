@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use rhai::module_resolvers::FileModuleResolver;
 use rhai::{Array, Dynamic, Engine, Scope};
 
 use crate::builtins::{core_api, secret_sources, secret_type};
@@ -51,7 +50,9 @@ impl EngineBuilder {
         // Imports resolve against the script's directory, also from nested modules:
         // `import "lib/consul"` from scripts/consul-ha.rhai loads scripts/lib/consul.rhai.
         let base = absolute(&context.options().base_dir);
-        engine.set_module_resolver(FileModuleResolver::new_with_path(base));
+        let script = Path::new(&context.options().script);
+        let main = script.is_file().then_some(script);
+        engine.set_module_resolver(crate::modules::ScriptResolver::new(&base, main));
 
         let out = context.clone();
         engine.on_print(move |text| out.output().line(text));

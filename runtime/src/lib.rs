@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod json;
 pub mod logging;
+pub mod modules;
 pub mod output;
 pub mod plan;
 pub mod secret;

@@ -424,3 +424,100 @@ fn a_lab_command_without_a_lab_names_the_directory_and_the_way_to_start_one() {
             "error[harun::lab::not_up]: no lab in {dir} (start one with `harun lab up --dir {dir}`)"
         ));
 }
+
+/// A script made executable with `#!/usr/bin/env harun` runs as cron runs it: no
+/// terminal, an empty environment but PATH, its exit status and summary as harun's.
+#[test]
+fn an_executable_script_with_a_shebang_runs_under_cron_conditions() {
+    let t = Test::new().file(
+        "check.rhai",
+        "#!/usr/bin/env harun\n// A health check.\nwarning(\"disk at 91%\");\n",
+    );
+    let script = t.path("check.rhai");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin_dir = common::harun_bin().parent().unwrap().to_path_buf();
+    let out = std::process::Command::new(&script)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .current_dir(t.path(""))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "WARNING - disk at 91%\n"
+    );
+}
+
+/// Editors on other systems start a file with a byte-order mark; a script's error still
+/// names its true line.
+#[test]
+fn a_script_with_a_byte_order_mark_runs() {
+    Test::new()
+        .file("bom.rhai", "\u{feff}print(\"hi\");\nlet x = ;\n")
+        .args(["bom.rhai"])
+        .run()
+        .status(3)
+        .stderr_has("--> bom.rhai:2:");
+    Test::new()
+        .file("bom.rhai", "\u{feff}#!/usr/bin/env harun\nprint(\"hi\");\n")
+        .args(["bom.rhai"])
+        .run()
+        .status(0)
+        .stdout("hi\n");
+}
+
+/// A self-import and a cycle between two modules are reported with their chain, exit 3,
+/// not a stack overflow (which aborted the process with 134).
+#[test]
+fn import_cycles_name_the_chain_and_exit_3() {
+    Test::new()
+        .file("self.rhai", "import \"self\" as me;\nprint(1);\n")
+        .args(["self.rhai"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::script::import_cycle]: import cycle: self.rhai -> self.rhai");
+    let pair = Test::new()
+        .file("main.rhai", "import \"lib/a\" as a;\nprint(a::x());\n")
+        .file("lib/a.rhai", "import \"lib/b\" as b;\nfn x() { 1 }\n")
+        .file("lib/b.rhai", "import \"lib/a\" as a;\n");
+    let checked = pair.args(["check", "main.rhai"]).run();
+    checked
+        .status(3)
+        .stderr_has("import cycle: lib/a.rhai -> lib/b.rhai -> lib/a.rhai");
+    Test::new()
+        .file("main.rhai", "import \"lib/a\" as a;\nprint(a::x());\n")
+        .file("lib/a.rhai", "import \"lib/b\" as b;\nfn x() { 1 }\n")
+        .file("lib/b.rhai", "import \"lib/a\" as a;\n")
+        .args(["main.rhai"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::script::import_cycle]: import cycle: lib/a.rhai -> lib/b.rhai -> lib/a.rhai");
+}
+
+/// `harun lab` takes none of the flags that shape a script's run; its help lists none.
+#[test]
+fn lab_help_lists_only_what_lab_uses() {
+    for args in [vec!["lab", "--help"], vec!["lab", "up", "--help"]] {
+        let out = Test::new().args(&args).run().status(0);
+        let help = out.stdout;
+        for flag in [
+            "--dry-run",
+            "--set",
+            "--topology",
+            "--yes",
+            "--audit-log",
+            "--keep-lab",
+        ] {
+            assert!(!help.contains(flag), "{args:?} lists {flag}:\n{help}");
+        }
+    }
+    let repl = Test::new().args(["repl", "--help"]).run().status(0);
+    assert!(repl.stdout.contains("--topology"));
+}

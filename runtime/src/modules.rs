@@ -1,0 +1,175 @@
+//! How scripts are read and their imports resolved: `import "lib/consul"` loads
+//! `<script dir>/lib/consul.rhai`, from the main script and from modules alike.
+//!
+//! Script text is taken as editors and cron users write it: a UTF-8 byte-order mark is
+//! dropped, and a `#!/usr/bin/env harun` first line becomes an empty line (so line numbers
+//! stay true). An import cycle (a module importing itself, or two importing each other)
+//! is an error naming the chain, not a stack overflow.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use rhai::{Engine, EvalAltResult, GlobalRuntimeState, Module, ModuleResolver, Position, Scope};
+
+/// A loaded module, shared by every script that imports it.
+type SharedModule = rhai::Shared<Module>;
+
+use crate::codes;
+use crate::error::script_error;
+
+/// Script text as the engine should see it: no byte-order mark, no shebang.
+pub fn script_text(raw: &str) -> String {
+    let text = raw.strip_prefix('\u{feff}').unwrap_or(raw);
+    if text.starts_with("#!") {
+        // The line's end stays, so every later line keeps its number.
+        return text
+            .find('\n')
+            .map_or_else(String::new, |n| text[n..].to_string());
+    }
+    text.to_string()
+}
+
+thread_local! {
+    /// The modules being loaded on this thread, outermost first: the import chain.
+    static LOADING: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Resolves imports against one directory, each module loaded once per run.
+pub struct ScriptResolver {
+    base: PathBuf,
+    /// The main script, the chain's first link when a module imports it back.
+    main: Option<PathBuf>,
+    cache: Mutex<HashMap<PathBuf, SharedModule>>,
+}
+
+impl ScriptResolver {
+    pub fn new(base: &Path, main: Option<&Path>) -> ScriptResolver {
+        ScriptResolver {
+            base: base.to_path_buf(),
+            main: main.map(|m| m.canonicalize().unwrap_or_else(|_| m.to_path_buf())),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn file_of(&self, path: &str) -> PathBuf {
+        let mut file = self.base.join(path);
+        file.set_extension("rhai");
+        file
+    }
+
+    /// `a.rhai -> b.rhai -> a.rhai`, the names relative to the scripts' directory.
+    fn chain(&self, loading: &[PathBuf], again: &Path) -> String {
+        let name = |p: &Path| {
+            p.strip_prefix(&self.base)
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        };
+        let mut links: Vec<String> = self.main.iter().map(|m| name(m)).collect();
+        links.extend(loading.iter().map(|p| name(p)));
+        links.push(name(again));
+        // A cycle through the main script starts there; one among modules, at its start.
+        let start = links.iter().position(|l| *l == name(again)).unwrap_or(0);
+        links[start..].join(" -> ")
+    }
+
+    fn load(
+        &self,
+        engine: &Engine,
+        global: &mut GlobalRuntimeState,
+        path: &str,
+        file: &Path,
+        pos: Position,
+    ) -> Result<SharedModule, Box<EvalAltResult>> {
+        let raw = std::fs::read_to_string(file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Box::new(EvalAltResult::ErrorModuleNotFound(path.to_string(), pos))
+            }
+            _ => script_error(
+                codes::SCRIPT_READ,
+                format!("cannot read the module {}: {e}", file.display()),
+                pos,
+            ),
+        })?;
+        let in_module = |err| Box::new(EvalAltResult::ErrorInModule(path.to_string(), err, pos));
+        let mut ast = engine
+            .compile(script_text(&raw))
+            .map_err(|e| in_module(e.into()))?;
+        ast.set_source(path);
+        let module = Module::eval_ast_as_new_raw(engine, &mut Scope::new(), global, &ast)
+            .map_err(in_module)?;
+        Ok(module.into())
+    }
+}
+
+impl ModuleResolver for ScriptResolver {
+    fn resolve_raw(
+        &self,
+        engine: &Engine,
+        global: &mut GlobalRuntimeState,
+        _scope: &mut Scope,
+        path: &str,
+        pos: Position,
+    ) -> Result<SharedModule, Box<EvalAltResult>> {
+        let file = self.file_of(path);
+        let key = file.canonicalize().unwrap_or_else(|_| file.clone());
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        if let Some(module) = cached {
+            return Ok(module);
+        }
+        let cycle = LOADING.with_borrow(|loading| {
+            (loading.contains(&key) || self.main.as_ref() == Some(&key))
+                .then(|| self.chain(loading, &key))
+        });
+        if let Some(chain) = cycle {
+            return Err(script_error(
+                codes::SCRIPT_IMPORT_CYCLE,
+                format!("import cycle: {chain}"),
+                pos,
+            ));
+        }
+        LOADING.with_borrow_mut(|loading| loading.push(key.clone()));
+        let loaded = self.load(engine, global, path, &file, pos);
+        LOADING.with_borrow_mut(|loading| loading.pop());
+        let module = loaded?;
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, module.clone());
+        Ok(module)
+    }
+
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<SharedModule, Box<EvalAltResult>> {
+        let mut global = engine.new_global_runtime_state();
+        self.resolve_raw(engine, &mut global, &mut Scope::new(), path, pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shebang_and_a_byte_order_mark_are_dropped_and_lines_keep_their_numbers() {
+        assert_eq!(
+            script_text("#!/usr/bin/env harun\nprint(1)\n"),
+            "\nprint(1)\n"
+        );
+        assert_eq!(script_text("\u{feff}print(1)"), "print(1)");
+        assert_eq!(script_text("\u{feff}#!/usr/bin/env harun\nx"), "\nx");
+        assert_eq!(script_text("print(1)"), "print(1)");
+    }
+}
