@@ -210,6 +210,14 @@ fn run_script(cli: &Cli, script: &Path, redactor: Redactor) -> i32 {
     let Ok(session) = Session::new(cli, &base_dir, &name, redactor) else {
         return EXIT_ERROR;
     };
+    // A person watching a terminal sees the steps; cron, pipes and JSON see none of it.
+    if cli.output.format == Format::Text
+        && !cli.output.quiet
+        && std::io::stdout().is_terminal()
+        && std::io::stderr().is_terminal()
+    {
+        harun_runtime::progress::enable();
+    }
     execute(cli, session, &name, &text, false)
 }
 

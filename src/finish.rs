@@ -60,6 +60,7 @@ pub fn finish(run: Run) -> i32 {
         }
     };
     let summary = ctx.redactor().redact(&summary).into_owned();
+    harun_runtime::progress::finish(error.is_none() && code != EXIT_ERROR);
 
     if let Some(d) = &error {
         eprint!("{}", d.render(run.sources, ctx.redactor()));

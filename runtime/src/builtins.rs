@@ -135,6 +135,15 @@ pub mod core_api {
             .unwrap_or(default)
     }
 
+    /// Names the step the script starts now: `step("migrate controller1 to raft")`. On a
+    /// terminal the step shows with a spinner and, once the next one starts, as a line
+    /// with its duration; elsewhere (cron, pipes) it goes to the log (`-v`).
+    #[rhai_fn(volatile)]
+    pub fn step(name: &str) {
+        tracing::info!(target: "script", "step: {name}");
+        crate::progress::step(name);
+    }
+
     /// True in `--dry-run`: mutating actions are being recorded, not performed.
     #[rhai_fn(volatile)]
     pub fn is_dry_run(ctx: NativeCallContext) -> bool {

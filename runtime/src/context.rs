@@ -220,6 +220,9 @@ impl Context {
         self.check_guards()?;
         tracing::info!(kind = %action.kind, target = %action.target, "{}", action.summary);
         let outcome = run();
+        if outcome.is_ok() {
+            crate::progress::changed(&action.target, &self.0.redactor.redact(&action.summary));
+        }
         if let Some(audit) = &self.0.audit {
             let error = outcome.as_ref().err().map(|e| e.to_string());
             if let Err(e) = audit.append(&action, error.as_deref(), &self.0.redactor) {

@@ -86,6 +86,7 @@ impl Drop for EventWriter {
             return;
         }
         let text = String::from_utf8_lossy(&self.buf);
-        let _ = std::io::stderr().write_all(self.redactor.redact(&text).as_bytes());
+        let text = self.redactor.redact(&text);
+        let _ = crate::progress::suspend(|| std::io::stderr().write_all(text.as_bytes()));
     }
 }

@@ -60,7 +60,9 @@ impl Output {
 /// Writes one line to stdout. A closed pipe (`harun x.rhai | head -1`) is not an error
 /// worth a panic: the reader has what it wanted.
 pub fn write_stdout(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    let _ = out.flush();
+    crate::progress::suspend(|| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    });
 }

@@ -592,6 +592,10 @@ pub fn wait_for(
         return Ok(rhai::Dynamic::UNIT);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout_seconds.max(0.0));
+    let _shown = harun_runtime::progress::waiting(
+        what,
+        Some(Duration::from_secs_f64(timeout_seconds.max(0.0))),
+    );
     loop {
         if let Some(v) = check() {
             return Ok(v);

@@ -121,7 +121,12 @@ pub fn wait_for(
 ) -> RhaiResult<()> {
     let started = Instant::now();
     let context = Context::of(ctx);
+    let _shown = harun_runtime::progress::waiting(
+        &format!("{name} on {} to be {wanted}", host.name()),
+        Some(timeout),
+    );
     loop {
+        harun_runtime::progress::refresh();
         let now = state(ctx, host, name)?;
         if now == wanted {
             return Ok(());

@@ -62,6 +62,10 @@ pub mod wait_api {
         let started = Instant::now();
         let deadline = started + Duration::from_secs_f64(timeout_seconds.max(0.0));
         let mut last_error = None;
+        let _shown = harun_runtime::progress::waiting(
+            what,
+            Some(Duration::from_secs_f64(timeout_seconds.max(0.0))),
+        );
         loop {
             match f.call_within_context::<Dynamic>(&ctx, ()) {
                 Ok(value) if !(value.is_unit() || value.as_bool() == Ok(false)) => {
@@ -90,6 +94,7 @@ pub mod wait_api {
 
 /// Sleeps `seconds`, or stops early on Ctrl-C or `--timeout`, naming `what` was awaited.
 pub fn pause(ctx: &NativeCallContext, seconds: f64, what: &str) -> Result<(), Box<EvalAltResult>> {
+    harun_runtime::progress::refresh();
     let d = Duration::from_secs_f64(seconds.max(0.0));
     Context::of(ctx)
         .block_on(d + Duration::from_secs(1), async move {

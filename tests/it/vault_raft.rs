@@ -159,6 +159,39 @@ fn vault_raft_runs_on_a_fresh_lab() {
         "{}",
         out.stdout
     );
+    // Into a pipe: the summary line and nothing else, no progress on either stream.
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    for progress in ["✔", "waiting for", "Changes"] {
+        assert!(!out.stderr.contains(progress), "{}", out.stderr);
+    }
+}
+
+/// On a terminal the same run shows its steps, what it waits for, and at the end a table
+/// of what changed on each host, before the summary line.
+#[test]
+fn vault_raft_on_a_terminal_shows_steps_waits_and_the_changes() {
+    let t = Test::new();
+    let mut cmd = t.command();
+    cmd.args(["--lab", script("vault-raft.rhai").to_str().unwrap()])
+        .env("TERM", "xterm");
+    let mut p = rexpect::session::spawn_command(cmd, Some(240_000)).expect("spawn harun");
+    // rexpect reads the pty byte by byte: "✔" (E2 9C 94) arrives as three chars, of
+    // which the last two mark a finished step (a spinner frame is E2 A0 ..).
+    let done = |step: &str| format!("\u{9c}\u{94} {step} (");
+    p.exp_string("waiting for").unwrap();
+    p.exp_string(&done("consul: preflight")).unwrap();
+    p.exp_string(&done("vault: migrate the first controller"))
+        .unwrap();
+    p.exp_string(&done("vault: verify")).unwrap();
+    p.exp_string("Host").unwrap();
+    p.exp_string("controller2").unwrap();
+    p.exp_string("vault: unseal with 3 key(s)").unwrap();
+    p.exp_string("OK - consul: 3 servers, 3 voters").unwrap();
+    p.exp_eof().unwrap();
+    match p.process.wait().unwrap() {
+        rexpect::process::wait::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("harun ended as {other:?}"),
+    }
 }
 
 #[test]

@@ -54,6 +54,10 @@ impl Pool {
                 .clone()
                 .map_err(|e| HostError::new(Failure::ControlDir, &target.name, e))?;
             tracing::debug!(host = %target.name, address = %target.address, "connecting over ssh");
+            let _shown = harun_runtime::progress::waiting(
+                &format!("an ssh connection to {}", target.name),
+                Some(target.connect_timeout),
+            );
             let session = ssh::connect_ssh(target, &dir).await?;
             Arc::new(Connection::ssh(session, target.max_sessions))
         };
