@@ -57,6 +57,28 @@ pub fn run() -> i32 {
         },
         Some(Command::Check { files, run }) => check(&cli.with_run(run), files, redactor),
         Some(Command::Lab { command }) => crate::lab::run(command),
+        Some(Command::Init {
+            address,
+            output,
+            force,
+            ca_file,
+            consul_token_file,
+        }) => {
+            let init = crate::init::Init {
+                address: address.clone(),
+                output: output.clone(),
+                force: *force,
+                ca_file: ca_file.clone(),
+                consul_token_file: consul_token_file.clone(),
+            };
+            match crate::init::run(&init) {
+                Ok(line) => {
+                    println!("{line}");
+                    0
+                }
+                Err((code, message)) => fail(code, message, &redactor),
+            }
+        }
         Some(Command::Repl { run }) => {
             let cli = cli.with_run(run);
             with_lab(&cli, |cli| repl(cli, redactor))

@@ -165,6 +165,24 @@ pub enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// Write a topology (harun.hcl) for a running cluster from one controller's address:
+    /// its hosts from Consul's members, each service's address as it answers
+    Init {
+        /// A controller's address (its Consul agent answers there)
+        address: String,
+        /// Where to write the topology
+        #[arg(long, short, default_value = "harun.hcl", value_name = "FILE")]
+        output: PathBuf,
+        /// Replace the file when it exists
+        #[arg(long)]
+        force: bool,
+        /// The CA that signed the services' certificates [default: $CONSUL_CACERT]
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Consul's ACL token, in a file of mode 0600 [default: $CONSUL_HTTP_TOKEN]
+        #[arg(long, value_name = "FILE")]
+        consul_token_file: Option<PathBuf>,
+    },
     /// Print a shell completion script: harun completions bash > /etc/bash_completion.d/harun
     Completions {
         /// The shell

@@ -4,6 +4,7 @@ mod app;
 mod cli;
 mod doc;
 mod finish;
+mod init;
 mod lab;
 
 fn main() {

@@ -261,6 +261,45 @@ fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
         (out.status == 0).then_some(())
     });
 
+    // `harun init` writes a topology from what one server answers, and health.rhai runs
+    // with it as written (this cluster runs only Consul).
+    let init = t.run_with(&["init", &consul.hosts[0].1, "--output", "init.hcl"]);
+    assert_eq!(init.status, 0, "{}\n{}", init.stdout, init.stderr);
+    assert!(
+        init.stdout
+            .starts_with("init.hcl: 3 controllers, 0 workers"),
+        "{}",
+        init.stdout
+    );
+    let written = std::fs::read_to_string(t.path("init.hcl")).unwrap();
+    for (name, address) in &consul.hosts {
+        assert!(
+            written.contains(&format!(
+                "host \"{name}\" {{\n  address = \"{address}\"\n  roles   = [\"controller\"]"
+            )),
+            "{written}"
+        );
+    }
+    let from_init = t.run_with(&[
+        "--topology",
+        "init.hcl",
+        "--set",
+        "services=consul",
+        health.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        from_init.status, 0,
+        "{}\n{}",
+        from_init.stdout, from_init.stderr
+    );
+    assert!(
+        from_init
+            .stdout
+            .starts_with("OK - consul: leader, 3 voters"),
+        "{}",
+        from_init.stdout
+    );
+
     // A cold start with one server of three: real Consul elects no leader, whatever
     // bootstrap_expect says; consul-recover.rhai's peers.json brings it back with its
     // data, and consul-ha.rhai grows it to three again.

@@ -168,6 +168,38 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
         text(&again.stdout)
     );
 
+    // `harun init` from one controller's address writes a topology with which
+    // health.rhai runs as written; a second init does not overwrite it.
+    let written = lab.test.path("init.hcl");
+    let init = |extra: &[&str]| {
+        let mut cmd = lab.test.command();
+        cmd.args(["init", &lab.address("controller1"), "--output"])
+            .arg(&written)
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    let first = init(&[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let topology = std::fs::read_to_string(&written).unwrap();
+    assert!(
+        topology.contains("nomad answered on controller1, controller2, controller3"),
+        "{topology}"
+    );
+    let health = lab
+        .test
+        .command()
+        .arg("--topology")
+        .arg(&written)
+        .arg(script("health.rhai"))
+        .output()
+        .unwrap();
+    assert_eq!(health.status.code(), Some(0), "{}", text(&health.stdout));
+    assert!(text(&health.stdout).starts_with("OK - consul: leader, 3 voters; nomad: leader"));
+    let refused = init(&[]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(text(&refused.stderr).contains("does not overwrite it (pass --force"));
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), topology);
+
     // A server down: refused, nothing changed.
     let audit = lab.test.path("rolling.log");
     let rolling_script = script("rolling-restart.rhai");

@@ -1,0 +1,354 @@
+//! `harun init ADDRESS`: a topology for a cluster that already runs, written from what it
+//! answers. Consul's members give the hosts (servers are controllers, clients workers) and
+//! their addresses; each host's Nomad and Vault are asked where they answer, over https
+//! first, then http. The file says in comments what was found and what to check.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use harun_runtime::codes;
+use harun_runtime::topology::Service;
+use serde_json::Value;
+
+/// What `harun init` was told.
+pub struct Init {
+    pub address: String,
+    pub output: PathBuf,
+    pub force: bool,
+    /// A CA that signed the services' certificates (the story's private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Consul's ACL token, as a file (CONSUL_HTTP_TOKEN works too).
+    pub consul_token_file: Option<PathBuf>,
+}
+
+/// One host as Consul's members show it.
+struct Member {
+    name: String,
+    addr: String,
+    server: bool,
+}
+
+/// How a service answered on a host: its base URL pattern (`https://{address}:8200`).
+#[derive(Clone, PartialEq)]
+struct Answer {
+    scheme: &'static str,
+    port: u16,
+}
+
+impl Answer {
+    fn pattern(&self) -> String {
+        format!("{}://{{address}}:{}", self.scheme, self.port)
+    }
+}
+
+/// Runs `harun init`; the error is (code, message).
+pub fn run(init: &Init) -> Result<String, (&'static str, String)> {
+    if init.output.exists() && !init.force {
+        return Err((
+            codes::USAGE,
+            format!(
+                "{} exists: harun init does not overwrite it (pass --force to replace it)",
+                init.output.display()
+            ),
+        ));
+    }
+    harun_stdlib::http::install_crypto();
+    let probe = Probe::new(init)?;
+    let token = probe.consul_token.clone();
+    // Consul first: its members are the hosts. The story's HTTPS port, then the default.
+    let (consul, members) = [("https", 8501), ("https", 8500), ("http", 8500)]
+        .iter()
+        .find_map(|(scheme, port)| {
+            let url = format!("{scheme}://{}:{port}/v1/agent/members", init.address);
+            let members = probe.get(&url, Service::Consul, token.as_deref())?;
+            Some((
+                Answer {
+                    scheme,
+                    port: *port,
+                },
+                members,
+            ))
+        })
+        .ok_or_else(|| {
+            (
+                codes::CONSUL_UNREACHABLE,
+                format!(
+                    "no consul agent answered at {} on https 8501, https 8500 or http 8500{}",
+                    init.address,
+                    probe.hint()
+                ),
+            )
+        })?;
+    let mut hosts: Vec<Member> = members
+        .as_array()
+        .into_iter()
+        .flatten()
+        // Status 3 is a member that left: not part of the cluster any more.
+        .filter(|m| m["Status"] != 3)
+        .map(|m| Member {
+            name: m["Name"].as_str().unwrap_or_default().to_string(),
+            addr: m["Addr"].as_str().unwrap_or_default().to_string(),
+            server: m["Tags"]["role"] == "consul",
+        })
+        .collect();
+    hosts.sort_by(|a, b| (!a.server, &a.name).cmp(&(!b.server, &b.name)));
+
+    // Nomad on every host, Vault on the servers: https first, then http.
+    let nomad_token = std::env::var("NOMAD_TOKEN").ok();
+    let answers = |service: Service, path: &str, token: Option<&str>, m: &Member| {
+        ["https", "http"].into_iter().find_map(|scheme| {
+            let port = service.api_port();
+            let url = format!("{scheme}://{}:{port}{path}", m.addr);
+            probe
+                .get(&url, service, token)
+                .map(|_| Answer { scheme, port })
+        })
+    };
+    let nomad: Vec<Option<Answer>> = hosts
+        .iter()
+        .map(|m| answers(Service::Nomad, "/v1/agent/self", nomad_token.as_deref(), m))
+        .collect();
+    // Every state answers sys/health with a body; these codes make each a 200.
+    let vault_health =
+        "/v1/sys/health?standbyok=true&perfstandbyok=true&sealedcode=200&uninitcode=200";
+    let vault: Vec<Option<Answer>> = hosts
+        .iter()
+        .map(|m| {
+            m.server
+                .then(|| answers(Service::Vault, vault_health, None, m))
+                .flatten()
+        })
+        .collect();
+
+    let text = render(init, &consul, &hosts, &nomad, &vault);
+    // Checked as any topology is, before it is written.
+    harun_runtime::Topology::parse(&init.output, &text)
+        .map_err(|d| (codes::TOPOLOGY_SYNTAX, d.message))?;
+    write_new(&init.output, &text).map_err(|e| {
+        (
+            codes::USAGE,
+            format!("cannot write {}: {e}", init.output.display()),
+        )
+    })?;
+    let servers = hosts.iter().filter(|m| m.server).count();
+    Ok(format!(
+        "{}: {} controllers, {} workers (from consul at {}); check its comments before a script changes anything",
+        init.output.display(),
+        servers,
+        hosts.len() - servers,
+        init.address,
+    ))
+}
+
+/// The file, with what was found and what to check in its comments.
+fn render(
+    init: &Init,
+    consul: &Answer,
+    hosts: &[Member],
+    nomad: &[Option<Answer>],
+    vault: &[Option<Answer>],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Written by `harun init {}` from what the cluster answered on {}.",
+        init.address,
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+    out.push_str(
+        "# Check before a script changes anything:\n\
+         #   - how harun reaches each host: SSH as the current user with its keys and\n\
+         #     known_hosts (set ssh_user, ssh_key or ssh_config in `defaults`), or\n\
+         #     transport = \"local\" for this machine;\n\
+         #   - the config files and data paths, here the packages' defaults;\n\
+         #   - tokens: a token_file per service where ACLs are on.\n\n",
+    );
+    out.push_str("defaults {\n  # ssh_user = \"admin\"\n  # sudo     = true\n}\n\n");
+    let ca = |answer: Option<&Answer>| match (&init.ca_file, answer) {
+        (Some(ca), Some(a)) if a.scheme == "https" => {
+            format!("\n  ca_file = \"{}\"", ca.display())
+        }
+        _ => String::new(),
+    };
+    // Consul: the scheme and port the agent answered on.
+    let _ = writeln!(
+        out,
+        "# consul answered at {}://{}:{}.\nconsul {{\n  address = \"{}\"{}",
+        consul.scheme,
+        init.address,
+        consul.port,
+        consul.pattern(),
+        ca(Some(consul))
+    );
+    match &init.consul_token_file {
+        Some(file) => {
+            let _ = writeln!(out, "  token_file = \"{}\"", file.display());
+        }
+        None => out.push_str(
+            "  # token_file = \"/etc/harun/consul.token\"   # where ACLs are on (or CONSUL_HTTP_TOKEN)\n",
+        ),
+    }
+    out.push_str("}\n\n");
+    for (service, found) in [(Service::Nomad, nomad), (Service::Vault, vault)] {
+        let answered: Vec<&Answer> = found.iter().flatten().collect();
+        let who: Vec<&str> = hosts
+            .iter()
+            .zip(found)
+            .filter(|(_, a)| a.is_some())
+            .map(|(m, _)| m.name.as_str())
+            .collect();
+        match answered.first() {
+            Some(first) => {
+                let _ = writeln!(
+                    out,
+                    "# {service} answered on {} at {}.\n{service} {{\n  address = \"{}\"{}\n}}\n",
+                    who.join(", "),
+                    first.pattern().replace("{address}", "ADDRESS"),
+                    first.pattern(),
+                    ca(Some(first))
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "# {service} answered on no host at https or http, port {}: set its address\n# here if it runs elsewhere.\n",
+                    service.api_port()
+                );
+            }
+        }
+    }
+    for (i, m) in hosts.iter().enumerate() {
+        let role = if m.server { "controller" } else { "worker" };
+        let _ = writeln!(
+            out,
+            "host \"{}\" {{\n  address = \"{}\"\n  roles   = [\"{role}\"]",
+            m.name, m.addr
+        );
+        // A host whose service answers differently from the first one found.
+        for (service, found) in [(Service::Nomad, nomad), (Service::Vault, vault)] {
+            let first = found.iter().flatten().next();
+            if let (Some(mine), Some(first)) = (&found[i], first) {
+                if mine != first {
+                    let _ = writeln!(
+                        out,
+                        "  {service} {{\n    address = \"{}\"{}\n  }}",
+                        mine.pattern(),
+                        ca(Some(mine)).replace("\n  ", "\n    ")
+                    );
+                }
+            }
+        }
+        out.push_str("}\n\n");
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+/// Creates `path` with `text`, through a temporary file in the same directory.
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    file.persist(path).map(|_| ()).map_err(|e| e.error)
+}
+
+/// The HTTP client the probes share, and what they learned about TLS and tokens.
+struct Probe {
+    client: reqwest::blocking::Client,
+    consul_token: Option<String>,
+    tls_failed: std::cell::Cell<bool>,
+    forbidden: std::cell::Cell<bool>,
+}
+
+impl Probe {
+    fn new(init: &Init) -> Result<Probe, (&'static str, String)> {
+        let mut builder = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5));
+        let ca = init
+            .ca_file
+            .clone()
+            .or_else(|| std::env::var_os("CONSUL_CACERT").map(PathBuf::from));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(&ca).map_err(|e| {
+                (
+                    codes::CONSUL_TLS,
+                    format!("cannot read the CA file {}: {e}", ca.display()),
+                )
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                (
+                    codes::CONSUL_TLS,
+                    format!("the CA file {} is not PEM: {e}", ca.display()),
+                )
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let consul_token = match &init.consul_token_file {
+            Some(file) => Some(
+                harun_runtime::secret::read_private_file(&file.display().to_string())?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("CONSUL_HTTP_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        };
+        let client = builder.build().map_err(|e| {
+            (
+                codes::CONSUL_TLS,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
+        Ok(Probe {
+            client,
+            consul_token,
+            tls_failed: Default::default(),
+            forbidden: Default::default(),
+        })
+    }
+
+    /// The JSON of a 200 answer, or None (not there, refused, another protocol).
+    fn get(&self, url: &str, service: Service, token: Option<&str>) -> Option<Value> {
+        let mut request = self.client.get(url);
+        if let Some(token) = token {
+            request = request.header(service.token_header(), token);
+        }
+        match request.send() {
+            Ok(reply) if reply.status().is_success() => reply.json().ok(),
+            Ok(reply) => {
+                if reply.status().as_u16() == 403 {
+                    self.forbidden.set(true);
+                }
+                None
+            }
+            Err(e) => {
+                let text = format!("{e:?}");
+                if url.starts_with("https") && text.contains("UnknownIssuer") {
+                    self.tls_failed.set(true);
+                }
+                None
+            }
+        }
+    }
+
+    /// Why nothing answered, when a probe said more than "no".
+    fn hint(&self) -> String {
+        let mut hint = String::new();
+        if self.forbidden.get() {
+            hint.push_str(
+                " (it refused without a token: pass --consul-token-file, or set CONSUL_HTTP_TOKEN)",
+            );
+        }
+        if self.tls_failed.get() {
+            hint.push_str(" (https answered with a certificate of an unknown CA: pass --ca-file, or set CONSUL_CACERT)");
+        }
+        hint
+    }
+}
