@@ -325,6 +325,10 @@ impl Cluster {
         lock(&self.inner).p.config.clone()
     }
 
+    pub fn term(&self) -> u64 {
+        lock(&self.inner).p.term
+    }
+
     pub fn index(&self) -> u64 {
         lock(&self.inner).p.index
     }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod nomad;
 pub mod pki;
 pub mod service_user;
+pub mod snapshot;
 pub mod supervisor;
 pub mod tls;
 pub mod vault;

@@ -135,6 +135,12 @@ pub mod core_api {
             .unwrap_or(default)
     }
 
+    /// The time now in UTC, as RFC 3339 to the second: `2026-12-01T21:56:23Z`.
+    #[rhai_fn(volatile)]
+    pub fn now() -> String {
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    }
+
     /// Names the step the script starts now: `step("migrate controller1 to raft")`. On a
     /// terminal the step shows with a spinner and, once the next one starts, as a line
     /// with its duration; elsewhere (cron, pipes) it goes to the log (`-v`).

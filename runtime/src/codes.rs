@@ -233,8 +233,10 @@ catalogue! {
     VAULT_NOT_ENOUGH_KEYS = "harun::vault::not_enough_keys";
     /// The keys were sent and the node stayed sealed.
     VAULT_UNSEAL_FAILED = "harun::vault::unseal_failed";
-    /// A raft snapshot cannot be taken or written.
-    VAULT_SNAPSHOT = "harun::vault::snapshot";
+    /// A snapshot fails its format's check (cut short, altered, another service's): not kept or restored.
+    SNAPSHOT_INVALID = "harun::snapshot::invalid";
+    /// A snapshot cannot be written to its file.
+    SNAPSHOT_WRITE = "harun::snapshot::write";
 }
 
 /// The kinds of error every service API shares.

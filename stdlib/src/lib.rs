@@ -14,6 +14,7 @@ pub mod log;
 pub mod nomad;
 pub mod raft;
 pub mod service;
+pub mod snapshot;
 pub mod vault;
 pub mod wait;
 
@@ -44,6 +45,7 @@ pub fn register(engine: &mut Engine) {
         ),
     ] {
         raft::register(&mut module, raft);
+        snapshot::register(&mut module, raft.service);
         engine.register_static_module(name, module.into());
     }
     engine.register_static_module("hcl", rhai::exported_module!(hcl::api::hcl_api).into());

@@ -14,6 +14,7 @@ use rhai::plugin::*;
 
 #[export_module]
 pub mod local_api {
+    use std::os::unix::fs::DirBuilderExt;
     use std::path::Path;
 
     use super::write_file;
@@ -33,6 +34,67 @@ pub mod local_api {
     #[rhai_fn(volatile)]
     pub fn exists(path: &str) -> bool {
         Path::new(path).exists()
+    }
+
+    /// The names in the directory `dir`, sorted; `[]` when it does not exist.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn list(ctx: NativeCallContext, dir: &str) -> Result<rhai::Array, Box<EvalAltResult>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(rhai::Array::new()),
+            Err(e) => {
+                return Err(call_error(
+                    &ctx,
+                    codes::LOCAL_READ,
+                    format!("cannot list {dir}: {e}"),
+                ))
+            }
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        Ok(names.into_iter().map(Into::into).collect())
+    }
+
+    /// Makes the directory `path` (and its parents) with mode 0700 when it is missing;
+    /// true when it made it. A change (planned in a dry run).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn mkdir(ctx: NativeCallContext, path: &str) -> Result<bool, Box<EvalAltResult>> {
+        if Path::new(path).is_dir() {
+            return Ok(false);
+        }
+        let action = Action::new("mkdir", "local", format!("mkdir -m 0700 {path}"));
+        let made = Context::of(&ctx).perform(action, || {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| {
+                    call_error(&ctx, codes::LOCAL_WRITE, format!("cannot make {path}: {e}"))
+                })
+        })?;
+        Ok(made.is_some())
+    }
+
+    /// Removes the file `path`; true when it was there. A change (planned in a dry run).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn remove(ctx: NativeCallContext, path: &str) -> Result<bool, Box<EvalAltResult>> {
+        if !Path::new(path).is_file() {
+            return Ok(false);
+        }
+        let action = Action::new("remove", "local", format!("rm {path}"));
+        let removed = Context::of(&ctx).perform(action, || {
+            std::fs::remove_file(path).map_err(|e| {
+                call_error(
+                    &ctx,
+                    codes::LOCAL_WRITE,
+                    format!("cannot remove {path}: {e}"),
+                )
+            })
+        })?;
+        Ok(removed.is_some())
     }
 
     /// Writes `content` to `path` atomically (a temporary file renamed into place), keeping

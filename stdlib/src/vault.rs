@@ -63,35 +63,6 @@ fn secrets_of(ctx: &NativeCallContext, keys: &rhai::Array) -> RhaiResult<Vec<Sec
         .collect()
 }
 
-/// A Vault snapshot is a gzip tar with a non-empty SHA256SUMS.sealed entry.
-fn snapshot_is_complete(bytes: &[u8]) -> bool {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    let Ok(entries) = archive.entries() else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        e.path()
-            .is_ok_and(|p| p.to_string_lossy() == "SHA256SUMS.sealed")
-            && e.size() > 0
-    })
-}
-
-/// Writes a file only its owner can read, through a temporary file and a rename.
-fn write_private(path: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = format!("{path}.harun-tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 /// How long `unseal` waits by default for a joining node to unseal after its threshold:
 /// Vault polls for the leader's keyring every second; a Pi may take a few rounds.
 const JOINING_UNSEAL_TIMEOUT: f64 = 60.0;
@@ -329,47 +300,6 @@ pub mod vault_api {
             return Ok(Dynamic::UNIT);
         }
         Ok(to_dynamic(&reply.json()["data"]))
-    }
-
-    /// Saves a raft snapshot of the cluster to the local file `path` (mode 0600, written
-    /// atomically); returns its size in bytes. The archive is checked as the official
-    /// client checks it (a gzip tar holding a non-empty SHA256SUMS.sealed). A change.
-    #[rhai_fn(volatile, return_raw)]
-    pub fn snapshot_save(ctx: NativeCallContext, host: Host, path: &str) -> RhaiResult<i64> {
-        let c = client(&ctx, &host)?;
-        let context = Context::of(&ctx);
-        let action = harun_runtime::Action::new(
-            "write",
-            "local",
-            format!("vault: save a raft snapshot of {} to {path}", c.host),
-        );
-        let saved = context.perform(action, || -> RhaiResult<i64> {
-            let reply = c.read(
-                &ctx,
-                "/v1/sys/storage/raft/snapshot",
-                Duration::from_secs(120),
-            )?;
-            let reply = c.check(&ctx, "GET", "/v1/sys/storage/raft/snapshot", reply, &[])?;
-            if !snapshot_is_complete(&reply.body) {
-                return Err(call_error(
-                    &ctx,
-                    codes::VAULT_SNAPSHOT,
-                    format!(
-                        "vault on {}: incomplete snapshot, unable to read SHA256SUMS.sealed file",
-                        c.host
-                    ),
-                ));
-            }
-            write_private(path, &reply.body).map_err(|e| {
-                call_error(
-                    &ctx,
-                    codes::VAULT_SNAPSHOT,
-                    format!("cannot write {path}: {e}"),
-                )
-            })?;
-            Ok(reply.body.len() as i64)
-        })?;
-        Ok(saved.unwrap_or(0))
     }
 
     /// Reads a KV version 2 secret's data (`mount` such as "secret", `path` under it);

@@ -300,6 +300,52 @@ fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
         from_init.stdout
     );
 
+    // backup.rhai saves real Consul's snapshot and passes its check; restore.rhai puts it
+    // back: a key written after the snapshot is gone, the earlier ones are there.
+    let backup_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/backup.rhai");
+    let backup = t.run_with(&[
+        "--set",
+        "services=consul",
+        "--set",
+        "dir=backups",
+        backup_script.to_str().unwrap(),
+    ]);
+    assert_eq!(backup.status, 0, "{}\n{}", backup.stdout, backup.stderr);
+    let file = std::fs::read_dir(t.path("backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .find(|n| n.starts_with("consul-"))
+        .expect("a consul snapshot");
+    assert_eq!(
+        put(&consul.url(0, "/v1/kv/homelab/after-backup"), "x")
+            .body
+            .trim(),
+        "true"
+    );
+    let restore_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/restore.rhai");
+    let restored = t.run_with(&[
+        "--yes",
+        "--set",
+        &format!("file=backups/{file}"),
+        restore_script.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        restored.status, 0,
+        "{}\n{}",
+        restored.stdout, restored.stderr
+    );
+    eventually(
+        "the key written after the snapshot gone",
+        Duration::from_secs(20),
+        || {
+            let r = common::http::request("GET", &consul.url(0, "/v1/kv/homelab/after-backup"), "")
+                .ok()?;
+            (r.status == 404).then_some(())
+        },
+    );
+    consul.assert_three_voters_with(&data);
+
     // A cold start with one server of three: real Consul elects no leader, whatever
     // bootstrap_expect says; consul-recover.rhai's peers.json brings it back with its
     // data, and consul-ha.rhai grows it to three again.

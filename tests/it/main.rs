@@ -18,6 +18,7 @@ mod nomad_module;
 mod plan;
 mod repl;
 mod secrets;
+mod snapshots;
 mod ssh;
 mod topology;
 mod vault;

@@ -47,6 +47,7 @@ pub fn routes(agent: Arc<Agent>) -> Router {
         .route("/v1/operator/raft/configuration", get(raft_configuration))
         .route("/v1/operator/raft/peer", delete(raft_remove_peer))
         .route("/v1/operator/autopilot/health", get(autopilot_health))
+        .route("/v1/snapshot", get(snapshot_save).put(snapshot_restore))
         .route("/v1/catalog/datacenters", get(datacenters))
         .route("/v1/catalog/nodes", get(catalog_nodes))
         .route("/v1/catalog/services", get(catalog_services))
@@ -734,6 +735,41 @@ async fn raft_configuration(State(agent): A, headers: HeaderMap, q: Q) -> Respon
         })
         .collect();
     axum::Json(json!({"Servers": servers, "Index": agent.cluster.index()})).into_response()
+}
+
+/// agent/snapshot_endpoint.go: GET answers the leader's snapshot (any server's with
+/// `?stale`) with its index in X-Consul-Index; PUT restores one, through the leader.
+async fn snapshot_save(State(agent): A, headers: HeaderMap, q: Q) -> Response {
+    authorize!(agent, headers, q);
+    need_leader!(agent, q);
+    match crate::snapshot::make(&agent.cluster, |_| Vec::new()) {
+        Ok(bytes) => {
+            let mut reply = (StatusCode::OK, bytes).into_response();
+            reply
+                .headers_mut()
+                .insert("X-Consul-Index", HeaderValue::from(agent.cluster.index()));
+            reply
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn snapshot_restore(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) -> Response {
+    authorize!(agent, headers, q);
+    let opened = match crate::snapshot::open(&body, &[]) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    match agent
+        .cluster
+        .write(Op::Restore {
+            state: opened.state,
+        })
+        .await
+    {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn raft_remove_peer(State(agent): A, headers: HeaderMap, q: Q) -> Response {

@@ -80,6 +80,10 @@ pub enum Op {
         #[serde(default)]
         now_ms: u64,
     },
+    /// `PUT /v1/snapshot`: the whole state replaced by a snapshot's.
+    Restore {
+        state: Value,
+    },
 }
 
 impl Operation for Op {
@@ -245,6 +249,10 @@ pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, String> {
         }
         Op::SessionDestroy { id, now_ms } => {
             destroy_session(data, &id, index, now_ms);
+            Ok(Value::Bool(true))
+        }
+        Op::Restore { state } => {
+            *data = state;
             Ok(Value::Bool(true))
         }
     }

@@ -34,6 +34,10 @@ pub fn routes(agent: Arc<Agent>) -> Router {
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/operator/raft/configuration", get(raft_configuration))
         .route(
+            "/v1/operator/snapshot",
+            get(snapshot_save).put(snapshot_restore),
+        )
+        .route(
             "/v1/operator/raft/peer",
             delete(raft_remove_peer).fallback(invalid_404),
         )
@@ -345,6 +349,41 @@ async fn status_peers(State(agent): A) -> Response {
         .map(|s| s.address)
         .collect();
     axum::Json(json!(peers)).into_response()
+}
+
+/// command/agent/operator_endpoint.go: GET /v1/operator/snapshot answers the leader's
+/// snapshot with X-Nomad-Index; PUT restores one through the leader.
+async fn snapshot_save(State(agent): A, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q).await {
+        return r;
+    }
+    match crate::snapshot::make(&agent.cluster, |_| Vec::new()) {
+        Ok(bytes) => {
+            let mut reply = (StatusCode::OK, bytes).into_response();
+            reply
+                .headers_mut()
+                .insert("X-Nomad-Index", HeaderValue::from(agent.cluster.index()));
+            reply
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn snapshot_restore(State(agent): A, body: Bytes) -> Response {
+    let opened = match crate::snapshot::open(&body, &[]) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    match agent
+        .cluster
+        .write(Op::Restore {
+            state: opened.state,
+        })
+        .await
+    {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn raft_configuration(State(agent): A, Query(q): Q) -> Response {

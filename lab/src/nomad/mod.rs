@@ -331,6 +331,10 @@ pub enum Op {
     UpsertJob {
         job: Value,
     },
+    /// `PUT /v1/operator/snapshot`: the whole state replaced by a snapshot's.
+    Restore {
+        state: Value,
+    },
 }
 
 impl Operation for Op {
@@ -369,6 +373,10 @@ impl Operation for Op {
                 }
                 data["acl_bootstrap"] =
                     json!({"secret": secret, "accessor": accessor, "index": index});
+                Ok(json!(index))
+            }
+            Op::Restore { state } => {
+                *data = state;
                 Ok(json!(index))
             }
             Op::UpsertJob { mut job } => {

@@ -391,6 +391,14 @@ async fn logical(State(node): N, request: Request) -> Response {
     if !path.starts_with("sys/storage/raft/bootstrap/") && !node.token_valid(&token(&headers)) {
         return error(403, "permission denied");
     }
+    // The snapshot's body is the archive, not JSON.
+    if matches!(method.as_str(), "POST" | "PUT") {
+        match path.trim_end_matches('/') {
+            "sys/storage/raft/snapshot" => return restore_snapshot(&node, &body, false).await,
+            "sys/storage/raft/snapshot-force" => return restore_snapshot(&node, &body, true).await,
+            _ => {}
+        }
+    }
     let body = match body_json(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -582,50 +590,58 @@ fn autopilot_state(node: &Node) -> Response {
     }))
 }
 
-/// A raft snapshot as Vault sends one: a gzip-compressed tar with the state, its
-/// SHA256SUMS, and SHA256SUMS.sealed (the sums encrypted under the barrier key), which the
-/// official client insists on.
+/// A raft snapshot as Vault sends one: the archive (lab/src/snapshot.rs) with
+/// SHA256SUMS.sealed, the sums encrypted under the barrier key, which the official client
+/// insists on.
 fn snapshot(node: &Node) -> Response {
     let Some(cluster) = node.cluster() else {
         return error(400, "raft storage is not in use");
     };
-    let state = cluster.read(|d| serde_json::to_vec(d).expect("state serializes"));
-    let meta = serde_json::to_vec(&json!({"Index": cluster.index(), "ID": node.node_id}))
-        .expect("meta serializes");
-    let sums = {
-        use sha2::Digest;
-        let line = |name: &str, bytes: &[u8]| {
-            format!(
-                "{}  {name}\n",
-                super::barrier::hex(&sha2::Sha256::digest(bytes))
-            )
-        };
-        line("meta.json", &meta) + line("state.bin", &state).as_str()
-    };
-    let Some(sealed) = node.seal_sums(sums.as_bytes()) else {
+    let Some(probe) = node.seal_sums(b"") else {
         return error(503, "Vault is sealed");
     };
-    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    for (name, bytes) in [
-        ("meta.json", meta.as_slice()),
-        ("state.bin", state.as_slice()),
-        ("SHA256SUMS", sums.as_bytes()),
-        ("SHA256SUMS.sealed", sealed.as_slice()),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o600);
-        header.set_cksum();
-        if archive.append_data(&mut header, name, bytes).is_err() {
-            return error(500, "failed to write the snapshot");
-        }
-    }
-    match archive.into_inner().and_then(|gz| gz.finish()) {
+    drop(probe);
+    let made = crate::snapshot::make(cluster, |sums| {
+        node.seal_sums(sums)
+            .map(|sealed| vec![("SHA256SUMS.sealed", sealed)])
+            .unwrap_or_default()
+    });
+    match made {
         Ok(bytes) => (StatusCode::OK, bytes).into_response(),
-        Err(e) => error(500, &format!("failed to write the snapshot: {e}")),
+        Err(e) => error(500, &e),
+    }
+}
+
+/// http/sys_raft.go handleSysStorageRaftSnapshotWrite: the body is the archive. Its
+/// sealed sums must open with this cluster's keyring (a snapshot of another cluster is
+/// refused) unless the request is snapshot-force.
+async fn restore_snapshot(node: &Node, bytes: &[u8], force: bool) -> Response {
+    let Some(cluster) = node.cluster() else {
+        return error(400, "raft storage is not in use");
+    };
+    let opened = match crate::snapshot::open(bytes, &["SHA256SUMS.sealed"]) {
+        Ok(o) => o,
+        Err(e) => return error(400, &e),
+    };
+    let verified = opened
+        .files
+        .get("SHA256SUMS.sealed")
+        .and_then(|sealed| node.open_sums(sealed))
+        .is_some_and(|sums| Some(&sums) == opened.files.get("SHA256SUMS"));
+    if !verified && !force {
+        return error(
+            400,
+            "failed to verify snapshot: the hashes do not open with this cluster's keyring (a snapshot of another cluster restores only with snapshot-force)",
+        );
+    }
+    match cluster
+        .write(super::storage::Op::Restore {
+            state: opened.state,
+        })
+        .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(500, &e),
     }
 }
 

@@ -751,6 +751,13 @@ impl Node {
         Some(barrier::encrypt(&key, sums))
     }
 
+    /// The sums a snapshot sealed, opened with this cluster's barrier key (None when the
+    /// snapshot comes from another keyring).
+    pub fn open_sums(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        let key = self.core().barrier_key.clone()?;
+        barrier::decrypt(&key, sealed)
+    }
+
     // ----- tokens -----
 
     pub fn token_valid(&self, token: &str) -> bool {

@@ -87,12 +87,25 @@ impl Storage {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Put { key: String, value: String },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// A raft snapshot restored: the whole state replaced by the snapshot's.
+    Restore {
+        state: Value,
+    },
 }
 
 impl Operation for Op {
     fn apply(self, data: &mut Value, _index: u64) -> Result<Value, String> {
+        if let Op::Restore { state } = self {
+            *data = state;
+            return Ok(Value::Null);
+        }
         if !data["vault"].is_object() {
             data["vault"] = json!({});
         }
@@ -104,6 +117,7 @@ impl Operation for Op {
             Op::Delete { key } => {
                 entries.remove(&key);
             }
+            Op::Restore { .. } => unreachable!("handled above"),
         }
         Ok(Value::Null)
     }
