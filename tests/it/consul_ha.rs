@@ -384,15 +384,22 @@ fn consul_ha_grows_real_consul_from_one_server_to_three_over_ssh() {
 
 #[test]
 fn consul_ha_passes_in_the_lab() {
-    let out = Test::new()
-        .args(["--lab", script().to_str().unwrap()])
-        .run();
+    let t = Test::new().args(["--lab", script().to_str().unwrap()]);
+    let out = t.run();
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stdout.starts_with("OK - consul: 3 servers, 3 voters"),
         "{}",
         out.stdout
     );
+    // The way back, taken before the first change and named in the summary.
+    let snapshot = common::snapshot_named(&out.stdout);
+    assert!(
+        snapshot.starts_with("harun-snapshots/consul-"),
+        "{}",
+        out.stdout
+    );
+    assert!(t.path(&snapshot).is_file(), "{snapshot}");
 }
 
 /// The story's own configuration: Consul's API on HTTPS 8501 only, ACLs on with the token

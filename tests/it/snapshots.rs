@@ -50,14 +50,7 @@ fn backup_and_restore_bring_every_cluster_back_to_its_snapshot() {
     let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
     let stdout = text(&ha.stdout);
     assert_eq!(ha.status.code(), Some(0), "{stdout}\n{}", text(&ha.stderr));
-    let named = stdout
-        .split("snapshot before the change: ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no snapshot named: {stdout}"))
-        .split([';', '\n'])
-        .next()
-        .unwrap()
-        .to_string();
+    let named = common::snapshot_named(&stdout);
     assert!(named.starts_with("harun-snapshots/consul-"), "{named}");
     let check = lab.harun(&[
         "-e",

@@ -143,9 +143,8 @@ fn vault_raft_moves_the_lab_to_three_raft_voters_and_resumes_after_a_failure() {
 
 #[test]
 fn vault_raft_runs_on_a_fresh_lab() {
-    let out = Test::new()
-        .args(["--lab", script("vault-raft.rhai").to_str().unwrap()])
-        .run();
+    let t = Test::new().args(["--lab", script("vault-raft.rhai").to_str().unwrap()]);
+    let out = t.run();
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stdout.starts_with("OK - consul: 3 servers, 3 voters"),
@@ -159,6 +158,14 @@ fn vault_raft_runs_on_a_fresh_lab() {
         "{}",
         out.stdout
     );
+    // Its first change is Consul's: the snapshot taken before it is named.
+    let snapshot = common::snapshot_named(&out.stdout);
+    assert!(
+        snapshot.starts_with("harun-snapshots/consul-"),
+        "{}",
+        out.stdout
+    );
+    assert!(t.path(&snapshot).is_file(), "{snapshot}");
     // Into a pipe: the summary line and nothing else, no progress on either stream.
     assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
     for progress in ["✔", "waiting for", "Changes"] {

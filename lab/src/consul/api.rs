@@ -737,8 +737,10 @@ async fn raft_configuration(State(agent): A, headers: HeaderMap, q: Q) -> Respon
     axum::Json(json!({"Servers": servers, "Index": agent.cluster.index()})).into_response()
 }
 
-/// agent/snapshot_endpoint.go: GET answers the leader's snapshot (any server's with
-/// `?stale`) with its index in X-Consul-Index; PUT restores one, through the leader.
+/// agent/snapshot_endpoint.go and agent/consul/snapshot_endpoint.go: GET answers the
+/// leader's snapshot (any server's with `?stale`) with its index in X-Consul-Index; PUT
+/// restores one through the leader: 200 with no body, or 500 "failed to read snapshot
+/// file: ..." for an archive that fails its check.
 async fn snapshot_save(State(agent): A, headers: HeaderMap, q: Q) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
@@ -758,7 +760,12 @@ async fn snapshot_restore(State(agent): A, headers: HeaderMap, q: Q, body: Bytes
     authorize!(agent, headers, q);
     let opened = match crate::snapshot::open(&body, &[]) {
         Ok(o) => o,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to read snapshot file: {e}"),
+            )
+        }
     };
     match agent
         .cluster

@@ -351,28 +351,43 @@ async fn status_peers(State(agent): A) -> Response {
     axum::Json(json!(peers)).into_response()
 }
 
-/// command/agent/operator_endpoint.go: GET /v1/operator/snapshot answers the leader's
-/// snapshot with X-Nomad-Index; PUT restores one through the leader.
+/// command/agent/operator_endpoint.go SnapshotRequest: GET answers the leader's snapshot
+/// (nomad/operator_endpoint.go snapshotSave forwards unless stale) with a `Digest:
+/// sha-256=<base64>` header; PUT restores one through the leader, 500 "failed to restore
+/// from snapshot: ..." on a bad archive.
 async fn snapshot_save(State(agent): A, Query(q): Q) -> Response {
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
     match crate::snapshot::make(&agent.cluster, |_| Vec::new()) {
         Ok(bytes) => {
+            let sum = digest(&bytes);
             let mut reply = (StatusCode::OK, bytes).into_response();
-            reply
-                .headers_mut()
-                .insert("X-Nomad-Index", HeaderValue::from(agent.cluster.index()));
+            if let Ok(value) = HeaderValue::from_str(&format!("sha-256={sum}")) {
+                reply.headers_mut().insert("Digest", value);
+            }
             reply
         }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
+/// The SHA-256 of a snapshot, base64, as Nomad's Snapshot.Checksum gives it.
+fn digest(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
+}
+
 async fn snapshot_restore(State(agent): A, body: Bytes) -> Response {
     let opened = match crate::snapshot::open(&body, &[]) {
         Ok(o) => o,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to restore from snapshot: {e}"),
+            )
+        }
     };
     match agent
         .cluster

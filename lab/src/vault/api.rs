@@ -373,6 +373,26 @@ async fn logical(State(node): N, request: Request) -> Response {
         return error(503, "Vault is sealed");
     }
     if node.standby() {
+        // http/handler.go: the snapshot paths are in alwaysRedirectPaths, so a standby
+        // answers them with a 307 to the active node (respondStandby) rather than
+        // forwarding them.
+        let snapshot_path = matches!(
+            path.trim_end_matches('/'),
+            "sys/storage/raft/snapshot" | "sys/storage/raft/snapshot-force"
+        );
+        if snapshot_path {
+            if let Some(active) = node.leader_api() {
+                let target = format!(
+                    "{active}{}",
+                    uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
+                );
+                let mut reply = StatusCode::TEMPORARY_REDIRECT.into_response();
+                if let Ok(location) = HeaderValue::from_str(&target) {
+                    reply.headers_mut().insert("Location", location);
+                }
+                return reply;
+            }
+        }
         return forward(&node, &method, &uri, &headers, body).await;
     }
     let query: HashMap<String, String> = uri
@@ -612,9 +632,10 @@ fn snapshot(node: &Node) -> Response {
     }
 }
 
-/// http/sys_raft.go handleSysStorageRaftSnapshotWrite: the body is the archive. Its
-/// sealed sums must open with this cluster's keyring (a snapshot of another cluster is
-/// refused) unless the request is snapshot-force.
+/// vault/logical_system_raft.go handleStorageRaftSnapshotWrite: the body is the archive.
+/// Its sealed sums must open with this cluster's seal (a snapshot of another cluster, with
+/// other unseal keys, is refused with 400) unless the request is snapshot-force; 204 on
+/// success.
 async fn restore_snapshot(node: &Node, bytes: &[u8], force: bool) -> Response {
     let Some(cluster) = node.cluster() else {
         return error(400, "raft storage is not in use");
@@ -631,7 +652,7 @@ async fn restore_snapshot(node: &Node, bytes: &[u8], force: bool) -> Response {
     if !verified && !force {
         return error(
             400,
-            "failed to verify snapshot: the hashes do not open with this cluster's keyring (a snapshot of another cluster restores only with snapshot-force)",
+            "could not verify hash file, possibly the snapshot is using a different set of unseal keys; use the snapshot-force API to bypass this check",
         );
     }
     match cluster

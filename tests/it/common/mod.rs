@@ -166,3 +166,15 @@ pub mod https;
 pub mod lab;
 pub mod sshd;
 pub mod tls;
+
+/// The path a changing script names as "snapshot before the change: PATH" in its summary.
+pub fn snapshot_named(stdout: &str) -> String {
+    stdout
+        .split("snapshot before the change: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no snapshot named in: {stdout}"))
+        .split([';', '\n'])
+        .next()
+        .unwrap()
+        .to_string()
+}
