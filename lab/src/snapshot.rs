@@ -13,7 +13,7 @@ use std::io::Read;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Operation};
 
 /// The archive of `cluster`'s state now, with `extra` files (Vault's sealed sums, made
 /// from the `SHA256SUMS` text it is given).
@@ -131,6 +131,18 @@ pub fn open(bytes: &[u8], extra: &[&str]) -> Result<Opened, String> {
     let state = serde_json::from_slice(&files["state.bin"])
         .map_err(|e| format!("failed to read snapshot state: {e}"))?;
     Ok(Opened { meta, state, files })
+}
+
+/// Takes a snapshot (Consul's or Nomad's format) back into `cluster` as the twin's restore
+/// operation. The error reads as the server's: `prefix` before a bad archive's reason.
+pub async fn restore<O: Operation>(
+    cluster: &Cluster,
+    bytes: &[u8],
+    prefix: &str,
+    operation: impl FnOnce(Value) -> O,
+) -> Result<(), String> {
+    let opened = open(bytes, &[]).map_err(|e| format!("{prefix}: {e}"))?;
+    cluster.write(operation(opened.state)).await.map(|_| ())
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -758,23 +758,14 @@ async fn snapshot_save(State(agent): A, headers: HeaderMap, q: Q) -> Response {
 
 async fn snapshot_restore(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) -> Response {
     authorize!(agent, headers, q);
-    let opened = match crate::snapshot::open(&body, &[]) {
-        Ok(o) => o,
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("failed to read snapshot file: {e}"),
-            )
-        }
-    };
-    match agent
-        .cluster
-        .write(Op::Restore {
-            state: opened.state,
-        })
-        .await
-    {
-        Ok(_) => StatusCode::OK.into_response(),
+    let restored = crate::snapshot::restore(
+        &agent.cluster,
+        &body,
+        "failed to read snapshot file",
+        |state| Op::Restore { state },
+    );
+    match restored.await {
+        Ok(()) => StatusCode::OK.into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -380,23 +380,14 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 async fn snapshot_restore(State(agent): A, body: Bytes) -> Response {
-    let opened = match crate::snapshot::open(&body, &[]) {
-        Ok(o) => o,
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("failed to restore from snapshot: {e}"),
-            )
-        }
-    };
-    match agent
-        .cluster
-        .write(Op::Restore {
-            state: opened.state,
-        })
-        .await
-    {
-        Ok(_) => StatusCode::OK.into_response(),
+    let restored = crate::snapshot::restore(
+        &agent.cluster,
+        &body,
+        "failed to restore from snapshot",
+        |state| Op::Restore { state },
+    );
+    match restored.await {
+        Ok(()) => StatusCode::OK.into_response(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
