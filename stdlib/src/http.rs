@@ -255,6 +255,61 @@ impl ApiClient {
         })
     }
 
+    /// A read whose body goes into `sink` as it arrives (a snapshot into its file), within
+    /// `timeout`; the number of bytes. A status other than 2xx is an error with the API's
+    /// message, and nothing goes into `sink`.
+    pub fn read_into(
+        &self,
+        ctx: &NativeCallContext,
+        path: &str,
+        timeout: Duration,
+        sink: &mut impl std::io::Write,
+    ) -> RhaiResult<u64> {
+        let url = format!("{}{path}", self.url_base);
+        let mut request = self.client.get(&url).timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.header(self.service.token_header(), token);
+        }
+        let future = async move {
+            let mut reply = request.send().await?;
+            let status = reply.status().as_u16();
+            if !(200..300).contains(&status) {
+                let body = reply.bytes().await?.to_vec();
+                return Ok(Err(Reply {
+                    status,
+                    index: None,
+                    body,
+                }));
+            }
+            let mut written = 0u64;
+            while let Some(chunk) = reply.chunk().await? {
+                if let Err(e) = sink.write_all(&chunk) {
+                    return Ok(Ok(Err(e)));
+                }
+                written += chunk.len() as u64;
+            }
+            Ok::<_, reqwest::Error>(Ok(Ok(written)))
+        };
+        let what = format!("GET {} on {}", path_only(path), self.host);
+        let outcome = Context::of(ctx)
+            .block_on(timeout + Duration::from_secs(1), future)
+            .map_err(|i| interrupt_error(i, &what, ctx.call_position()))?;
+        match outcome {
+            Ok(Ok(Ok(written))) => Ok(written),
+            Ok(Ok(Err(e))) => Err(call_error(
+                ctx,
+                codes::api(self.service, Api::Unreachable),
+                format!("{}: {what}: cannot keep the answer: {e}", self.service),
+            )),
+            Ok(Err(reply)) => self.check(ctx, "GET", path, reply, &[]).map(|_| 0),
+            Err(e) => Err(call_error(
+                ctx,
+                codes::api(self.service, Api::Unreachable),
+                format!("{}: {what}: {}", self.service, root_cause(&e)),
+            )),
+        }
+    }
+
     /// Waits until `count` of what `GET path` answers reaches `n` and returns it: the
     /// modules' "n servers, n voters, n nodes" waits. A failed request or a status other
     /// than 200 counts as not yet; a timeout names `what` and the last count with `unit`.

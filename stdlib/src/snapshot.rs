@@ -5,9 +5,9 @@
 //! helper/snapshot and Vault's raft snapshots follow): a gzip-compressed tar holding
 //! `meta.json` (raft's snapshot metadata), `state.bin` (the state) and `SHA256SUMS` (the
 //! sums of those two, `<hex>  <name>` per line); Vault adds `SHA256SUMS.sealed`, the sums
-//! encrypted by its barrier. A file is kept only when it passes the check, and written
-//! through a temporary file and a rename (mode 0600: a Consul snapshot holds ACL tokens
-//! and KV in clear), so no half file ever has the final name.
+//! encrypted by its barrier. A snapshot is streamed into a temporary file beside its final
+//! name (mode 0600: a Consul snapshot holds ACL tokens and KV in clear), checked there, and
+//! renamed only when it passes, so no half file ever has the final name.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -56,8 +56,15 @@ pub struct Checked {
 /// Checks a snapshot archive as the servers' clients do: it opens, holds exactly the
 /// files of its service's format, and the sums match. The error says what is wrong.
 pub fn check(service: Service, bytes: &[u8]) -> Result<Checked, String> {
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    check_from(service, bytes)
+}
+
+/// [`check`] reading the archive as a stream: the state, the large part, is hashed as it
+/// is read and never held whole.
+pub fn check_from(service: Service, archive: impl Read) -> Result<Checked, String> {
+    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut state_sum = None;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     let entries = archive
         .entries()
         .map_err(|e| format!("not a gzip tar archive: {e}"))?;
@@ -68,18 +75,27 @@ pub fn check(service: Service, bytes: &[u8]) -> Result<Checked, String> {
             .map_err(|e| format!("a bad file name in the archive: {e}"))?
             .to_string_lossy()
             .to_string();
-        let mut data = Vec::new();
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| format!("the archive is damaged or cut short in {name}: {e}"))?;
-        files.insert(name, data);
+        let cut = |e: std::io::Error| format!("the archive is damaged or cut short in {name}: {e}");
+        if name == "state.bin" {
+            let mut hasher = sha2::Sha256::new();
+            std::io::copy(&mut entry, &mut hasher).map_err(cut)?;
+            state_sum = Some(hex(&hasher.finalize()));
+        } else {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(cut)?;
+            small.insert(name, data);
+        }
     }
     let mut expected = vec!["SHA256SUMS", "meta.json", "state.bin"];
     if service == Service::Vault {
         expected.push("SHA256SUMS.sealed");
     }
     expected.sort_unstable();
-    let found: Vec<&str> = files.keys().map(String::as_str).collect();
+    let mut found: Vec<&str> = small.keys().map(String::as_str).collect();
+    if state_sum.is_some() {
+        found.push("state.bin");
+    }
+    found.sort_unstable();
     if found != expected {
         return Err(format!(
             "holds {} where a {service} snapshot holds {}",
@@ -92,16 +108,18 @@ pub fn check(service: Service, bytes: &[u8]) -> Result<Checked, String> {
         ));
     }
     // Every file the sums name matches, and both data files are named.
-    let sums = String::from_utf8_lossy(&files["SHA256SUMS"]).to_string();
+    let sums = String::from_utf8_lossy(&small["SHA256SUMS"]).to_string();
     let mut summed = Vec::new();
     for line in sums.lines().filter(|l| !l.is_empty()) {
         let (sum, name) = line
             .split_once("  ")
             .ok_or_else(|| format!("SHA256SUMS has a bad line: {line:?}"))?;
-        let data = files
-            .get(name)
-            .ok_or_else(|| format!("SHA256SUMS names {name:?}, which the archive lacks"))?;
-        if hex(&sha2::Sha256::digest(data)) != sum.to_ascii_lowercase() {
+        let actual = match name {
+            "state.bin" => state_sum.clone(),
+            _ => small.get(name).map(|data| hex(&sha2::Sha256::digest(data))),
+        }
+        .ok_or_else(|| format!("SHA256SUMS names {name:?}, which the archive lacks"))?;
+        if actual != sum.to_ascii_lowercase() {
             return Err(format!(
                 "the SHA-256 sum of {name} does not match SHA256SUMS"
             ));
@@ -113,10 +131,10 @@ pub fn check(service: Service, bytes: &[u8]) -> Result<Checked, String> {
             return Err(format!("SHA256SUMS has no sum for {name}"));
         }
     }
-    if service == Service::Vault && files["SHA256SUMS.sealed"].is_empty() {
+    if service == Service::Vault && small["SHA256SUMS.sealed"].is_empty() {
         return Err("SHA256SUMS.sealed is empty".into());
     }
-    let meta: Value = serde_json::from_slice(&files["meta.json"])
+    let meta: Value = serde_json::from_slice(&small["meta.json"])
         .map_err(|e| format!("meta.json is not JSON: {e}"))?;
     let servers: Vec<String> = meta["Configuration"]["Servers"]
         .as_array()
@@ -171,19 +189,29 @@ pub fn save(
         ),
     );
     let saved = Context::of(ctx).perform(action, || -> RhaiResult<i64> {
-        let reply = c.read(ctx, api, TRANSFER_TIMEOUT)?;
-        let reply = c.check(ctx, "GET", api, reply, &[])?;
-        if let Err(why) = check(service, &reply.body) {
+        let write_error =
+            |e: std::io::Error| call_error(ctx, codes::SNAPSHOT_WRITE, format!("cannot write {path}: {e}"));
+        // Streamed into a temporary file beside the final one (tempfile makes it 0600),
+        // checked from there, and renamed only when whole: never a half file under `path`.
+        let dir = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
+        let size = c.read_into(ctx, api, TRANSFER_TIMEOUT, file.as_file_mut())?;
+        let checked = std::fs::File::open(file.path())
+            .map_err(|e| e.to_string())
+            .and_then(|f| check_from(service, std::io::BufReader::new(f)));
+        if let Err(why) = checked {
             return Err(call_error(
                 ctx,
                 codes::SNAPSHOT_INVALID,
                 format!("{service} on {}: the snapshot it sent fails the check ({why}); nothing was written to {path}", c.host),
             ));
         }
-        write_private(Path::new(path), &reply.body).map_err(|e| {
-            call_error(ctx, codes::SNAPSHOT_WRITE, format!("cannot write {path}: {e}"))
-        })?;
-        Ok(reply.body.len() as i64)
+        file.as_file().sync_all().map_err(write_error)?;
+        file.persist(path).map_err(|e| write_error(e.error))?;
+        Ok(size as i64)
     })?;
     Ok(saved.unwrap_or(0))
 }
@@ -266,20 +294,6 @@ pub fn restore(
         w.check(ctx, method, api, reply).map(|_| ())
     })
     .map(|done| done.is_some())
-}
-
-/// Writes a file only its owner can read, through a temporary file in the same
-/// directory and a rename.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    // tempfile creates it with mode 0600.
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map(|_| ()).map_err(|e| e.error)
 }
 
 /// Adds `snapshot_save`, `snapshot_check` and `snapshot_restore` to a service's script
