@@ -201,6 +201,23 @@ impl ApiClient {
         self.send(ctx, reqwest::Method::GET, path, None, timeout)
     }
 
+    /// A request to `path` with the token and `timeout`, not yet sent.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.url_base))
+            .timeout(timeout);
+        match &self.token {
+            Some(token) => request.header(self.service.token_header(), token),
+            None => request,
+        }
+    }
+
     /// Sends one request and waits for the answer, within `timeout` and the run's limits.
     /// Private: a change must come through `write` or `changes`, which record it.
     fn send(
@@ -211,11 +228,7 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> RhaiResult<Reply> {
-        let url = format!("{}{path}", self.url_base);
-        let mut request = self.client.request(method.clone(), &url).timeout(timeout);
-        if let Some(token) = &self.token {
-            request = request.header(self.service.token_header(), token);
-        }
+        let mut request = self.request(method.clone(), path, timeout);
         if let Some(body) = body {
             request = request.body(body);
         }
@@ -265,11 +278,7 @@ impl ApiClient {
         timeout: Duration,
         sink: &mut impl std::io::Write,
     ) -> RhaiResult<u64> {
-        let url = format!("{}{path}", self.url_base);
-        let mut request = self.client.get(&url).timeout(timeout);
-        if let Some(token) = &self.token {
-            request = request.header(self.service.token_header(), token);
-        }
+        let request = self.request(reqwest::Method::GET, path, timeout);
         let future = async move {
             let mut reply = request.send().await?;
             let status = reply.status().as_u16();
@@ -488,14 +497,7 @@ impl Background {
         path: &str,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<u16, reqwest::Error>> + Send + 'static {
-        let c = &self.0;
-        let mut request = c
-            .client
-            .put(format!("{}{path}", c.url_base))
-            .timeout(timeout);
-        if let Some(token) = &c.token {
-            request = request.header(c.service.token_header(), token);
-        }
+        let request = self.0.request(reqwest::Method::PUT, path, timeout);
         async move { Ok(request.send().await?.status().as_u16()) }
     }
 
