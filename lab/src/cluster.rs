@@ -1464,6 +1464,15 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
+    /// Waits until exactly one server leads; its position.
+    async fn one_leader(nodes: &[Node]) -> usize {
+        until("a leader", || match leaders(nodes)[..] {
+            [one] => Some(one),
+            _ => None,
+        })
+        .await
+    }
+
     fn leaders(nodes: &[Node]) -> Vec<usize> {
         (0..nodes.len())
             .filter(|&i| nodes[i].cluster.is_leader())
@@ -1476,11 +1485,7 @@ mod tests {
     async fn three_servers_elect_one_leader_replicate_and_refuse_writes_without_a_majority() {
         let dir = tempfile::tempdir().unwrap();
         let nodes = three_servers(dir.path()).await;
-        let leader = until("a leader", || match leaders(&nodes)[..] {
-            [one] => Some(one),
-            _ => None,
-        })
-        .await;
+        let leader = one_leader(&nodes).await;
         let follower = (leader + 1) % 3;
         let index = nodes[follower]
             .cluster
@@ -1525,11 +1530,7 @@ mod tests {
     async fn a_server_that_missed_writes_catches_up() {
         let dir = tempfile::tempdir().unwrap();
         let nodes = three_servers(dir.path()).await;
-        let leader = until("a leader", || match leaders(&nodes)[..] {
-            [one] => Some(one),
-            _ => None,
-        })
-        .await;
+        let leader = one_leader(&nodes).await;
         let away = (leader + 1) % 3;
         nodes[away].up.store(false, Ordering::SeqCst);
         for value in 1..=3 {
