@@ -6,10 +6,21 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `harun --version`: the version, the commit and the target (set by build.rs), so that a
+/// binary on a controller says which build it is.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HARUN_COMMIT"),
+    ", ",
+    env!("HARUN_TARGET"),
+    ")"
+);
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "harun",
-    version,
+    version = VERSION,
     about = "Operate Consul, Nomad and Vault clusters with scripts: safer than a runbook, faster than Ansible",
     long_about = None,
     args_conflicts_with_subcommands = true,

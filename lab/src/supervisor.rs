@@ -553,6 +553,10 @@ defaults {{
   transport       = "local"
   service_manager = "{harun} lab ctl --dir {dir} {{name}} {{service}} {{action}}"
   boot_id_file    = "{dir}/{{name}}/boot_id"
+  # Where scripts/install.rhai puts harun on each host.
+  harun_binary    = "{dir}/{{name}}/bin/harun"
+  harun_dir       = "{dir}/{{name}}/etc/harun"
+  systemd_dir     = "{dir}/{{name}}/systemd"
 }}
 
 consul {{

@@ -87,6 +87,11 @@ const HOST_SETTINGS: &[(&str, Kind)] = &[
     // attribute names whose values config diffs mask (runtime/src/config_secrets.rs).
     ("secret_paths", Kind::List),
     ("secret_attributes", Kind::List),
+    // Where scripts/install.rhai puts harun on the host: the binary, the directory of its
+    // scripts and topology (as examples/monitoring expects them), and systemd's unit files.
+    ("harun_binary", Kind::String),
+    ("harun_dir", Kind::String),
+    ("systemd_dir", Kind::String),
 ];
 
 /// Every host setting's default, the only place it is given.
@@ -96,6 +101,9 @@ const HOST_DEFAULTS: &[(&str, &str)] = &[
     ("service_manager", "systemd"),
     ("connect_timeout", "10s"),
     ("command_timeout", "60s"),
+    ("harun_binary", "/usr/local/bin/harun"),
+    ("harun_dir", "/etc/harun"),
+    ("systemd_dir", "/etc/systemd/system"),
 ];
 const DEFAULT_SSH_PORT: i64 = 22;
 const DEFAULT_MAX_SESSIONS: i64 = 10;

@@ -197,6 +197,20 @@ pub mod consul_api {
         )
     }
 
+    /// Makes the agent read its configuration files again (`consul reload`), as after a
+    /// check or service file was added beside its config. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn reload(ctx: NativeCallContext, host: Host) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        c.change(
+            &ctx,
+            "PUT",
+            "/v1/agent/reload",
+            None,
+            "consul: reload the agent's configuration",
+        )
+    }
+
     /// Marks a failed member as left (`prune` removes it from the member list). A change.
     #[rhai_fn(volatile, return_raw)]
     pub fn force_leave(ctx: NativeCallContext, host: Host, node: &str) -> RhaiResult<bool> {

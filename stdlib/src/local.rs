@@ -36,6 +36,17 @@ pub mod local_api {
         Path::new(path).exists()
     }
 
+    /// The SHA-256 of the file at `path`, in hex (as `sha256sum` prints it), read in chunks.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn sha256(ctx: NativeCallContext, path: &str) -> Result<String, Box<EvalAltResult>> {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        std::fs::File::open(path)
+            .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+            .map_err(|e| call_error(&ctx, codes::LOCAL_READ, format!("cannot read {path}: {e}")))?;
+        Ok(format!("{:x}", hasher.finalize()))
+    }
+
     /// The names in the directory `dir`, sorted; `[]` when it does not exist.
     #[rhai_fn(volatile, return_raw)]
     pub fn list(ctx: NativeCallContext, dir: &str) -> Result<rhai::Array, Box<EvalAltResult>> {

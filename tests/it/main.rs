@@ -8,6 +8,7 @@ mod consul_conformance;
 mod consul_ha;
 mod consul_tls;
 mod day2;
+mod dist;
 mod doc;
 mod health;
 mod hosts_local;
