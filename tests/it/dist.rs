@@ -209,7 +209,7 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
     let text = stdout(&out);
     assert!(
         text.starts_with(&format!(
-            "OK - harun installed on 3 hosts: controller1 ({arch}) binary, "
+            "OK - harun installed on 3 hosts: controller1 ({arch}): binary, "
         )),
         "{text}"
     );
@@ -283,17 +283,30 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
     let mut newer = good;
     newer.extend_from_slice(b"\0a newer build");
     std::fs::write(&binary, &newer).unwrap();
-    let out = install_with(&["--set", "timer=true"]);
+    let out = install_with(&["--set", "timer=true", "--set", "consul_check=true"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
-        stdout(&out).contains("controller1 (x86_64) binary, timer units"),
+        stdout(&out).contains("controller1 (x86_64): binary, timer units, consul check;"),
         "{}",
         stdout(&out)
     );
+    for said in [
+        "controller1, controller2, controller3: their service manager is not systemd: start harun-health.timer yourself",
+        // The lab's controller2 and 3 run no Consul yet (the story's first state): their
+        // agents load the check when they start.
+        "controller2, controller3: their Consul agent did not reload",
+        "controller1, controller2, controller3: their consul.hcl lacks enable_local_script_checks = true",
+    ] {
+        assert!(stdout(&out).contains(said), "{said}\n{}", stdout(&out));
+    }
+    let check = std::fs::read_to_string(lab.dir.join("controller1/harun-health.hcl")).unwrap();
     assert!(
-        stdout(&out).contains("start harun-health.timer yourself"),
-        "{}",
-        stdout(&out)
+        check.contains(&format!(
+            "args     = [\"{}\", \"--topology\", \"{}/harun.hcl\"",
+            host_binary("controller1").display(),
+            lab.dir.join("controller1/etc/harun").display()
+        )),
+        "{check}"
     );
     assert_eq!(sha256(&host_binary("controller3")), sha256(&binary));
     let unit =
@@ -329,7 +342,7 @@ fn install_over_ssh_then_nothing_to_change() {
     let out = run(&test);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(
-        stdout(&out).starts_with("OK - harun installed on 2 hosts: host1 (x86_64) binary, "),
+        stdout(&out).starts_with("OK - harun installed on 2 hosts: host1 (x86_64): binary, "),
         "{}",
         stdout(&out)
     );
