@@ -193,6 +193,27 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
         lab.harun(&args)
     };
 
+    // No build for the hosts' architecture: each host named, nothing put on any.
+    let empty = lab.test.path("empty-dist");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = lab.harun(&[
+        install.to_str().unwrap(),
+        "--set",
+        &format!("dist={}", empty.display()),
+        "--set",
+        &format!("scripts={}", scripts.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with(&format!(
+            "CRITICAL - install failed on 3 of 3 hosts: controller1: it needs {}/harun-{arch}-unknown-linux-musl ({arch}), which does not exist: build it with cargo xtask dist --target {arch}-unknown-linux-musl; controller2: ",
+            empty.display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!lab.dir.join("controller1/etc/harun").exists());
+
     // A dry run: the plan, and nothing on the hosts.
     let out = install_with(&["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
@@ -202,7 +223,10 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
         stdout(&out)
     );
     let host_binary = |host: &str| lab.dir.join(host).join("bin/harun");
-    assert!(!host_binary("controller1").exists());
+    for host in ["controller1", "controller2", "controller3"] {
+        assert!(!host_binary(host).exists());
+        assert!(!lab.dir.join(host).join("etc/harun").exists());
+    }
 
     let out = install_with(&[]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
@@ -286,7 +310,9 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
     let out = install_with(&["--set", "timer=true", "--set", "consul_check=true"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
-        stdout(&out).contains("controller1 (x86_64): binary, timer units, consul check;"),
+        stdout(&out).contains(&format!(
+            "controller1 ({arch}): binary, timer units, consul check;"
+        )),
         "{}",
         stdout(&out)
     );
@@ -295,7 +321,7 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
         // The lab's controller2 and 3 run no Consul yet (the story's first state): their
         // agents load the check when they start.
         "controller2, controller3: their Consul agent did not reload",
-        "controller1, controller2, controller3: their consul.hcl lacks enable_local_script_checks = true",
+        "controller1, controller2, controller3: no config file of their Consul sets enable_local_script_checks = true",
     ] {
         assert!(stdout(&out).contains(said), "{said}\n{}", stdout(&out));
     }
@@ -313,7 +339,7 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
         std::fs::read_to_string(lab.dir.join("controller1/systemd/harun-health.service")).unwrap();
     assert!(
         unit.contains(&format!(
-            "ExecStart={} --timeout 4m {}/scripts/health.rhai",
+            "ExecStart=\"{}\" --timeout 4m \"{}/scripts/health.rhai\"",
             host_binary("controller1").display(),
             lab.dir.join("controller1/etc/harun").display()
         )),
@@ -342,12 +368,18 @@ fn install_over_ssh_then_nothing_to_change() {
     let out = run(&test);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(
-        stdout(&out).starts_with("OK - harun installed on 2 hosts: host1 (x86_64): binary, "),
+        stdout(&out).starts_with(&format!(
+            "OK - harun installed on 2 hosts: host1 ({}): binary, ",
+            std::env::consts::ARCH
+        )),
         "{}",
         stdout(&out)
     );
     for host in ["host1", "host2"] {
         let installed = root.join(host).join("bin/harun");
+        // Written through sudo (the topology's `sudo = true`), as /usr/local/bin needs.
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&installed).unwrap().uid(), 0, "{host}");
         let version = Command::new(&installed).arg("--version").output().unwrap();
         assert!(String::from_utf8_lossy(&version.stdout).starts_with("harun "));
         assert_eq!(

@@ -82,7 +82,16 @@ fn dist(targets: &[String], out: &Path) -> Result<()> {
     }
     let zigbuild = zigbuild(&root)?;
     fs::create_dir_all(out).with_context(|| format!("cannot make {}", out.display()))?;
-    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // build.rs names the commit in `--version` (HARUN_COMMIT, when set, overrides it).
+    let commit = git(&[
+        "describe",
+        "--always",
+        "--dirty",
+        "--abbrev=12",
+        "--match=^",
+    ])
+    .unwrap_or_else(|| "unknown".into());
+    let target_dir = root.join("target");
     for target in targets {
         let std = standard_library(target)?;
         say(&format!("building harun for {target} (commit {commit})"));
@@ -96,20 +105,40 @@ fn dist(targets: &[String], out: &Path) -> Result<()> {
             "harun",
         ])
         .args(["--bin", "harun", "--target", target])
+        .arg("--target-dir")
+        .arg(&target_dir)
         .env("PATH", &zigbuild.path)
-        .env("HARUN_COMMIT", &commit);
-        // `cargo run` gave this process its own package's variables; the build is another's.
+        .env("CARGO_ZIGBUILD_ZIG_PATH", &zigbuild.zig);
+        // `cargo run` gave this process its own package's variables, and flags meant for
+        // this machine (target-cpu=native, a linker) would break a cross build.
         for (key, _) in std::env::vars() {
-            if key.starts_with("CARGO_PKG_") || key == "CARGO_MANIFEST_DIR" {
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || matches!(
+                    key.as_str(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_CRATE_NAME"
+                        | "RUSTFLAGS"
+                        | "CARGO_ENCODED_RUSTFLAGS"
+                )
+            {
                 cmd.env_remove(key);
             }
         }
         if std == Std::FromSource {
+            // A standard library built here has no crt objects of its own (rustup's has them
+            // in self-contained/): zig's musl provides them.
+            let flags = format!(
+                "CARGO_TARGET_{}_RUSTFLAGS",
+                target.to_uppercase().replace('-', "_")
+            );
             cmd.arg("-Zbuild-std=std,panic_abort")
-                .env("RUSTC_BOOTSTRAP", "1");
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env(flags, "-C link-self-contained=no");
         }
         run(&mut cmd)?;
-        let built = root.join("target").join(target).join("dist").join("harun");
+        let built = target_dir.join(target).join("dist").join("harun");
         let name = format!("harun-{target}");
         let size = publish(&built, &out.join(&name))?;
         let sum = sha256(&out.join(&name))?;
@@ -246,15 +275,22 @@ fn standard_library(target: &str) -> Result<Std> {
     say(&format!(
         "installing the Rust standard library for {target} (rustup target add {target})"
     ));
-    if Command::new("rustup")
+    // rustup's first error line says why (a mirror without that target: a 404); the rest
+    // is its backtrace. A toolchain without rustup (a distribution's rustc) goes on too.
+    let why = match Command::new("rustup")
         .args(["target", "add", target])
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
     {
-        return Ok(Std::Prebuilt);
-    }
+        Ok(added) if added.status.success() => return Ok(Std::Prebuilt),
+        Ok(added) => String::from_utf8_lossy(&added.stderr)
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("rustup failed")
+            .to_string(),
+        Err(e) => format!("cannot run rustup: {e}"),
+    };
     say(&format!(
-        "rustup could not fetch it: building the standard library for {target} from its source instead"
+        "rustup could not fetch it ({why}): building the standard library for {target} from its source instead"
     ));
     if !sysroot.join("lib/rustlib/src/rust/library").is_dir() {
         say("installing the standard library's source (rustup component add rust-src)");
@@ -265,6 +301,8 @@ fn standard_library(target: &str) -> Result<Std> {
 
 struct Zigbuild {
     cargo_zigbuild: PathBuf,
+    /// The pinned zig, so that another zig on PATH is not used.
+    zig: PathBuf,
     /// PATH with the environment's bin first, where cargo-zigbuild finds zig.
     path: String,
 }
@@ -274,11 +312,11 @@ fn zigbuild(root: &Path) -> Result<Zigbuild> {
     let venv = root.join("target/xtask/venv");
     let bin = venv.join("bin");
     let cargo_zigbuild = bin.join("cargo-zigbuild");
-    let ready = cargo_zigbuild.is_file()
-        && Command::new(bin.join("python3"))
-            .args(["-m", "ziglang", "version"])
-            .output()
-            .is_ok_and(|o| o.status.success());
+    // What the environment was made with: a change of the pins makes it again.
+    let stamp = venv.join("harun-pins");
+    let pins = PYPI_PACKAGES.join("\n");
+    let ready =
+        cargo_zigbuild.is_file() && fs::read_to_string(&stamp).is_ok_and(|made| made == pins);
     if !ready {
         say(&format!(
             "installing {} from PyPI into {}",
@@ -290,7 +328,13 @@ fn zigbuild(root: &Path) -> Result<Zigbuild> {
         run(Command::new(bin.join("pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
             .args(PYPI_PACKAGES))?;
+        fs::write(&stamp, &pins)?;
     }
+    let zig_dir = output(Command::new(bin.join("python3")).args([
+        "-c",
+        "import os, ziglang; print(os.path.dirname(ziglang.__file__))",
+    ]))?;
+    let zig = PathBuf::from(zig_dir.trim()).join("zig");
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -298,6 +342,7 @@ fn zigbuild(root: &Path) -> Result<Zigbuild> {
     );
     Ok(Zigbuild {
         cargo_zigbuild,
+        zig,
         path,
     })
 }
