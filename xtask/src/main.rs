@@ -82,19 +82,11 @@ fn dist(targets: &[String], out: &Path) -> Result<()> {
     }
     let zigbuild = zigbuild(&root)?;
     fs::create_dir_all(out).with_context(|| format!("cannot make {}", out.display()))?;
-    // build.rs names the commit in `--version` (HARUN_COMMIT, when set, overrides it).
-    let commit = git(&[
-        "describe",
-        "--always",
-        "--dirty",
-        "--abbrev=12",
-        "--match=^",
-    ])
-    .unwrap_or_else(|| "unknown".into());
     let target_dir = root.join("target");
     for target in targets {
         let std = standard_library(target)?;
-        say(&format!("building harun for {target} (commit {commit})"));
+        // build.rs names the commit in `--version` (HARUN_COMMIT, when set, overrides it).
+        say(&format!("building harun for {target}"));
         let mut cmd = Command::new(&zigbuild.cargo_zigbuild);
         cmd.args([
             "zigbuild",
@@ -354,12 +346,6 @@ fn workspace_root() -> Result<PathBuf> {
         .parent()
         .context("xtask has no parent directory")?
         .to_path_buf())
-}
-
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
