@@ -307,24 +307,25 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
     let mut newer = good;
     newer.extend_from_slice(b"\0a newer build");
     std::fs::write(&binary, &newer).unwrap();
+    // The Consul check only where script checks are on: controller1's Consul runs and
+    // reloads; controller3's is down (the story's first state) and reads it when it starts.
+    for host in ["controller1", "controller3"] {
+        lab.set_config(host, "consul", |text| {
+            format!("{text}\nenable_local_script_checks = true\n")
+        });
+    }
     let out = install_with(&["--set", "timer=true", "--set", "consul_check=true"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains(&format!(
-            "controller1 ({arch}): binary, timer units, consul check;"
-        )),
-        "{}",
-        stdout(&out)
-    );
     for said in [
-        "controller1, controller2, controller3: their service manager is not systemd: start harun-health.timer yourself",
-        // The lab's controller2 and 3 run no Consul yet (the story's first state): their
-        // agents load the check when they start.
-        "controller2, controller3: their Consul agent did not reload",
-        "controller1, controller2, controller3: no config file of their Consul sets enable_local_script_checks = true",
+        format!("controller1 ({arch}): binary, timer units, consul check;"),
+        format!("controller2 ({arch}): binary, timer units;"),
+        "controller1, controller2, controller3: their service manager is not systemd: start harun-health.timer yourself".into(),
+        "controller3: their Consul agent did not reload".into(),
+        "controller2: no config file of their Consul sets enable_local_script_checks = true, so the check is not written".into(),
     ] {
-        assert!(stdout(&out).contains(said), "{said}\n{}", stdout(&out));
+        assert!(stdout(&out).contains(&said), "{said}\n{}", stdout(&out));
     }
+    assert!(!lab.dir.join("controller2/harun-health.hcl").exists());
     let check = std::fs::read_to_string(lab.dir.join("controller1/harun-health.hcl")).unwrap();
     assert!(
         check.contains(&format!(
@@ -393,5 +394,130 @@ fn install_over_ssh_then_nothing_to_change() {
         stdout(&out).starts_with("OK - harun is up to date on 2 hosts, nothing to change"),
         "{}",
         stdout(&out)
+    );
+}
+
+/// A loopback address where nothing answers on Consul's ports.
+fn free_consul_address() -> String {
+    let seed = std::process::id() as usize;
+    (0..100)
+        .map(|attempt| {
+            let n = seed.wrapping_mul(2654435761).wrapping_add(attempt * 131);
+            format!("127.{}.{}.11", 90 + n % 60, (n / 60) % 250 + 1)
+        })
+        .find(|address| {
+            [8300, 8301, 8302, 8500, 8502, 8600]
+                .iter()
+                .all(|port| std::net::TcpListener::bind(format!("{address}:{port}")).is_ok())
+        })
+        .expect("a free loopback address")
+}
+
+/// The Consul script check on real Consul 1.8.7 (the twin runs no checks): written beside
+/// the agent's config only where script checks are on, loaded by the reload.
+#[test]
+fn install_gives_real_consul_the_script_check() {
+    let found = Command::new("consul").arg("version").output();
+    assert!(
+        found.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("v1.8.7")),
+        "real Consul 1.8.7 is missing: run tests/setup (it installs Debian bullseye's consul)"
+    );
+    let test = Test::new();
+    let address = free_consul_address();
+    let conf = test.path("consul.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("consul.hcl"),
+        format!("bind_addr = \"{address}\"\nclient_addr = \"{address}\"\nlog_level = \"warn\"\n"),
+    )
+    .unwrap();
+    let topology = format!(
+        "defaults {{\n  transport = \"local\"\n  harun_binary = \"{dir}/bin/harun\"\n  harun_dir = \"{dir}/etc/harun\"\n}}\nconsul {{\n  address = \"http://{address}:8500\"\n  config_file = \"{conf}/consul.hcl\"\n}}\nhost \"controller1\" {{ address = \"{address}\" }}\n",
+        dir = test.path("c1").display(),
+        conf = conf.display(),
+    );
+    let test = test.file("harun.hcl", &topology);
+    let dist = native_dist(&test);
+    let log = std::fs::File::create(test.path("consul.log")).unwrap();
+    let mut consul = Command::new("consul")
+        .args(["agent", "-dev", "-config-dir"])
+        .arg(&conf)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let checks_url = format!("http://{address}:8500/v1/agent/checks");
+    common::http::eventually("consul's API", std::time::Duration::from_secs(20), || {
+        common::http::request("GET", &checks_url, "").ok()
+    });
+    let install = |extra: &str| {
+        let mut args = vec![
+            script("install.rhai").display().to_string(),
+            "--set".into(),
+            format!("dist={}", dist.display()),
+            "--set".into(),
+            format!("scripts={}", script("").display()),
+            "--set".into(),
+            "consul_check=true".into(),
+        ];
+        if !extra.is_empty() {
+            args.push(extra.into());
+        }
+        test.command().args(&args).output().unwrap()
+    };
+
+    // Script checks off: the check is not written (Consul would not start again with it).
+    let out = install("");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "controller1: no config file of their Consul sets enable_local_script_checks = true"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!conf.join("harun-health.hcl").exists());
+
+    // On: written, and the agent reloaded knows it.
+    std::fs::write(
+        conf.join("checks.hcl"),
+        "enable_local_script_checks = true\n",
+    )
+    .unwrap();
+    // The setting itself takes a restart: reload does not turn script checks on.
+    let _ = consul.kill();
+    let _ = consul.wait();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(test.path("consul.log"))
+        .unwrap();
+    let mut consul = Command::new("consul")
+        .args(["agent", "-dev", "-config-dir"])
+        .arg(&conf)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    common::http::eventually("consul's API", std::time::Duration::from_secs(20), || {
+        common::http::request("GET", &checks_url, "").ok()
+    });
+    let out = install("");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains(": consul check"), "{}", stdout(&out));
+    let checks = common::http::get(&checks_url).json();
+    let again = install("");
+    let _ = consul.kill();
+    let _ = consul.wait();
+    assert_eq!(
+        checks["harun-health"]["Name"],
+        "harun health",
+        "{checks}\n{}",
+        std::fs::read_to_string(test.path("consul.log")).unwrap_or_default()
+    );
+    assert!(conf.join("harun-health.hcl").exists());
+    assert!(
+        stdout(&again).starts_with("OK - harun is up to date on 1 host, nothing to change"),
+        "{}",
+        stdout(&again)
     );
 }

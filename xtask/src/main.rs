@@ -82,9 +82,15 @@ fn dist(targets: &[String], out: &Path) -> Result<()> {
     }
     let zigbuild = zigbuild(&root)?;
     fs::create_dir_all(out).with_context(|| format!("cannot make {}", out.display()))?;
-    let target_dir = root.join("target");
     for target in targets {
         let std = standard_library(target)?;
+        // RUSTC_BOOTSTRAP (build-std below) changes what some build scripts see, so a
+        // standard library built from source gets a build directory of its own: the
+        // targets do not rebuild each other's dependencies in turn.
+        let target_dir = match std {
+            Std::Prebuilt => root.join("target"),
+            Std::FromSource => root.join("target/build-std"),
+        };
         // build.rs names the commit in `--version` (HARUN_COMMIT, when set, overrides it).
         say(&format!("building harun for {target}"));
         let mut cmd = Command::new(&zigbuild.cargo_zigbuild);
