@@ -341,8 +341,10 @@ async fn leave(State(agent): A, headers: HeaderMap, q: Q) -> Response {
 }
 
 /// agent/agent_endpoint.go AgentReload: agent:write, then the agent reads its config files
-/// again and answers 200 with no body. The twin reads its config only at start, so a check
-/// file written beside it is accepted here but not run (no test relies on it running).
+/// again and answers 200 with no body (real Consul 1.8.7 answered 200 here even with a
+/// config file it could not parse). The twin reads its config only at start, so a check
+/// file written beside it is accepted here but not run: the script check is tested on real
+/// Consul (tests/it/dist.rs).
 async fn reload(State(agent): A, headers: HeaderMap, q: Q) -> Response {
     authorize!(agent, headers, q);
     empty()
