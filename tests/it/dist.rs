@@ -438,18 +438,27 @@ fn install_gives_real_consul_the_script_check() {
     );
     let test = test.file("harun.hcl", &topology);
     let dist = native_dist(&test);
-    let log = std::fs::File::create(test.path("consul.log")).unwrap();
-    let mut consul = Command::new("consul")
-        .args(["agent", "-dev", "-config-dir"])
-        .arg(&conf)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
     let checks_url = format!("http://{address}:8500/v1/agent/checks");
-    common::http::eventually("consul's API", std::time::Duration::from_secs(20), || {
-        common::http::request("GET", &checks_url, "").ok()
-    });
+    // A dev agent on the config directory, its output appended to consul.log.
+    let start_consul = || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(test.path("consul.log"))
+            .unwrap();
+        let consul = Command::new("consul")
+            .args(["agent", "-dev", "-config-dir"])
+            .arg(&conf)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        common::http::eventually("consul's API", std::time::Duration::from_secs(20), || {
+            common::http::request("GET", &checks_url, "").ok()
+        });
+        consul
+    };
+    let mut consul = start_consul();
     let install = |extra: &str| {
         let mut args = vec![
             script("install.rhai").display().to_string(),
@@ -487,20 +496,7 @@ fn install_gives_real_consul_the_script_check() {
     // The setting itself takes a restart: reload does not turn script checks on.
     let _ = consul.kill();
     let _ = consul.wait();
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(test.path("consul.log"))
-        .unwrap();
-    let mut consul = Command::new("consul")
-        .args(["agent", "-dev", "-config-dir"])
-        .arg(&conf)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    common::http::eventually("consul's API", std::time::Duration::from_secs(20), || {
-        common::http::request("GET", &checks_url, "").ok()
-    });
+    let mut consul = start_consul();
     let out = install("");
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains(": consul check"), "{}", stdout(&out));
