@@ -150,6 +150,17 @@ pub mod core_api {
         crate::progress::step(name);
     }
 
+    /// The directory of the script being run (where `import` looks), absolute: files that
+    /// ship beside a script are found from wherever it is run.
+    #[rhai_fn(volatile)]
+    pub fn script_dir(ctx: NativeCallContext) -> String {
+        let dir = Context::of(&ctx).options().base_dir.clone();
+        std::path::absolute(&dir)
+            .unwrap_or(dir)
+            .display()
+            .to_string()
+    }
+
     /// True in `--dry-run`: mutating actions are being recorded, not performed.
     #[rhai_fn(volatile)]
     pub fn is_dry_run(ctx: NativeCallContext) -> bool {

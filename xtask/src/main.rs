@@ -30,7 +30,11 @@ const MAX_SIZE: u64 = 20_000_000;
 const PYPI_PACKAGES: &[&str] = &["ziglang==0.17.1", "cargo-zigbuild==0.24.1"];
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "harun's build tasks")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "harun's build tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
