@@ -63,6 +63,7 @@ pub fn run() -> i32 {
             force,
             ca_file,
             consul_token_file,
+            plain_http,
         }) => {
             let init = crate::init::Init {
                 address: address.clone(),
@@ -70,6 +71,7 @@ pub fn run() -> i32 {
                 force: *force,
                 ca_file: ca_file.clone(),
                 consul_token_file: consul_token_file.clone(),
+                plain_http: *plain_http,
             };
             match crate::init::run(&init) {
                 Ok(line) => {

@@ -193,6 +193,10 @@ pub enum Command {
         /// Consul's ACL token, in a file of mode 0600 [default: $CONSUL_HTTP_TOKEN]
         #[arg(long, value_name = "FILE")]
         consul_token_file: Option<PathBuf>,
+        /// The cluster speaks plain HTTP on a network you trust: send tokens there, in
+        /// clear (without it a service with a token is looked for over TLS only)
+        #[arg(long)]
+        plain_http: bool,
     },
     /// Print a shell completion script: harun completions bash > /etc/bash_completion.d/harun
     Completions {

@@ -20,6 +20,8 @@ pub struct Init {
     pub ca_file: Option<PathBuf>,
     /// Consul's ACL token, as a file (CONSUL_HTTP_TOKEN works too).
     pub consul_token_file: Option<PathBuf>,
+    /// The cluster speaks plain HTTP: tokens may go there (in clear).
+    pub plain_http: bool,
 }
 
 /// One host as Consul's members show it.
@@ -55,21 +57,15 @@ pub fn run(init: &Init) -> Result<String, (&'static str, String)> {
     }
     harun_stdlib::http::install_crypto();
     let probe = Probe::new(init)?;
-    let token = probe.consul_token.clone();
     // Consul first: its members are the hosts. The story's HTTPS port, then the default.
-    let (consul, members) = [("https", 8501), ("https", 8500), ("http", 8500)]
-        .iter()
-        .find_map(|(scheme, port)| {
-            let url = format!("{scheme}://{}:{port}/v1/agent/members", init.address);
-            let members = probe.get(&url, Service::Consul, token.as_deref())?;
-            Some((
-                Answer {
-                    scheme,
-                    port: *port,
-                },
-                members,
-            ))
-        })
+    let consul_at = [("https", 8501), ("https", 8500), ("http", 8500)];
+    let (consul, members) = probe
+        .find(
+            Service::Consul,
+            &init.address,
+            &consul_at,
+            "/v1/agent/members",
+        )?
         .ok_or_else(|| {
             (
                 codes::CONSUL_UNREACHABLE,
@@ -95,31 +91,32 @@ pub fn run(init: &Init) -> Result<String, (&'static str, String)> {
     hosts.sort_by(|a, b| (!a.server, &a.name).cmp(&(!b.server, &b.name)));
 
     // Nomad on every host, Vault on the servers: https first, then http.
-    let nomad_token = std::env::var("NOMAD_TOKEN").ok();
-    let answers = |service: Service, path: &str, token: Option<&str>, m: &Member| {
-        ["https", "http"].into_iter().find_map(|scheme| {
-            let port = service.api_port();
-            let url = format!("{scheme}://{}:{port}{path}", m.addr);
-            probe
-                .get(&url, service, token)
-                .map(|_| Answer { scheme, port })
-        })
-    };
-    let nomad: Vec<Option<Answer>> = hosts
+    let at = |service: Service| [("https", service.api_port()), ("http", service.api_port())];
+    let nomad = hosts
         .iter()
-        .map(|m| answers(Service::Nomad, "/v1/agent/self", nomad_token.as_deref(), m))
-        .collect();
+        .map(|m| {
+            let found = probe.find(
+                Service::Nomad,
+                &m.addr,
+                &at(Service::Nomad),
+                "/v1/agent/self",
+            )?;
+            Ok(found.map(|(answer, _)| answer))
+        })
+        .collect::<Result<Vec<Option<Answer>>, _>>()?;
     // Every state answers sys/health with a body; these codes make each a 200.
     let vault_health =
         "/v1/sys/health?standbyok=true&perfstandbyok=true&sealedcode=200&uninitcode=200";
-    let vault: Vec<Option<Answer>> = hosts
+    let vault = hosts
         .iter()
         .map(|m| {
-            m.server
-                .then(|| answers(Service::Vault, vault_health, None, m))
-                .flatten()
+            if !m.server {
+                return Ok(None);
+            }
+            let found = probe.find(Service::Vault, &m.addr, &at(Service::Vault), vault_health)?;
+            Ok(found.map(|(answer, _)| answer))
         })
-        .collect();
+        .collect::<Result<Vec<Option<Answer>>, _>>()?;
 
     let text = render(init, &consul, &hosts, &nomad, &vault);
     // Checked as any topology is, before it is written.
@@ -257,11 +254,23 @@ fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     file.persist(path).map(|_| ()).map_err(|e| e.error)
 }
 
-/// The HTTP client the probes share, and what they learned about TLS and tokens.
+/// What one probe found.
+enum Probed {
+    /// A 200 answer's JSON.
+    Json(Value),
+    /// Something answered with another status (403: ACLs without our token).
+    Status,
+    /// TLS answered with a certificate harun does not trust, or wants one of ours.
+    Tls(String),
+    /// Nothing there (refused, timed out, another protocol).
+    Absent,
+}
+
+/// The HTTP client the probes share, and what they learned about tokens.
 struct Probe {
     client: reqwest::blocking::Client,
     consul_token: Option<String>,
-    tls_failed: std::cell::Cell<bool>,
+    plain_http: bool,
     forbidden: std::cell::Cell<bool>,
 }
 
@@ -282,13 +291,17 @@ impl Probe {
                     format!("cannot read the CA file {}: {e}", ca.display()),
                 )
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                (
-                    codes::CONSUL_TLS,
-                    format!("the CA file {} is not PEM: {e}", ca.display()),
-                )
-            })?;
-            builder = builder.add_root_certificate(cert);
+            // Only this CA is trusted, as the official CLIs do.
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    (
+                        codes::CONSUL_TLS,
+                        format!("the CA file {} holds no PEM certificate", ca.display()),
+                    )
+                })?;
+            builder = builder.tls_certs_only(certs);
         }
         let consul_token = match &init.consul_token_file {
             Some(file) => Some(
@@ -309,46 +322,112 @@ impl Probe {
         Ok(Probe {
             client,
             consul_token,
-            tls_failed: Default::default(),
+            plain_http: init.plain_http,
             forbidden: Default::default(),
         })
     }
 
-    /// The JSON of a 200 answer, or None (not there, refused, another protocol).
-    fn get(&self, url: &str, service: Service, token: Option<&str>) -> Option<Value> {
+    /// The token harun would send to `service` (the official CLIs' variables).
+    fn token(&self, service: Service) -> Option<String> {
+        match service {
+            Service::Consul => self.consul_token.clone(),
+            _ => std::env::var(service.env(harun_runtime::topology::Env::Token))
+                .ok()
+                .filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// Where `service` answers on `address`, trying `candidates` in order. A certificate
+    /// that is not trusted stops init (never a fall back to plain HTTP); over plain HTTP
+    /// no token is sent, and a service that has a token and answers only there is refused
+    /// unless `--plain-http` says the cluster speaks plain HTTP.
+    fn find(
+        &self,
+        service: Service,
+        address: &str,
+        candidates: &[(&'static str, u16)],
+        path: &str,
+    ) -> Result<Option<(Answer, Value)>, (&'static str, String)> {
+        let token = self.token(service);
+        for &(scheme, port) in candidates {
+            let url = format!("{scheme}://{address}:{port}{path}");
+            let plain = scheme == "http";
+            let send = if plain && !self.plain_http {
+                None
+            } else {
+                token.as_deref()
+            };
+            let answer = Answer { scheme, port };
+            let refused_plain = plain && token.is_some() && !self.plain_http;
+            match self.get(&url, service, send) {
+                Probed::Tls(why) => {
+                    let env = service.env(harun_runtime::topology::Env::CaCert);
+                    return Err((
+                        codes::api(service, codes::Api::Tls),
+                        format!(
+                            "{service} at {scheme}://{address}:{port}: {why}: pass --ca-file with the CA that \
+                             signed it (or set {env}); harun does not fall back to plain HTTP; nothing was written"
+                        ),
+                    ));
+                }
+                Probed::Json(_) | Probed::Status if refused_plain => {
+                    return Err((
+                        codes::api(service, codes::Api::Tls),
+                        format!(
+                            "{service} at {address} answers only over plain HTTP (port {port}), and harun sends its \
+                             token only over TLS: turn on {service}'s HTTPS listener and pass --ca-file, or pass \
+                             --plain-http if this cluster speaks plain HTTP on a network you trust (tokens then \
+                             travel in clear); nothing was written"
+                        ),
+                    ))
+                }
+                Probed::Json(value) => return Ok(Some((answer, value))),
+                Probed::Status | Probed::Absent => {}
+            }
+        }
+        Ok(None)
+    }
+
+    fn get(&self, url: &str, service: Service, token: Option<&str>) -> Probed {
         let mut request = self.client.get(url);
         if let Some(token) = token {
             request = request.header(service.token_header(), token);
         }
         match request.send() {
-            Ok(reply) if reply.status().is_success() => reply.json().ok(),
+            Ok(reply) if reply.status().is_success() => {
+                reply.json().map(Probed::Json).unwrap_or(Probed::Absent)
+            }
             Ok(reply) => {
                 if reply.status().as_u16() == 403 {
                     self.forbidden.set(true);
                 }
-                None
+                Probed::Status
             }
             Err(e) => {
                 let text = format!("{e:?}");
-                if url.starts_with("https") && text.contains("UnknownIssuer") {
-                    self.tls_failed.set(true);
+                if !url.starts_with("https") {
+                    Probed::Absent
+                } else if text.contains("UnknownIssuer") {
+                    Probed::Tls("its certificate is signed by a CA harun does not trust".into())
+                } else if text.contains("InvalidCertificate") {
+                    Probed::Tls("its certificate is not valid for this address".into())
+                } else if text.contains("CertificateRequired") || text.contains("HandshakeFailure")
+                {
+                    Probed::Tls("it asks for a client certificate".into())
+                } else {
+                    Probed::Absent
                 }
-                None
             }
         }
     }
 
     /// Why nothing answered, when a probe said more than "no".
     fn hint(&self) -> String {
-        let mut hint = String::new();
         if self.forbidden.get() {
-            hint.push_str(
-                " (it refused without a token: pass --consul-token-file, or set CONSUL_HTTP_TOKEN)",
-            );
+            " (it refused without a token: pass --consul-token-file, or set CONSUL_HTTP_TOKEN)"
+                .to_string()
+        } else {
+            String::new()
         }
-        if self.tls_failed.get() {
-            hint.push_str(" (https answered with a certificate of an unknown CA: pass --ca-file, or set CONSUL_CACERT)");
-        }
-        hint
     }
 }

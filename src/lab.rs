@@ -78,7 +78,16 @@ pub struct TempLab {
 
 impl TempLab {
     pub fn start() -> Result<TempLab, LabError> {
-        let dir = std::env::temp_dir().join(format!("harun-lab-{}", std::process::id()));
+        // A fresh directory of a random name, made here and never one that was there
+        // before: another user must not prepare what root's run reads (its topology) or
+        // writes (tokens). As root the lab's Vault user must pass through it (0711).
+        let mode = if harun_lab::service_user::is_root() {
+            0o711
+        } else {
+            0o700
+        };
+        let dir = harun_runtime::private_fs::fresh_temp_dir("harun-lab-", mode)
+            .map_err(|e| LabError::Step(format!("cannot make the lab's directory: {e}")))?;
         // HARUN_LAB_NOMAD_CONSUL=false: the lab's Nomad without Consul (server_join).
         let nomad_consul = !matches!(
             std::env::var("HARUN_LAB_NOMAD_CONSUL").as_deref(),
@@ -93,8 +102,6 @@ impl TempLab {
             })?,
             Err(_) => 0,
         };
-        // The directory is this process's own; one left by a killed run of the same pid
-        // is replaced.
         // HARUN_LAB_STORY=true: the story's configuration (HTTPS, Consul ACLs).
         let story = matches!(
             std::env::var("HARUN_LAB_STORY").as_deref(),

@@ -642,6 +642,10 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
         return Err(format!("a lab has at most {MAX_WORKERS} workers").into());
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // The lab's topology decides what runs as whoever starts the lab: its directory must
+    // be that user's own, not a symlink or a directory another user may write to.
+    harun_runtime::private_fs::check_own_dir(dir, "the lab's directory")
+        .map_err(|e| e.to_string())?;
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if dir.join("lab.json").exists() {
         let existing = Lab::load(&dir)?;

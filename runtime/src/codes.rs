@@ -30,6 +30,10 @@ catalogue! {
     // ----- the command line and the run -----
     /// The command line asks for something harun cannot do (conflicting options).
     USAGE = "harun::usage";
+    /// The audit log cannot be opened (a symlink, another user's file or directory): no change is made.
+    AUDIT_LOG = "harun::audit_log";
+    /// A path harun would write into is a symlink, another user's, or open to others.
+    PATH_UNSAFE = "harun::path::unsafe";
     /// The script file cannot be read.
     SCRIPT_READ = "harun::script::read";
     /// harun cannot start its I/O runtime.

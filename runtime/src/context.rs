@@ -255,7 +255,8 @@ impl Context {
             .retain(|(g, _)| *g != id);
     }
 
-    /// Whether every guard still holds.
+    /// Whether every guard still holds, and the audit log (when there is one) can take the
+    /// change.
     pub fn check_guards(&self) -> Result<(), Refusal> {
         let guards: Vec<Guard> = self
             .0
@@ -265,7 +266,18 @@ impl Context {
             .iter()
             .map(|(_, g)| g.clone())
             .collect();
-        guards.iter().try_for_each(|g| g())
+        guards.iter().try_for_each(|g| g())?;
+        // A change that cannot be audited is not made.
+        if let Some(audit) = &self.0.audit {
+            audit.ready().map_err(|e| Refusal {
+                code: crate::codes::AUDIT_LOG,
+                message: format!(
+                    "cannot open the audit log {}: {e}; nothing was changed",
+                    audit.path().display()
+                ),
+            })?;
+        }
+        Ok(())
     }
 
     /// Asks before a destructive step. `--yes` answers yes; a dry run records the question

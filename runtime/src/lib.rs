@@ -18,6 +18,7 @@ pub mod logging;
 pub mod modules;
 pub mod output;
 pub mod plan;
+pub mod private_fs;
 pub mod progress;
 pub mod secret;
 pub mod status;

@@ -6,7 +6,7 @@
 //! [`Plan`] instead of running; otherwise it runs and is appended to the [`AuditLog`].
 //! Both pass through the redactor, so neither ever holds a secret.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -180,6 +180,36 @@ impl AuditLog {
         &self.path
     }
 
+    /// Opens the log to append: its directory made when missing, refused when it is a
+    /// symlink or another user's; the file never through a symlink, and made 0600 when
+    /// group or others could read it (it names every change and who made it).
+    fn open(&self) -> std::io::Result<File> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::private_fs::check_dir_owner(dir, "the audit log's directory")
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        let (file, tightened) = crate::private_fs::open_private_append(&self.path)?;
+        if tightened {
+            tracing::warn!(
+                "the audit log {} could be read by group or others: it is 0600 now",
+                self.path.display()
+            );
+        }
+        Ok(file)
+    }
+
+    /// Opens the log now (once): a change is made only when it can be audited.
+    pub fn ready(&self) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if file.is_none() {
+            *file = Some(self.open()?);
+        }
+        Ok(())
+    }
+
     /// Appends a record; `error` is the failure of the action, if it failed.
     pub fn append(
         &self,
@@ -202,14 +232,7 @@ impl AuditLog {
         line.push('\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if file.is_none() {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut options = OpenOptions::new();
-            options.create(true).append(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            *file = Some(options.open(&self.path)?);
+            *file = Some(self.open()?);
         }
         let f = file.as_mut().expect("opened above");
         f.write_all(line.as_bytes())?;

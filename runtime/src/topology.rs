@@ -7,7 +7,7 @@
 //! manager's `{service}` and `{action}`) are left for the code that uses them. Every error
 //! names the file and line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use hcl_edit::expr::Expression;
@@ -110,7 +110,7 @@ const DEFAULT_MAX_SESSIONS: i64 = 10;
 
 /// The services harun speaks to. Their names are the topology's block names and the
 /// script modules' names; what differs between their APIs is said here once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Service {
     Consul,
     Nomad,
@@ -279,6 +279,9 @@ pub struct Host {
     pub services: BTreeMap<String, BTreeMap<String, Value>>,
     /// Where the host block starts, for messages.
     pub line: usize,
+    /// The services whose `address` the topology file sets (not harun's built-in one):
+    /// a token goes over plain HTTP only to an `http://` address written there.
+    pub addresses_written: BTreeSet<Service>,
 }
 
 impl Host {
@@ -370,6 +373,13 @@ impl Host {
             Some(Value::Bool(b)) => Some(*b),
             _ => None,
         }
+    }
+
+    /// Whether a token may be sent to `service`'s address on this host: over TLS always,
+    /// over plain HTTP only when the topology file itself says `http://` for it.
+    pub fn token_allowed(&self, service: Service) -> bool {
+        let address = self.service(service.name(), "address").unwrap_or_default();
+        address.starts_with("https://") || self.addresses_written.contains(&service)
     }
 
     /// A service's string setting, such as `("vault", "config_file")`.
@@ -773,13 +783,20 @@ fn merge_host(
     settings.insert("address".into(), Value::String(address.clone()));
 
     let mut services = BTreeMap::new();
+    let mut addresses_written = BTreeSet::new();
     for (service, builtin) in SERVICES {
         let mut merged = builtin_settings(service, builtin);
+        let mut written = false;
         if let Some(top) = service_blocks.get(*service) {
+            written |= top.contains_key("address");
             merged.extend(top.clone());
         }
         if let Some(mine) = own_services.remove(*service) {
+            written |= mine.contains_key("address");
             merged.extend(mine);
+        }
+        if let (true, Some(s)) = (written, Service::from_name(service)) {
+            addresses_written.insert(s);
         }
         for value in merged.values_mut() {
             expand(value, &name, &address);
@@ -794,6 +811,7 @@ fn merge_host(
         settings,
         services,
         line,
+        addresses_written,
     }
 }
 

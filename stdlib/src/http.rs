@@ -123,6 +123,21 @@ impl ApiClient {
         if let Some(t) = &token {
             // The token is a secret from here on: no output shows it.
             Context::of(ctx).secret(t.clone());
+            // Over plain HTTP any local user who can bind the port reads it: only where the
+            // topology file itself says http:// for this service.
+            if !host.0.token_allowed(service) {
+                return Err(call_error(
+                    ctx,
+                    code(Api::Config),
+                    format!(
+                        "{}: harun sends no {service} token over plain HTTP to {base} unless the topology says so: \
+                         set the address to https:// (and ca_file) in the topology's {service} block, or write \
+                         `address = \"http://{{address}}:{port}\"` there if this {service} speaks only plain HTTP",
+                        host.name(),
+                        port = service.api_port(),
+                    ),
+                ));
+            }
         }
         install_crypto();
         let mut builder = reqwest::Client::builder()
@@ -138,9 +153,13 @@ impl ApiClient {
         if let Some(ca) = setting("ca_file").or_else(|| env(Env::CaCert)) {
             let pem = std::fs::read(&ca)
                 .map_err(|e| tls_error(format!("cannot read the CA file {ca}: {e}")))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| tls_error(format!("the CA file {ca} is not PEM: {e}")))?;
-            builder = builder.add_root_certificate(cert);
+            // The CA given is the only one trusted, as the official CLIs do: a server with
+            // a certificate from any CA in the system's store gets no token.
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| tls_error(format!("the CA file {ca} holds no PEM certificate")))?;
+            builder = builder.tls_certs_only(certs);
         }
         let cert = setting("client_cert").or_else(|| env(Env::ClientCert));
         let key = setting("client_key").or_else(|| env(Env::ClientKey));

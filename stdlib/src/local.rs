@@ -2,19 +2,18 @@
 //! health check from cron, or the lab). Writes are atomic and keep a backup; every change
 //! goes through the run's dry-run / audit path.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::SystemTime;
 
 use harun_runtime::codes;
 use harun_runtime::error::call_error;
+use harun_runtime::private_fs;
 use harun_runtime::{Action, Context};
 use rhai::plugin::*;
 
 #[export_module]
 pub mod local_api {
-    use std::os::unix::fs::DirBuilderExt;
+    use harun_runtime::private_fs;
     use std::path::Path;
 
     use super::write_file;
@@ -70,21 +69,20 @@ pub mod local_api {
     }
 
     /// Makes the directory `path` (and its parents) with mode 0700 when it is missing;
-    /// true when it made it. A change (planned in a dry run).
+    /// true when it made it. A change (planned in a dry run). An existing `path` must be a
+    /// directory of this user's that others cannot write to, not a symlink: what harun
+    /// keeps there (snapshots, backups) must not be another user's to replace.
     #[rhai_fn(volatile, return_raw)]
     pub fn mkdir(ctx: NativeCallContext, path: &str) -> Result<bool, Box<EvalAltResult>> {
-        if Path::new(path).is_dir() {
+        let what = "the directory";
+        let refused = |e: private_fs::DirError| call_error(&ctx, e.code(), e.to_string());
+        if std::fs::symlink_metadata(path).is_ok() {
+            private_fs::check_own_dir(Path::new(path), what).map_err(refused)?;
             return Ok(false);
         }
         let action = Action::new("mkdir", "local", format!("mkdir -m 0700 {path}"));
         let made = Context::of(&ctx).perform(action, || {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .map_err(|e| {
-                    call_error(&ctx, codes::LOCAL_WRITE, format!("cannot make {path}: {e}"))
-                })
+            private_fs::make_own_dir(Path::new(path), 0o700, what).map_err(refused)
         })?;
         Ok(made.is_some())
     }
@@ -269,39 +267,19 @@ fn write_file(
     Ok(done.is_some())
 }
 
+/// The new file replaces the old one by a rename; the old one stays as its backup (a hard
+/// link, never through a name someone else made: see `private_fs::link_backup`), and the
+/// new one keeps its owner and group where this user may give them.
 fn atomic_write(target: &Path, content: &str, mode: u32, backup: bool) -> std::io::Result<()> {
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = target
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file path"))?
-        .to_string_lossy()
-        .into_owned();
-    if backup {
-        let stamp = stamp();
-        std::fs::copy(target, dir.join(format!("{name}.harun-{stamp}.bak")))?;
+    use std::os::unix::fs::MetadataExt;
+    let old = std::fs::symlink_metadata(target)
+        .ok()
+        .filter(|m| m.is_file());
+    if backup && old.is_some() {
+        private_fs::link_backup(target, &crate::hosts::stamp())?;
     }
-    let tmp = dir.join(format!(".{name}.harun-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(content.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, target)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// `20261124T175109`, UTC, for backup names that sort by time.
-fn stamp() -> String {
-    let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    now.trim_end_matches('Z').replace(['-', ':'], "")
+    let owner = old
+        .filter(|_| private_fs::euid() == 0)
+        .map(|m| (m.uid(), m.gid()));
+    private_fs::write_atomic(target, content.as_bytes(), mode, owner)
 }

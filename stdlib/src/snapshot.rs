@@ -188,15 +188,21 @@ pub fn save(
             c.host
         ),
     );
+    let dir = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // A snapshot is what a later restore loads: never into a directory another user could
+    // swap it in (one made by the run's own mkdir is checked in a real run).
+    if std::fs::symlink_metadata(dir).is_ok() {
+        harun_runtime::private_fs::check_own_dir(dir, "the snapshot directory")
+            .map_err(|e| call_error(ctx, e.code(), e.to_string()))?;
+    }
     let saved = Context::of(ctx).perform(action, || -> RhaiResult<i64> {
         let write_error =
             |e: std::io::Error| call_error(ctx, codes::SNAPSHOT_WRITE, format!("cannot write {path}: {e}"));
         // Streamed into a temporary file beside the final one (tempfile makes it 0600),
         // checked from there, and renamed only when whole: never a half file under `path`.
-        let dir = Path::new(path)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
         let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
         let size = c.read_into(ctx, api, TRANSFER_TIMEOUT, file.as_file_mut())?;
         let checked = std::fs::File::open(file.path())

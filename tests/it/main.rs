@@ -14,6 +14,7 @@ mod health;
 mod hosts_local;
 mod interrupted;
 mod lab;
+mod local_users;
 mod nomad_ha;
 mod nomad_module;
 mod plan;

@@ -373,14 +373,26 @@ pub mod ssh_api {
         remote: &str,
         options: Map,
     ) -> Result<bool, Box<EvalAltResult>> {
-        let options = FileOptions::parse(&ctx, &options)?;
-        let bytes = std::fs::read(local).map_err(|e| {
+        let mut options = FileOptions::parse(&ctx, &options)?;
+        let read_error = |e: std::io::Error| {
             call_error(&ctx, codes::LOCAL_READ, format!("cannot read {local}: {e}"))
-        })?;
+        };
+        let bytes = std::fs::read(local).map_err(read_error)?;
+        // A copy keeps its source's mode unless told otherwise: a 0600 file stays 0600.
+        if options.mode.is_none() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(local)
+                .map_err(read_error)?
+                .permissions()
+                .mode();
+            options.mode = Some(mode & 0o7777);
+        }
         write_file(&ctx, &host, remote, &bytes, None, &options)
     }
 
-    /// Copies `remote` from the host to the local file `local`.
+    /// Copies `remote` from the host to the local file `local`, with the remote file's
+    /// mode (a 0600 file stays 0600): written atomically, through no name another user
+    /// could have prepared (a symlink at `local` is replaced, not followed).
     #[rhai_fn(global, name = "download", volatile, return_raw)]
     pub fn download(
         ctx: NativeCallContext,
@@ -395,17 +407,21 @@ pub mod ssh_api {
                 format!("{}: {remote} does not exist", host.name()),
             )
         })?;
-        let tmp = format!("{local}.harun-download");
-        std::fs::write(&tmp, &bytes)
-            .and_then(|_| std::fs::rename(&tmp, local))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                call_error(
-                    &ctx,
-                    codes::LOCAL_WRITE,
-                    format!("cannot write {local}: {e}"),
-                )
-            })
+        // Unknown (unreadable) means private.
+        let mode = crate::hosts::file_mode(&ctx, &host, remote)?.unwrap_or(0o600);
+        harun_runtime::private_fs::write_atomic(
+            std::path::Path::new(local),
+            &bytes,
+            mode & 0o777,
+            None,
+        )
+        .map_err(|e| {
+            call_error(
+                &ctx,
+                codes::LOCAL_WRITE,
+                format!("cannot write {local}: {e}"),
+            )
+        })
     }
 
     /// Calls `f(host)` for every host at once (up to 16 at a time) and returns the results

@@ -485,6 +485,7 @@ pub fn write_file(
             },
             &stamp,
             &size,
+            &harun_runtime::private_fs::random_suffix(),
         ],
         use_sudo(&target, false),
     );
@@ -505,9 +506,17 @@ pub fn write_file(
 }
 
 /// The permission bits of `path` on `host`, None when it cannot be read.
-fn file_mode(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<Option<u32>> {
+pub fn file_mode(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    path: &str,
+) -> RhaiResult<Option<u32>> {
     let target = host.target();
-    let cmd = shell::script(r#"stat -c %a -- "$1""#, &[path], use_sudo(&target, false));
+    let cmd = shell::script(
+        r#"stat -L -c %a -- "$1""#,
+        &[path],
+        use_sudo(&target, false),
+    );
     let out = exec_raw(ctx, host, &cmd, None, None)?;
     Ok((out.status == 0)
         .then(|| u32::from_str_radix(String::from_utf8_lossy(&out.stdout).trim(), 8).ok())

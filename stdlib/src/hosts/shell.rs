@@ -44,30 +44,46 @@ while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done
 if [ -r "$d" ] && [ -x "$d" ]; then exit 66; fi
 exec cat -- "$1""#;
 
-/// Writes stdin to `$1` atomically: a temporary file in the same directory, its mode and
-/// owner set (`$2` mode, `$3` owner, `$4` group; empty keeps the old file's, or 0644),
-/// a backup `$1.harun-$6.bak` of the old file when `$5` is 1, then a rename, only when
-/// all `$7` bytes arrived: a harun killed mid-write closes the pipe early, and the shell,
-/// which outlives it, must not put a short file in place.
+/// Writes stdin to `$1` atomically, where another user may own the directory (a service
+/// user owns its config directory in the packaged installs) and so may swap any name in it:
+/// - the new file is made, filled and given its mode and owner (`$2` mode, `$3` owner,
+///   `$4` group; empty keeps the old file's, or 0644) inside a fresh directory of our own
+///   (`mktemp -d`, 0700), checked to be that directory after `cd`, so no chmod or chown
+///   can be steered through a planted symlink;
+/// - the old file is kept (when `$5` is 1) as `$1.harun-$6.bak`, or `$1.harun-$6-$8.bak`
+///   when that name is taken, by a hard link: the old file itself, made through no name
+///   that exists, so a symlink planted under the backup's name leads nowhere;
+/// - the rename happens only when all `$7` bytes arrived: a harun killed mid-write closes
+///   the pipe early, and the shell, which outlives it, must not put a short file in place.
 pub const WRITE: &str = r#"set -e
-target=$1 mode=$2 owner=$3 group=$4 backup=$5 stamp=$6 size=$7
+target=$1 mode=$2 owner=$3 group=$4 backup=$5 stamp=$6 size=$7 rand=$8
+[ -d "$(dirname -- "$target")" ] || { echo "directory $(dirname -- "$target") does not exist" >&2; exit 1; }
+case $target in /*) ;; *) target=$PWD/$target ;; esac
 dir=$(dirname -- "$target")
-[ -d "$dir" ] || { echo "directory $dir does not exist" >&2; exit 1; }
-tmp=$(mktemp "$dir/.harun.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-cat > "$tmp"
-got=$(wc -c < "$tmp")
+work=$(mktemp -d "$dir/.harun.XXXXXX")
+trap 'rm -rf -- "$work"' EXIT
+cd -P -- "$work"
+[ "$(stat -c %u:%a .)" = "$(id -u):700" ] || { echo "$work changed while harun wrote $target: left as it was" >&2; exit 1; }
+set -C
+cat > "new.$rand"
+got=$(wc -c < "new.$rand")
 [ "$got" -eq "$size" ] || { echo "the content was cut short ($got of $size bytes): $target left as it was" >&2; exit 1; }
 if [ -e "$target" ]; then
-  [ -n "$mode" ] || mode=$(stat -c %a -- "$target")
-  [ -n "$owner" ] || owner=$(stat -c %u -- "$target")
-  [ -n "$group" ] || group=$(stat -c %g -- "$target")
-  if [ "$backup" = 1 ]; then cp -p -- "$target" "$target.harun-$stamp.bak"; fi
+  [ -n "$mode" ] || mode=$(stat -L -c %a -- "$target")
+  [ -n "$owner" ] || owner=$(stat -L -c %u -- "$target")
+  [ -n "$group" ] || group=$(stat -L -c %g -- "$target")
+  if [ "$backup" = 1 ]; then
+    bak="$target.harun-$stamp.bak"
+    if [ -e "$bak" ] || [ -L "$bak" ]; then bak="$target.harun-$stamp-$rand.bak"; fi
+    ln -- "$target" "$bak"
+  fi
 fi
-chmod "${mode:-644}" "$tmp"
-if [ -n "$owner$group" ]; then chown "$owner${group:+:$group}" "$tmp"; fi
-mv -f -- "$tmp" "$target"
-trap - EXIT"#;
+chmod "${mode:-644}" "new.$rand"
+if [ -n "$owner$group" ]; then chown "$owner${group:+:$group}" "new.$rand"; fi
+mv -f -- "new.$rand" "$target"
+trap - EXIT
+cd /
+rmdir -- "$work" 2>/dev/null || true"#;
 
 /// Whether anything under `$1` has another owner than `$2` (or group `$3`): prints it (or
 /// `unreadable`); exit 1 for a missing path, 2 for an unknown user.
@@ -76,8 +92,10 @@ id -u -- "$2" >/dev/null 2>&1 || exit 2
 find "$1" ! -user "$2" -print -quit 2>/dev/null || echo unreadable
 [ -z "$3" ] || find "$1" ! -group "$3" -print -quit 2>/dev/null"#;
 
-/// `chown -R owner[:group] path`.
-pub const CHOWN_R: &str = r#"chown -R -- "$2${3:+:$3}" "$1""#;
+/// `chown -R owner[:group] path`, never through a symlink at `path` (chown -R follows
+/// none below it).
+pub const CHOWN_R: &str = r#"[ ! -L "$1" ] || { echo "$1 is a symbolic link: harun changes no owner through it" >&2; exit 1; }
+chown -R -- "$2${3:+:$3}" "$1""#;
 
 /// Renames `$1` to `$2`, or to `$2.1`, `$2.2`, ... when that name is taken; prints the
 /// name it chose. `mv -n`: never onto anything that exists.
@@ -88,11 +106,18 @@ mv -n -- "$1" "$t"
 [ ! -e "$1" ]
 printf '%s' "$t""#;
 
-/// `mkdir -p $1`, then owner `$2`, group `$3` and mode `$4` when given.
+/// `mkdir -p $1`, then owner `$2`, group `$3` and mode `$4` when given: on the directory
+/// itself, entered and checked to be the one at `$1`, so a symlink that another user
+/// planted there (in a directory that user owns) cannot turn a chown on a file of root's.
 pub const MKDIR: &str = r#"set -e
 mkdir -p -- "$1"
-if [ -n "$2$3" ]; then chown "$2${3:+:$3}" -- "$1"; fi
-if [ -n "$4" ]; then chmod "$4" -- "$1"; fi"#;
+[ ! -L "$1" ] || { echo "$1 is a symbolic link: harun changes no owner or mode through it" >&2; exit 1; }
+[ -n "$2$3$4" ] || exit 0
+parent=$(cd -P -- "$(dirname -- "$1")" && pwd -P)
+cd -P -- "$1"
+[ "$(pwd -P)" = "${parent%/}/$(basename -- "$1")" ] || { echo "$1 changed while harun made it" >&2; exit 1; }
+if [ -n "$2$3" ]; then chown -h "$2${3:+:$3}" .; fi
+if [ -n "$4" ]; then chmod "$4" .; fi"#;
 
 /// The shell command that prints `marker` on stdout and on stderr.
 pub fn greeting_command(marker: &str) -> String {
