@@ -171,10 +171,11 @@ fn render(
     // Consul: the scheme and port the agent answered on.
     let _ = writeln!(
         out,
-        "# consul answered at {}://{}:{}.\nconsul {{\n  address = \"{}\"{}",
+        "# consul answered at {}://{}:{}.{}\nconsul {{\n  address = \"{}\"{}",
         consul.scheme,
         init.address,
         consul.port,
+        plain_note(consul),
         consul.pattern(),
         ca(Some(consul))
     );
@@ -199,9 +200,10 @@ fn render(
             Some(first) => {
                 let _ = writeln!(
                     out,
-                    "# {service} answered on {} at {}.\n{service} {{\n  address = \"{}\"{}\n}}\n",
+                    "# {service} answered on {} at {}.{}\n{service} {{\n  address = \"{}\"{}\n}}\n",
                     who.join(", "),
                     first.pattern().replace("{address}", "ADDRESS"),
+                    plain_note(first),
                     first.pattern(),
                     ca(Some(first))
                 );
@@ -241,6 +243,15 @@ fn render(
     out.truncate(out.trim_end().len());
     out.push('\n');
     out
+}
+
+/// What an http:// address written here means: harun sends tokens there in clear.
+fn plain_note(answer: &Answer) -> &'static str {
+    if answer.scheme == "http" {
+        "\n# Plain HTTP: because this file says http://, harun sends this service's token there\n# in clear; prefer its HTTPS listener (and ca_file) where it has a token."
+    } else {
+        ""
+    }
 }
 
 /// Creates `path` with `text`, through a temporary file in the same directory.

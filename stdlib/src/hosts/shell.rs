@@ -111,8 +111,8 @@ printf '%s' "$t""#;
 /// planted there (in a directory that user owns) cannot turn a chown on a file of root's.
 pub const MKDIR: &str = r#"set -e
 mkdir -p -- "$1"
-[ ! -L "$1" ] || { echo "$1 is a symbolic link: harun changes no owner or mode through it" >&2; exit 1; }
 [ -n "$2$3$4" ] || exit 0
+[ ! -L "$1" ] || { echo "$1 is a symbolic link: harun changes no owner or mode through it" >&2; exit 1; }
 parent=$(cd -P -- "$(dirname -- "$1")" && pwd -P)
 cd -P -- "$1"
 [ "$(pwd -P)" = "${parent%/}/$(basename -- "$1")" ] || { echo "$1 changed while harun made it" >&2; exit 1; }
