@@ -50,6 +50,11 @@ fn terminal_session_completes_and_ctrl_c_clears_the_line() {
     // A fresh prompt, not a redraw of the line being edited: rustyline turns bracketed
     // paste on (ESC[?2004h) when it enters raw mode for a new line. Typing before that
     // could be flushed with the mode switch, as it would be for a person.
+    // A result is a line of its own: "3" alone would match rustyline's escape sequences
+    // (`\x1b[23C`, `\x1b[?2004l`) before anything is printed.
+    let result = |p: &mut rexpect::session::PtySession, value: &str| {
+        p.exp_string(&format!("\r\n{value}\r\n")).unwrap();
+    };
     let fresh_prompt = |p: &mut rexpect::session::PtySession| {
         p.exp_string("\x1b[?2004h").unwrap();
         p.exp_string("harun> ").unwrap();
@@ -64,7 +69,7 @@ fn terminal_session_completes_and_ctrl_c_clears_the_line() {
     p.send_control('c').unwrap();
     fresh_prompt(&mut p);
     p.send_line("40 + 2").unwrap();
-    p.exp_string("42").unwrap();
+    result(&mut p, "42");
     fresh_prompt(&mut p);
     // Multi-line input through the validator.
     p.send_line("fn triple(x) {").unwrap();
@@ -72,7 +77,7 @@ fn terminal_session_completes_and_ctrl_c_clears_the_line() {
     p.send_line("}").unwrap();
     fresh_prompt(&mut p);
     p.send_line("triple(5)").unwrap();
-    p.exp_string("15").unwrap();
+    result(&mut p, "15");
     fresh_prompt(&mut p);
     // Tab completes a variable in scope.
     p.send_line("let controller_count = 3;").unwrap();
@@ -82,14 +87,14 @@ fn terminal_session_completes_and_ctrl_c_clears_the_line() {
     p.flush().unwrap();
     p.exp_string("controller_count").unwrap();
     p.send_line("").unwrap();
-    p.exp_string("3").unwrap();
+    result(&mut p, "3");
     fresh_prompt(&mut p);
     // An error does not end the session.
     p.send_line("nope()").unwrap();
     p.exp_string("unknown_function").unwrap();
     fresh_prompt(&mut p);
     p.send_line("1 + 1").unwrap();
-    p.exp_string("2").unwrap();
+    result(&mut p, "2");
     fresh_prompt(&mut p);
     // Ctrl-C stops a running call without leaving the REPL.
     p.send_line("sleep(30)").unwrap();
@@ -98,7 +103,7 @@ fn terminal_session_completes_and_ctrl_c_clears_the_line() {
     p.exp_string("harun::interrupted").unwrap();
     fresh_prompt(&mut p);
     p.send_line("6 * 7").unwrap();
-    p.exp_string("42").unwrap();
+    result(&mut p, "42");
     fresh_prompt(&mut p);
     // Ctrl-D leaves, and the history was saved.
     p.send_control('d').unwrap();

@@ -227,9 +227,11 @@ fn dry_run_over_ssh_plans_the_diff_and_changes_nothing() {
     std::fs::write(&file, "server {\n  bootstrap_expect = 1\n}\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let never = lab.path("never");
     let script = format!(
-        "let h = host(\"host1\");\nlet doc = hcl::edit(h.read(\"{0}\"));\ndoc.set(\"server.bootstrap_expect\", 3);\nh.write(\"{0}\", doc.to_string());\nh.exec(\"touch /tmp/never\");\n",
-        file.display()
+        "let h = host(\"host1\");\nlet doc = hcl::edit(h.read(\"{0}\"));\ndoc.set(\"server.bootstrap_expect\", 3);\nh.write(\"{0}\", doc.to_string());\nh.exec(\"touch {1}\");\n",
+        file.display(),
+        never.display()
     );
     let out = test_with(&lab, "")
         .file("d.rhai", &script)
@@ -247,7 +249,10 @@ fn dry_run_over_ssh_plans_the_diff_and_changes_nothing() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("  2. [exec] host1: touch /tmp/never"));
+    assert!(out
+        .stdout
+        .contains(&format!("  2. [exec] host1: touch {}", never.display())));
+    assert!(!never.exists(), "the planned command ran");
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         "server {\n  bootstrap_expect = 1\n}\n"

@@ -34,7 +34,6 @@ impl Lab {
     pub fn up_with(options: &[&str]) -> Lab {
         let test = Test::new();
         let dir = test.path("lab");
-        let started = Instant::now();
         let out = test
             .command()
             .args(["lab", "up", "--dir"])
@@ -46,11 +45,6 @@ impl Lab {
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "lab up took {:?}",
-            started.elapsed()
         );
         let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert_eq!(
