@@ -4,7 +4,7 @@
 //! first, then http. The file says in comments what was found and what to check.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use harun_runtime::codes;
@@ -122,12 +122,15 @@ pub fn run(init: &Init) -> Result<String, (&'static str, String)> {
     // Checked as any topology is, before it is written.
     harun_runtime::Topology::parse(&init.output, &text)
         .map_err(|d| (codes::TOPOLOGY_SYNTAX, d.message))?;
-    write_new(&init.output, &text).map_err(|e| {
-        (
-            codes::USAGE,
-            format!("cannot write {}: {e}", init.output.display()),
-        )
-    })?;
+    // Private like every file harun writes beside the user's (its comments name the hosts).
+    harun_runtime::private_fs::write_atomic(&init.output, text.as_bytes(), 0o600, None).map_err(
+        |e| {
+            (
+                codes::USAGE,
+                format!("cannot write {}: {e}", init.output.display()),
+            )
+        },
+    )?;
     let servers = hosts.iter().filter(|m| m.server).count();
     Ok(format!(
         "{}: {} controllers, {} workers (from consul at {}); check its comments before a script changes anything",
@@ -252,17 +255,6 @@ fn plain_note(answer: &Answer) -> &'static str {
     } else {
         ""
     }
-}
-
-/// Creates `path` with `text`, through a temporary file in the same directory.
-fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut file, text.as_bytes())?;
-    file.persist(path).map(|_| ()).map_err(|e| e.error)
 }
 
 /// What one probe found.
@@ -424,7 +416,11 @@ impl Probe {
                     Probed::Tls("its certificate is not valid for this address".into())
                 } else if text.contains("CertificateRequired") || text.contains("HandshakeFailure")
                 {
-                    Probed::Tls("it asks for a client certificate".into())
+                    Probed::Tls(
+                        "its TLS handshake failed, most likely for a client certificate, which harun init does not send \
+                         (write the topology by hand with client_cert and client_key)"
+                            .into(),
+                    )
                 } else {
                     Probed::Absent
                 }

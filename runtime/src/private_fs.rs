@@ -126,7 +126,7 @@ pub fn link_backup(target: &Path, stamp: &str) -> std::io::Result<PathBuf> {
     match std::fs::hard_link(target, &first) {
         Ok(()) => Ok(first),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let other = backup_name(target, stamp, Some(&random_suffix()));
+            let other = backup_name(target, stamp, Some(&random_hex()));
             std::fs::hard_link(target, &other)?;
             Ok(other)
         }
@@ -144,13 +144,14 @@ fn backup_name(target: &Path, stamp: &str, suffix: Option<&str>) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Twelve random hex digits, from the standard library's per-process random hash keys.
-pub fn random_suffix() -> String {
+/// 64 random bits as 16 hex digits, from the standard library's per-process random hash
+/// keys: a name no other user can guess ahead.
+pub fn random_hex() -> String {
     use std::hash::{BuildHasher, Hasher};
     let n = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    format!("{:012x}", n & 0xffff_ffff_ffff)
+    format!("{n:016x}")
 }
 
 /// Writes `content` to `target` atomically: a new file of a random name beside it

@@ -272,13 +272,11 @@ fn write_file(
 /// new one keeps its owner and group where this user may give them.
 fn atomic_write(target: &Path, content: &str, mode: u32, backup: bool) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let old = std::fs::symlink_metadata(target)
-        .ok()
-        .filter(|m| m.is_file());
-    if backup && old.is_some() {
+    if backup {
         private_fs::link_backup(target, &crate::hosts::stamp())?;
     }
-    let owner = old
+    let owner = std::fs::metadata(target)
+        .ok()
         .filter(|_| private_fs::euid() == 0)
         .map(|m| (m.uid(), m.gid()));
     private_fs::write_atomic(target, content.as_bytes(), mode, owner)

@@ -193,7 +193,7 @@ pub fn save(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     // A snapshot is what a later restore loads: never into a directory another user could
-    // swap it in (one made by the run's own mkdir is checked in a real run).
+    // swap it in. A directory still to be made (in a dry run) has nothing to check yet.
     if std::fs::symlink_metadata(dir).is_ok() {
         harun_runtime::private_fs::check_own_dir(dir, "the snapshot directory")
             .map_err(|e| call_error(ctx, e.code(), e.to_string()))?;

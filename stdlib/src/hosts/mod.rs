@@ -485,7 +485,7 @@ pub fn write_file(
             },
             &stamp,
             &size,
-            &harun_runtime::private_fs::random_suffix(),
+            &harun_runtime::private_fs::random_hex(),
         ],
         use_sudo(&target, false),
     );

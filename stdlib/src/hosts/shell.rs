@@ -139,16 +139,10 @@ pub fn after_greeting(mut output: Vec<u8>, marker: &str) -> Vec<u8> {
     output
 }
 
-/// 128 bits from the standard library's per-process random hash keys: enough that no
-/// command's output carries the marker by chance.
+/// 128 random bits: enough that no command's output carries the marker by chance.
 pub fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let half = || {
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    };
-    format!("{:016x}{:016x}", half(), half())
+    use harun_runtime::private_fs::random_hex;
+    format!("{}{}", random_hex(), random_hex())
 }
 
 #[cfg(test)]
