@@ -153,7 +153,23 @@ fn suite(kind: Kind) {
     // bootstrap_expect = 3: two servers elect nobody, and reads that need a leader fail.
     s.start(0);
     s.start(1);
-    std::thread::sleep(Duration::from_secs(4));
+    // Not a wait for time to pass: once each sees the other alive, a server that ignored
+    // bootstrap_expect would bootstrap.
+    for (me, other) in [(0, 1), (1, 0)] {
+        let other_address = s.address(other);
+        eventually(
+            "two servers seeing each other",
+            Duration::from_secs(30),
+            || {
+                let members = get(&s.url(me, "/v1/agent/members")).json();
+                members
+                    .as_array()?
+                    .iter()
+                    .any(|m| m["Addr"] == other_address.as_str() && m["Status"] == 1)
+                    .then_some(())
+            },
+        );
+    }
     assert_eq!(leader(&s, 0), "", "{kind:?}: a leader with 2 of 3 servers");
     let r = get(&s.url(1, "/v1/kv/x"));
     assert_eq!(r.status, 500, "{kind:?}");
@@ -306,7 +322,21 @@ fn suite(kind: Kind) {
     );
     // 1.8.7 says 200 and removes nothing (newer Consul says 404 "Unknown service ID").
     assert_eq!(wrong.status, 200, "{kind:?}: {}", wrong.body);
-    std::thread::sleep(Duration::from_secs(1));
+    // Not a wait for time to pass: a marker registered through the same agent after the
+    // deregistration reaches the catalog once that agent has synced what it was told.
+    let marker = put(
+        &s.url(2, "/v1/agent/service/register"),
+        r#"{"ID": "marker", "Name": "marker", "Port": 1}"#,
+    );
+    assert_eq!(marker.status, 200, "{kind:?}: {}", marker.body);
+    eventually("the marker in the catalog", Duration::from_secs(15), || {
+        let m = get(&s.url(0, "/v1/catalog/service/marker")).json();
+        (m.as_array()?.len() == 1).then_some(())
+    });
+    assert_eq!(
+        put(&s.url(2, "/v1/agent/service/deregister/marker"), "").status,
+        200
+    );
     let stale = get(&s.url(0, "/v1/catalog/service/vault")).json();
     assert_eq!(
         stale.as_array().unwrap().len(),
@@ -395,12 +425,13 @@ fn suite(kind: Kind) {
         "b",
     );
     assert_eq!(too_soon.body.trim(), "false", "{kind:?}: the lock delay");
-    std::thread::sleep(Duration::from_millis(2500));
-    let after = put(
-        &s.url(0, &format!("/v1/kv/homelab/delayed?acquire={other}")),
-        "b",
-    );
-    assert_eq!(after.body.trim(), "true", "{kind:?}: after the lock delay");
+    eventually("the lock delay to end", Duration::from_secs(15), || {
+        let after = put(
+            &s.url(0, &format!("/v1/kv/homelab/delayed?acquire={other}")),
+            "b",
+        );
+        (after.body.trim() == "true").then_some(())
+    });
 
     // The leader stops: the other two elect a new one and keep the data.
     let old = leader(&s, 0);

@@ -320,7 +320,12 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
     // controller's turn, and as the third begins: the next run finishes from the record.
     for (changes, signal) in [(2, libc::SIGINT), (7, libc::SIGKILL), (12, libc::SIGKILL)] {
         let _ = std::fs::remove_file(&audit);
-        let mut first = lab.spawn_script("rolling-restart.rhai", &audit, &[]);
+        let mut first = lab.spawn_script(
+            "rolling-restart.rhai",
+            &audit,
+            &lab.test.path("first.stderr"),
+            &[],
+        );
         wait_for_changes(&audit, changes, &mut first, "rolling-restart.rhai");
         // SAFETY: signalling the child we started.
         unsafe { libc::kill(first.id() as i32, signal) };

@@ -7,6 +7,7 @@
 
 use crate::common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::http::{eventually, get};
@@ -52,16 +53,60 @@ fn kill_and_finish(name: &str, point: KillPoint) -> (Lab, String) {
     (lab, stdout)
 }
 
-/// `kill_and_finish` on a lab already prepared; returns the second run's stdout.
+/// Whether the audit log ends with the last change a whole run of `name` makes: a first
+/// run killed after it had nothing left for the next run to do.
+fn made_its_last_change(name: &str, audit: &std::path::Path) -> bool {
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    let Some(last) = text
+        .lines()
+        .filter(|l| !l.contains("consul: take the lock "))
+        .last()
+    else {
+        return false;
+    };
+    let last: serde_json::Value = serde_json::from_str(last).unwrap();
+    let (target, summary) = (last["target"].as_str(), last["summary"].as_str().unwrap());
+    match name {
+        "consul-ha.rhai" => target == Some("controller1") && summary == "restart consul",
+        "nomad-ha.rhai" => target == Some("controller1") && summary == "restart nomad",
+        "vault-raft.rhai" => target == Some("controller3") && summary.starts_with("vault: unseal"),
+        // Both end by removing their record of the recovery.
+        _ => summary.starts_with("rm -f -- ") && summary.contains("harun-recovery.json"),
+    }
+}
+
+/// `kill_and_finish` on a lab already prepared; returns the second run's stdout. The
+/// killed run's own status is what a user sees: killed by SIGKILL, exit 3 with
+/// `harun::interrupted` after Ctrl-C. The second run says "nothing to change" (or
+/// "nothing to recover") only when the first had made every change.
 fn kill_and_finish_on(lab: &Lab, name: &str, point: KillPoint) -> String {
     let audit = lab.test.path("audit.log");
+    let first_stderr = lab.test.path("first.stderr");
     let _ = std::fs::remove_file(&audit);
-    let mut first = lab.spawn_script(name, &audit, &["--yes"]);
+    let mut first = lab.spawn_script(name, &audit, &first_stderr, &["--yes"]);
     wait_for_changes(&audit, point.changes, &mut first, name);
     std::thread::sleep(point.delay);
     // SAFETY: signalling the child we started.
     unsafe { libc::kill(first.id() as i32, point.signal) };
-    first.wait().unwrap();
+    let status = first.wait().unwrap();
+    let made = common::lab::changes_in(&audit);
+    let finished = made_its_last_change(name, &audit);
+    let said = std::fs::read_to_string(&first_stderr).unwrap_or_default();
+    match (point.signal, status.code()) {
+        // It may have ended on its own, every change made, just before the signal.
+        (_, Some(0)) => assert!(
+            finished,
+            "{name} at {point:?} ended OK after {made} changes"
+        ),
+        (libc::SIGINT, code) => {
+            assert_eq!(code, Some(3), "{name} at {point:?}: {said}");
+            assert!(
+                said.contains("error[harun::interrupted]"),
+                "{name} at {point:?}: {said}"
+            );
+        }
+        _ => assert_eq!(status.signal(), Some(libc::SIGKILL), "{name} at {point:?}"),
+    }
     let second = lab.harun(&["--yes", script(name).to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&second.stdout).into_owned();
     assert_eq!(
@@ -69,6 +114,12 @@ fn kill_and_finish_on(lab: &Lab, name: &str, point: KillPoint) -> String {
         Some(0),
         "{name} killed at {point:?}, then run again:\n{stdout}\n{}",
         String::from_utf8_lossy(&second.stderr)
+    );
+    let nothing_left =
+        stdout.contains("nothing to change") || stdout.contains("nothing to recover");
+    assert_eq!(
+        nothing_left, finished,
+        "{name} killed at {point:?} after {made} changes (the last one: {finished}), then run again:\n{stdout}"
     );
     stdout
 }
@@ -113,13 +164,16 @@ fn check_configs_whole(lab: &Lab, name: &str, point: KillPoint) {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".harun-tmp") || n.ends_with(".tmp"))
+            // A write's temporary directory or file (`mktemp -d "$dir/.harun.XXXXXX"` on a
+            // host, private_fs::write_atomic's `.harun.` name locally).
+            .filter(|n| n.starts_with(".harun."))
             .collect();
         assert!(leftovers.is_empty(), "{name} at {point:?}: {leftovers:?}");
     }
 }
 
 fn check_vault_whole(lab: &Lab, stdout: &str, point: KillPoint) {
+    // Whether "nothing to change" was right is kill_and_finish_on's check.
     assert!(
         stdout.contains("3 raft voters, 1 active, 2 standby")
             || stdout.contains("nothing to change: 3 vault voters"),
@@ -224,7 +278,8 @@ fn recover_killed(r: &Recovery, point: KillPoint) -> (Lab, String) {
         .status
         .success());
     let recovered = kill_and_finish_on(&lab, r.recover, point);
-    // Killed late, the first run may have finished before the signal landed.
+    // Killed late, the first run may have finished before the signal landed (then
+    // kill_and_finish_on saw every change in its audit log).
     assert!(
         recovered.contains(r.summary) || recovered.contains("nothing to recover"),
         "killed at {point:?}: {recovered}"
@@ -307,7 +362,12 @@ fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
 fn vault_raft_holds_the_lock_through_its_vault_steps() {
     let lab = Lab::up();
     let audit = lab.test.path("audit.log");
-    let mut first = lab.spawn_script("vault-raft.rhai", &audit, &[]);
+    let mut first = lab.spawn_script(
+        "vault-raft.rhai",
+        &audit,
+        &lab.test.path("first.stderr"),
+        &[],
+    );
     // Change 8: the Vault step's migration has begun; the Consul step is long done.
     wait_for_changes(&audit, 8, &mut first, "vault-raft.rhai");
     let second = lab.harun(&[script("consul-ha.rhai").to_str().unwrap()]);

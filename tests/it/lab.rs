@@ -27,16 +27,26 @@ fn lab_up_starts_the_story_first_state() {
     assert!(request("GET", &lab.consul("controller2", "/v1/status/leader"), "").is_err());
     let text = std::fs::read_to_string(lab.dir.join("controller2/consul.hcl")).unwrap();
     assert!(text.contains("bootstrap_expect = 1"));
-    let status = lab.lab("status", &[]);
-    let status = String::from_utf8_lossy(&status.stdout).to_string();
-    assert!(
-        status.contains("controller1") && status.contains("leader"),
-        "{status}"
-    );
-    assert!(
-        status.contains("controller2") && status.contains("stopped"),
-        "{status}"
-    );
+    let words = |host: &str, service: &str| -> Vec<String> {
+        let line = lab.status_line(host, service);
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    let c1_consul = words("controller1", "consul");
+    assert_eq!(c1_consul[3], "running", "{c1_consul:?}");
+    assert_eq!(c1_consul.last().unwrap(), "leader", "{c1_consul:?}");
+    for host in ["controller2", "controller3"] {
+        for service in ["consul", "nomad", "vault"] {
+            assert_eq!(
+                words(host, service)[1..],
+                [
+                    lab.address(host),
+                    service.to_string(),
+                    "stopped".to_string()
+                ],
+                "{host} {service}"
+            );
+        }
+    }
     // A second lab in the same directory is refused while this one runs.
     let again = lab.lab("up", &[]);
     assert_eq!(again.status.code(), Some(3));
@@ -196,7 +206,25 @@ fn no_leader_until_bootstrap_expect_servers_are_up() {
     go_ha(&lab);
     assert!(lab.ctl("controller1", "consul", "start").status.success());
     assert!(lab.ctl("controller2", "consul", "start").status.success());
-    std::thread::sleep(Duration::from_secs(3));
+    // Not a wait for time to pass: once each sees the other alive, a server that ignored
+    // bootstrap_expect would bootstrap.
+    for (host, other) in [
+        ("controller1", "controller2"),
+        ("controller2", "controller1"),
+    ] {
+        eventually(
+            &format!("{host} seeing {other} alive"),
+            Duration::from_secs(15),
+            || {
+                let members = get(&lab.consul(host, "/v1/agent/members")).json();
+                members
+                    .as_array()?
+                    .iter()
+                    .any(|m| m["Name"] == other && m["Status"] == 1)
+                    .then_some(())
+            },
+        );
+    }
     assert_eq!(
         leader(&lab.consul("controller1", "/v1/status/leader")),
         None
@@ -242,7 +270,25 @@ fn deregistering_through_the_wrong_agent_leaves_a_stale_registration() {
     );
     // Consul 1.8.7 answers 200 and removes nothing: nobody notices.
     assert_eq!(reply.status, 200, "{}", reply.body);
-    std::thread::sleep(Duration::from_secs(1));
+    // Not a wait for time to pass: a marker registered through controller3 after the
+    // deregistration reaches the catalog once controller3 has synced what it was told.
+    let marker = put(
+        &lab.consul("controller3", "/v1/agent/service/register"),
+        r#"{"ID": "marker", "Name": "marker", "Port": 1}"#,
+    );
+    assert_eq!(marker.status, 200, "{}", marker.body);
+    eventually("the marker in the catalog", Duration::from_secs(10), || {
+        let m = get(&lab.consul("controller1", "/v1/catalog/service/marker")).json();
+        (m.as_array()?.len() == 1).then_some(())
+    });
+    assert_eq!(
+        put(
+            &lab.consul("controller3", "/v1/agent/service/deregister/marker"),
+            ""
+        )
+        .status,
+        200
+    );
     let stale = by_hand(&lab);
     assert_eq!(stale.len(), 1, "the stale entry stays");
     assert_eq!(stale[0]["Node"], "controller2");
@@ -321,7 +367,28 @@ fn nomad_servers_wait_for_bootstrap_expect_and_find_each_other_through_consul() 
     }
     assert!(lab.ctl("controller1", "nomad", "start").status.success());
     assert!(lab.ctl("controller2", "nomad", "start").status.success());
-    std::thread::sleep(Duration::from_secs(3));
+    // Not a wait for time to pass: once each sees the other alive, a server that ignored
+    // bootstrap_expect would bootstrap.
+    for (host, other) in [
+        ("controller1", "controller2"),
+        ("controller2", "controller1"),
+    ] {
+        eventually(
+            &format!("nomad on {host} seeing {other} alive"),
+            Duration::from_secs(30),
+            || {
+                let members = get(&nomad(&lab, host, "/v1/agent/members")).json();
+                members["Members"]
+                    .as_array()?
+                    .iter()
+                    .any(|m| {
+                        m["Name"].as_str().is_some_and(|n| n.starts_with(other))
+                            && m["Status"] == "alive"
+                    })
+                    .then_some(())
+            },
+        );
+    }
     // No leader: Nomad holds the request, then answers 500 (never `""`, Consul's answer).
     let r = get(&nomad(&lab, "controller1", "/v1/status/leader"));
     assert_eq!((r.status, r.body.as_str()), (500, "No cluster leader"));

@@ -3,8 +3,6 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
-
 use common::lab::Lab;
 use common::Test;
 
@@ -57,7 +55,6 @@ print(nomad::node(c1, id).SchedulingEligibility);"#,
 #[test]
 fn a_drain_of_an_empty_node_ends_at_once_and_leaves_it_ineligible() {
     let lab = Lab::up();
-    let started = Instant::now();
     let out = run(
         &lab,
         r#"let c1 = host("controller1");
@@ -70,7 +67,6 @@ nomad::undrain(c1, id);
 print(nomad::node(c1, id).SchedulingEligibility);"#,
     )
     .status(0);
-    assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(out.stdout, "complete\nineligible\neligible\n");
     let missing = run(
         &lab,

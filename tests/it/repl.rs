@@ -2,8 +2,6 @@
 
 use crate::common;
 
-use std::time::Duration;
-
 use common::Test;
 
 #[test]
@@ -97,8 +95,9 @@ fn terminal_session_completes_and_ctrl_c_clears_the_line() {
     result(&mut p, "2");
     fresh_prompt(&mut p);
     // Ctrl-C stops a running call without leaving the REPL.
-    p.send_line("sleep(30)").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The call is running once it has printed (the typed line's echo has `waiting")`).
+    p.send_line("print(\"waiting\"); sleep(30)").unwrap();
+    p.exp_string("waiting\r\n").unwrap();
     p.send_control('c').unwrap();
     p.exp_string("harun::interrupted").unwrap();
     fresh_prompt(&mut p);
@@ -108,7 +107,8 @@ fn terminal_session_completes_and_ctrl_c_clears_the_line() {
     // Ctrl-D leaves, and the history was saved.
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The history is written before the process ends.
+    p.process.wait().unwrap();
     let history = std::fs::read_to_string(t.path(".state/harun/history")).unwrap_or_default();
     assert!(history.contains("triple(5)"), "history: {history}");
 }

@@ -2,8 +2,6 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
-
 use common::sshd::{SshLab, USER};
 use common::{Outcome, Test};
 
@@ -322,50 +320,38 @@ fn a_refused_key_names_the_user_and_host() {
 fn a_stopped_sshd_is_unreachable_within_the_timeout() {
     let mut lab = SshLab::start(2);
     lab.hosts[1].stop();
-    let started = Instant::now();
     test_with(&lab, "")
         .args(["-e", "host(\"host2\").exec(\"true\")"])
         .run()
         .status(3)
         .stderr_has("error[harun::host::unreachable]: host2: connection refused by ");
-    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
 fn a_host_that_never_answers_times_out() {
     let lab = SshLab::start(1);
-    // Accepts TCP connections and never says a word, like a hung machine.
+    // Accepts TCP connections and never says a word, like a hung machine, for as long as
+    // the test lives.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let keep = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut held = Vec::new();
-        for stream in listener.incoming().take(4).flatten() {
+        for stream in listener.incoming().flatten() {
             held.push(stream);
         }
-        std::thread::sleep(Duration::from_secs(15));
     });
     let topology = format!(
         "{}host \"hung\" {{\n  address = \"127.0.0.1\"\n  ssh_port = {port}\n  connect_timeout = \"2s\"\n  command_timeout = \"1s\"\n}}\n",
         lab.topology("")
     );
-    let started = Instant::now();
-    let out = Test::new()
+    // Had harun ignored connect_timeout, the run's own deadline would end it instead
+    // (harun::deadline).
+    Test::new()
         .file("harun.hcl", &topology)
-        .args(["-e", "host(\"hung\").exec(\"true\")"])
+        .args(["--timeout", "60s", "-e", "host(\"hung\").exec(\"true\")"])
         .run()
-        .status(3);
-    assert!(out.stderr.contains("hung"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("harun::host::timeout") || out.stderr.contains("harun::timeout"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "took {:?}",
-        started.elapsed()
-    );
-    drop(keep);
+        .status(3)
+        .stderr_has("error[harun::host::timeout]: hung: ");
 }
 
 #[test]

@@ -493,16 +493,29 @@ fn vault_raft_in_the_story_configuration_as_the_vault_user() {
         )
     });
     assert!(lab.ctl("controller3", "vault", "start").status.success());
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    // Not a wait for time to pass: the join attempt the wrong CA fails is in its log.
+    let refused_join = common::http::eventually(
+        "controller3's join refused for the leader's certificate",
+        std::time::Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(lab.dir.join("controller3/log/vault.log")).ok()?;
+            log.lines()
+                .find(|l| l.contains("join https://") && l.contains("certificate"))
+                .map(str::to_string)
+        },
+    );
     let status = https.call(
         "GET",
         &vault_url("controller3", "/v1/sys/seal-status"),
         "",
         &[],
     );
-    assert_eq!(status.json()["initialized"], false, "{}", status.body);
-    let log = std::fs::read_to_string(lab.dir.join("controller3/log/vault.log")).unwrap();
-    assert!(log.contains("certificate"), "{log}");
+    assert_eq!(
+        status.json()["initialized"],
+        false,
+        "{}\n{refused_join}",
+        status.body
+    );
 
     assert!(lab.ctl("controller3", "vault", "stop").status.success());
     lab.set_config("controller3", "vault", |t| {

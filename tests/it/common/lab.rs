@@ -176,8 +176,14 @@ impl Lab {
     }
 
     /// `harun --topology LAB --audit-log AUDIT [ARGS] scripts/NAME`, started in the
-    /// background with its output dropped: a run to interrupt.
-    pub fn spawn_script(&self, name: &str, audit: &Path, args: &[&str]) -> std::process::Child {
+    /// background with its stdout dropped and its stderr in `stderr`: a run to interrupt.
+    pub fn spawn_script(
+        &self,
+        name: &str,
+        audit: &Path,
+        stderr: &Path,
+        args: &[&str],
+    ) -> std::process::Child {
         self.test
             .command()
             .arg("--topology")
@@ -187,26 +193,30 @@ impl Lab {
             .args(args)
             .arg(script(name))
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(stderr).unwrap())
             .spawn()
             .unwrap()
     }
 }
 
-/// Waits until the audit log holds `changes` changes to the cluster (the lock the run
-/// takes is not one); fails when `run` ends first.
+/// How many changes to the cluster the audit log holds: taking the run's lock is audited
+/// too, and not counted.
+pub fn changes_in(audit: &Path) -> usize {
+    std::fs::read_to_string(audit)
+        .map(|t| {
+            t.lines()
+                .filter(|l| !l.contains("consul: take the lock "))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the audit log holds `changes` changes to the cluster; fails when `run`
+/// ends first.
 pub fn wait_for_changes(audit: &Path, changes: usize, run: &mut std::process::Child, name: &str) {
     let started = Instant::now();
     loop {
-        // Changes to the cluster: taking the run's lock is audited too, and not counted.
-        let logged = std::fs::read_to_string(audit)
-            .map(|t| {
-                t.lines()
-                    .filter(|l| !l.contains("consul: take the lock "))
-                    .count()
-            })
-            .unwrap_or(0);
-        if logged >= changes {
+        if changes_in(audit) >= changes {
             return;
         }
         assert!(
