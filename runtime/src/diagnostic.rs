@@ -302,10 +302,14 @@ impl Sources {
         self.texts.insert(name.into(), text.into());
     }
 
+    /// A line of a script: a registered source, or a `.rhai` file read from disk. Never a
+    /// line of any other file: an HCL or topology error names the place only, because the
+    /// line may hold a token or key that failed to parse.
     pub fn line(&self, file: &str, line: usize) -> Option<String> {
         let text = match self.texts.get(file) {
             Some(text) => text.clone(),
-            None => std::fs::read_to_string(file).ok()?,
+            None if file.ends_with(".rhai") => std::fs::read_to_string(file).ok()?,
+            None => return None,
         };
         text.lines()
             .nth(line.checked_sub(1)?)

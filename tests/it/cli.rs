@@ -521,3 +521,31 @@ fn lab_help_lists_only_what_lab_uses() {
     let repl = Test::new().args(["repl", "--help"]).run().status(0);
     assert!(repl.stdout.contains("--topology"));
 }
+
+/// `-q` keeps errors only: warnings and progress go, the summary, the output and the
+/// exit status stay, and an error still says what went wrong.
+#[test]
+fn quiet_keeps_errors_only() {
+    let script =
+        "log::warn(\"a warning\"); log::info(\"progress\"); print(\"output\"); warning(\"half\")";
+    let loud = Test::new().args(["-e", script]).run().status(1);
+    assert!(loud.stderr.contains("WARN a warning"), "{}", loud.stderr);
+    let quiet = Test::new().args(["-q", "-e", script]).run().status(1);
+    assert_eq!(quiet.stdout, "WARNING - half\noutput\n");
+    assert_eq!(quiet.stderr, "");
+    Test::new()
+        .args([
+            "-q",
+            "-e",
+            "log::warn(\"a warning\"); log::error(\"it broke\"); nope()",
+        ])
+        .run()
+        .status(3)
+        .stderr_has("ERROR it broke")
+        .stderr_has("error[harun::script::unknown_function]");
+    let failed = Test::new()
+        .args(["-q", "-e", "log::warn(\"a warning\"); nope()"])
+        .run()
+        .status(3);
+    assert!(!failed.stderr.contains("WARN"), "{}", failed.stderr);
+}

@@ -46,6 +46,30 @@ try { h.read("conf/missing.hcl") } catch (e) { print(e.code) }
     assert_eq!(mode("conf/app.hcl"), 0o600);
 }
 
+/// A host write puts a new file in place by rename: a reader that opened the old file
+/// goes on reading it whole, and no temporary name is left beside it.
+#[test]
+fn a_host_write_never_writes_the_old_file_in_place() {
+    let t = Test::new()
+        .file("harun.hcl", TOPOLOGY)
+        .file("app.hcl", "a = 1\n")
+        .args(["-e", "host(\"here\").write(\"app.hcl\", \"a = 2\\n\")"]);
+    let reader = std::fs::File::open(t.path("app.hcl")).unwrap();
+    t.run().status(0);
+    assert_eq!(
+        std::fs::read_to_string(t.path("app.hcl")).unwrap(),
+        "a = 2\n"
+    );
+    assert_eq!(std::io::read_to_string(&reader).unwrap(), "a = 1\n");
+    let left: Vec<String> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".harun."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn upload_and_download_copy_files_whole() {
     let t = Test::new()
@@ -153,4 +177,37 @@ false
 harun::hcl::syntax
 ",
         );
+}
+
+/// `parallel` runs up to 16 hosts at a time, and really 16: over 20 hosts, each command
+/// marks itself in, notes how many are in, and waits until 16 are in (or the first to see
+/// 16 let everyone go); the most ever in at once is 16.
+#[test]
+fn parallel_runs_sixteen_hosts_at_a_time() {
+    let mut topology = String::from("defaults { transport = \"local\" }\n");
+    for i in 1..=20 {
+        topology.push_str(&format!("host \"h{i}\" {{}}\n"));
+    }
+    let t = Test::new().file("harun.hcl", &topology);
+    let dir = t.path("");
+    std::fs::create_dir(t.path("in")).unwrap();
+    let d = dir.display();
+    let script = format!(
+        r#"parallel(hosts(), |h| h.exec(`mkdir {d}/in/${{h.name}}
+ls {d}/in | wc -l >> {d}/counts
+i=0
+while [ "$(ls {d}/in | wc -l)" -lt 16 ] && [ ! -e {d}/released ] && [ "$i" -lt 400 ]; do sleep 0.05; i=$((i+1)); done
+touch {d}/released
+ls {d}/in | wc -l >> {d}/counts
+rmdir {d}/in/${{h.name}}`)); print("done")"#
+    );
+    let t = t.args(["-e", &script]);
+    t.run().status(0).stdout("done\n");
+    let counts: Vec<usize> = std::fs::read_to_string(dir.join("counts"))
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 40, "{counts:?}");
+    assert_eq!(counts.iter().max(), Some(&16), "{counts:?}");
 }

@@ -45,11 +45,23 @@ fn real_run_writes_atomically_keeps_a_backup_and_audits() {
         .file("consul.hcl", "server = true\nbootstrap_expect = 1\n")
         .file("change.rhai", SCRIPT)
         .args(["change.rhai"]);
+    // A reader that opened the file before the write: it must go on reading the old
+    // file whole (a new file renamed into place), never a truncated or mixed one.
+    let reader = std::fs::File::open(t.path("consul.hcl")).unwrap();
+    let old_inode = std::os::unix::fs::MetadataExt::ino(&reader.metadata().unwrap());
     t.run().status(0).stdout("done\n");
     assert_eq!(
         std::fs::read_to_string(t.path("consul.hcl")).unwrap(),
         "server = true\nbootstrap_expect = 3\n"
     );
+    assert_eq!(
+        std::io::read_to_string(&reader).unwrap(),
+        "server = true\nbootstrap_expect = 1\n",
+        "the old file was written in place"
+    );
+    let new_inode =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(t.path("consul.hcl")).unwrap());
+    assert_ne!(old_inode, new_inode, "the file was written in place");
     assert!(t.path("ran-a-command").exists());
     let backups: Vec<String> = std::fs::read_dir(t.dir.path())
         .unwrap()
@@ -180,4 +192,54 @@ fn config_file_secrets_never_show_in_plans_logs_or_the_audit_log() {
     let log = std::fs::read_to_string(&audit).unwrap();
     clean("the audit log", &log);
     assert!(log.contains("controller1/vault.hcl"), "{log}");
+}
+
+/// A dry run on a running cluster changes nothing through any path a change takes: a
+/// service action (the service keeps running, same pid), an HTTP write (the KV entry is
+/// not there), a Vault seal (the node stays unsealed), a host command (its file is not
+/// made); and it writes no audit record.
+#[test]
+fn a_dry_run_changes_nothing_through_services_http_or_vault() {
+    let lab = common::lab::Lab::up();
+    let pid_before = lab.status_line("controller1", "consul");
+    let made = lab.test.path("dry-run-made-this");
+    let script = format!(
+        r#"let c1 = host("controller1");
+service::stop(c1, "consul");
+consul::kv_put(c1, "homelab/dry-run", "planned");
+vault::seal(c1);
+c1.exec("touch {}");"#,
+        made.display()
+    );
+    let plan = lab.harun(&[
+        "--dry-run",
+        "--audit-log",
+        lab.test.path("audit.log").to_str().unwrap(),
+        "-e",
+        &script,
+    ]);
+    let stdout = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    for planned in [
+        "1. [service] controller1: stop consul",
+        "2. [http] controller1: consul: put kv homelab/dry-run",
+        "3. [http] controller1: vault: seal",
+        &format!("4. [exec] controller1: touch {}", made.display()),
+    ] {
+        assert!(
+            stdout.contains(planned),
+            "{planned} not in the plan:\n{stdout}"
+        );
+    }
+    assert_eq!(lab.status_line("controller1", "consul"), pid_before);
+    let kv = common::http::get(&lab.consul("controller1", "/v1/kv/homelab/dry-run"));
+    assert_eq!(kv.status, 404, "{}", kv.body);
+    let seal = lab.vault_call("GET", "controller1", "/v1/sys/seal-status", "");
+    assert_eq!(seal.json()["sealed"], false, "{}", seal.body);
+    assert!(!made.exists());
+    assert!(!lab.test.path("audit.log").exists());
 }

@@ -135,3 +135,191 @@ fn secret_from_a_file_is_redacted_in_results_and_repl() {
     assert_clean("REPL output", &out.stdout);
     assert!(out.stdout.starts_with("<secret>\n"), "{}", out.stdout);
 }
+
+/// Attribute names and paths the topology marks secret: a diff masks the values of
+/// `secret_attributes` (and says whether they change), and shows only which lines of a
+/// file under `secret_paths` change; in the plan and in the audit log. Without the
+/// settings, the same diff shows the values: the settings are what hides them.
+#[test]
+fn secret_attributes_and_secret_paths_mask_diffs() {
+    let t = Test::new();
+    let dir = t.dir.path().display().to_string();
+    let topology = |extra: &str| {
+        format!("defaults {{\n{extra}}}\nhost \"here\" {{\n  transport = \"local\"\n}}\n")
+    };
+    let t = t
+        .file(
+            "harun.hcl",
+            &topology(&format!(
+                "  secret_attributes = [\"license\"]\n  secret_paths = [\"{dir}/tls\"]\n"
+            )),
+        )
+        .file("plain.hcl", &topology(""))
+        .file("app.hcl", "license = \"LIC-OLD-1111\"\nname = \"a\"\n")
+        .file("tls/key.pem", "KEY-OLD-3333\nline2\n");
+    for file in ["app.hcl", "tls/key.pem"] {
+        std::fs::set_permissions(
+            t.path(file),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let script = format!(
+        "let h = host(\"here\"); h.write(\"{dir}/app.hcl\", \"license = \\\"LIC-NEW-2222\\\"\\nname = \\\"b\\\"\\n\"); h.write(\"{dir}/tls/key.pem\", \"KEY-NEW-4444\\nline2\\n\");"
+    );
+    let plan = Test::new()
+        .args(["--topology", t.path("harun.hcl").to_str().unwrap()])
+        .args(["--dry-run", "-e", &script])
+        .run()
+        .status(0);
+    assert!(
+        plan.stdout.contains("       -license = \"<secret>\"\n")
+            && plan
+                .stdout
+                .contains("       +license = \"<secret, changed>\"\n")
+            && plan.stdout.contains("       +name = \"b\"\n")
+            && plan
+                .stdout
+                .contains("@@ -1,1 +1,1 @@ changed (a private file: its content is not shown)"),
+        "{}",
+        plan.stdout
+    );
+    for value in ["LIC-OLD", "LIC-NEW", "KEY-OLD", "KEY-NEW"] {
+        assert!(
+            !plan.stdout.contains(value),
+            "{value} in the plan:\n{}",
+            plan.stdout
+        );
+    }
+    let unmarked = Test::new()
+        .args(["--topology", t.path("plain.hcl").to_str().unwrap()])
+        .args(["--dry-run", "-e", &script])
+        .run()
+        .status(0);
+    assert!(
+        unmarked.stdout.contains("LIC-NEW-2222") && unmarked.stdout.contains("KEY-NEW-4444"),
+        "{}",
+        unmarked.stdout
+    );
+    // The real run: the files hold the new values, the audit log none of them.
+    let audit = t.path("audit.log");
+    Test::new()
+        .args(["--topology", t.path("harun.hcl").to_str().unwrap()])
+        .args(["--audit-log", audit.to_str().unwrap(), "-e", &script])
+        .run()
+        .status(0);
+    assert!(std::fs::read_to_string(t.path("app.hcl"))
+        .unwrap()
+        .contains("LIC-NEW-2222"));
+    assert_eq!(
+        std::fs::read_to_string(t.path("tls/key.pem")).unwrap(),
+        "KEY-NEW-4444\nline2\n"
+    );
+    let audited = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(audited.lines().count(), 2, "{audited}");
+    for value in ["LIC-OLD", "LIC-NEW", "KEY-OLD", "KEY-NEW"] {
+        assert!(
+            !audited.contains(value),
+            "{value} in the audit log:\n{audited}"
+        );
+    }
+}
+
+/// An HCL syntax error, in a file a script parses or in the topology itself, names the
+/// file, line and column and never quotes the line: the line that failed may be the one
+/// with the token.
+#[test]
+fn an_hcl_syntax_error_never_quotes_the_line() {
+    let t = Test::new()
+        .file("harun.hcl", "host \"a\" {\n  transport = \"local\"\n}\n")
+        .file("bad.hcl", "a = 1\ntoken = \"s3cr3t-one\" \"s3cr3t-two\"\n")
+        .args(["-e", "hcl::parse(local::read(\"bad.hcl\"))"]);
+    let out = t.run().status(3);
+    assert!(
+        out.stderr
+            .contains("error[harun::hcl::syntax]: invalid HCL at line 2, column "),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cr3t"), "{}", out.stderr);
+
+    let topology = Test::new()
+        .file(
+            "harun.hcl",
+            "host \"a\" {\n  address = \"127.0.0.1\"\n}\nconsul {\n  token = \"s3cr3t-tok\n}\n",
+        )
+        .args(["-e", "1"])
+        .run()
+        .status(3);
+    assert!(
+        topology
+            .stderr
+            .starts_with("error[harun::topology::syntax]: ")
+            && topology.stderr.contains("--> harun.hcl:5:"),
+        "{}",
+        topology.stderr
+    );
+    assert!(!topology.stderr.contains("s3cr3t"), "{}", topology.stderr);
+}
+
+/// The second line of defence, end to end: a server that echoes the token back in its
+/// error (as some proxies and old servers do) has it masked in the error harun prints.
+/// The server saw the real token: the secret was sent, and hidden only on the way out.
+#[test]
+fn a_secret_a_server_echoes_back_is_masked() {
+    use std::io::{Read, Write};
+    const TOKEN: &str = "echoed-0b7c-4d1e-token";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 8192];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let head = String::from_utf8_lossy(&request[..n]).to_string();
+            let token = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("x-consul-token")
+                        .then(|| v.trim().to_string())
+                })
+                .unwrap_or_default();
+            *record.lock().unwrap() = token.clone();
+            let body = format!("ACL not found for token {token}");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let t = Test::new().file("consul-token", TOKEN);
+    std::fs::set_permissions(
+        t.path("consul-token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let token_file = t.path("consul-token").display().to_string();
+    let t = t
+        .file(
+            "harun.hcl",
+            &format!(
+                "host \"c1\" {{\n  address = \"127.0.0.1\"\n  transport = \"local\"\n}}\nconsul {{\n  address = \"http://127.0.0.1:{port}\"\n  token_file = \"{token_file}\"\n}}\n"
+            ),
+        )
+        .args(["-vvv", "-e", "consul::kv_get(host(\"c1\"), \"homelab/x\")"]);
+    let out = t.run().status(3);
+    assert_eq!(*seen.lock().unwrap(), TOKEN, "the token was not sent");
+    assert!(
+        out.stderr.contains("ACL not found for token <secret>"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(TOKEN) && !out.stdout.contains(TOKEN),
+        "{}",
+        out.stderr
+    );
+}

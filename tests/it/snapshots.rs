@@ -134,16 +134,23 @@ fn backup_and_restore_bring_every_cluster_back_to_its_snapshot() {
     );
 }
 
-/// A server that answers a leader and then sends half a snapshot.
-fn half_snapshot_server() -> String {
+/// A server that answers a leader and then sends half a snapshot; it records the first
+/// line of every request it gets.
+fn half_snapshot_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = requests.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut stream = stream;
             let mut request = [0u8; 4096];
             let n = stream.read(&mut request).unwrap_or(0);
             let head = String::from_utf8_lossy(&request[..n]).to_string();
+            record
+                .lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_string());
             let body: Vec<u8> = if head.starts_with("GET /v1/status/leader") {
                 b"\"127.0.0.1:8300\"".to_vec()
             } else {
@@ -163,12 +170,12 @@ fn half_snapshot_server() -> String {
             let _ = stream.write_all(&body);
         }
     });
-    address
+    (address, requests)
 }
 
 #[test]
 fn a_snapshot_cut_short_is_neither_kept_nor_restored() {
-    let address = half_snapshot_server();
+    let (address, requests) = half_snapshot_server();
     let mut t = Test::new().file(
         "harun.hcl",
         &format!(
@@ -202,6 +209,7 @@ fn a_snapshot_cut_short_is_neither_kept_nor_restored() {
     assert!(kept.is_empty(), "{kept:?}");
 
     // The same half file given to restore is refused before anything is sent.
+    let before_restore = requests.lock().unwrap().len();
     let mut gz = Vec::new();
     let mut encoder = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::default());
     encoder.write_all(&[7u8; 20_000]).unwrap();
@@ -220,5 +228,10 @@ fn a_snapshot_cut_short_is_neither_kept_nor_restored() {
             .starts_with("CRITICAL - refusing consul-cut.snap:"),
         "{}",
         restore.stdout
+    );
+    let sent: Vec<String> = requests.lock().unwrap()[before_restore..].to_vec();
+    assert!(
+        sent.iter().all(|r| !r.starts_with("PUT ")),
+        "the restore sent {sent:?}"
     );
 }

@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use common::sshd::{SshLab, USER};
+use common::sshd::{SshLab, PASSWORD_SUDO_USER, USER};
 use common::{Outcome, Test};
 
 fn test_with(lab: &SshLab, defaults: &str) -> Test {
@@ -471,4 +471,52 @@ fn control_directories_of_dead_runs_are_removed() {
         left.is_empty(),
         "this run's control directory was kept: {left:?}"
     );
+}
+
+/// A host without an address is reached as ssh itself would reach its name: here an
+/// ssh_config `Host` alias, whose HostName, User and IdentityFile are used (the port is the
+/// topology's `ssh_port`, 22 unless set).
+#[test]
+fn a_host_without_an_address_is_reached_through_its_ssh_config_alias() {
+    let lab = SshLab::start(1);
+    let target = &lab.hosts[0];
+    let config = lab.path("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host story-pi\n  HostName {}\n  User {USER}\n  IdentityFile {}\n",
+            target.address,
+            lab.user_key.display()
+        ),
+    )
+    .unwrap();
+    let topology = format!(
+        "defaults {{\n  ssh_config = \"{}\"\n  ssh_port = {}\n  known_hosts_file = \"{}\"\n}}\nhost \"story-pi\" {{}}\n",
+        config.display(),
+        common::sshd::PORT,
+        lab.known_hosts.display()
+    );
+    let out = Test::new()
+        .file("harun.hcl", &topology)
+        .args(["-e", "let h = host(\"story-pi\"); print(h.exec(\"whoami\")); print(h.exec(\"echo $SSH_CONNECTION\").split(\" \")[2])"])
+        .run()
+        .status(0);
+    assert_eq!(out.stdout, format!("{USER}\n{}\n", target.address));
+}
+
+/// sudo that wants a password (the user may sudo, but not without one) is named as such,
+/// not left to hang on a prompt.
+#[test]
+fn sudo_that_wants_a_password_is_harun_host_sudo() {
+    let lab = SshLab::start_with(1, &format!("AllowUsers {PASSWORD_SUDO_USER}\n"));
+    let topology = lab.topology("  sudo = true\n").replace(
+        &format!("ssh_user = \"{USER}\""),
+        &format!("ssh_user = \"{PASSWORD_SUDO_USER}\""),
+    );
+    Test::new()
+        .file("harun.hcl", &topology)
+        .args(["--timeout", "60s", "-e", "host(\"host1\").sudo(\"true\")"])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::host::sudo]: host1: ");
 }

@@ -67,6 +67,10 @@ print(keys);"#
         }
     }
     assert!(plan.stdout.contains("vault: seal"), "{}", plan.stdout);
+    // A dry run of the seal alone leaves the node unsealed.
+    run(&["--dry-run", "-e", "vault::seal(host(\"controller1\"))"]).status(0);
+    let status = lab.vault_call("GET", "controller1", "/v1/sys/seal-status", "");
+    assert_eq!(status.json()["sealed"], false, "{}", status.body);
 }
 
 /// Vault's listener serves TLS unless `tls_disable`: without a certificate the node does not

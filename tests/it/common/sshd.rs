@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const USER: &str = "harun-test";
+/// A user that may sudo, but only with a password it does not have (`tests/setup`).
+pub const PASSWORD_SUDO_USER: &str = "harun-sudo-pw";
 pub const PORT: u16 = 2222;
 
 pub struct Sshd {
