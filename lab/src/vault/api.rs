@@ -190,9 +190,14 @@ async fn unseal(State(node): N, body: Bytes) -> Response {
     let Some(share) = barrier::parse_share(key) else {
         return error(400, "'key' must be a valid hex or base64 string");
     };
-    match node.unseal(share).await {
-        Ok(status) => ok(status),
-        Err((code, message)) => error(code, &message),
+    // Run to its end even when the client goes away mid-call, as Go's net/http handler
+    // does (vault/core.go `unsealWithRaft` answers the leader's challenge on its own
+    // context): a dropped future would keep a challenge the leader has already used.
+    let unsealing = tokio::spawn(async move { node.unseal(share).await });
+    match unsealing.await {
+        Ok(Ok(status)) => ok(status),
+        Ok(Err((code, message))) => error(code, &message),
+        Err(e) => error(500, &format!("the unseal stopped: {e}")),
     }
 }
 

@@ -54,7 +54,9 @@ exec cat -- "$1""#;
 ///   when that name is taken, by a hard link: the old file itself, made through no name
 ///   that exists, so a symlink planted under the backup's name leads nowhere;
 /// - the rename happens only when all `$7` bytes arrived: a harun killed mid-write closes
-///   the pipe early, and the shell, which outlives it, must not put a short file in place.
+///   the pipe early, and the shell, which outlives it, must not put a short file in place;
+///   its working directory goes too, even when the shell dies of the broken pipe (its
+///   message to a dead harun) or a hangup, which would skip a bare EXIT trap.
 pub const WRITE: &str = r#"set -e
 target=$1 mode=$2 owner=$3 group=$4 backup=$5 stamp=$6 size=$7 rand=$8
 [ -d "$(dirname -- "$target")" ] || { echo "directory $(dirname -- "$target") does not exist" >&2; exit 1; }
@@ -62,6 +64,7 @@ case $target in /*) ;; *) target=$PWD/$target ;; esac
 dir=$(dirname -- "$target")
 work=$(mktemp -d "$dir/.harun.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
 cd -P -- "$work"
 [ "$(stat -c %u:%a .)" = "$(id -u):700" ] || { echo "$work changed while harun wrote $target: left as it was" >&2; exit 1; }
 set -C

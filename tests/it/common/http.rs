@@ -56,11 +56,40 @@ pub fn request_with(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
     Ok(Reply {
         status,
         headers: head.to_string(),
-        body: body.to_string(),
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
     })
+}
+
+/// The body of a chunked reply (a large one from real Consul): each chunk's size line
+/// dropped, the chunks joined.
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        let (Some(chunk), Some(next)) = (after.get(..size), after.get(size..)) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        body.push_str(chunk);
+        rest = next.trim_start_matches("\r\n");
+    }
+    body
 }
 
 pub fn get(url: &str) -> Reply {
