@@ -240,7 +240,13 @@ fn a_failing_migration_and_a_node_that_never_comes_up_lose_nothing() {
         script("vault-raft.rhai").to_str().unwrap(),
     ]);
     assert_eq!(failed.status, 3, "{}\n{}", failed.stdout, failed.stderr);
-    assert!(failed.stderr.contains("controller3"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.starts_with(
+            "error[harun::host::command_failed]: controller3: `start vault` exited with status 1: error[harun::lab::service]: vault on controller3: exited: Error initializing storage of type raft: failed to create fsm: failed to open bolt file: open "
+        ) && failed.stderr.contains("/controller3/vault/raft/vault.db: "),
+        "{}",
+        failed.stderr
+    );
     for (path, field, value) in SECRETS {
         let r = lab.vault_call("GET", "controller1", &format!("/v1/secret/data/{path}"), "");
         assert_eq!(
