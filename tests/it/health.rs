@@ -5,10 +5,18 @@
 
 use crate::common;
 
+use std::time::Duration;
+
+use common::http::eventually;
 use common::lab::{script, Lab};
 
 fn health(lab: &Lab) -> (i32, String) {
-    let out = lab.harun(&[script("health.rhai").to_str().unwrap()]);
+    health_with(lab, &[])
+}
+
+/// health.rhai with extra options (`--set files=true`): its status and summary line.
+fn health_with(lab: &Lab, options: &[&str]) -> (i32, String) {
+    let out = lab.harun(&[options, &[script("health.rhai").to_str().unwrap()]].concat());
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout)
@@ -46,18 +54,30 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
         )
     );
 
-    // A consul.hcl left at bootstrap_expect = 1 in a three-server cluster is a WARNING.
+    // A consul.hcl left at bootstrap_expect = 1 in a three-server cluster is a WARNING:
+    // from the file only when files are read (the agent still runs with 3)...
+    let lone = "WARNING - consul: bootstrap_expect = 1 on controller3 in a cluster of 3 voters: with an empty data_dir it would bootstrap a cluster of its own";
     lab.set_config("controller3", "consul", |t| {
         t.replace("bootstrap_expect = 3", "bootstrap_expect = 1")
     });
-    let (status, line) = health(&lab);
+    assert_eq!(health(&lab).0, 0);
+    let (status, line) = health_with(&lab, &["--set", "files=true"]);
     assert_eq!(status, 1, "{line}");
-    assert!(
-        line.starts_with("WARNING - consul: bootstrap_expect = 1 on controller3 in a cluster of 3 voters: with an empty data_dir it would bootstrap a cluster of its own"),
-        "{line}"
-    );
+    assert!(line.starts_with(lone), "{line}");
+    // ... and from the agent's own API once it runs with it (once it is back in the
+    // cluster after its restart).
+    assert!(lab.ctl("controller3", "consul", "restart").status.success());
+    let (status, line) = eventually("the agent's warning", Duration::from_secs(30), || {
+        let (status, line) = health(&lab);
+        line.starts_with(lone).then_some((status, line))
+    });
+    assert_eq!(status, 1, "{line}");
     lab.set_config("controller3", "consul", |t| {
         t.replace("bootstrap_expect = 1", "bootstrap_expect = 3")
+    });
+    assert!(lab.ctl("controller3", "consul", "restart").status.success());
+    eventually("health OK again", Duration::from_secs(30), || {
+        (health(&lab).0 == 0).then_some(())
     });
 
     // Maintenance: a drained node is a WARNING. A drain with nothing to move ends at once,
@@ -105,7 +125,7 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
         health(&lab),
         (
             3,
-            "UNKNOWN - no controller answers for consul, nomad, vault".to_string()
+            "UNKNOWN - no controller answers for consul, nomad, vault: controller1 connection refused, controller2 connection refused, controller3 connection refused".to_string()
         )
     );
 }
@@ -211,20 +231,54 @@ fn health_warns_about_what_the_story_warns_about() {
         "",
     );
 
-    // A Nomad agent registering through a name for every Consul server.
+    // Restarts worker1's Nomad agent and waits until health sees it again.
+    let restart_worker = || {
+        assert!(lab.ctl("worker1", "nomad", "restart").status.success());
+        eventually("worker1's agent back", Duration::from_secs(30), || {
+            let url = format!("http://{}:4646/v1/agent/self", lab.address("worker1"));
+            common::http::request("GET", &url, "")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+    };
+
+    // A Nomad agent registering through a name for every Consul server: in its file, seen
+    // only when files are read (the running agent still has its own)...
     let own = format!("address = \"{}:8500\"", lab.address("worker1"));
     let shared = "address = \"consul.service.consul:8500\"";
     lab.set_config("worker1", "nomad", |t| t.replace(&own, shared));
-    warned("worker1: ", &[]);
-    let (_, out) = run(&[]);
+    assert_eq!(run(&[]).0, 0);
+    warned("worker1: ", &["--set", "files=true"]);
+    let (_, out) = run(&["--set", "files=true"]);
     assert!(out.contains("nomad.hcl registers through the Consul agent at consul.service.consul:8500, not its own"), "{out}");
-    lab.set_config("worker1", "nomad", |t| t.replace(shared, &own));
+    // ... and through another host's agent, once the agent runs with it: from its API.
+    let other = format!("address = \"{c1}:8500\"");
+    lab.set_config("worker1", "nomad", |t| t.replace(shared, &other));
+    restart_worker();
+    let (status, out) = run(&[]);
+    assert_eq!(status, 1, "{out}");
+    assert!(out.contains(&format!("worker1: {}/worker1/nomad.hcl registers through the Consul agent at {c1}:8500, not its own", lab.dir.display())), "{out}");
+    lab.set_config("worker1", "nomad", |t| t.replace(&other, &own));
+    restart_worker();
+    // What it registered at controller1's agent stays there (the story's stale entry).
+    let at_c1 = common::http::get(&lab.consul("controller1", "/v1/agent/services")).json();
+    for (id, service) in at_c1.as_object().unwrap() {
+        if service["Service"] == "nomad-client" {
+            let gone = common::http::put(
+                &lab.consul("controller1", &format!("/v1/agent/service/deregister/{id}")),
+                "",
+            );
+            assert_eq!(gone.status, 200, "{}", gone.body);
+        }
+    }
 
-    // A Nomad client that names one server where every server (or Consul) belongs.
+    // A Nomad client that names one server where every server (or Consul) belongs, as its
+    // agent loaded it.
     let one = format!("enabled = true\n  servers = [\"{c1}:4647\"]");
     lab.set_config("worker1", "nomad", |t| {
         t.replacen("enabled = true", &one, 1)
     });
+    restart_worker();
     let (status, out) = run(&[]);
     assert_eq!(status, 1, "{out}");
     assert!(
@@ -237,6 +291,10 @@ fn health_warns_about_what_the_story_warns_about() {
     lab.set_config("worker1", "nomad", |t| {
         t.replacen(&one, "enabled = true", 1)
     });
+    restart_worker();
+    eventually("health OK again", Duration::from_secs(30), || {
+        (run(&[]).0 == 0).then_some(())
+    });
 
     // A Vault retry_join that names one server.
     let vault_hcl = lab.dir.join("controller3/vault.hcl");
@@ -246,8 +304,10 @@ fn health_warns_about_what_the_story_warns_about() {
         vault_hcl.display().to_string()
     );
     assert!(lab.harun(&["-e", &edit]).status.success());
-    warned("controller3: ", &[]);
-    let (_, out) = run(&[]);
+    // Only the file tells: Vault's API shows no retry_join.
+    assert_eq!(run(&[]).0, 0);
+    warned("controller3: ", &["--set", "files=true"]);
+    let (_, out) = run(&["--set", "files=true"]);
     assert!(out.contains("vault.hcl has one retry_join"), "{out}");
     std::fs::write(&vault_hcl, original).unwrap();
 
@@ -316,4 +376,73 @@ fn health_warns_about_what_the_story_warns_about() {
             && out.contains("vault: no answer from controller3"),
         "{out}"
     );
+}
+
+/// The default health run opens no SSH connection: with every host reached over SSH (to a
+/// port that counts the connections it gets), it gives the same verdict as with the local
+/// transport, and the port gets none; `--set files=true` is what connects.
+#[test]
+fn a_default_health_run_opens_no_ssh_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let lab = Lab::up_with(&["--workers", "1"]);
+    let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
+    assert!(
+        ha.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ha.stdout)
+    );
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let topology = std::fs::read_to_string(lab.dir.join("harun.hcl")).unwrap();
+    let over_ssh = lab.test.path("over-ssh.hcl");
+    let replaced = topology.replace(
+        "  transport       = \"local\"\n",
+        &format!("  transport       = \"ssh\"\n  ssh_port        = {port}\n  ssh_config      = \"/dev/null\"\n  connect_timeout = \"2s\"\n"),
+    );
+    assert_ne!(replaced, topology);
+    std::fs::write(&over_ssh, replaced).unwrap();
+    let run = |topology: &std::path::Path, extra: &[&str]| {
+        let out = lab
+            .test
+            .command()
+            .arg("--topology")
+            .arg(topology)
+            .args(extra)
+            .arg(script("health.rhai"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    let local = run(&lab.dir.join("harun.hcl"), &[]);
+    assert_eq!(
+        local,
+        (
+            Some(0),
+            "OK - consul: leader, 3 voters; nomad: leader, 3 voters, 4 nodes ready; vault: 1 active, 2 standby, raft".to_string()
+        )
+    );
+    assert_eq!(run(&over_ssh, &[]), local);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the default run connected"
+    );
+    // The counting port does count: reading the files connects.
+    run(&over_ssh, &["--set", "files=true"]);
+    assert!(connections.load(Ordering::SeqCst) > 0);
 }

@@ -212,15 +212,21 @@ async fn agent_self(State(agent): A) -> Response {
             "NodeName": s.name,
             "DataDir": s.data_dir,
             "Version": {"Version": VERSION},
+            // command/agent/config.go `ServerConfig`, `ClientConfig`, `ServerJoin`: the
+            // settings as written in the file the agent loaded.
             "Server": {
                 "Enabled": s.server,
                 "BootstrapExpect": s.bootstrap_expect,
-                "ServerJoin": {"RetryJoin": s.retry_join},
+                "ServerJoin": {"RetryJoin": s.loaded_joins.server_retry_join},
             },
-            "Client": {"Enabled": s.client},
+            "Client": {
+                "Enabled": s.client,
+                "Servers": s.loaded_joins.client_servers,
+                "ServerJoin": {"RetryJoin": s.loaded_joins.client_retry_join},
+            },
             "Consuls": s.consul.iter().map(|c| json!({
                 "Name": "default",
-                "Addr": c.agent,
+                "Addr": c.address,
                 "ServerServiceName": c.server_service_name,
                 "ServerAutoJoin": c.server_auto_join,
                 "AutoAdvertise": c.auto_advertise,

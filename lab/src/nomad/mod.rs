@@ -46,8 +46,18 @@ const KNOWN_KEYS: &[&str] = &[
     "limits.*",
 ];
 
+/// A Nomad agent's join settings as written in its config.
+#[derive(Clone, Debug, Default)]
+pub struct LoadedJoins {
+    pub server_retry_join: Vec<String>,
+    pub client_servers: Vec<String>,
+    pub client_retry_join: Vec<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct ConsulSettings {
+    /// The agent's address as written (`consul { address }`), which Nomad reports.
+    pub address: String,
     pub agent: String,
     pub server_service_name: String,
     pub client_service_name: String,
@@ -89,6 +99,8 @@ pub struct Settings {
     pub client: bool,
     pub bootstrap_expect: usize,
     pub retry_join: Vec<String>,
+    /// The join settings one by one, as the agent reports them.
+    pub loaded_joins: LoadedJoins,
     pub consul: Option<ConsulSettings>,
     /// `acl { enabled = true }`: every request needs the bootstrap (management) token.
     pub acl: bool,
@@ -141,6 +153,17 @@ impl Settings {
             .map_err(wrap)?
             .map(|a| a.split(':').next().unwrap_or_default().to_string())
             .unwrap_or_else(|| http.ip().to_string());
+        // As loaded, for /v1/agent/self (command/agent/config.go `ServerJoin`,
+        // `ClientConfig.Servers`): what health.rhai reads instead of the file.
+        let loaded_joins = LoadedJoins {
+            server_retry_join: file
+                .strings("server.server_join.retry_join")
+                .map_err(wrap)?,
+            client_servers: file.strings("client.servers").map_err(wrap)?,
+            client_retry_join: file
+                .strings("client.server_join.retry_join")
+                .map_err(wrap)?,
+        };
         let mut retry_join = file
             .strings("server.server_join.retry_join")
             .map_err(wrap)?;
@@ -165,6 +188,7 @@ impl Settings {
             let address = s("address", "127.0.0.1:8500")?;
             let ssl = file.bool("consul.ssl").map_err(wrap)?.unwrap_or(false);
             Some(ConsulSettings {
+                address: address.clone(),
                 agent: if address.contains("://") {
                     address
                 } else {
@@ -214,6 +238,7 @@ impl Settings {
             client,
             bootstrap_expect: expect as usize,
             retry_join,
+            loaded_joins,
             consul,
             acl: file.bool("acl.enabled").map_err(wrap)?.unwrap_or(false),
             tls: if file.bool("tls.http").map_err(wrap)?.unwrap_or(false) {

@@ -53,6 +53,16 @@ impl SshLab {
     /// `start` with sshd_config lines of the test's own, ahead of the defaults (sshd
     /// takes the first value of a keyword): `"MaxSessions 2\n"`.
     pub fn start_with(n: usize, sshd_options: &str) -> SshLab {
+        let (x, y) = block();
+        let hosts: Vec<(String, String)> = (1..=n)
+            .map(|i| (format!("host{i}"), format!("127.{x}.{y}.{i}")))
+            .collect();
+        SshLab::start_on(&hosts, sshd_options)
+    }
+
+    /// sshd on the given (name, address) pairs: on the addresses of hosts whose services
+    /// already run there (the lab's controllers), for a topology that reaches them over SSH.
+    pub fn start_on(hosts_wanted: &[(String, String)], sshd_options: &str) -> SshLab {
         assert!(
             Path::new("/usr/sbin/sshd").exists(),
             "sshd is missing: run tests/setup (tests/run does)"
@@ -78,12 +88,9 @@ impl SshLab {
         std::fs::copy(user_key.with_extension("pub"), &authorized).unwrap();
         std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o644)).unwrap();
 
-        let (x, y) = block();
         let mut known_hosts = String::new();
         let mut hosts = Vec::new();
-        for i in 1..=n {
-            let name = format!("host{i}");
-            let address = format!("127.{x}.{y}.{i}");
+        for (name, address) in hosts_wanted.iter().cloned() {
             let host_key = dir.path().join(format!("{name}_host_key"));
             keygen(&host_key);
             let public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
@@ -176,6 +183,11 @@ impl Sshd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The listening sshd's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn stop(&mut self) {
