@@ -380,7 +380,8 @@ fn health_warns_about_what_the_story_warns_about() {
 
 /// The default health run opens no SSH connection: with every host reached over SSH (to a
 /// port that counts the connections it gets), it gives the same verdict as with the local
-/// transport, and the port gets none; `--set files=true` is what connects.
+/// transport, and the port gets none; nor does a backup; `--set files=true` is what
+/// connects.
 #[test]
 fn a_default_health_run_opens_no_ssh_connection() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -441,6 +442,29 @@ fn a_default_health_run_opens_no_ssh_connection() {
         connections.load(Ordering::SeqCst),
         0,
         "the default run connected"
+    );
+    // backup.rhai, the other script a timer runs, connects to no host either.
+    let backups = lab.test.path("backups");
+    let backup = lab
+        .test
+        .command()
+        .arg("--topology")
+        .arg(&over_ssh)
+        .args(["--set", &format!("dir={}", backups.display())])
+        .arg(script("backup.rhai"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        backup.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&backup.stdout)
+    );
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 3);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "the backup connected"
     );
     // The counting port does count: reading the files connects.
     run(&over_ssh, &["--set", "files=true"]);
