@@ -24,5 +24,6 @@ mod snapshots;
 mod ssh;
 mod topology;
 mod vault;
+mod vault_conformance;
 mod vault_module;
 mod vault_raft;

@@ -547,6 +547,13 @@ async fn remove_peer(node: &Node, body: &Value) -> Response {
     if id.is_empty() {
         return error(400, "no server id provided");
     }
+    // vault/logical_system_raft.go `handleRaftRemovePeerUpdate` hands the id to
+    // raft-autopilot's `RemoveServer`, which ignores one it does not know: 204 for an
+    // unknown or already removed id, as a real OpenBao 2.7.2 answers (Consul's and Nomad's
+    // twins keep their own "not found" errors).
+    if !cluster.config().iter().any(|s| s.id == id) {
+        return no_content();
+    }
     match cluster.remove_server(id).await {
         Ok(()) => no_content(),
         Err(e) => error(500, &e),
