@@ -69,6 +69,32 @@ const JOINING_UNSEAL_TIMEOUT: f64 = 60.0;
 
 /// After the threshold share on a node joining raft: polls the seal status until the node
 /// is unsealed, saying what it waits for.
+/// Whether a call failed for want of an answer in time (`ApiClient::send`'s "no answer
+/// within").
+fn is_timeout(e: &EvalAltResult) -> bool {
+    match e {
+        EvalAltResult::ErrorRuntime(v, _) => {
+            let (code, message) = harun_runtime::error::code_and_message(v);
+            code == codes::VAULT_UNREACHABLE && message.contains(": no answer within ")
+        }
+        _ => false,
+    }
+}
+
+/// A threshold share that got no answer: what a joining node does when the shares do not
+/// open the leader's keyring (vault/core.go `unsealWithRaft` holds the state lock while
+/// it retries the join; OpenBao 2.7.2 answers nothing, seal-status included, until killed).
+fn hung_unseal(ctx: &NativeCallContext, host: &str) -> Box<EvalAltResult> {
+    call_error(
+        ctx,
+        codes::VAULT_UNSEAL_FAILED,
+        format!(
+            "vault on {host}: no answer to the threshold share within {}s: a node joining raft hangs when the shares do not open the leader's keyring (shares of another cluster, or mixed), and answers nothing until its process is killed; restart vault on {host} (kill it if it does not stop) and unseal it with this cluster's keys",
+            DEFAULT_TIMEOUT.as_secs()
+        ),
+    )
+}
+
 fn wait_joining_unseal(
     ctx: &NativeCallContext,
     c: &ApiClient,
@@ -205,13 +231,22 @@ pub mod vault_api {
         let outcome = c.changes(&ctx, &summary, |w| -> RhaiResult<Value> {
             let mut last = status.clone();
             for (i, key) in keys.iter().enumerate() {
-                let reply = w.send(
-                    &ctx,
-                    "PUT",
-                    "/v1/sys/unseal",
-                    body(&json!({"key": key.expose()})),
-                    DEFAULT_TIMEOUT,
-                )?;
+                let at_threshold = progress_before + i + 1 >= threshold;
+                let reply = w
+                    .send(
+                        &ctx,
+                        "PUT",
+                        "/v1/sys/unseal",
+                        body(&json!({"key": key.expose()})),
+                        DEFAULT_TIMEOUT,
+                    )
+                    .map_err(|e| {
+                        if at_threshold && is_timeout(&e) {
+                            hung_unseal(&ctx, &c.host)
+                        } else {
+                            e
+                        }
+                    })?;
                 if reply.status != 200 {
                     let v = reply.json();
                     let message = v["errors"][0].as_str().unwrap_or("unseal failed").to_string();

@@ -122,6 +122,14 @@ impl Nodes {
         });
     }
 
+    /// Kills node `i` (SIGKILL: what a hung node needs).
+    fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn call(&self, method: &str, i: usize, path: &str, body: &str) -> Result<Reply, String> {
         let mut headers = Vec::new();
         if !self.token.is_empty() {
@@ -316,6 +324,52 @@ fn suite(kind: Kind) {
 
     // Two nodes join through retry_join and are unsealed each on its own.
     join_and_unseal(&mut n, 1, &keys);
+    // A joining node given a share of another cluster at its threshold answers nothing
+    // more, seal-status included, until it is killed (vault/core.go `unsealWithRaft`
+    // holds the state lock while the join retries); restarted, it joins with the right
+    // shares.
+    n.start(2);
+    eventually("the leader's challenge", Duration::from_secs(30), || {
+        (n.get(2, "/v1/sys/seal-status").json()["initialized"] == true).then_some(())
+    });
+    // harun's unseal gives up after its timeout and says what happened and what to do.
+    let forged = format!("{}07", "ab".repeat(32));
+    common::Test::new()
+        .file(
+            "harun.hcl",
+            &format!(
+                "host \"joining\" {{\n  address   = \"{}\"\n  transport = \"local\"\n}}\nvault {{\n  address = \"http://{{address}}:8200\"\n}}\n",
+                n.address(2)
+            ),
+        )
+        .env("KEY0", &keys[0])
+        .env("KEY1", &keys[1])
+        .env("FORGED", &forged)
+        .args([
+            "-e",
+            r#"vault::unseal(host("joining"), [secret::env("KEY0"), secret::env("KEY1"), secret::env("FORGED")])"#,
+        ])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::vault::unseal_failed]: vault on joining: no answer to the threshold share within 10s: a node joining raft hangs when the shares do not open the leader's keyring");
+    let hung = |path: &str, method: &str, body: &str| {
+        common::http::request_within(method, &n.url(2, path), body, &[], Duration::from_secs(3))
+    };
+    let answer = hung(
+        "/v1/sys/unseal",
+        "PUT",
+        &format!("{{\"key\": \"{}\"}}", keys[3]),
+    );
+    assert!(
+        answer.is_err(),
+        "{kind:?}: the hung node answered: {:?}",
+        answer.map(|r| r.body)
+    );
+    assert!(
+        hung("/v1/sys/seal-status", "GET", "").is_err(),
+        "{kind:?}: seal-status answered"
+    );
+    n.stop(2);
     join_and_unseal(&mut n, 2, &keys);
     // Autopilot promotes them to voters once stable (10 s by default on the real server:
     // `server_stabilization_time`).

@@ -162,10 +162,20 @@ async fn init(State(node): N, body: Bytes) -> Response {
 }
 
 async fn seal_status(State(node): N) -> Response {
+    hang_if_stuck(&node).await;
     ok(node.seal_status())
 }
 
+/// A joining node that a wrong share left holding its state lock answers nothing
+/// (`Node::hang_on_a_wrong_join_key`).
+async fn hang_if_stuck(node: &Node) {
+    if node.join_stuck() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn unseal(State(node): N, body: Bytes) -> Response {
+    hang_if_stuck(&node).await;
     let body = match body_json(&body) {
         Ok(b) => b,
         Err(r) => return r,
@@ -219,6 +229,7 @@ async fn seal(State(node): N, headers: HeaderMap) -> Response {
 }
 
 async fn health(State(node): N, method: Method, Query(q): Q) -> Response {
+    hang_if_stuck(&node).await;
     let code = |name: &str, default: u16| match q.get(name) {
         None => Some(default),
         Some(v) => v.parse::<u16>().ok(),

@@ -414,6 +414,9 @@ struct Core {
     joined_config: Option<SealConfig>,
     /// A joining node past its threshold, waiting for the leader's keyring.
     unsealing: bool,
+    /// A joining node whose shares did not open the leader's keyring: it answers nothing
+    /// more until its process is killed.
+    join_stuck: bool,
     /// Since when this node has been active, as the watcher last saw it.
     active_since: Option<std::time::Instant>,
     /// Challenges this node (as leader) handed out: server id to nonce.
@@ -676,6 +679,9 @@ impl Node {
                 .ok_or((500, "no root key in storage".to_string()))?,
         };
         let Some(barrier_key) = barrier::decrypt(&key, &master) else {
+            if let Some(p) = pending {
+                return self.hang_on_a_wrong_join_key(p).await;
+            }
             return Err((400, "Unseal failed, invalid key".into()));
         };
         if let Some(p) = pending {
@@ -726,6 +732,29 @@ impl Node {
                 return;
             }
         }
+    }
+
+    /// vault/core.go `unsealWithRaft` on a joining node: the join routine retries the
+    /// challenge with the combined key every 2 s while the unseal holds the state lock, so
+    /// the request, and every later seal-status or health call, never answers; the process
+    /// stops only on SIGKILL (as a real OpenBao 2.7.2 does, checked 2026-12-06).
+    async fn hang_on_a_wrong_join_key(
+        self: &Arc<Self>,
+        p: PendingJoin,
+    ) -> Result<Value, (u16, String)> {
+        self.core().join_stuck = true;
+        loop {
+            tracing::error!(
+                "failed to retry join raft cluster: retry=2s err=\"failed to send answer to raft leader node: error decrypting challenge: cipher: message authentication failed\" leader_addr={}",
+                p.leader
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Whether a wrong share left this joining node hanging.
+    pub fn join_stuck(&self) -> bool {
+        self.core().join_stuck
     }
 
     pub fn reset_progress(&self) {

@@ -27,6 +27,17 @@ pub fn request_with(
     body: &str,
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
+    request_within(method, url, body, headers, Duration::from_secs(10))
+}
+
+/// `request_with`, giving up on an answer after `timeout` (a server that hangs).
+pub fn request_within(
+    method: &str,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Reply, String> {
     let rest = url.strip_prefix("http://").ok_or("http only")?;
     let (authority, path) = rest
         .split_once('/')
@@ -36,7 +47,7 @@ pub fn request_with(
         .map_err(|_| format!("bad address {authority}"))?;
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    stream.set_read_timeout(Some(timeout)).ok();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n{body}",
