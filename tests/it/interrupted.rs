@@ -69,8 +69,7 @@ fn reached(name: &str, audit: &std::path::Path) -> Reached {
     let text = std::fs::read_to_string(audit).unwrap_or_default();
     let Some(last) = text
         .lines()
-        .filter(|l| !l.contains("consul: take the lock "))
-        .last()
+        .rfind(|l| !l.contains("consul: take the lock "))
     else {
         return Reached::Short;
     };
