@@ -67,8 +67,6 @@ fn secrets_of(ctx: &NativeCallContext, keys: &rhai::Array) -> RhaiResult<Vec<Sec
 /// Vault polls for the leader's keyring every second; a Pi may take a few rounds.
 const JOINING_UNSEAL_TIMEOUT: f64 = 60.0;
 
-/// After the threshold share on a node joining raft: polls the seal status until the node
-/// is unsealed, saying what it waits for.
 /// Whether a call failed for want of an answer in time (`ApiClient::send`'s "no answer
 /// within").
 fn is_timeout(e: &EvalAltResult) -> bool {
@@ -89,12 +87,14 @@ fn hung_unseal(ctx: &NativeCallContext, host: &str) -> Box<EvalAltResult> {
         ctx,
         codes::VAULT_UNSEAL_FAILED,
         format!(
-            "vault on {host}: no answer to the threshold share within {}s: a node joining raft hangs when the shares do not open the leader's keyring (shares of another cluster, or mixed), and answers nothing until its process is killed; restart vault on {host} (kill it if it does not stop) and unseal it with this cluster's keys",
+            "vault on {host}: no answer to the threshold share within {}s: a node joining raft hangs when the shares do not open the leader's keyring (shares of another cluster, or mixed), and answers nothing until its process is killed; if {host} is joining, restart vault there (kill it if it does not stop) and unseal it with this cluster's keys; otherwise it is unreachable or overloaded",
             DEFAULT_TIMEOUT.as_secs()
         ),
     )
 }
 
+/// After the threshold share on a node joining raft: polls the seal status until the node
+/// is unsealed, saying what it waits for.
 fn wait_joining_unseal(
     ctx: &NativeCallContext,
     c: &ApiClient,

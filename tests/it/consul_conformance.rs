@@ -190,6 +190,23 @@ fn suite(kind: Kind) {
             .count();
         (voters == 3).then_some(())
     });
+    // The configuration each agent loaded, as health.rhai and consul-ha.rhai read it
+    // (agent/config/builder.go: bootstrap_expect = 1 would read as Bootstrap mode).
+    for i in 0..3 {
+        let loaded = get(&s.url(i, "/v1/agent/self")).json();
+        assert_eq!(
+            (
+                loaded["DebugConfig"]["Bootstrap"].clone(),
+                loaded["DebugConfig"]["BootstrapExpect"].clone(),
+                loaded["DebugConfig"]["RetryJoinLAN"]
+                    .as_array()
+                    .map(Vec::len)
+            ),
+            (false.into(), 3.into(), Some(3)),
+            "{kind:?}: {}",
+            loaded["DebugConfig"]
+        );
+    }
     let config = get(&s.url(1, "/v1/operator/raft/configuration")).json();
     for server in config["Servers"].as_array().unwrap() {
         for field in [

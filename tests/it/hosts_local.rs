@@ -196,7 +196,7 @@ fn parallel_runs_sixteen_hosts_at_a_time() {
         r#"parallel(hosts(), |h| h.exec(`mkdir {d}/in/${{h.name}}
 ls {d}/in | wc -l >> {d}/counts
 i=0
-while [ "$(ls {d}/in | wc -l)" -lt 16 ] && [ ! -e {d}/released ] && [ "$i" -lt 400 ]; do sleep 0.05; i=$((i+1)); done
+while [ "$(ls {d}/in | wc -l)" -lt 16 ] && [ ! -e {d}/released ] && [ "$i" -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
 touch {d}/released
 ls {d}/in | wc -l >> {d}/counts
 rmdir {d}/in/${{h.name}}`)); print("done")"#

@@ -407,8 +407,9 @@ fn vault_raft_holds_the_lock_through_its_vault_steps() {
         &lab.test.path("first.stderr"),
         &[],
     );
-    // Change 8: the Vault step's migration has begun; the Consul step is long done.
-    wait_for_changes(&audit, 8, &mut first, "vault-raft.rhai");
+    // Change 10: the Vault step's migration has begun (its raft directory); the Consul
+    // step (1-8) is done.
+    wait_for_changes(&audit, 10, &mut first, "vault-raft.rhai");
     let second = lab.harun(&[script("consul-ha.rhai").to_str().unwrap()]);
     let refused = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(3), "{refused}");

@@ -97,14 +97,16 @@ fn topology_errors_point_at_file_and_line() {
         .run()
         .status(3)
         .stderr_has("error[harun::topology]: unknown setting `ssh_prot`")
-        .stderr_has(" --> harun.hcl:3:3\n  |\n3 |   ssh_prot = 22\n  |   ^\n");
-    Test::new()
+        .stderr_has(" --> harun.hcl:3:3\n");
+    // The place, never the line: the line may be the one with the token.
+    let literal = Test::new()
         .file("harun.hcl", "vault {\n  token = \"hvs.abc\"\n}\n")
         .args(["-e", "1"])
         .run()
         .status(3)
         .stderr_has("a literal token does not belong in the topology")
         .stderr_has("--> harun.hcl:2:3");
+    assert!(!literal.stderr.contains("hvs.abc"), "{}", literal.stderr);
     Test::new()
         .file("harun.hcl", "host \"a\" {\n  address = [\n}\n")
         .args(["-e", "1"])

@@ -275,7 +275,14 @@ async fn agent_self(State(agent): A, headers: HeaderMap, q: Q) -> Response {
             "Server": s.server,
             "Version": "1.8.7",
         },
-        "DebugConfig": {"BootstrapExpect": s.bootstrap_expect, "RetryJoinLAN": s.retry_join},
+        // agent/config/builder.go: `bootstrap_expect = 1` is loaded as Bootstrap mode,
+        // BootstrapExpect 0 ("BootstrapExpect is set to 1; this is the same as Bootstrap
+        // mode").
+        "DebugConfig": {
+            "Bootstrap": s.bootstrap_expect == 1,
+            "BootstrapExpect": if s.bootstrap_expect == 1 { 0 } else { s.bootstrap_expect },
+            "RetryJoinLAN": s.retry_join,
+        },
         "Coord": {"Adjustment": 0, "Error": 1.5, "Vec": [0, 0, 0, 0, 0, 0, 0, 0]},
         "Member": me.map(|m| member_json(&m)),
         "Stats": {

@@ -212,6 +212,7 @@ async fn unseal(State(node): N, body: Bytes) -> Response {
 }
 
 async fn seal(State(node): N, headers: HeaderMap) -> Response {
+    hang_if_stuck(&node).await;
     if node.sealed() {
         return error(503, "Vault is sealed");
     }

@@ -736,8 +736,9 @@ impl Node {
 
     /// vault/core.go `unsealWithRaft` on a joining node: the join routine retries the
     /// challenge with the combined key every 2 s while the unseal holds the state lock, so
-    /// the request, and every later seal-status or health call, never answers; the process
-    /// stops only on SIGKILL (as a real OpenBao 2.7.2 does, checked 2026-12-06).
+    /// the request, and every later seal-status, health or seal call, never answers (as a
+    /// real OpenBao 2.7.2 does, checked 2026-12-06, whose process then stops only on
+    /// SIGKILL; the twin's own stop still ends it).
     async fn hang_on_a_wrong_join_key(
         self: &Arc<Self>,
         p: PendingJoin,
