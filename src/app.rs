@@ -111,6 +111,14 @@ fn with_lab(cli: &Cli, run: impl FnOnce(&Cli) -> i32) -> i32 {
     };
     let mut with_topology = cli.clone();
     with_topology.run.topology = Some(lab.topology.clone());
+    // The snapshots a script takes before its changes belong to the lab, not to the
+    // working directory: they go with it (and stay with it under --keep-lab).
+    if !cli.run.set.iter().any(|(key, _)| key == "snapshot_dir") {
+        with_topology.run.set.push((
+            "snapshot_dir".to_string(),
+            lab.dir.join("snapshots").display().to_string(),
+        ));
+    }
     let code = run(&with_topology);
     lab.finish(cli.run.keep_lab);
     code

@@ -339,6 +339,62 @@ fn dash_dash_lab_runs_a_script_on_a_fresh_lab_and_removes_it() {
     );
 }
 
+/// A `--lab` run leaves nothing in the working directory: the snapshot consul-ha takes
+/// before its change is the lab's, and goes with it; under --keep-lab it stays there.
+#[test]
+fn a_lab_run_keeps_its_snapshots_in_the_lab() {
+    let t = Test::new().args([
+        "--lab",
+        "--keep-lab",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scripts/consul-ha.rhai")
+            .to_str()
+            .unwrap(),
+    ]);
+    let out = t.run().status(0);
+    let left: Vec<String> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "left in the working directory: {left:?}");
+    let kept = out
+        .stderr
+        .lines()
+        .chain(out.stdout.lines())
+        .find_map(|l| {
+            l.split_whitespace()
+                .map(|w| w.trim_end_matches([')', ';']))
+                .find(|w| w.ends_with("/harun.hcl"))
+        })
+        .map(|p| Path::new(p).parent().unwrap().to_path_buf())
+        .unwrap_or_else(|| panic!("where the lab is kept:\n{}\n{}", out.stdout, out.stderr));
+    let snapshots: Vec<_> = std::fs::read_dir(kept.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        snapshots.len() == 1 && snapshots[0].starts_with("consul-"),
+        "{snapshots:?}"
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "snapshot before the change: {}/snapshots/consul-",
+            kept.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    let down = std::process::Command::new(common::harun_bin())
+        .args(["lab", "down", "--dir"])
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert!(down.status.success());
+}
+
 fn consul_ha(lab: &Lab) {
     go_ha(lab);
     assert!(lab.ctl("controller1", "consul", "restart").status.success());
