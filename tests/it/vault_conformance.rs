@@ -411,12 +411,9 @@ fn suite(kind: Kind) {
         (health(&n, 0) == 429 && (health(&n, 1) == 200 || health(&n, 2) == 200)).then_some(())
     });
 
-    // Only the active node can be sealed (vault/core.go `SealWithRequest`: "vault cannot
-    // seal when in standby mode; please restart instead"; OpenBao says only "internal
-    // error", an accepted difference of wording).
-    let refused = n.put(0, "/v1/sys/seal", "");
-    assert_eq!(refused.status, 500, "{kind:?}: {}", refused.body);
-    assert_eq!(health(&n, 0), 429, "{kind:?}: still a standby");
+    // Sealing a standby is not asserted: OpenBao 2.7.2 answered 500 "internal error" in
+    // some runs and 204 in another (the request forwarded to the active node, it seems);
+    // the twin refuses it as vault/core.go `SealWithRequest` does. The active node:
     let active = (1..3).find(|i| health(&n, *i) == 200).unwrap();
     let sealed = n.put(active, "/v1/sys/seal", "");
     assert_eq!(sealed.status, 204, "{kind:?}: {}", sealed.body);
