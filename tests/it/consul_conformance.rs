@@ -27,19 +27,7 @@ struct Servers {
 /// A 127.x.y block where nothing answers on Consul's ports yet.
 fn free_block(kind: Kind) -> String {
     let seed = std::process::id() as usize * 7 + if kind == Kind::Real { 3 } else { 0 };
-    for attempt in 0..100 {
-        let n = seed.wrapping_mul(2654435761).wrapping_add(attempt * 97);
-        let block = format!("127.{}.{}", 20 + n % 60, (n / 60) % 250 + 1);
-        let free = (11..=13).all(|i| {
-            [8300, 8301, 8302, 8500, 8600]
-                .iter()
-                .all(|port| std::net::TcpListener::bind(format!("{block}.{i}:{port}")).is_ok())
-        });
-        if free {
-            return block;
-        }
-    }
-    panic!("no free loopback block");
+    common::free_loopback_block(seed, 20, &[8300, 8301, 8302, 8500, 8600])
 }
 
 impl Servers {

@@ -27,6 +27,18 @@ fn health_with(lab: &Lab, options: &[&str]) -> (i32, String) {
     )
 }
 
+/// health.rhai with another topology than the lab's own, and extra options.
+fn health_on(lab: &Lab, topology: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    lab.test
+        .command()
+        .arg("--topology")
+        .arg(topology)
+        .args(extra)
+        .arg(script("health.rhai"))
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
     let lab = Lab::up();
@@ -146,15 +158,7 @@ fn health_warns_about_what_the_story_warns_about() {
     );
     let default_topology = lab.dir.join("harun.hcl");
     let run_on = |topology: &std::path::Path, extra: &[&str]| {
-        let out = lab
-            .test
-            .command()
-            .arg("--topology")
-            .arg(topology)
-            .args(extra)
-            .arg(script("health.rhai"))
-            .output()
-            .unwrap();
+        let out = health_on(&lab, topology, extra);
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned()
@@ -411,15 +415,7 @@ fn a_default_health_run_opens_no_ssh_connection() {
     assert_ne!(replaced, topology);
     std::fs::write(&over_ssh, replaced).unwrap();
     let run = |topology: &std::path::Path, extra: &[&str]| {
-        let out = lab
-            .test
-            .command()
-            .arg("--topology")
-            .arg(topology)
-            .args(extra)
-            .arg(script("health.rhai"))
-            .output()
-            .unwrap();
+        let out = health_on(&lab, topology, extra);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout)

@@ -31,19 +31,7 @@ struct Nodes {
 /// A 127.x.y block where nothing answers on Vault's ports yet.
 fn free_block(kind: Kind) -> String {
     let seed = std::process::id() as usize * 11 + if kind == Kind::Real { 5 } else { 1 };
-    for attempt in 0..100 {
-        let n = seed.wrapping_mul(2654435761).wrapping_add(attempt * 89);
-        let block = format!("127.{}.{}", 90 + n % 60, (n / 60) % 250 + 1);
-        let free = (11..=13).all(|i| {
-            [8200, 8201]
-                .iter()
-                .all(|port| std::net::TcpListener::bind(format!("{block}.{i}:{port}")).is_ok())
-        });
-        if free {
-            return block;
-        }
-    }
-    panic!("no free loopback block");
+    common::free_loopback_block(seed, 90, &[8200, 8201])
 }
 
 impl Nodes {

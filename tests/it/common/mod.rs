@@ -178,3 +178,22 @@ pub fn snapshot_named(stdout: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A 127.x.y block (x from `first_octet` up, chosen from `seed`) where nothing listens yet
+/// on any of `ports` at .11-.13: three servers of a conformance suite, side by side with
+/// other test binaries.
+pub fn free_loopback_block(seed: usize, first_octet: usize, ports: &[u16]) -> String {
+    for attempt in 0..100 {
+        let n = seed.wrapping_mul(2654435761).wrapping_add(attempt * 97);
+        let block = format!("127.{}.{}", first_octet + n % 60, (n / 60) % 250 + 1);
+        let free = (11..=13).all(|i| {
+            ports
+                .iter()
+                .all(|port| std::net::TcpListener::bind(format!("{block}.{i}:{port}")).is_ok())
+        });
+        if free {
+            return block;
+        }
+    }
+    panic!("no free loopback block");
+}
