@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use harun_lab::error::LabError;
+use harun_lab::real::{RealServers, Wanted};
 use harun_lab::supervisor;
 
 use crate::cli::LabCommand;
@@ -25,16 +26,25 @@ pub fn run(command: &LabCommand) -> i32 {
             workers,
             fresh,
             story,
-        } => supervisor::up(
-            dir,
-            &harun(),
-            supervisor::Options {
-                nomad_consul: !nomad_without_consul,
-                workers: *workers,
-                fresh: *fresh,
-                story: *story,
-            },
-        )
+            real,
+            consul_bin,
+        } => real_servers(&Wanted {
+            real: *real,
+            consul_bin: consul_bin.clone(),
+        })
+        .and_then(|real| {
+            supervisor::up(
+                dir,
+                &harun(),
+                supervisor::Options {
+                    nomad_consul: !nomad_without_consul,
+                    workers: *workers,
+                    fresh: *fresh,
+                    story: *story,
+                    real,
+                },
+            )
+        })
         .map(|path| {
             println!("{}", path.display());
             0
@@ -67,6 +77,20 @@ pub fn run(command: &LabCommand) -> i32 {
             }
         }
     }
+}
+
+/// Whether the environment variable `name` says yes.
+fn yes(name: &str) -> bool {
+    matches!(std::env::var(name).as_deref(), Ok("true" | "1" | "yes"))
+}
+
+/// The real servers asked for; what stays a twin is said on stderr.
+fn real_servers(wanted: &Wanted) -> Result<RealServers, LabError> {
+    let (real, notes) = harun_lab::real::find(wanted).map_err(LabError::Step)?;
+    for note in notes {
+        eprintln!("harun lab: {note}");
+    }
+    Ok(real)
 }
 
 /// A fresh lab in a temporary directory for `--lab`; removed by [`TempLab::finish`]
@@ -103,15 +127,19 @@ impl TempLab {
             Err(_) => 0,
         };
         // HARUN_LAB_STORY=true: the story's configuration (HTTPS, Consul ACLs).
-        let story = matches!(
-            std::env::var("HARUN_LAB_STORY").as_deref(),
-            Ok("true" | "1" | "yes")
-        );
+        let story = yes("HARUN_LAB_STORY");
+        // HARUN_LAB_REAL=true: the real servers installed here (HARUN_LAB_CONSUL_BIN names
+        // Consul's binary).
+        let real = real_servers(&Wanted {
+            real: yes("HARUN_LAB_REAL"),
+            consul_bin: std::env::var_os("HARUN_LAB_CONSUL_BIN").map(PathBuf::from),
+        })?;
         let options = supervisor::Options {
             nomad_consul,
             workers,
             fresh: true,
             story,
+            real,
         };
         let topology = supervisor::up(&dir, &harun(), options)?;
         Ok(TempLab { dir, topology })

@@ -12,6 +12,7 @@ pub mod consul;
 pub mod error;
 pub mod nomad;
 pub mod pki;
+pub mod real;
 pub mod service_user;
 pub mod snapshot;
 pub mod supervisor;

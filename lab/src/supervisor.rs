@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use harun_runtime::topology::Service;
 
 use crate::error::LabError;
+use crate::real::RealServers;
 
 pub const HOSTS: [&str; 3] = ["controller1", "controller2", "controller3"];
 
@@ -33,7 +34,7 @@ pub const SERVICES: &[(&str, u16)] = &[
 ];
 
 /// What `lab up` builds beside the three controllers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Whether nomad.hcl has a consul stanza (Nomad finds its peers through Consul) or not
     /// (it needs server_join).
@@ -45,6 +46,8 @@ pub struct Options {
     /// The story's configuration: HTTPS everywhere under the lab's CA, Consul's API on
     /// 8501 with ACLs on and the token in a file.
     pub story: bool,
+    /// The real server binaries to run in place of twins.
+    pub real: RealServers,
 }
 
 /// How the lab initialises Vault: 5 shares, 3 of them to unseal.
@@ -66,6 +69,9 @@ pub struct Lab {
     /// The story's configuration (see [`Options::story`]).
     #[serde(default)]
     pub story: bool,
+    /// The services that run real servers (see [`Options::real`]).
+    #[serde(default)]
+    pub real: RealServers,
 }
 
 impl Lab {
@@ -237,9 +243,20 @@ impl Lab {
         // the lab inside the script's process, where an unreaped twin would look alive);
         // for anyone else's pid it fails harmlessly. Signal 0 only checks existence.
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        let alive = unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid);
         alive.then_some(pid)
     }
+}
+
+/// Whether `pid` has exited and waits to be reaped: a service started through a shell
+/// belongs to init, which may reap it seconds later (signal 0 still finds a zombie).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold any.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+    })
 }
 
 /// Consul's HTTPS port, the story's (`ports { https = 8501 }`).
@@ -396,11 +413,9 @@ bootstrap_expect = 1
 bind_addr   = "{address}"
 client_addr = "{address}"
 
-ui_config {{
-  enabled = true
-}}
-{story}"#,
+{ui}{story}"#,
         data = lab.host_dir(host).join("consul").display(),
+        ui = crate::real::consul_ui_line(lab.real.consul.as_ref()),
         gossip = gossip_line(lab, secrets),
         story = consul_story(lab, host, secrets),
     )
@@ -697,6 +712,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
         workers: options.workers,
         vault_user: vault_account.as_ref().map(|a| a.name.clone()),
         story: options.story,
+        real: options.real.clone(),
     };
     let secrets = StorySecrets::of(&lab);
     if lab.story {
@@ -791,7 +807,8 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
 
 fn start_first_state(lab: &Lab, harun: &Path) -> Result<(), LabError> {
     start(lab, harun, "controller1", "consul")?;
-    wait_for_leader(lab, "controller1", "consul", Duration::from_secs(10))?;
+    // A real Consul elects itself after its raft timeouts, a few seconds.
+    wait_for_leader(lab, "controller1", "consul", Duration::from_secs(30))?;
     seed(lab)?;
     start(lab, harun, "controller1", "nomad")?;
     start(lab, harun, "controller1", "vault")?;
@@ -1001,15 +1018,23 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), L
     cmd.arg("-c")
         .arg(r#"log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!"#)
         .arg("sh")
-        .arg(&log_path)
-        .arg(harun)
-        .args(["lab", "serve", service, "--config"])
-        .arg(lab.config_file(host, service))
-        .args(match (service, &lab.vault_user) {
-            ("vault", Some(user)) => vec!["--user", user.as_str()],
-            _ => vec![],
-        })
-        .env("HARUN_LOG", "info")
+        .arg(&log_path);
+    match lab.real.binary(service) {
+        // The real agent, as its systemd unit starts it.
+        Some(real) => cmd.arg(&real.path).arg("agent").arg(format!(
+            "-config-file={}",
+            lab.config_file(host, service).display()
+        )),
+        None => cmd
+            .arg(harun)
+            .args(["lab", "serve", service, "--config"])
+            .arg(lab.config_file(host, service))
+            .args(match (service, &lab.vault_user) {
+                ("vault", Some(user)) => vec!["--user", user.as_str()],
+                _ => vec![],
+            }),
+    };
+    cmd.env("HARUN_LOG", "info")
         .stdin(Stdio::null())
         .stderr(Stdio::null());
     // Its own session: a Ctrl-C meant for a script does not stop the lab.
@@ -1033,6 +1058,12 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), L
         .parse()
         .expect("an address");
     let started = Instant::now();
+    // A real agent reads its data and opens its ports more slowly than a twin.
+    let limit = Duration::from_secs(if lab.real.binary(service).is_some() {
+        30
+    } else {
+        10
+    });
     loop {
         if lab.pid(host, service).is_none() {
             let _ = std::fs::remove_file(lab.pid_file(host, service));
@@ -1043,11 +1074,11 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), L
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
             return Ok(());
         }
-        if started.elapsed() > Duration::from_secs(10) {
+        if started.elapsed() > limit {
             return Err(LabError::service(
                 host,
                 service,
-                format!("did not answer on {addr} within 10s"),
+                format!("did not answer on {addr} within {}s", limit.as_secs()),
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -1261,9 +1292,10 @@ fn job_lock(lab: &Lab, host: &str, service: &str) -> Result<std::fs::File, Strin
 pub fn status(dir: &Path) -> Result<String, LabError> {
     let lab = Lab::load(dir)?;
     let mut out = format!(
-        "lab in {} (controllers at {}.11-13)\n",
+        "lab in {} (controllers at {}.11-13)\n{}\n",
         lab.dir.display(),
-        lab.block
+        lab.block,
+        lab.real.describe()
     );
     for host in lab.hosts() {
         let host = host.as_str();

@@ -18,6 +18,7 @@ mod local_users;
 mod nomad_ha;
 mod nomad_module;
 mod plan;
+mod real_lab;
 mod repl;
 mod secrets;
 mod snapshots;
