@@ -230,15 +230,20 @@ pub enum LabCommand {
         /// set HARUN_LAB_STORY=true.
         #[arg(long)]
         story: bool,
-        /// Run the real servers installed here in place of twins: `consul` from PATH (the
-        /// lab writes its configs for the version it finds); what is not installed stays a
-        /// twin, and `lab status` says which is which. For `--lab`, set HARUN_LAB_REAL=true.
+        /// Run the real servers installed here in place of twins: `consul` and OpenBao's
+        /// `bao` from PATH (the lab writes their configs for the version it finds); what is
+        /// not installed stays a twin, and `lab status` says which is which. For `--lab`,
+        /// set HARUN_LAB_REAL=true.
         #[arg(long)]
         real: bool,
         /// The Consul binary to run (implies a real Consul). For `--lab`, set
         /// HARUN_LAB_CONSUL_BIN.
         #[arg(long, value_name = "FILE")]
         consul_bin: Option<PathBuf>,
+        /// The OpenBao binary (`bao`) to run in place of the Vault twin. For `--lab`, set
+        /// HARUN_LAB_VAULT_BIN.
+        #[arg(long, value_name = "FILE")]
+        vault_bin: Option<PathBuf>,
     },
     /// Show each controller's services and who leads
     Status {

@@ -334,9 +334,7 @@ impl Probe {
     fn token(&self, service: Service) -> Option<String> {
         match service {
             Service::Consul => self.consul_token.clone(),
-            _ => std::env::var(service.env(harun_runtime::topology::Env::Token))
-                .ok()
-                .filter(|t| !t.is_empty()),
+            _ => service.env_value(harun_runtime::topology::Env::Token),
         }
     }
 

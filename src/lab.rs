@@ -28,9 +28,11 @@ pub fn run(command: &LabCommand) -> i32 {
             story,
             real,
             consul_bin,
+            vault_bin,
         } => real_servers(&Wanted {
             real: *real,
             consul_bin: consul_bin.clone(),
+            vault_bin: vault_bin.clone(),
         })
         .and_then(|real| {
             supervisor::up(
@@ -128,11 +130,12 @@ impl TempLab {
         };
         // HARUN_LAB_STORY=true: the story's configuration (HTTPS, Consul ACLs).
         let story = yes("HARUN_LAB_STORY");
-        // HARUN_LAB_REAL=true: the real servers installed here (HARUN_LAB_CONSUL_BIN names
-        // Consul's binary).
+        // HARUN_LAB_REAL=true: the real servers installed here (HARUN_LAB_CONSUL_BIN and
+        // HARUN_LAB_VAULT_BIN name their binaries).
         let real = real_servers(&Wanted {
             real: yes("HARUN_LAB_REAL"),
             consul_bin: std::env::var_os("HARUN_LAB_CONSUL_BIN").map(PathBuf::from),
+            vault_bin: std::env::var_os("HARUN_LAB_VAULT_BIN").map(PathBuf::from),
         })?;
         let options = supervisor::Options {
             nomad_consul,

@@ -1,6 +1,7 @@
 //! Real server binaries the lab runs in place of its twins (`harun lab up --real`): the
-//! operator's own `consul`, in the version they run, so a rehearsal on the lab is a
-//! rehearsal on their servers. What is not installed stays a twin (Nomad, here).
+//! operator's own `consul` and OpenBao `bao`, in the versions they run, so a rehearsal on
+//! the lab is a rehearsal on their servers. What is not installed stays a twin (Nomad,
+//! here).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +29,10 @@ impl Binary {
 pub struct RealServers {
     #[serde(default)]
     pub consul: Option<Binary>,
+    /// OpenBao's `bao`: it speaks Vault's API and reads Vault's config format, but has no
+    /// file storage to start from and cannot register itself in Consul.
+    #[serde(default)]
+    pub openbao: Option<Binary>,
 }
 
 impl RealServers {
@@ -35,6 +40,7 @@ impl RealServers {
     pub fn binary(&self, service: &str) -> Option<&Binary> {
         match service {
             "consul" => self.consul.as_ref(),
+            "vault" => self.openbao.as_ref(),
             _ => None,
         }
     }
@@ -44,8 +50,13 @@ impl RealServers {
         let mut real = vec![];
         let mut twins = vec![];
         for service in ["consul", "nomad", "vault"] {
+            let name = if service == "vault" {
+                "openbao"
+            } else {
+                service
+            };
             match self.binary(service) {
-                Some(b) => real.push(format!("{service} {} ({})", b.version, b.path.display())),
+                Some(b) => real.push(format!("{name} {} ({})", b.version, b.path.display())),
                 None => twins.push(service),
             }
         }
@@ -64,6 +75,8 @@ impl RealServers {
 pub struct Wanted {
     pub real: bool,
     pub consul_bin: Option<PathBuf>,
+    /// OpenBao's `bao` (implies `--real` for Vault).
+    pub vault_bin: Option<PathBuf>,
 }
 
 /// Finds the binaries asked for. A binary named explicitly must work; one looked up on
@@ -71,9 +84,9 @@ pub struct Wanted {
 pub fn find(wanted: &Wanted) -> Result<(RealServers, Vec<String>), String> {
     let mut notes = vec![];
     let consul = match (&wanted.consul_bin, wanted.real) {
-        (Some(path), _) => Some(consul_binary(path)?),
+        (Some(path), _) => Some(binary(path, "Consul")?),
         (None, true) => match on_path("consul") {
-            Some(path) => Some(consul_binary(&path)?),
+            Some(path) => Some(binary(&path, "Consul")?),
             None => {
                 notes.push("no `consul` on PATH: Consul runs as the lab's twin".to_string());
                 None
@@ -81,13 +94,27 @@ pub fn find(wanted: &Wanted) -> Result<(RealServers, Vec<String>), String> {
         },
         (None, false) => None,
     };
-    if wanted.real {
-        notes.push(
-            "Nomad and Vault run as the lab's twins (the lab runs only a real Consul so far)"
-                .to_string(),
-        );
+    let openbao = match (&wanted.vault_bin, wanted.real) {
+        (Some(path), _) => Some(binary(path, "OpenBao").map_err(|e| {
+            format!("{e} (the lab runs OpenBao's `bao`; HashiCorp Vault stays a twin)")
+        })?),
+        (None, true) => match on_path("bao") {
+            Some(path) => Some(binary(&path, "OpenBao")?),
+            None => {
+                notes.push(
+                    "no OpenBao `bao` on PATH: Vault runs as the lab's twin (a HashiCorp `vault` \
+                     binary is not run by the lab)"
+                        .to_string(),
+                );
+                None
+            }
+        },
+        (None, false) => None,
+    };
+    if wanted.real || consul.is_some() || openbao.is_some() {
+        notes.push("Nomad runs as the lab's twin".to_string());
     }
-    Ok((RealServers { consul }, notes))
+    Ok((RealServers { consul, openbao }, notes))
 }
 
 /// `name` on PATH, as the shell would run it.
@@ -104,8 +131,10 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// A Consul binary and its version (`consul version`: "Consul v1.8.7" on its first line).
-fn consul_binary(path: &Path) -> Result<Binary, String> {
+/// A server binary and its version: `version` prints `name`, ` v` and the version first
+/// ("Consul v1.8.7", "OpenBao v2.7.2 (commit), committed ...").
+fn binary(path: &Path, name: &str) -> Result<Binary, String> {
+    let prefix = format!("{name} v");
     let out = Command::new(path)
         .arg("version")
         .output()
@@ -114,12 +143,12 @@ fn consul_binary(path: &Path) -> Result<Binary, String> {
     let version = text
         .lines()
         .next()
-        .and_then(|l| l.strip_prefix("Consul v"))
+        .and_then(|l| l.strip_prefix(prefix.as_str()))
         .map(|v| v.split_whitespace().next().unwrap_or(v).to_string())
         .filter(|_| out.status.success())
         .ok_or_else(|| {
             format!(
-                "{} is not a Consul binary: `version` printed {:?}",
+                "{} is not {name}: its `version` printed {:?}",
                 path.display(),
                 text.lines().next().unwrap_or("")
             )

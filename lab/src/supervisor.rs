@@ -121,6 +121,11 @@ impl Lab {
         self.dir.join(host)
     }
 
+    /// Where Vault keeps its raft data on `host` (the topology's `raft_path`).
+    pub fn raft_path(&self, host: &str) -> PathBuf {
+        self.host_dir(host).join("vault").join("raft")
+    }
+
     pub fn config_file(&self, host: &str, service: &str) -> PathBuf {
         self.host_dir(host).join(format!("{service}.hcl"))
     }
@@ -186,6 +191,9 @@ impl Lab {
         // own certificate, as an agent that requires client certificates wants.
         let config = self.config_file(host, service);
         let files = match service {
+            // A real server's config is read by the real server; the twins' reader may
+            // refuse what it accepts.
+            _ if self.real.binary(service).is_some() => None,
             "nomad" => crate::nomad::Settings::load(&config)?.tls,
             "vault" => crate::vault::Settings::load(&config)?.tls,
             "consul" => crate::consul::Settings::load(&config)?.tls,
@@ -503,7 +511,48 @@ client {{
     )
 }
 
+/// A real OpenBao's vault.hcl: OpenBao has no file storage, so the first state is the
+/// other common homelab start, a single-node raft server, which vault-raft.rhai grows to
+/// three; and no service_registration (OpenBao refuses the block: vault-raft.rhai
+/// registers it at the node's agent).
+fn openbao_config(lab: &Lab, host: &str) -> String {
+    let address = lab.address(host);
+    let scheme = lab.scheme();
+    let listener_tls = if lab.story {
+        let files = crate::pki::host_cert(&lab.dir, host);
+        format!(
+            "tls_cert_file = \"{}\"\n  tls_key_file  = \"{}\"",
+            files.cert.display(),
+            files.key.display()
+        )
+    } else {
+        "tls_disable = true".to_string()
+    };
+    format!(
+        r#"# OpenBao on {host} (harun lab): a single raft node, as a homelab starts on OpenBao.
+ui = true
+
+storage "raft" {{
+  path    = "{raft}"
+  node_id = "{host}"
+}}
+
+listener "tcp" {{
+  address     = "{address}:8200"
+  {listener_tls}
+}}
+
+api_addr     = "{scheme}://{address}:8200"
+cluster_addr = "{scheme}://{address}:8201"
+"#,
+        raft = lab.raft_path(host).display(),
+    )
+}
+
 fn vault_config(lab: &Lab, host: &str, secrets: &StorySecrets) -> String {
+    if lab.real.openbao.is_some() {
+        return openbao_config(lab, host);
+    }
     let address = lab.address(host);
     let scheme = lab.scheme();
     let data = lab.host_dir(host).join("vault").join("data");
@@ -591,7 +640,7 @@ vault {{
   cluster_address = "{scheme}://{{address}}:8201"{ca}
   config_file     = "{dir}/{{name}}/vault.hcl"
   raft_path       = "{dir}/{{name}}/vault/raft"
-  cli             = "{harun} lab vault"
+  cli             = "{vault_cli}"{flavor}
   keys_file       = "{dir}/vault-unseal-keys"
   token_file      = "{dir}/vault-root-token"
   user            = "{vault_user}"{vault_group}
@@ -619,6 +668,15 @@ vault {{
             String::new()
         },
         vault_user = vault_user,
+        vault_cli = match &lab.real.openbao {
+            Some(bao) => bao.path.display().to_string(),
+            None => format!("{} lab vault", harun.display()),
+        },
+        flavor = if lab.real.openbao.is_some() {
+            "\n  flavor          = \"openbao\""
+        } else {
+            ""
+        },
         vault_group = crate::service_user::lookup(&vault_user)
             .and_then(|a| crate::service_user::group_name(a.gid))
             .map(|g| format!("\n  group           = \"{g}\""))
@@ -781,9 +839,17 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
             }
         }
         new_boot_id(&lab, host)?;
+        // The first state's single raft node keeps its data here from the start.
+        if lab.real.openbao.is_some() && host == HOSTS[0] {
+            std::fs::create_dir_all(lab.raft_path(host))
+                .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
+        }
         // Vault's directory belongs to its user, as a package's /opt/vault does.
         if let (Some(account), false) = (&vault_account, Lab::is_worker(host)) {
             crate::service_user::chown(&lab.host_dir(host).join("vault"), account)?;
+            if lab.raft_path(host).exists() {
+                crate::service_user::chown(&lab.raft_path(host), account)?;
+            }
         }
     }
     write_private(
@@ -826,11 +892,14 @@ fn start_first_state(lab: &Lab, harun: &Path) -> Result<(), LabError> {
 /// keys and the root token go to mode-0600 files in the lab's directory.
 fn init_vault(lab: &Lab) -> Result<(), String> {
     let vault = lab.api("controller1", "vault")?;
-    let reply = vault.call(
+    // A raft node (real OpenBao) answers the init once it has elected itself: its raft
+    // heartbeat timeout (5 s) and an election later.
+    let reply = vault.call_within(
         "PUT",
         "/v1/sys/init",
         &format!("{{\"secret_shares\": {VAULT_SHARES}, \"secret_threshold\": {VAULT_THRESHOLD}}}"),
         &[],
+        Duration::from_secs(60),
     )?;
     let init: serde_json::Value =
         serde_json::from_str(&reply).map_err(|e| format!("vault init answered {reply:?}: {e}"))?;
@@ -856,6 +925,21 @@ fn init_vault(lab: &Lab) -> Result<(), String> {
             &[],
         )?;
     }
+    // A raft node (real OpenBao) is active only once it has elected itself, seconds after
+    // its unseal; a KV v2 mount takes writes only once its upgrade has run.
+    let within = |what: &str, call: &dyn Fn() -> Result<String, String>| {
+        let started = Instant::now();
+        loop {
+            match call() {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                    return Err(format!("vault on controller1: {what} within 30s: {e}"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    };
+    within("not active", &|| vault.get("/v1/sys/health"))?;
     let authed = |path: &str, body: &str| {
         vault.call("POST", path, body, &[("X-Vault-Token", token.as_str())])
     };
@@ -877,10 +961,12 @@ fn init_vault(lab: &Lab) -> Result<(), String> {
             r#"{"admin_password": "grafana-lab-only"}"#,
         ),
     ] {
-        authed(
-            &format!("/v1/secret/data/{path}"),
-            &format!("{{\"data\": {data}}}"),
-        )?;
+        within("the KV v2 mount takes no writes", &|| {
+            authed(
+                &format!("/v1/secret/data/{path}"),
+                &format!("{{\"data\": {data}}}"),
+            )
+        })?;
     }
     Ok(())
 }
@@ -934,11 +1020,24 @@ impl Api {
         body: &str,
         headers: &[(&str, &str)],
     ) -> Result<String, String> {
+        self.call_within(method, path, body, headers, Duration::from_secs(5))
+    }
+
+    /// `call` with its own time limit.
+    fn call_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+        limit: Duration,
+    ) -> Result<String, String> {
         let url = format!("{}{path}", self.base);
         let method: reqwest::Method = method.parse().map_err(|_| format!("bad method {method}"))?;
         let mut request = self
             .client
             .request(method.clone(), &url)
+            .timeout(limit)
             .body(body.to_string());
         if let Some(token) = &self.token {
             request = request.header("X-Consul-Token", token);
@@ -1019,13 +1118,32 @@ pub fn start(lab: &Lab, harun: &Path, host: &str, service: &str) -> Result<(), L
         .arg(r#"log="$1"; shift; "$@" >>"$log" 2>&1 </dev/null & echo $!"#)
         .arg("sh")
         .arg(&log_path);
-    match lab.real.binary(service) {
+    match (lab.real.binary(service), service) {
         // The real agent, as its systemd unit starts it.
-        Some(real) => cmd.arg(&real.path).arg("agent").arg(format!(
+        (Some(real), "consul") => cmd.arg(&real.path).arg("agent").arg(format!(
             "-config-file={}",
             lab.config_file(host, service).display()
         )),
-        None => cmd
+        // The real server as its own user (the unit's User=), as the twin runs.
+        (Some(real), _) => {
+            if let Some(account) = lab
+                .vault_user
+                .as_deref()
+                .and_then(crate::service_user::lookup)
+            {
+                cmd.args([
+                    "setpriv".to_string(),
+                    format!("--reuid={}", account.uid),
+                    format!("--regid={}", account.gid),
+                    "--clear-groups".to_string(),
+                ]);
+            }
+            cmd.arg(&real.path).arg("server").arg(format!(
+                "-config={}",
+                lab.config_file(host, service).display()
+            ))
+        }
+        (None, _) => cmd
             .arg(harun)
             .args(["lab", "serve", service, "--config"])
             .arg(lab.config_file(host, service))

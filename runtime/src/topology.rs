@@ -171,6 +171,26 @@ impl Service {
         }
     }
 
+    /// The environment variables that hold `what`, in the order they are read: the
+    /// official CLI's ([`Service::env`]), then for Vault OpenBao's `BAO_*` one.
+    pub fn env_names(self, what: Env) -> Vec<String> {
+        let official = self.env(what);
+        match self {
+            Service::Vault => {
+                let bao = official.replacen("VAULT_", "BAO_", 1);
+                vec![official, bao]
+            }
+            _ => vec![official],
+        }
+    }
+
+    /// The first non-empty value of [`Service::env_names`] in this process's environment.
+    pub fn env_value(self, what: Env) -> Option<String> {
+        self.env_names(what)
+            .into_iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
     /// The official CLI's environment variables, by what they hold: `CONSUL_HTTP_TOKEN`
     /// but `NOMAD_TOKEN` and `VAULT_TOKEN`, `CONSUL_CACERT`, ...
     pub fn env(self, what: Env) -> String {
@@ -267,6 +287,9 @@ const SERVICE_SETTINGS: &[(&str, Kind)] = &[
     ("tls_server_name", Kind::String),
     ("tls_skip_verify", Kind::Bool),
     ("dns_address", Kind::String),
+    // Which server speaks Vault's API: HashiCorp Vault, or OpenBao (which cannot register
+    // itself in Consul, so the scripts register it). The vault block only.
+    ("flavor", Kind::OneOf(&["vault", "openbao"])),
 ];
 
 /// One host with every setting merged and expanded.
@@ -629,6 +652,12 @@ impl Parser<'_> {
                         return Err(self.error(
                             attr.key.span(),
                             format!("a literal token does not belong in the topology: put it in a mode-0600 file and set `token_file`, or use the {}_TOKEN environment variable", service.to_uppercase()),
+                        ));
+                    }
+                    if key == "flavor" && service != "vault" {
+                        return Err(self.error(
+                            attr.key.span(),
+                            format!("`flavor` belongs in the vault block, not in `{service}`"),
                         ));
                     }
                     let kind = lookup(SERVICE_SETTINGS, key).ok_or_else(|| {

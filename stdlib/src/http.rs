@@ -96,11 +96,7 @@ impl ApiClient {
     ) -> RhaiResult<ApiClient> {
         let code = |kind: Api| codes::api(service, kind);
         let setting = |key: &str| host.0.service(service.name(), key).map(str::to_string);
-        let env = |what: Env| {
-            std::env::var(service.env(what))
-                .ok()
-                .filter(|v| !v.is_empty())
-        };
+        let env = |what: Env| service.env_value(what);
         let base = setting("address")
             .ok_or_else(|| {
                 call_error(

