@@ -37,6 +37,11 @@ pub struct Raft {
     /// The leader's address as the host sees it, `""` for none, for the APIs whose leader
     /// is an address (Vault's `leader` is a map of its own).
     leader: Option<LeaderOf>,
+    /// Autopilot's view of every server (the leader's): its path, where the servers sit
+    /// in the answer (a list, or Vault's map by id), and a server's last log index.
+    health: &'static str,
+    health_servers: &'static [&'static str],
+    last_index: &'static str,
 }
 
 pub const CONSUL: Raft = Raft {
@@ -48,6 +53,9 @@ pub const CONSUL: Raft = Raft {
     peers: Some("/v1/status/peers"),
     remove: remove_by_query,
     leader: Some(status_leader),
+    health: "/v1/operator/autopilot/health",
+    health_servers: &["Servers"],
+    last_index: "LastIndex",
 };
 
 pub const NOMAD: Raft = Raft {
@@ -69,6 +77,9 @@ pub const VAULT: Raft = Raft {
         ("POST", "/v1/sys/storage/raft/remove-peer".into(), body)
     },
     leader: None,
+    health: "/v1/sys/storage/raft/autopilot/state",
+    health_servers: &["data", "servers"],
+    last_index: "last_index",
 };
 
 /// Consul's and Nomad's `DELETE /v1/operator/raft/peer?id=`.
@@ -138,6 +149,66 @@ impl Raft {
         )
     }
 
+    /// Every server's last log index in autopilot's answer, by server name or id.
+    fn last_indexes(&self, answer: &Value) -> Vec<(String, u64)> {
+        let servers = self.health_servers.iter().fold(answer, |v, key| &v[key]);
+        let list: Vec<&Value> = match servers {
+            Value::Array(list) => list.iter().collect(),
+            Value::Object(map) => map.values().collect(),
+            _ => vec![],
+        };
+        list.into_iter()
+            .map(|s| {
+                let name = s["Name"].as_str().or(s["id"].as_str()).unwrap_or("?");
+                (name.to_string(), s[self.last_index].as_u64().unwrap_or(0))
+            })
+            .collect()
+    }
+
+    /// Waits until every server's log reaches the highest index any server had when it
+    /// was first asked: after a snapshot restore, the followers install the leader's
+    /// snapshot a moment later, and until then a node that serves reads itself (OpenBao's
+    /// standbys, a `?stale` read) answers with the data from before. Returns that index.
+    fn wait_caught_up(
+        &self,
+        ctx: &NativeCallContext,
+        host: &HostHandle,
+        timeout_seconds: f64,
+    ) -> RhaiResult<Dynamic> {
+        let c = self.client(ctx, host)?;
+        let first = std::cell::Cell::new(None::<u64>);
+        let last = std::cell::RefCell::new(String::from("no answer yet"));
+        c.wait_for(
+            ctx,
+            &format!("every {} server at the leader's raft index", self.service),
+            timeout_seconds,
+            || {
+                let answer = match c.get(ctx, self.health, &[]) {
+                    Ok(a) => a.json(),
+                    Err(e) => {
+                        *last.borrow_mut() = harun_runtime::diagnostic::code_and_message_of(&e).1;
+                        return None;
+                    }
+                };
+                let indexes = self.last_indexes(&answer);
+                let highest = indexes.iter().map(|(_, i)| *i).max().unwrap_or(0);
+                let target = first.get().unwrap_or(highest);
+                first.set(Some(target));
+                let behind: Vec<String> = indexes
+                    .iter()
+                    .filter(|(_, i)| *i < target)
+                    .map(|(n, i)| format!("{n} at {i}"))
+                    .collect();
+                if behind.is_empty() && !indexes.is_empty() {
+                    return Some((target as i64).into());
+                }
+                *last.borrow_mut() = format!("{} of index {target}", behind.join(", "));
+                None
+            },
+            || last.borrow().clone(),
+        )
+    }
+
     fn wait_leader(
         &self,
         ctx: &NativeCallContext,
@@ -198,6 +269,18 @@ pub fn register(module: &mut Module, raft: &'static Raft) {
             module,
             move |ctx: NativeCallContext, host: HostHandle, n: i64, timeout_seconds: f64| {
                 raft.wait_voters(&ctx, &host, n, timeout_seconds)
+            },
+        );
+    FuncRegistration::new("wait_caught_up")
+        .with_volatility(true)
+        .with_params_info(["host: Host", "timeout_seconds: f64", "Dynamic"])
+        .with_comments([
+            "/// Waits until every server's raft log has the index the most advanced one had when\n/// asked (autopilot's view): after a snapshot restore, until every node serves it.\n/// Returns that index.",
+        ])
+        .set_into_module(
+            module,
+            move |ctx: NativeCallContext, host: HostHandle, timeout_seconds: f64| {
+                raft.wait_caught_up(&ctx, &host, timeout_seconds)
             },
         );
     if let Some(path) = raft.peers {

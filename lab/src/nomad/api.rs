@@ -41,6 +41,7 @@ pub fn routes(agent: Arc<Agent>) -> Router {
             "/v1/operator/raft/peer",
             delete(raft_remove_peer).fallback(invalid_404),
         )
+        .route("/v1/operator/autopilot/health", get(autopilot_health))
         .route("/v1/nodes", get(nodes))
         .route("/v1/node/{id}", get(node))
         .route("/v1/node/{id}/drain", post(drain).put(drain))
@@ -422,6 +423,53 @@ async fn raft_configuration(State(agent): A, Query(q): Q) -> Response {
         &agent,
         json!({"Index": agent.cluster.index(), "Servers": servers}),
     )
+}
+
+/// `GET /v1/operator/autopilot/health`: the leader's view of each server, as Nomad's
+/// OperatorServerHealth answers it (command/agent/operator_endpoint.go; the reply is
+/// nomad/structs/operator.go OperatorHealthReply, Consul's shape). A twin's servers share
+/// one log, so each has the cluster's index.
+async fn autopilot_health(State(agent): A, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q).await {
+        return r;
+    }
+    let leader = agent.cluster.leader().map(|l| l.id);
+    let members = agent.cluster.members();
+    let servers: Vec<Value> = agent
+        .cluster
+        .config()
+        .iter()
+        .map(|s| {
+            let alive = members
+                .iter()
+                .any(|m| m.name == s.id && m.status == MemberStatus::Alive);
+            let contact = agent.cluster.last_contact(&s.id);
+            let healthy = alive && contact.is_some_and(|c| c < std::time::Duration::from_secs(2));
+            json!({
+                "ID": raft_id(&s.id),
+                "Name": s.id,
+                "Address": s.address,
+                "SerfStatus": if alive { "alive" } else { "failed" },
+                "Leader": Some(&s.id) == leader.as_ref(),
+                "LastContact": contact.map(|c| format!("{}ms", c.as_millis())).unwrap_or_else(|| "-1ns".into()),
+                "LastTerm": 0,
+                "LastIndex": agent.cluster.index(),
+                "Healthy": healthy,
+                "Voter": s.voter,
+            })
+        })
+        .collect();
+    let voters = servers.iter().filter(|s| s["Voter"] == true).count();
+    let healthy_voters = servers
+        .iter()
+        .filter(|s| s["Voter"] == true && s["Healthy"] == true)
+        .count();
+    axum::Json(json!({
+        "Healthy": servers.iter().all(|s| s["Healthy"] == true),
+        "FailureTolerance": healthy_voters.saturating_sub(voters / 2 + 1),
+        "Servers": servers,
+    }))
+    .into_response()
 }
 
 async fn raft_remove_peer(State(agent): A, Query(q): Q) -> Response {
