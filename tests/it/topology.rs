@@ -119,4 +119,31 @@ fn topology_errors_point_at_file_and_line() {
         .run()
         .status(3)
         .stderr_has("cannot read the topology file nope.hcl");
+    // `flavor` says which server speaks Vault's API: only there, only these two.
+    Test::new()
+        .file(
+            "harun.hcl",
+            "consul {
+  flavor = \"openbao\"
+}
+",
+        )
+        .args(["-e", "1"])
+        .run()
+        .status(3)
+        .stderr_has("`flavor` belongs in the vault block, not in `consul`")
+        .stderr_has("--> harun.hcl:2:3");
+    Test::new()
+        .file(
+            "harun.hcl",
+            "vault {
+  flavor = \"bao\"
+}
+",
+        )
+        .args(["-e", "1"])
+        .run()
+        .status(3)
+        .stderr_has("`flavor` must be one of vault, openbao")
+        .stderr_has("--> harun.hcl:2:");
 }

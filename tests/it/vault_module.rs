@@ -139,6 +139,24 @@ print(vault::kv_read(c1, "secret", "homelab/nas").username);"#;
         .run()
         .status(0);
     assert_eq!(from_env.stdout, "active\n");
+    // OpenBao's variable counts where Vault's is not set, and only there.
+    let from_bao = Test::new()
+        .file("harun.hcl", &plain.replace(http, https))
+        .env("BAO_CACERT", pki.ca.to_str().unwrap())
+        .args(["-e", "print(vault::health(host(\"controller1\")).state)"])
+        .run()
+        .status(0);
+    assert_eq!(from_bao.stdout, "active\n");
+    let other = common::tls::Pki::make_named(&lab.test.path("other-ca"), &["nobody"]);
+    Test::new()
+        .file("harun.hcl", &plain.replace(http, https))
+        .env("VAULT_CACERT", other.ca.to_str().unwrap())
+        .env("BAO_CACERT", pki.ca.to_str().unwrap())
+        .args(["-e", "print(vault::health(host(\"controller1\")).state)"])
+        .run()
+        .status(3)
+        // (The other CA has the same name: rustls finds the signature wrong.)
+        .stderr_has("invalid peer certificate: BadSignature");
     let unknown = Test::new()
         .file("harun.hcl", &plain.replace(http, https))
         .args(["-e", "print(vault::health(host(\"controller1\")).state)"])

@@ -508,7 +508,7 @@ fn vault_raft_in_the_story_configuration_as_the_vault_user() {
         || {
             let log = std::fs::read_to_string(lab.dir.join("controller3/log/vault.log")).ok()?;
             log.lines()
-                .find(|l| l.contains("join https://") && l.contains("certificate"))
+                .find(|l| l.contains("failed to get raft challenge") && l.contains("certificate"))
                 .map(str::to_string)
         },
     );

@@ -1154,8 +1154,11 @@ async fn retry_join_loop(node: Arc<Node>, leaders: Vec<JoinTarget>) {
                     return;
                 }
                 // Vault logs each failed attempt (an x509 error with a private CA that
-                // the block does not name) and tries again.
-                Err(e) => tracing::warn!("join {addr}: {e}"),
+                // the block does not name) in these words and tries again (vault/raft.go
+                // `JoinRaftCluster`; OpenBao 2.7.2 logs the same).
+                Err(e) => tracing::error!(
+                    "failed to get raft challenge: leader_addr={addr} error=\"{e}\""
+                ),
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;

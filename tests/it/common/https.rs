@@ -24,6 +24,18 @@ impl Https {
     }
 
     pub fn call(&self, method: &str, url: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(method, url, body, headers)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    }
+
+    /// `call`, with a failed request as an error rather than a panic.
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
         let mut request = self
             .client
             .request(method.parse().unwrap(), url)
@@ -31,15 +43,13 @@ impl Https {
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let response = request
-            .send()
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let response = request.send().map_err(|e| format!("{e:?}"))?;
         let status = response.status().as_u16();
         let headers = format!("{:?}", response.headers());
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body: response.text().unwrap_or_default(),
-        }
+        })
     }
 }
