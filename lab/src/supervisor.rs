@@ -249,22 +249,11 @@ impl Lab {
             .ok()?;
         // SAFETY: reaps the twin if this process started it and it ended (`--lab` runs
         // the lab inside the script's process, where an unreaped twin would look alive);
-        // for anyone else's pid it fails harmlessly. Signal 0 only checks existence.
+        // for anyone else's pid it fails harmlessly. One that init has yet to reap is a
+        // zombie: stopped.
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        let alive = unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid);
-        alive.then_some(pid)
+        harun_runtime::process::is_running(pid).then_some(pid)
     }
-}
-
-/// Whether `pid` has exited and waits to be reaped: a service started through a shell
-/// belongs to init, which may reap it seconds later (signal 0 still finds a zombie).
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the command name, which is in parentheses and may hold any.
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            == Some("Z")
-    })
 }
 
 /// Consul's HTTPS port, the story's (`ports { https = 8501 }`).

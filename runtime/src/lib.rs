@@ -19,6 +19,7 @@ pub mod modules;
 pub mod output;
 pub mod plan;
 pub mod private_fs;
+pub mod process;
 pub mod progress;
 pub mod secret;
 pub mod status;

@@ -25,6 +25,27 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a read waits out an election: a few of Consul's and Nomad's own request holds
+/// (`RPCHoldTimeout`, 7 s and 5 s), and Vault's standby takeover (its step-down sleep is
+/// 10 s).
+pub const ELECTION_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether an answer says only that the cluster is between leaders, which passes by
+/// itself: Consul's and Nomad's 500 `No cluster leader` (agent/structs/errors.go and
+/// nomad/structs/errors.go `ErrNoLeader`; through a client agent `rpc error...: No
+/// cluster leader`), and a Vault standby's 500 `local node not active but active cluster
+/// node not found` or 503 `no active Vault instance found` (http/handler.go
+/// `handleRequestForwarding`, `respondStandby`), which Vault's own client retries.
+pub fn in_election(service: Service, reply: &Reply) -> bool {
+    let text = reply.text();
+    match (service, reply.status) {
+        (Service::Consul | Service::Nomad, 500) => text.contains("No cluster leader"),
+        (Service::Vault, 500) => text.contains("active cluster node not found"),
+        (Service::Vault, 503) => text.contains("no active Vault instance found"),
+        _ => false,
+    }
+}
+
 /// An API's answer: status, the headers scripts care about, and the body.
 pub struct Reply {
     pub status: u16,
@@ -379,9 +400,28 @@ impl ApiClient {
     }
 
     /// A read: errors for any status but 2xx (and those in `ok`), with the API's message.
+    /// A read that meets an election under way (see [`in_election`]) is asked again for
+    /// up to [`ELECTION_WAIT`]: a run started right after a restart must not end on it.
     pub fn get(&self, ctx: &NativeCallContext, path: &str, ok: &[u16]) -> RhaiResult<Reply> {
-        let reply = self.read(ctx, path, DEFAULT_TIMEOUT)?;
-        self.check(ctx, "GET", path, reply, ok)
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            let reply = self.read(ctx, path, DEFAULT_TIMEOUT)?;
+            if !in_election(self.service, &reply) || started.elapsed() >= ELECTION_WAIT {
+                return self.check(ctx, "GET", path, reply, ok);
+            }
+            if !told {
+                tracing::info!(
+                    "{} on {}: an election is under way ({}); asking again for up to {}s",
+                    self.service,
+                    self.host,
+                    reply.text(),
+                    ELECTION_WAIT.as_secs()
+                );
+                told = true;
+            }
+            crate::wait::pause(ctx, 0.5, &format!("{} on {}", self.service, self.host))?;
+        }
     }
 
     /// A write whose answer is not needed: true when it ran, false when a dry run planned

@@ -60,15 +60,12 @@ fn this_host() -> String {
         .unwrap_or_default()
 }
 
-/// Whether the process `pid` exists on this machine.
+/// Whether the process `pid` runs on this machine: not a zombie waiting to be reaped (a
+/// run killed by `timeout -s KILL` or a supervisor), not dying of SIGKILL.
 fn alive(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    i32::try_from(pid).is_ok_and(|pid| {
+        harun_runtime::process::is_running(pid) && !harun_runtime::process::is_dying(pid)
+    })
 }
 
 /// The locks this run holds, by key: a script's steps may each ask for the lock the run

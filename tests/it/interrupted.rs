@@ -43,6 +43,11 @@ const fn inside(changes: usize, delay_ms: u64, signal: i32) -> KillPoint {
     }
 }
 
+/// Not a signal: the run started under `timeout -s KILL` and killed as timeout kills it
+/// (SIGKILL to its process group), so that init reaps it a moment later and the next run
+/// meets a zombie holding the lock.
+const TIMEOUT_KILL: i32 = -1;
+
 /// Runs `name` on a fresh lab, kills it at `point`, runs it again, and returns the lab
 /// and the second run's stdout for the script's own checks.
 fn kill_and_finish(name: &str, point: KillPoint) -> (Lab, String) {
@@ -123,11 +128,20 @@ fn kill_and_finish_on(lab: &Lab, name: &str, point: KillPoint) -> String {
     let audit = lab.test.path("audit.log");
     let first_stderr = lab.test.path("first.stderr");
     let _ = std::fs::remove_file(&audit);
-    let mut first = lab.spawn_script(name, &audit, &first_stderr, &["--yes"]);
+    let mut first = if point.signal == TIMEOUT_KILL {
+        lab.spawn_script_under_timeout(name, &audit, &first_stderr, &["--yes"])
+    } else {
+        lab.spawn_script(name, &audit, &first_stderr, &["--yes"])
+    };
     wait_for_changes(&audit, point.changes, &mut first, name);
     std::thread::sleep(point.delay);
-    // SAFETY: signalling the child we started.
-    unsafe { libc::kill(first.id() as i32, point.signal) };
+    // SAFETY: signalling the child we started (or, as timeout does, its process group).
+    unsafe {
+        match point.signal {
+            TIMEOUT_KILL => libc::kill(-(first.id() as i32), libc::SIGKILL),
+            signal => libc::kill(first.id() as i32, signal),
+        }
+    };
     let status = first.wait().unwrap();
     let made = common::lab::changes_in(&audit);
     let reached = reached(name, &audit);
@@ -238,6 +252,10 @@ fn consul_ha_killed_at_each_step_is_finished_by_the_next_run() {
         at(7, libc::SIGKILL),
         inside(7, 200, libc::SIGINT),
         inside(8, 300, libc::SIGKILL),
+        // Killed by `timeout -s KILL` while Consul restarts: the next run meets the dead
+        // run's zombie holding the lock, then Consul electing.
+        inside(6, 300, TIMEOUT_KILL),
+        at(8, TIMEOUT_KILL),
     ] {
         kill_and_finish("consul-ha.rhai", point);
     }
@@ -259,6 +277,7 @@ fn vault_raft_killed_at_each_step_is_finished_by_the_next_run() {
         inside(22, 300, libc::SIGKILL),
         at(24, libc::SIGKILL),
         inside(26, 500, libc::SIGKILL),
+        inside(22, 300, TIMEOUT_KILL),
     ] {
         let (lab, stdout) = kill_and_finish("vault-raft.rhai", point);
         check_vault_whole(&lab, &stdout, point);

@@ -233,7 +233,10 @@ fn without_consul_workers_get_every_server_and_rejoin_without_the_first() {
         .args([r#"let w1 = host("worker1");
 print(nomad::wait_leader(w1, 20.0) != "");
 let c2 = host("controller2");
-print(nomad::members(c2).filter(|m| m.Status == "alive").len());
+// Gossip notices a stopped server a moment later.
+let alive = || nomad::members(c2).filter(|m| m.Status == "alive").len();
+wait_until("controller1's server seen gone", 20.0, 0.5, || alive.call() == 2);
+print(alive.call());
 let id = nomad::node_ids(c2)["worker1"];
 wait_until("worker1's node ready", 20.0, 0.5, || nomad::node(c2, id).Status == "ready");
 print(nomad::node(c2, id).Status);"#])

@@ -184,18 +184,52 @@ impl Lab {
         stderr: &Path,
         args: &[&str],
     ) -> std::process::Child {
-        self.test
-            .command()
-            .arg("--topology")
-            .arg(self.dir.join("harun.hcl"))
-            .arg("--audit-log")
-            .arg(audit)
-            .args(args)
-            .arg(script(name))
+        self.script_command(name, audit, args)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(stderr).unwrap())
             .spawn()
             .unwrap()
+    }
+
+    /// `spawn_script` under coreutils `timeout -s KILL` (the child is `timeout`, in a
+    /// process group of its own with harun): killing that group is what timeout does when
+    /// its time is up, and harun, its parent gone, is left for init to reap.
+    pub fn spawn_script_under_timeout(
+        &self,
+        name: &str,
+        audit: &Path,
+        stderr: &Path,
+        args: &[&str],
+    ) -> std::process::Child {
+        let inner = self.script_command(name, audit, args);
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args(["-s", "KILL", "3600"])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        if let Some(dir) = inner.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(stderr).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn script_command(&self, name: &str, audit: &Path, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.test.command();
+        cmd.arg("--topology")
+            .arg(self.dir.join("harun.hcl"))
+            .arg("--audit-log")
+            .arg(audit)
+            .args(args)
+            .arg(script(name));
+        cmd
     }
 }
 
