@@ -606,6 +606,9 @@ defaults {{
   transport       = "local"
   service_manager = "{harun} lab ctl --dir {dir} {{name}} {{service}} {{action}}"
   boot_id_file    = "{dir}/{{name}}/boot_id"
+  # Touch it to have rolling-restart.rhai --set reboot=needed reboot the host; a reboot
+  # removes it, as /var/run is emptied at boot.
+  reboot_required_file = "{dir}/{{name}}/reboot-required"
   # Where scripts/install.rhai puts harun on each host.
   harun_binary    = "{dir}/{{name}}/bin/harun"
   harun_dir       = "{dir}/{{name}}/etc/harun"
@@ -1300,6 +1303,8 @@ fn reboot(lab: &Lab, harun: &Path, host: &str) -> Result<(), LabError> {
         stop(lab, host, service)?;
     }
     new_boot_id(lab, host)?;
+    // /var/run is a tmpfs: what asked for the reboot is gone after it.
+    let _ = std::fs::remove_file(lab.host_dir(host).join("reboot-required"));
     std::thread::sleep(Duration::from_secs(1));
     for service in running {
         let _queue = job_lock(lab, host, service)?;

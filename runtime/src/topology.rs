@@ -82,6 +82,9 @@ const HOST_SETTINGS: &[(&str, Kind)] = &[
     ("command_timeout", Kind::Duration),
     // Where the host's boot id is read (service::reboot waits for a new one).
     ("boot_id_file", Kind::String),
+    // The file whose existence says the OS wants a reboot (unattended-upgrades on Debian
+    // and Raspberry Pi OS writes it): rolling-restart.rhai --set reboot=needed.
+    ("reboot_required_file", Kind::String),
     ("roles", Kind::List),
     // Files whose content is never shown (a plan shows only which lines change), and more
     // attribute names whose values config diffs mask (runtime/src/config_secrets.rs).
@@ -104,6 +107,7 @@ const HOST_DEFAULTS: &[(&str, &str)] = &[
     ("harun_binary", "/usr/local/bin/harun"),
     ("harun_dir", "/etc/harun"),
     ("systemd_dir", "/etc/systemd/system"),
+    ("reboot_required_file", "/var/run/reboot-required"),
 ];
 const DEFAULT_SSH_PORT: i64 = 22;
 const DEFAULT_MAX_SESSIONS: i64 = 10;

@@ -316,6 +316,40 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
     assert_ne!(boot_id(), before);
     lab.assert_secrets("day 2");
 
+    // reboot=needed: only the controller whose OS asks (its reboot_required_file exists)
+    // reboots, and the reboot clears the flag; then a run finds nothing to do.
+    let boot_ids = || {
+        ["controller1", "controller2", "controller3"]
+            .map(|h| std::fs::read_to_string(lab.dir.join(h).join("boot_id")).unwrap())
+    };
+    let flag = lab.dir.join("controller3/reboot-required");
+    std::fs::write(&flag, "*** System restart required ***\n").unwrap();
+    let before = boot_ids();
+    let needed = rolling(&["--set", "reboot=needed"]);
+    assert_eq!(
+        needed.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&needed.stdout),
+        text(&needed.stderr)
+    );
+    assert!(
+        text(&needed.stdout).starts_with("OK - rolling reboot done: controller3;"),
+        "{}",
+        text(&needed.stdout)
+    );
+    let after = boot_ids();
+    assert_eq!((&after[0], &after[1]), (&before[0], &before[1]));
+    assert_ne!(after[2], before[2]);
+    assert!(!flag.exists());
+    let quiet = rolling(&["--set", "reboot=needed"]);
+    assert_eq!(
+        text(&quiet.stdout),
+        "OK - nothing to do: no controller asks for a reboot (none has its reboot_required_file)\n"
+    );
+    assert_eq!(quiet.status.code(), Some(0));
+    lab.assert_secrets("day 2");
+
     // Killed (SIGKILL, or Ctrl-C's SIGINT) at its first change, inside the second
     // controller's turn, and as the third begins: the next run finishes from the record.
     for (changes, signal) in [(2, libc::SIGINT), (7, libc::SIGKILL), (12, libc::SIGKILL)] {
