@@ -22,6 +22,14 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 /// The session's TTL: Consul's minimum. The run renews it every third of that; Consul
 /// invalidates a session it has not heard from in up to twice its TTL.
 const TTL: Duration = Duration::from_secs(10);
+/// How long the run goes on without a renewal before it counts its lock as lost. Consul
+/// invalidates a session not renewed within twice its TTL (agent/consul/session_ttl.go,
+/// `SessionTTLMultiplier`), on the leader's timer, and a new leader starts every session's
+/// timer afresh: a run whose renewals meet an election (a rolling restart of the Consul
+/// leader; real Consul takes over 10 s) still holds its lock. It gives up 3 s before
+/// the earliest invalidation, so that it stops before another run could take the lock.
+const RENEWAL_GRACE: Duration = Duration::from_secs(2 * TTL.as_secs() - 3);
+
 /// After a session is invalidated, Consul keeps its locks from a new holder this long
 /// (its default is 15 s): enough for a dead holder's last request to land.
 const LOCK_DELAY: Duration = Duration::from_secs(1);
@@ -329,11 +337,11 @@ fn hold(
                 }
                 // Consul answers 404 for a session it no longer has.
                 Ok(404) => "its session was invalidated (expired or destroyed)".to_string(),
-                _ if last.elapsed() < TTL => continue,
+                _ if last.elapsed() < RENEWAL_GRACE => continue,
                 Ok(status) => format!("Consul refused to renew its session ({status})"),
                 Err(e) => format!(
                     "its session could not be renewed for {}s: {e}",
-                    TTL.as_secs()
+                    RENEWAL_GRACE.as_secs()
                 ),
             };
             tracing::error!("the consul lock is lost: {reason}");

@@ -177,15 +177,26 @@ pub fn save(
     host: &HostHandle,
     service: Service,
     path: &str,
+    stale: bool,
 ) -> RhaiResult<i64> {
     let c = ApiClient::for_host(ctx, host, service)?;
     let (api, _) = endpoint(service);
+    // `?stale`: the server's own copy of the state, leader or not (Consul's
+    // agent/snapshot_endpoint.go and Nomad's operator_endpoint.go serve it without
+    // forwarding), for a cluster that has lost its leader.
+    let api = if stale {
+        format!("{api}?stale")
+    } else {
+        api.to_string()
+    };
+    let api = api.as_str();
     let action = Action::new(
         "write",
         "local",
         format!(
-            "{service}: save a snapshot of the cluster (through {}) to {path}",
-            c.host
+            "{service}: save a snapshot of the cluster (through {}{}) to {path}",
+            c.host,
+            if stale { ", its own copy" } else { "" }
         ),
     );
     let dir = Path::new(path)
@@ -314,8 +325,24 @@ pub fn register(module: &mut rhai::Module, service: Service) {
             "/// Saves a snapshot of the cluster (`GET {api}` through `host`) to the local file\n/// `path`, mode 0600, written atomically, and only when it passes the check of its\n/// format; returns its size in bytes. A change (planned in a dry run)."
         )])
         .set_into_module(module, move |ctx: NativeCallContext, host: HostHandle, path: &str| {
-            save(&ctx, &host, service, path)
+            save(&ctx, &host, service, path, false)
         });
+    if service != Service::Vault {
+        FuncRegistration::new("snapshot_save_stale")
+            .with_volatility(true)
+            .with_params_info(["host: Host", "path: &str", "i64"])
+            .with_comments([format!(
+                "/// `snapshot_save` from this server's own copy of the state (`GET {api}?stale`):
+/// it works without a leader, when a cluster has lost its majority, and may lag the
+/// last writes. A change (planned in a dry run)."
+            )])
+            .set_into_module(
+                module,
+                move |ctx: NativeCallContext, host: HostHandle, path: &str| {
+                    save(&ctx, &host, service, path, true)
+                },
+            );
+    }
     FuncRegistration::new("snapshot_check")
         .with_volatility(true)
         .with_params_info(["path: &str", "Map"])
