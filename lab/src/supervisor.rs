@@ -920,16 +920,7 @@ fn init_vault(lab: &Lab) -> Result<(), String> {
     // A raft node (real OpenBao) is active only once it has elected itself, seconds after
     // its unseal; a KV v2 mount takes writes only once its upgrade has run.
     let within = |what: &str, call: &dyn Fn() -> Result<String, String>| {
-        let started = Instant::now();
-        loop {
-            match call() {
-                Ok(_) => return Ok(()),
-                Err(e) if started.elapsed() > Duration::from_secs(30) => {
-                    return Err(format!("vault on controller1: {what} within 30s: {e}"))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
+        within_30s(&format!("vault on controller1: {what}"), call)
     };
     within("not active", &|| vault.get("/v1/sys/health"))?;
     let authed = |path: &str, body: &str| {
@@ -971,9 +962,27 @@ fn seed(lab: &Lab) -> Result<(), String> {
         ("homelab/backup/schedule", "0 3 * * *"),
         ("homelab/nomad/datacenter", "homelab"),
     ] {
-        consul.call("PUT", &format!("/v1/kv/{key}"), value, &[])?;
+        // A real Consul with ACLs puts its master token into the state a moment after it
+        // leads (agent/consul/leader.go `initializeACLs`): until then, 403 ACL not found.
+        within_30s("consul on controller1: KV not written", &|| {
+            consul.call("PUT", &format!("/v1/kv/{key}"), value, &[])
+        })?;
     }
     Ok(())
+}
+
+/// Calls `call` until it succeeds, for up to 30 s; the last error names `what`.
+fn within_30s(what: &str, call: &dyn Fn() -> Result<String, String>) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        match call() {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                return Err(format!("{what} within 30s: {e}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
 }
 
 /// The homelab's jobs, so `nomad job status` has something to show.

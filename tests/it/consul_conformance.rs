@@ -348,6 +348,71 @@ fn suite(kind: Kind) {
         1,
         "{kind:?}: the stale entry stays"
     );
+    // HTTP checks run by the agent every Interval (agent/checks/check.go `CheckHTTP`):
+    // 2xx passing, anything else critical, with the answer in the output.
+    for (name, path) in [
+        ("probe-ok", "/v1/status/leader"),
+        ("probe-404", "/v1/kv/no-such-key"),
+    ] {
+        let reg = put(
+            &s.url(2, "/v1/agent/service/register"),
+            &format!(
+                r#"{{"ID": "{name}", "Name": "{name}", "Port": 1,
+                    "Check": {{"HTTP": "{}", "Interval": "1s", "Timeout": "2s"}}}}"#,
+                s.url(0, path)
+            ),
+        );
+        assert_eq!(reg.status, 200, "{kind:?}: {}", reg.body);
+    }
+    let check_of = |name: &str| {
+        let h = get(&s.url(0, &format!("/v1/health/checks/{name}"))).json();
+        let c = h.as_array()?.first()?.clone();
+        Some((
+            c["Status"].as_str()?.to_string(),
+            c["Output"].as_str()?.to_string(),
+        ))
+    };
+    // The output as the agent that runs the check has it: Consul syncs a change of output
+    // alone to the catalog only every check_update_interval (5 m), a change of status at
+    // once (agent/local/state.go `UpdateCheck`).
+    let output_of = |name: &str| {
+        let checks = get(&s.url(2, "/v1/agent/checks")).json();
+        let check = checks
+            .as_object()?
+            .values()
+            .find(|c| c["ServiceID"] == name)?
+            .clone();
+        Some(check["Output"].as_str()?.to_string())
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let (ok, missing) = (check_of("probe-ok"), check_of("probe-404"));
+        let output = output_of("probe-404").unwrap_or_default();
+        if let (Some(ok), Some(missing)) = (&ok, &missing) {
+            if ok.0 == "passing" && missing.0 == "critical" && !output.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{kind:?}: the HTTP checks did not run: {ok:?} {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let output = output_of("probe-404").unwrap();
+    assert!(
+        output.starts_with(&format!(
+            "HTTP GET {}: 404 Not Found Output: ",
+            s.url(0, "/v1/kv/no-such-key")
+        )),
+        "{kind:?}: {output}"
+    );
+    for name in ["probe-ok", "probe-404"] {
+        put(
+            &s.url(2, &format!("/v1/agent/service/deregister/{name}")),
+            "",
+        );
+    }
     let right = put(
         &s.url(1, "/v1/agent/service/deregister/vault:127.0.0.1:8200"),
         "",

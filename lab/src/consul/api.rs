@@ -442,6 +442,30 @@ fn check_def(
         Some((id, name, tags)) => (id.to_string(), name.to_string(), tags.clone()),
         None => (String::new(), String::new(), json!([])),
     };
+    // What the agent runs, as `/v1/agent/checks` shows it (structs.HealthCheckDefinition).
+    let definition = if kind == "http" {
+        let interval = parse_ttl(field(body, "Interval"))
+            .map_err(|_| {
+                text(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid check: Interval must be a duration",
+                )
+            })?
+            .ok_or_else(|| {
+                text(
+                    StatusCode::BAD_REQUEST,
+                    "Interval must be > 0 for Script, HTTP, or TCP checks",
+                )
+            })?;
+        json!({
+            "HTTP": field(body, "HTTP"),
+            "TLSSkipVerify": field(body, "TLSSkipVerify").and_then(Value::as_bool).unwrap_or(false),
+            "Interval": format!("{}s", interval.as_secs_f64()),
+            "Timeout": field(body, "Timeout").and_then(Value::as_str).unwrap_or("10s"),
+        })
+    } else {
+        json!({})
+    };
     let def = json!({
         "Node": agent.settings.node_name,
         "CheckID": field(body, "CheckID").or(field(body, "ID")).and_then(Value::as_str).unwrap_or(&default_id),
@@ -453,6 +477,7 @@ fn check_def(
         "ServiceName": service_name,
         "ServiceTags": service_tags,
         "Type": kind,
+        "Definition": definition,
         "Namespace": "default",
     });
     Ok((def, ttl))
@@ -466,6 +491,7 @@ fn add_check(agent: &Agent, def: Value, ttl: Option<Duration>) {
             def,
             deadline: ttl.map(|t| Instant::now() + t),
             ttl: ttl.map(|t| t.as_millis() as u64),
+            next_probe: None,
         },
     );
 }

@@ -235,6 +235,9 @@ pub struct LocalCheck {
     #[serde(skip)]
     pub deadline: Option<Instant>,
     pub ttl: Option<u64>,
+    /// When an HTTP check runs next (at once after a start).
+    #[serde(skip)]
+    pub next_probe: Option<Instant>,
 }
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -445,6 +448,65 @@ impl Agent {
     }
 
     /// TTL checks that were not refreshed in time turn critical.
+    /// Runs the HTTP checks that are due, each in the background, as Consul's agent does
+    /// every Interval (agent/checks/check.go `CheckHTTP.check`): a GET with Consul's
+    /// headers, within Timeout (default 10 s); 2xx passing, 429 warning, anything else or
+    /// no answer critical; the output line in Consul's words. TLSSkipVerify turns off
+    /// verification; otherwise the system's roots are trusted (a private CA needs the
+    /// agent's enable_agent_tls_for_checks, which the twin does not know).
+    fn run_http_checks(self: &Arc<Self>) {
+        let now = Instant::now();
+        let due: Vec<(String, String, Duration, bool)> = {
+            let mut local = self.local();
+            local
+                .checks
+                .iter_mut()
+                .filter(|(_, c)| c.def["Type"] == "http")
+                .filter_map(|(id, c)| {
+                    if c.next_probe.is_some_and(|t| t > now) {
+                        return None;
+                    }
+                    let d = &c.def["Definition"];
+                    let every = d["Interval"]
+                        .as_str()
+                        .and_then(|i| humantime::parse_duration(i).ok())
+                        .unwrap_or(Duration::from_secs(10));
+                    c.next_probe = Some(now + every);
+                    let timeout = d["Timeout"]
+                        .as_str()
+                        .and_then(|t| humantime::parse_duration(t).ok())
+                        .unwrap_or(Duration::from_secs(10));
+                    Some((
+                        id.clone(),
+                        d["HTTP"].as_str()?.to_string(),
+                        timeout,
+                        d["TLSSkipVerify"] == true,
+                    ))
+                })
+                .collect()
+        };
+        for (id, url, timeout, skip) in due {
+            let agent = self.clone();
+            tokio::spawn(async move {
+                let (status, output) = http_probe(&url, timeout, skip).await;
+                let changed = {
+                    let mut local = agent.local();
+                    match local.checks.get_mut(&id) {
+                        Some(c) if c.def["Status"] != status || c.def["Output"] != output => {
+                            c.def["Status"] = json!(status);
+                            c.def["Output"] = json!(output);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if changed {
+                    agent.save_local();
+                }
+            });
+        }
+    }
+
     fn expire_ttls(&self) -> bool {
         let mut changed = false;
         let mut local = self.local();
@@ -459,6 +521,39 @@ impl Agent {
             }
         }
         changed
+    }
+}
+
+/// One run of an HTTP check: its status and Consul's output line.
+async fn http_probe(url: &str, timeout: Duration, skip_verify: bool) -> (&'static str, String) {
+    let client = match crate::tls::client_trusting(None, skip_verify, timeout)
+        .and_then(|b| b.build().map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => return ("critical", e),
+    };
+    let sent = client
+        .get(url)
+        .header("User-Agent", "Consul Health Check")
+        .header("Accept", "text/plain, text/*, */*")
+        .send()
+        .await;
+    match sent {
+        Err(e) => (
+            "critical",
+            format!("Get \"{url}\": {}", crate::tls::error_chain(&e)),
+        ),
+        Ok(reply) => {
+            let code = reply.status();
+            let body = reply.text().await.unwrap_or_default();
+            let body: String = body.chars().take(4096).collect();
+            let status = match code.as_u16() {
+                200..=299 => "passing",
+                429 => "warning",
+                _ => "critical",
+            };
+            (status, format!("HTTP GET {url}: {code} Output: {body}"))
+        }
     }
 }
 
@@ -564,6 +659,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             a.reconcile().await;
+            a.run_http_checks();
             if a.expire_ttls() {
                 a.save_local();
             }
