@@ -634,6 +634,8 @@ vault {{
   raft_path       = "{dir}/{{name}}/vault/raft"
   cli             = "{vault_cli}"{flavor}
   keys_file       = "{dir}/vault-unseal-keys"
+  # Each controller's own part of the keys (scripts/unseal.rhai --set split=true).
+  unseal_share_file = "{dir}/{{name}}/vault-unseal-share"
   token_file      = "{dir}/vault-root-token"
   user            = "{vault_user}"{vault_group}
 }}

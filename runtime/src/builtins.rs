@@ -198,6 +198,12 @@ pub mod secret_type {
         Context::of(&ctx).secret(format!("{}{text}", secret.expose()))
     }
 
+    /// Joining two Secrets gives a Secret (the lines of a key file).
+    #[rhai_fn(global, name = "+", volatile)]
+    pub fn join(ctx: NativeCallContext, first: Secret, second: Secret) -> Secret {
+        Context::of(&ctx).secret(format!("{}{}", first.expose(), second.expose()))
+    }
+
     /// True when the secret is the empty string.
     #[rhai_fn(global, name = "is_empty", pure)]
     pub fn is_empty(secret: &mut Secret) -> bool {

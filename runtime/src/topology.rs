@@ -264,6 +264,7 @@ const SERVICES: &[(&str, &[(&str, &str)])] = &[
             ("service", "vault"),
             ("cli", "vault"),
             ("raft_path", "/opt/vault/data"),
+            ("unseal_share_file", "/etc/harun/vault-unseal-share"),
             // The packaged unit's User=: the owner of the raft path.
             ("user", "vault"),
         ],
@@ -283,6 +284,8 @@ const SERVICE_SETTINGS: &[(&str, Kind)] = &[
     ("group", Kind::String),
     ("token_file", Kind::String),
     ("keys_file", Kind::String),
+    // Where this host keeps its own part of the unseal keys (scripts/unseal.rhai).
+    ("unseal_share_file", Kind::String),
     ("ca_file", Kind::String),
     // The CA file on the controllers that Vault's retry_join trusts (default: ca_file).
     ("join_ca_file", Kind::String),

@@ -215,71 +215,44 @@ pub mod vault_api {
         keys: Array,
         timeout_seconds: f64,
     ) -> RhaiResult<Dynamic> {
-        let timeout = timeout_seconds;
-        let c = client(&ctx, &host)?;
-        let keys = secrets_of(&ctx, &keys)?;
-        let status = c.get(&ctx, "/v1/sys/seal-status", &[])?.json();
-        if status["sealed"] == false {
-            return Ok(to_dynamic(&status));
-        }
-        let threshold = status["t"].as_u64().unwrap_or(0) as usize;
-        let summary = format!(
-            "vault: unseal with {} key(s) (threshold {threshold})",
-            keys.len().min(threshold.max(1))
-        );
-        let progress_before = status["progress"].as_u64().unwrap_or(0) as usize;
-        let outcome = c.changes(&ctx, &summary, |w| -> RhaiResult<Value> {
-            let mut last = status.clone();
-            for (i, key) in keys.iter().enumerate() {
-                let at_threshold = progress_before + i + 1 >= threshold;
-                let reply = w
-                    .send(
-                        &ctx,
-                        "PUT",
-                        "/v1/sys/unseal",
-                        body(&json!({"key": key.expose()})),
-                        DEFAULT_TIMEOUT,
-                    )
-                    .map_err(|e| {
-                        if at_threshold && is_timeout(&e) {
-                            hung_unseal(&ctx, &c.host)
-                        } else {
-                            e
-                        }
-                    })?;
-                if reply.status != 200 {
-                    let v = reply.json();
-                    let message = v["errors"][0].as_str().unwrap_or("unseal failed").to_string();
-                    return Err(call_error(
-                        &ctx,
-                        codes::VAULT_UNSEAL_FAILED,
-                        format!("vault on {}: {message} (after {} key(s); the node stays sealed and its progress was reset)", c.host, i + 1),
-                    ));
-                }
-                last = reply.json();
-                if last["sealed"] == false {
-                    return Ok(last);
-                }
-                // vault/core.go `unsealWithRaft`: a node joining raft answers the
-                // threshold share with sealed, progress 0, and unseals on its own once
-                // the leader's keyring has arrived.
-                if progress_before + i + 1 >= threshold && last["progress"] == 0 {
-                    return wait_joining_unseal(&ctx, &c, timeout);
-                }
-            }
-            Err(call_error(
-                &ctx,
-                codes::VAULT_NOT_ENOUGH_KEYS,
-                format!(
-                    "vault on {}: still sealed after {} key(s): progress {}/{}",
-                    c.host,
-                    keys.len(),
-                    last["progress"],
-                    last["t"]
-                ),
-            ))
-        })?;
-        Ok(outcome.map(|v| to_dynamic(&v)).unwrap_or(Dynamic::UNIT))
+        unseal_impl(ctx, host, keys, timeout_seconds, false)
+    }
+
+    /// Gives this node some of the unseal shares (Secrets), toward a threshold that other
+    /// callers may complete: Vault counts shares from any caller toward one unseal and
+    /// ignores a share it already has (vault/core.go `unsealFragment`). Returns the seal
+    /// status after them: `sealed` and `progress` say whether more are needed. A wrong
+    /// share fails with Vault's words once the threshold is reached. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn give_shares(ctx: NativeCallContext, host: Host, keys: Array) -> RhaiResult<Dynamic> {
+        unseal_impl(ctx, host, keys, JOINING_UNSEAL_TIMEOUT, true)
+    }
+
+    /// This host's own unseal shares, from the file the vault block's `unseal_share_file`
+    /// names (mode 0600, one per line), read where harun runs: on the controller itself,
+    /// from its unseal timer (scripts/unseal.rhai).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn shares(ctx: NativeCallContext, host: Host) -> RhaiResult<Array> {
+        let path = host
+            .0
+            .service("vault", "unseal_share_file")
+            .ok_or_else(|| {
+                call_error(
+                    &ctx,
+                    codes::VAULT_NO_KEYS,
+                    format!(
+                        "{}: no unseal_share_file in the topology's vault block",
+                        host.name()
+                    ),
+                )
+            })?;
+        let text = harun_runtime::secret::read_private_file(path)
+            .map_err(|(code, message)| call_error(&ctx, code, message))?;
+        let context = Context::of(&ctx);
+        Ok(text
+            .split_whitespace()
+            .map(|k| Dynamic::from(context.secret(k)))
+            .collect())
     }
 
     /// Seals this (active) node. A change.
@@ -532,4 +505,83 @@ pub mod vault_api {
             || seen.borrow().clone(),
         )
     }
+}
+
+/// `unseal` and `give_shares`: with `partial`, fewer shares than the threshold are no
+/// error; the status after them is the answer.
+fn unseal_impl(
+    ctx: NativeCallContext,
+    host: HostHandle,
+    keys: rhai::Array,
+    timeout_seconds: f64,
+    partial: bool,
+) -> RhaiResult<Dynamic> {
+    let timeout = timeout_seconds;
+    let c = client(&ctx, &host)?;
+    let keys = secrets_of(&ctx, &keys)?;
+    let status = c.get(&ctx, "/v1/sys/seal-status", &[])?.json();
+    if status["sealed"] == false {
+        return Ok(to_dynamic(&status));
+    }
+    let threshold = status["t"].as_u64().unwrap_or(0) as usize;
+    let summary = format!(
+        "vault: unseal with {} key(s) (threshold {threshold})",
+        keys.len().min(threshold.max(1))
+    );
+    let progress_before = status["progress"].as_u64().unwrap_or(0) as usize;
+    let outcome = c.changes(&ctx, &summary, |w| -> RhaiResult<Value> {
+            let mut last = status.clone();
+            for (i, key) in keys.iter().enumerate() {
+                let at_threshold = progress_before + i + 1 >= threshold;
+                let reply = w
+                    .send(
+                        &ctx,
+                        "PUT",
+                        "/v1/sys/unseal",
+                        body(&json!({"key": key.expose()})),
+                        DEFAULT_TIMEOUT,
+                    )
+                    .map_err(|e| {
+                        if at_threshold && is_timeout(&e) {
+                            hung_unseal(&ctx, &c.host)
+                        } else {
+                            e
+                        }
+                    })?;
+                if reply.status != 200 {
+                    let v = reply.json();
+                    let message = v["errors"][0].as_str().unwrap_or("unseal failed").to_string();
+                    return Err(call_error(
+                        &ctx,
+                        codes::VAULT_UNSEAL_FAILED,
+                        format!("vault on {}: {message} (after {} key(s); the node stays sealed and its progress was reset)", c.host, i + 1),
+                    ));
+                }
+                last = reply.json();
+                if last["sealed"] == false {
+                    return Ok(last);
+                }
+                // vault/core.go `unsealWithRaft`: a node joining raft answers the
+                // threshold share with sealed, progress 0, and unseals on its own once
+                // the leader's keyring has arrived.
+                if progress_before + i + 1 >= threshold && last["progress"] == 0 {
+                    return wait_joining_unseal(&ctx, &c, timeout);
+                }
+            }
+            if partial {
+                return Ok(last);
+            }
+            Err(call_error(
+                &ctx,
+                codes::VAULT_NOT_ENOUGH_KEYS,
+                format!(
+                    "vault on {}: still sealed after {} key(s): progress {}/{}",
+                    c.host,
+                    keys.len(),
+                    last["progress"],
+                    last["t"]
+                ),
+            ))
+        })?;
+    Ok(outcome.map(|v| to_dynamic(&v)).unwrap_or(Dynamic::UNIT))
 }

@@ -370,3 +370,106 @@ fn vault_refuses_raft_configs_the_real_server_refuses() {
         "{log}"
     );
 }
+
+/// After a power cut every Vault node is sealed. `unseal.rhai --set split=true` gave each
+/// controller two of the five shares (threshold three); controller1's unseal timer alone
+/// opens nothing, controller2's completes every node, and controller3's share file is not
+/// needed (it is gone). No key is ever in the output.
+#[test]
+fn a_power_cut_is_healed_by_two_controllers_unseal_timers() {
+    let lab = Lab::up();
+    let raft = lab.harun(&[common::lab::script("vault-raft.rhai").to_str().unwrap()]);
+    assert!(
+        raft.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raft.stdout)
+    );
+    let keys = lab.unseal_keys();
+    let mut said = String::new();
+    let mut run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        let script = common::lab::script("unseal.rhai");
+        all.push(script.to_str().unwrap());
+        let out = lab.harun(&all);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        said.push_str(&stdout);
+        said.push_str(&stderr);
+        (out.status.code(), stdout, stderr)
+    };
+
+    let (code, stdout, stderr) = run(&["--yes", "--set", "split=true"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "OK - unseal shares placed on controller1, controller2, controller3: each controller holds 2 of 5 (threshold 3); any 2 of 3 controllers together reach it, none alone\n"
+    );
+    let share = |host: &str| lab.dir.join(host).join("vault-unseal-share");
+    for (host, held) in [
+        ("controller1", [0, 1]),
+        ("controller2", [2, 3]),
+        ("controller3", [4, 0]),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let text = std::fs::read_to_string(share(host)).unwrap();
+        let expected: Vec<&str> = held.iter().map(|&k| keys[k].as_str()).collect();
+        assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{host}");
+        let mode = std::fs::metadata(share(host)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{host}");
+    }
+    let (code, stdout, _) = run(&["--yes", "--set", "split=true"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.starts_with("OK - unseal shares in place already:"),
+        "{stdout}"
+    );
+
+    // The power cut: every node restarts sealed; controller3's part is lost with its card.
+    std::fs::remove_file(share("controller3")).unwrap();
+    for host in ["controller1", "controller2", "controller3"] {
+        assert!(lab.ctl(host, "vault", "restart").status.success());
+        assert_eq!(health(&lab, host), 503, "{host} sealed");
+    }
+    let (code, stdout, stderr) = run(&["--set", "host=controller1"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "WARNING - vault waits for another controller's shares: controller1 sealed (2/3 shares), controller2 sealed (2/3 shares), controller3 sealed (2/3 shares)\n"
+    );
+    for host in ["controller1", "controller2", "controller3"] {
+        assert_eq!(
+            health(&lab, host),
+            503,
+            "{host}: one controller's shares open nothing"
+        );
+    }
+    let (code, stdout, stderr) = run(&["--set", "host=controller2"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "OK - vault: every node unsealed (controller1, controller2, controller3 by controller2's shares with the others')\n"
+    );
+    eventually("one active node", Duration::from_secs(30), || {
+        let states: Vec<u16> = ["controller1", "controller2", "controller3"]
+            .iter()
+            .map(|h| health(&lab, h))
+            .collect();
+        (states.iter().filter(|s| **s == 200).count() == 1
+            && states.iter().filter(|s| **s == 429).count() == 2)
+            .then_some(())
+    });
+    let (code, stdout, _) = run(&["--set", "host=controller1"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(0), "OK - vault: every node unsealed\n")
+    );
+    // Controller3's timer cannot run without its part, and says where it looked.
+    let (code, _, stderr) = run(&["--set", "host=controller3"]);
+    assert_eq!(code, Some(3));
+    assert!(stderr.contains("vault-unseal-share"), "{stderr}");
+    for key in &keys {
+        assert!(!said.contains(key.as_str()), "a key in the output:\n{said}");
+    }
+}
