@@ -323,16 +323,21 @@ fn hold(
         .chain(w.through(others))
         .collect();
     let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    // When the last renewal that Consul took was sent: Consul's timer restarted no
+    // earlier than that.
+    let renewed = Arc::new(Mutex::new(Instant::now()));
     let renew_path = format!("/v1/session/renew/{session}");
-    let (renewers, lost_in_task) = (agents.clone(), lost.clone());
+    let (renewers, lost_in_task, renewed_in_task) = (agents.clone(), lost.clone(), renewed.clone());
     // Stopped by `release` (abort).
     let renewal = context.bridge().runtime().spawn(async move {
-        let mut last = Instant::now();
         loop {
             tokio::time::sleep(TTL / 3).await;
-            let reason = match put_through(&renewers, &renew_path).await {
+            let sent = Instant::now();
+            let outcome = put_through(&renewers, &renew_path).await;
+            let last = *renewed_in_task.lock().unwrap_or_else(|e| e.into_inner());
+            let reason = match outcome {
                 Ok(200) => {
-                    last = Instant::now();
+                    *renewed_in_task.lock().unwrap_or_else(|e| e.into_inner()) = sent;
                     continue;
                 }
                 // Consul answers 404 for a session it no longer has.
@@ -350,11 +355,21 @@ fn hold(
         }
     });
     let (key_owned, lost_in_guard) = (key.to_string(), lost.clone());
+    // Before every change: lost as the renewals found, or by the clock (the renewals may
+    // still be trying agents one after another when the grace runs out).
     let guard = context.add_guard(Arc::new(move || {
+        let since = renewed.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        let overdue = (since > RENEWAL_GRACE).then(|| {
+            format!(
+                "its session was last renewed {}s ago",
+                since.as_secs()
+            )
+        });
         match lost_in_guard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
+            .clone()
+            .or(overdue)
         {
             None => Ok(()),
             Some(reason) => Err(Refusal {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::http::{eventually, request_with, Reply};
+use common::http::{eventually, request_within, Reply};
 use common::https::Https;
 use common::tls::Pki;
 
@@ -67,7 +67,9 @@ impl Nodes {
         let addresses: Vec<String> = (0..3).map(|i| n.address(i)).collect();
         let names: Vec<&str> = addresses.iter().map(String::as_str).collect();
         let pki = Pki::make_named(&n.dir.path().join("tls"), &names);
-        let https = Https::trusting(&pki.ca);
+        // A raft node answers its init once it has elected itself (about 9 s on OpenBao,
+        // more on a busy machine).
+        let https = Https::trusting_within(&pki.ca, Duration::from_secs(60));
         n.tls = Some((pki, https));
         n
     }
@@ -169,7 +171,14 @@ impl Nodes {
         }
         match &self.tls {
             Some((_, https)) => https.request(method, &self.url(i, path), body, &headers),
-            None => request_with(method, &self.url(i, path), body, &headers),
+            // As long as over TLS: a raft node's init waits for its own election.
+            None => request_within(
+                method,
+                &self.url(i, path),
+                body,
+                &headers,
+                Duration::from_secs(60),
+            ),
         }
     }
 

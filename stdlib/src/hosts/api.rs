@@ -279,6 +279,7 @@ pub mod ssh_api {
     ) -> Result<bool, Box<EvalAltResult>> {
         let mut options = FileOptions::parse(&ctx, &options)?;
         options.mode.get_or_insert(0o600);
+        options.writer_owns = true;
         write_file(
             &ctx,
             &host,

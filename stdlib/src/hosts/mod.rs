@@ -361,6 +361,9 @@ pub struct FileOptions {
     pub owner: Option<String>,
     pub group: Option<String>,
     pub backup: bool,
+    /// Without an owner given, the new file is the writer's, not the old one's owner's: a
+    /// secret must not go to whoever owns (or planted) the file it replaces.
+    pub writer_owns: bool,
 }
 
 impl FileOptions {
@@ -476,7 +479,10 @@ pub fn write_file(
         &[
             path,
             &mode,
-            options.owner.as_deref().unwrap_or(""),
+            options
+                .owner
+                .as_deref()
+                .unwrap_or(if options.writer_owns { "." } else { "" }),
             options.group.as_deref().unwrap_or(""),
             if options.backup && old.is_some() {
                 "1"

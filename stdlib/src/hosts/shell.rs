@@ -71,6 +71,8 @@ set -C
 cat > "new.$rand"
 got=$(wc -c < "new.$rand")
 [ "$got" -eq "$size" ] || { echo "the content was cut short ($got of $size bytes): $target left as it was" >&2; exit 1; }
+# owner "." : the writer's (a secret never goes to the old file's owner).
+if [ "$owner" = . ]; then owner=$(id -u); [ -n "$group" ] || group=$(id -g); fi
 if [ -e "$target" ]; then
   [ -n "$mode" ] || mode=$(stat -L -c %a -- "$target")
   [ -n "$owner" ] || owner=$(stat -L -c %u -- "$target")

@@ -12,11 +12,16 @@ pub struct Https {
 
 impl Https {
     pub fn trusting(ca: &Path) -> Https {
+        Https::trusting_within(ca, Duration::from_secs(10))
+    }
+
+    /// `trusting`, with another time limit per request.
+    pub fn trusting_within(ca: &Path, timeout: Duration) -> Https {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let pem = std::fs::read(ca).unwrap();
         let client = reqwest::blocking::Client::builder()
             .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .no_proxy()
             .build()
             .unwrap();
