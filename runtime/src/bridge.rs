@@ -125,17 +125,22 @@ impl Bridge {
     /// Ctrl-C and SIGTERM cancel the current run instead of killing the process, so that
     /// nothing is left half-done (files are written by rename, and the script's next step
     /// sees the cancellation). A second signal within the same run exits at once.
+    ///
+    /// The handlers are in place when this returns (registered here, not in the spawned
+    /// task, which a busy machine may start late): a SIGTERM sent as soon as the script
+    /// has begun must not find the default action, which kills the process mid-change.
     pub fn install_signal_handlers(&self) {
+        use tokio::signal::unix::{signal, SignalKind};
         let cancel = self.cancel.clone();
+        let _runtime = self.runtime.enter();
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::warn!("could not install signal handlers");
+            return;
+        };
         self.runtime.spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                tracing::warn!("could not install signal handlers");
-                return;
-            };
             loop {
                 let reason = tokio::select! {
                     _ = int.recv() => Interrupt::Interrupted,
