@@ -207,12 +207,16 @@ pub enum Command {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum LabCommand {
-    /// Start a lab: three controllers on loopback in the story's first state; prints the
-    /// path of its topology file
+    /// Start a lab: three controllers (or --controllers 5 or 7) on loopback in the story's
+    /// first state; prints the path of its topology file
     Up {
         /// Where the lab keeps its configs, data and logs
         #[arg(long, default_value = "harun-lab")]
         dir: PathBuf,
+        /// Controllers: 3, 5 or 7, to rehearse a fork of the scripts for a larger
+        /// cluster. For `--lab`, set HARUN_LAB_CONTROLLERS=N.
+        #[arg(long, default_value_t = 3, value_parser = controller_count)]
+        controllers: usize,
         /// Nomad without a consul stanza: its servers and clients need server_join (the
         /// story's other branch). For `--lab`, set HARUN_LAB_NOMAD_CONSUL=false.
         #[arg(long)]
@@ -297,4 +301,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(secs));
     }
     humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s or 5m: {e}"))
+}
+
+/// `--controllers`: 3, 5 or 7 (the lab's own check words the refusal).
+fn controller_count(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of controllers"))?;
+    harun_lab::supervisor::check_controllers(n)?;
+    Ok(n)
 }

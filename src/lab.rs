@@ -22,6 +22,7 @@ pub fn run(command: &LabCommand) -> i32 {
         LabCommand::Vault { args } => return vault_cli(args),
         LabCommand::Up {
             dir,
+            controllers,
             nomad_without_consul,
             workers,
             fresh,
@@ -39,6 +40,7 @@ pub fn run(command: &LabCommand) -> i32 {
                 dir,
                 &harun(),
                 supervisor::Options {
+                    controllers: *controllers,
                     nomad_consul: !nomad_without_consul,
                     workers: *workers,
                     fresh: *fresh,
@@ -128,6 +130,19 @@ impl TempLab {
             })?,
             Err(_) => 0,
         };
+        // HARUN_LAB_CONTROLLERS=N: 3, 5 or 7 controllers.
+        let controllers = match std::env::var("HARUN_LAB_CONTROLLERS") {
+            Ok(n) => {
+                let n = n.trim().parse().map_err(|_| {
+                    LabError::Unknown(format!(
+                        "HARUN_LAB_CONTROLLERS={n:?} is not a number of controllers"
+                    ))
+                })?;
+                supervisor::check_controllers(n).map_err(LabError::Unknown)?;
+                n
+            }
+            Err(_) => supervisor::DEFAULT_CONTROLLERS,
+        };
         // HARUN_LAB_STORY=true: the story's configuration (HTTPS, Consul ACLs).
         let story = yes("HARUN_LAB_STORY");
         // HARUN_LAB_REAL=true: the real servers installed here (HARUN_LAB_CONSUL_BIN and
@@ -138,6 +153,7 @@ impl TempLab {
             vault_bin: std::env::var_os("HARUN_LAB_VAULT_BIN").map(PathBuf::from),
         })?;
         let options = supervisor::Options {
+            controllers,
             nomad_consul,
             workers,
             fresh: true,

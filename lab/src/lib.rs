@@ -1,5 +1,5 @@
 //! harun-lab: twins of Consul, Nomad and Vault servers, and the supervisor of a local lab
-//! of three controllers on loopback addresses.
+//! of three, five or seven controllers on loopback addresses.
 //!
 //! Each twin is a real process (`harun lab serve SERVICE --config FILE`) that reads the
 //! same HCL config file a real server reads, so scripts edit and restart it exactly as

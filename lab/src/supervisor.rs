@@ -1,10 +1,10 @@
-//! The lab supervisor: three controllers on a free 127.x.y.0/24 block, their config files,
-//! and the processes of their services.
+//! The lab supervisor: three controllers (or five, or seven) on a free 127.x.y.0/24 block,
+//! their config files, and the processes of their services.
 //!
 //! `harun lab up` writes DIR/harun.hcl (transport local, a service manager that is this
 //! program's `lab ctl`), one config file per controller and service, and starts the story's
-//! first state: controller1 runs single-server Consul; controllers 2 and 3 have configs but
-//! their services are stopped. Optional workers (`--workers N`) run a Consul client and a
+//! first state: controller1 runs single-server Consul; the other controllers have configs
+//! but their services are stopped. Optional workers (`--workers N`) run a Consul client and a
 //! Nomad client that know only controller1.
 
 use std::io::Write as _;
@@ -20,7 +20,27 @@ use harun_runtime::topology::Service;
 use crate::error::LabError;
 use crate::real::RealServers;
 
-pub const HOSTS: [&str; 3] = ["controller1", "controller2", "controller3"];
+/// How many controllers a lab may have: a majority of an odd number survives as many
+/// failures as the next even number would, so only odd sizes are offered.
+pub const CONTROLLER_COUNTS: [usize; 3] = [3, 5, 7];
+
+/// The controllers of a lab that does not say (labs from before `--controllers`).
+pub const DEFAULT_CONTROLLERS: usize = 3;
+
+/// Refuses a number of controllers not in [`CONTROLLER_COUNTS`].
+pub fn check_controllers(n: usize) -> Result<(), String> {
+    if CONTROLLER_COUNTS.contains(&n) {
+        return Ok(());
+    }
+    Err(format!(
+        "a lab has 3, 5 or 7 controllers, not {n}: an even number tolerates no more \
+         failures than the odd one below it"
+    ))
+}
+
+fn default_controllers() -> usize {
+    DEFAULT_CONTROLLERS
+}
 
 /// The most workers a lab can have: worker N is `127.x.y.(20+N)`.
 pub const MAX_WORKERS: usize = 9;
@@ -33,9 +53,11 @@ pub const SERVICES: &[(&str, u16)] = &[
     ("vault", Service::Vault.api_port()),
 ];
 
-/// What `lab up` builds beside the three controllers.
+/// What `lab up` builds.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Servers of every cluster: one of [`CONTROLLER_COUNTS`].
+    pub controllers: usize,
     /// Whether nomad.hcl has a consul stanza (Nomad finds its peers through Consul) or not
     /// (it needs server_join).
     pub nomad_consul: bool,
@@ -60,6 +82,8 @@ pub struct Lab {
     pub dir: PathBuf,
     /// `127.x.y`: controller N is `127.x.y.(10+N)`, worker N `127.x.y.(20+N)`.
     pub block: String,
+    #[serde(default = "default_controllers")]
+    pub controllers: usize,
     #[serde(default)]
     pub workers: usize,
     /// The user the Vault twins run as: the lab's own system user when the lab runs as
@@ -101,10 +125,16 @@ impl Lab {
 
     /// The controllers, then the workers.
     pub fn hosts(&self) -> Vec<String> {
-        HOSTS
-            .iter()
-            .map(|h| h.to_string())
+        self.controller_names()
+            .into_iter()
             .chain((1..=self.workers).map(|n| format!("worker{n}")))
+            .collect()
+    }
+
+    /// `controller1` to `controllerN`.
+    pub fn controller_names(&self) -> Vec<String> {
+        (1..=self.controllers)
+            .map(|n| format!("controller{n}"))
             .collect()
     }
 
@@ -287,7 +317,8 @@ fn free_block() -> Result<String, String> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(attempt * 1442695040888963407);
         let block = format!("127.{}.{}", 100 + (n >> 33) % 150, (n >> 17) % 256);
-        let free = (11..=13).chain(21..=20 + MAX_WORKERS).all(|i| {
+        let controllers = 11..=10 + CONTROLLER_COUNTS[CONTROLLER_COUNTS.len() - 1];
+        let free = controllers.chain(21..=20 + MAX_WORKERS).all(|i| {
             SERVICES
                 .iter()
                 .map(|(_, port)| *port)
@@ -599,7 +630,7 @@ fn topology(lab: &Lab, harun: &Path) -> String {
         .clone()
         .unwrap_or_else(crate::service_user::current_user_name);
     let mut out = format!(
-        r#"# The lab's topology, written by `harun lab up`: three controllers on loopback,
+        r#"# The lab's topology, written by `harun lab up`: {controllers} controllers on loopback,
 # services run by the lab's own service manager. Point scripts at it with
 # --topology {dir}/harun.hcl (or HARUN_TOPOLOGY).
 defaults {{
@@ -642,6 +673,7 @@ vault {{
 
 "#,
         harun = harun.display(),
+        controllers = lab.controllers,
         scheme = lab.scheme(),
         consul_port = lab.port("consul").unwrap_or(8500),
         consul_tls = if lab.story {
@@ -708,6 +740,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
     if options.workers > MAX_WORKERS {
         return Err(format!("a lab has at most {MAX_WORKERS} workers").into());
     }
+    check_controllers(options.controllers)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // The lab's topology decides what runs as whoever starts the lab: its directory must
     // be that user's own, not a symlink or a directory another user may write to.
@@ -761,6 +794,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
     let lab = Lab {
         dir: dir.clone(),
         block: free_block()?,
+        controllers: options.controllers,
         workers: options.workers,
         vault_user: vault_account.as_ref().map(|a| a.name.clone()),
         story: options.story,
@@ -783,8 +817,8 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
         )?;
         // Vault reads its key as its own user: the key's group is Vault's.
         if let Some(account) = &vault_account {
-            for host in HOSTS {
-                let key = crate::pki::host_cert(&dir, host).key;
+            for host in lab.controller_names() {
+                let key = crate::pki::host_cert(&dir, &host).key;
                 std::os::unix::fs::chown(&key, None, Some(account.gid)).map_err(|e| {
                     format!("cannot give {} to {}: {e}", key.display(), account.name)
                 })?;
@@ -834,7 +868,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
         }
         new_boot_id(&lab, host)?;
         // The first state's single raft node keeps its data here from the start.
-        if lab.real.openbao.is_some() && host == HOSTS[0] {
+        if lab.real.openbao.is_some() && host == "controller1" {
             std::fs::create_dir_all(lab.raft_path(host))
                 .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
         }
@@ -1415,9 +1449,10 @@ fn job_lock(lab: &Lab, host: &str, service: &str) -> Result<std::fs::File, Strin
 pub fn status(dir: &Path) -> Result<String, LabError> {
     let lab = Lab::load(dir)?;
     let mut out = format!(
-        "lab in {} (controllers at {}.11-13)\n{}\n",
+        "lab in {} (controllers at {}.11-{})\n{}\n",
         lab.dir.display(),
         lab.block,
+        10 + lab.controllers,
         lab.real.describe()
     );
     for host in lab.hosts() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::http::{request, request_with};
-use crate::common::lab::{script, wait_for_changes, Lab};
+use crate::common::lab::{audited, script, wait_for_changes, Lab};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -126,22 +126,6 @@ impl Client {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().unwrap()
     }
-}
-
-/// The audit log's summaries.
-fn audited(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!(
-                "{} {}",
-                v["target"].as_str().unwrap(),
-                v["summary"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 /// ha.rhai takes a fresh lab to HA in one run; rolling-restart.rhai then refuses while a

@@ -339,6 +339,45 @@ fn dash_dash_lab_runs_a_script_on_a_fresh_lab_and_removes_it() {
     );
 }
 
+/// HARUN_LAB_CONTROLLERS sizes the `--lab` lab; a lab of an even size is refused before
+/// anything starts, by `lab up` and by `--lab` alike.
+#[test]
+fn a_lab_has_three_five_or_seven_controllers() {
+    let seven = Test::new()
+        .env("HARUN_LAB_CONTROLLERS", "7")
+        .args([
+            "--lab",
+            "-e",
+            "print(hosts(\"controller\").map(|h| h.name)); print(service::status(host(\"controller7\"), \"consul\"))",
+        ])
+        .run()
+        .status(0);
+    assert_eq!(
+        seven.stdout,
+        "[\"controller1\", \"controller2\", \"controller3\", \"controller4\", \"controller5\", \"controller6\", \"controller7\"]\ninactive\n"
+    );
+    let t = Test::new();
+    let dir = t.path("lab");
+    let even = t.args([
+        "lab",
+        "up",
+        "--controllers",
+        "4",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    even.run()
+        .status(3)
+        .stderr_has("a lab has 3, 5 or 7 controllers, not 4");
+    assert!(!dir.exists(), "a refused lab made its directory");
+    Test::new()
+        .env("HARUN_LAB_CONTROLLERS", "4")
+        .args(["--lab", "-e", "1"])
+        .run()
+        .status(3)
+        .stderr_has("a lab has 3, 5 or 7 controllers, not 4");
+}
+
 /// A `--lab` run leaves nothing in the working directory: the snapshot consul-ha takes
 /// before its change is the lab's, and goes with it; under --keep-lab it stays there.
 #[test]

@@ -10,6 +10,7 @@ mod consul_tls;
 mod day2;
 mod dist;
 mod doc;
+mod five_controllers;
 mod health;
 mod hosts_local;
 mod interrupted;

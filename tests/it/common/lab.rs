@@ -61,6 +61,17 @@ impl Lab {
         value.split('"').nth(1).unwrap().to_string()
     }
 
+    /// The lab's controllers, as its topology names them (`--controllers` decides how many).
+    pub fn controllers(&self) -> Vec<String> {
+        let topology = std::fs::read_to_string(self.dir.join("harun.hcl")).unwrap();
+        topology
+            .split("host \"")
+            .skip(1)
+            .filter(|block| block.contains("roles   = [\"controller\"]"))
+            .map(|block| block.split('"').next().unwrap().to_string())
+            .collect()
+    }
+
     pub fn consul(&self, host: &str, path: &str) -> String {
         format!("http://{}:8500{path}", self.address(host))
     }
@@ -163,9 +174,9 @@ impl Lab {
     /// Every secret `lab up` wrote, read through every controller; `context` names the
     /// moment in the failure message.
     pub fn assert_secrets(&self, context: &str) {
-        for host in ["controller1", "controller2", "controller3"] {
+        for host in self.controllers() {
             for (path, field, value) in SECRETS {
-                let r = self.vault_call("GET", host, &format!("/v1/secret/data/{path}"), "");
+                let r = self.vault_call("GET", &host, &format!("/v1/secret/data/{path}"), "");
                 assert_eq!(
                     r.json()["data"]["data"][field],
                     value,
@@ -235,6 +246,22 @@ impl Lab {
 
 /// How many changes to the cluster the audit log holds: taking the run's lock is audited
 /// too, and not counted.
+/// The audit log's lines as `TARGET SUMMARY`, in order.
+pub fn audited(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["target"].as_str().unwrap(),
+                v["summary"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 pub fn changes_in(audit: &Path) -> usize {
     std::fs::read_to_string(audit)
         .map(|t| {
