@@ -13,7 +13,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -205,8 +207,8 @@ struct Snapshot {
     data: Value,
 }
 
-fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(m: &Mutex<Inner>) -> parking_lot::MutexGuard<'_, Inner> {
+    m.lock()
 }
 
 impl Cluster {

@@ -1,6 +1,8 @@
 //! The rustyline helper: completion and multi-line validation.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use rustyline::completion::{Completer, Pair};
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
@@ -43,7 +45,7 @@ impl Completer for ReplHelper {
         if word.is_empty() {
             return Ok((pos, Vec::new()));
         }
-        let variables = self.variables.lock().unwrap_or_else(|e| e.into_inner());
+        let variables = self.variables.lock();
         let mut matches: Vec<String> = self
             .catalog
             .names()

@@ -13,7 +13,9 @@ mod incomplete;
 use harun_runtime::codes;
 use harun_runtime::diagnostic::fail;
 use std::io::{BufRead, IsTerminal};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use harun_runtime::diagnostic::Sources;
 use harun_runtime::output::write_stdout;
@@ -107,7 +109,7 @@ impl Session {
             "help" | "h" if arg.is_empty() => write_stdout(&self.catalog.overview()),
             "help" | "h" => write_stdout(&self.catalog.help(arg)),
             "vars" => {
-                let names = self.variables.lock().unwrap_or_else(|e| e.into_inner());
+                let names = self.variables.lock();
                 write_stdout(&names.join("  "));
             }
             "quit" | "q" | "exit" => std::process::exit(0),
@@ -123,7 +125,7 @@ impl Session {
             .collect();
         names.sort();
         names.dedup();
-        *self.variables.lock().unwrap_or_else(|e| e.into_inner()) = names;
+        *self.variables.lock() = names;
     }
 }
 

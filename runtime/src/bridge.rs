@@ -8,7 +8,9 @@
 //! token, so a call blocked on a dead host gives up within moments, not minutes.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use crate::codes;
@@ -82,8 +84,8 @@ impl Bridge {
         &self.runtime
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cancel> {
-        self.cancel.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Cancel> {
+        self.cancel.lock()
     }
 
     /// Why the current run was cancelled, if it was.
@@ -147,7 +149,7 @@ impl Bridge {
                     _ = term.recv() => Interrupt::Terminated,
                 };
                 let already = {
-                    let c = cancel.lock().unwrap_or_else(|e| e.into_inner());
+                    let c = cancel.lock();
                     c.token.is_cancelled()
                 };
                 if already {
@@ -173,7 +175,7 @@ impl Bridge {
             tokio::select! {
                 biased;
                 _ = token.cancelled() => {
-                    let reason = cancel.lock().unwrap_or_else(|e| e.into_inner()).reason;
+                    let reason = cancel.lock().reason;
                     Err(reason.unwrap_or(Interrupt::Interrupted))
                 }
                 out = future => Ok(out),
@@ -184,7 +186,7 @@ impl Bridge {
 }
 
 fn cancel_with(cancel: &Mutex<Cancel>, reason: Interrupt) {
-    let mut c = cancel.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = cancel.lock();
     if !c.token.is_cancelled() {
         c.reason = Some(reason);
         c.token.cancel();

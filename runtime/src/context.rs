@@ -6,7 +6,9 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rhai::NativeCallContext;
@@ -182,18 +184,18 @@ impl Context {
         self.lock_report().clone()
     }
 
-    fn lock_report(&self) -> std::sync::MutexGuard<'_, Report> {
-        self.0.report.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_report(&self) -> parking_lot::MutexGuard<'_, Report> {
+        self.0.report.lock()
     }
 
     /// Records `exit(n)`.
     pub fn request_exit(&self, code: i32) {
-        *self.0.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+        *self.0.exit.lock() = Some(code);
     }
 
     /// The code given to `exit(n)`, if the script called it.
     pub fn exit_requested(&self) -> Option<i32> {
-        *self.0.exit.lock().unwrap_or_else(|e| e.into_inner())
+        *self.0.exit.lock()
     }
 
     /// Waits on a future for at most `timeout`, or until the run is cancelled.
@@ -239,20 +241,12 @@ impl Context {
     pub fn add_guard(&self, guard: Guard) -> u64 {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.0
-            .guards
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((id, guard));
+        self.0.guards.lock().push((id, guard));
         id
     }
 
     pub fn remove_guard(&self, id: u64) {
-        self.0
-            .guards
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(g, _)| *g != id);
+        self.0.guards.lock().retain(|(g, _)| *g != id);
     }
 
     /// Whether every guard still holds, and the audit log (when there is one) can take the
@@ -262,7 +256,6 @@ impl Context {
             .0
             .guards
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(_, g)| g.clone())
             .collect();
@@ -314,7 +307,7 @@ impl Context {
     /// Per-run state of a module (an SSH connection pool, an HTTP client), created on
     /// first use and shared by every call of the run.
     pub fn extension<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
-        let mut map = self.0.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.extensions.lock();
         let entry = map
             .entry(TypeId::of::<T>())
             .or_insert_with(|| Arc::new(T::default()) as Arc<dyn Any + Send + Sync>)
@@ -326,17 +319,12 @@ impl Context {
 
     /// Registers clean-up for the end of the run (closing SSH masters).
     pub fn on_finish(&self, f: impl FnOnce() + Send + 'static) {
-        self.0
-            .finalizers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Box::new(f));
+        self.0.finalizers.lock().push(Box::new(f));
     }
 
     /// Runs the clean-up registered with `on_finish`, once, newest first.
     pub fn finish(&self) {
-        let finalizers =
-            std::mem::take(&mut *self.0.finalizers.lock().unwrap_or_else(|e| e.into_inner()));
+        let finalizers = std::mem::take(&mut *self.0.finalizers.lock());
         for f in finalizers.into_iter().rev() {
             f();
         }

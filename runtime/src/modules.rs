@@ -6,10 +6,10 @@
 //! stay true). An import cycle (a module importing itself, or two importing each other)
 //! is an error naming the chain, not a stack overflow.
 
+use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
 use rhai::{Engine, EvalAltResult, GlobalRuntimeState, Module, ModuleResolver, Position, Scope};
 
@@ -115,12 +115,7 @@ impl ModuleResolver for ScriptResolver {
     ) -> Result<SharedModule, Box<EvalAltResult>> {
         let file = self.file_of(path);
         let key = file.canonicalize().unwrap_or_else(|_| file.clone());
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
+        let cached = self.cache.lock().get(&key).cloned();
         if let Some(module) = cached {
             return Ok(module);
         }
@@ -139,10 +134,7 @@ impl ModuleResolver for ScriptResolver {
         let loaded = self.load(engine, global, path, &file, pos);
         LOADING.with_borrow_mut(|loading| loading.pop());
         let module = loaded?;
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, module.clone());
+        self.cache.lock().insert(key, module.clone());
         Ok(module)
     }
 

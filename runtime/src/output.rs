@@ -6,8 +6,8 @@
 //! watching. `--format json` always holds it back: it becomes part of one JSON document.
 //! Every line passes through the redactor.
 
+use parking_lot::Mutex;
 use std::io::Write;
-use std::sync::Mutex;
 
 use crate::secret::Redactor;
 
@@ -43,17 +43,13 @@ impl Output {
         let text = self.redactor.redact(text);
         match self.mode {
             OutputMode::Stream => write_stdout(&text),
-            OutputMode::Hold => self
-                .held
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(text.into_owned()),
+            OutputMode::Hold => self.held.lock().push(text.into_owned()),
         }
     }
 
     /// The lines held back so far, emptying the buffer.
     pub fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *self.held.lock())
     }
 }
 

@@ -6,10 +6,10 @@
 //! [`Plan`] instead of running; otherwise it runs and is appended to the [`AuditLog`].
 //! Both pass through the redactor, so neither ever holds a secret.
 
+use parking_lot::Mutex;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -110,8 +110,8 @@ impl Plan {
         self.lock().push(action.redacted(redactor));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Action>> {
-        self.actions.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<Action>> {
+        self.actions.lock()
     }
 
     pub fn actions(&self) -> Vec<Action> {
@@ -203,7 +203,7 @@ impl AuditLog {
 
     /// Opens the log now (once): a change is made only when it can be audited.
     pub fn ready(&self) -> std::io::Result<()> {
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.file.lock();
         if file.is_none() {
             *file = Some(self.open()?);
         }
@@ -230,7 +230,7 @@ impl AuditLog {
         };
         let mut line = serde_json::to_string(&record).map_err(std::io::Error::other)?;
         line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.file.lock();
         if file.is_none() {
             *file = Some(self.open()?);
         }

@@ -8,8 +8,8 @@
 //! they always got. It draws on stderr; logs and streamed `print` output go above the
 //! progress line through [`suspend`]. One run per process, so the state is global.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -36,7 +36,7 @@ static STATE: Mutex<State> = Mutex::new(State {
 });
 
 fn state() -> MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+    STATE.lock()
 }
 
 /// Turns progress on for this run (the caller decides: terminals, text output, not -q).
@@ -146,7 +146,7 @@ fn shortened(change: &str) -> String {
 pub fn changes_table(changes: &BTreeMap<String, Vec<String>>) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table
-        .load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
         .set_header(["Host", "Changes"]);
     for (host, list) in changes {
         let shown: Vec<String> = list.iter().map(|c| shortened(c)).collect();

@@ -7,7 +7,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use crate::codes;
 use secrecy::{ExposeSecret, SecretString};
@@ -65,7 +67,7 @@ impl Redactor {
         if value.len() < MIN_REDACTED_LEN {
             return;
         }
-        let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
+        let mut values = self.values.write();
         if values.iter().any(|v| v.expose_secret() == value) {
             return;
         }
@@ -76,7 +78,7 @@ impl Redactor {
 
     /// The text with every registered secret value replaced by `<secret>`.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let values = self.values.read().unwrap_or_else(|e| e.into_inner());
+        let values = self.values.read();
         let mut out = Cow::Borrowed(text);
         for value in values.iter() {
             let value = value.expose_secret();

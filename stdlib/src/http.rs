@@ -6,8 +6,8 @@
 //! GET, and a change goes out only through `write`, `change` or `changes`, which plan it
 //! in a dry run and audit it otherwise. There is no other way to send one.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use harun_runtime::codes::{self, Api};
@@ -93,20 +93,11 @@ impl ApiClient {
         let context = Context::of(ctx);
         let clients = context.extension::<Clients>();
         let key = (host.name().to_string(), service);
-        if let Some(c) = clients
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(c) = clients.0.lock().get(&key) {
             return Ok(c.clone());
         }
         let client = Self::build(ctx, host, service)?;
-        clients
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, client.clone());
+        clients.0.lock().insert(key, client.clone());
         Ok(client)
     }
 

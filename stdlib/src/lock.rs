@@ -4,7 +4,9 @@
 //! lock is lost.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -87,21 +89,15 @@ impl HeldKeys {
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(key)
+        self.0.lock().contains(key)
     }
 
     fn insert(&self, key: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string());
+        self.0.lock().insert(key.to_string());
     }
 
     fn remove(&self, key: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.0.lock().remove(key);
     }
 }
 
@@ -334,10 +330,10 @@ fn hold(
             tokio::time::sleep(TTL / 3).await;
             let sent = Instant::now();
             let outcome = put_through(&renewers, &renew_path).await;
-            let last = *renewed_in_task.lock().unwrap_or_else(|e| e.into_inner());
+            let last = *renewed_in_task.lock();
             let reason = match outcome {
                 Ok(200) => {
-                    *renewed_in_task.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+                    *renewed_in_task.lock() = sent;
                     continue;
                 }
                 // Consul answers 404 for a session it no longer has.
@@ -350,7 +346,7 @@ fn hold(
                 ),
             };
             tracing::error!("the consul lock is lost: {reason}");
-            *lost_in_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+            *lost_in_task.lock() = Some(reason);
             return;
         }
     });
@@ -358,7 +354,7 @@ fn hold(
     // Before every change: lost as the renewals found, or by the clock (the renewals may
     // still be trying agents one after another when the grace runs out).
     let guard = context.add_guard(Arc::new(move || {
-        let since = renewed.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        let since = renewed.lock().elapsed();
         let overdue = (since > RENEWAL_GRACE).then(|| {
             format!(
                 "its session was last renewed {}s ago",
@@ -367,7 +363,6 @@ fn hold(
         });
         match lost_in_guard
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .clone()
             .or(overdue)
         {

@@ -11,7 +11,9 @@ pub mod state;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -254,8 +256,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
-        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    fn local(&self) -> parking_lot::MutexGuard<'_, Local> {
+        self.local.lock()
     }
 
     fn save_local(&self) {

@@ -278,7 +278,7 @@ pub struct Agent {
     pub node_id: String,
     pub client: reqwest::Client,
     /// The leader's heartbeat timers, in the lab's terms (nomad/heartbeat.go).
-    pub heartbeats: std::sync::Mutex<Heartbeats>,
+    pub heartbeats: parking_lot::Mutex<Heartbeats>,
 }
 
 /// A node is down when its client has been silent longer than its heartbeat TTL (at
@@ -462,10 +462,7 @@ impl Agent {
             }
         }
         if !self.cluster.is_leader() {
-            self.heartbeats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+            self.heartbeats.lock().clear();
         } else {
             let members: BTreeMap<String, MemberStatus> = self
                 .cluster
@@ -487,11 +484,7 @@ impl Agent {
                     })
                     .collect()
             });
-            let down = self
-                .heartbeats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .expired(&alive);
+            let down = self.heartbeats.lock().expired(&alive);
             for id in down {
                 let _ = self
                     .cluster

@@ -15,7 +15,9 @@ pub mod storage;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
@@ -440,8 +442,8 @@ pub struct Node {
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 impl Node {
-    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    fn core(&self) -> parking_lot::MutexGuard<'_, Core> {
+        self.core.lock()
     }
 
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {

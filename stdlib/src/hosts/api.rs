@@ -6,8 +6,8 @@ use rhai::plugin::*;
 
 #[export_module]
 pub mod ssh_api {
+    use parking_lot::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
 
     use harun_runtime::error::call_error;
     use harun_runtime::{Context, Secret};
@@ -473,7 +473,7 @@ pub mod ssh_api {
                     #[allow(deprecated)]
                     let call_ctx = store.create_context(engine);
                     let outcome = f.call_within_context::<Dynamic>(&call_ctx, (hosts[i].clone(),));
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                    *results[i].lock() = Some(outcome);
                 });
             }
         });
@@ -481,10 +481,7 @@ pub mod ssh_api {
         let mut errors = Map::new();
         let mut lines = Vec::new();
         for (i, slot) in results.into_iter().enumerate() {
-            let outcome = slot
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or(Ok(Dynamic::UNIT));
+            let outcome = slot.into_inner().unwrap_or(Ok(Dynamic::UNIT));
             match outcome {
                 Ok(value) => values.push(value),
                 Err(e) if !e.is_catchable() => return Err(e),

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -27,7 +29,7 @@ pub struct Pool {
 
 impl Pool {
     fn slot(&self, target: &Target) -> Arc<Slot> {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = self.slots.lock();
         slots
             .entry(target.name.clone())
             .or_insert_with(|| {
@@ -73,13 +75,7 @@ impl Pool {
 
     /// Closes every master and removes the control directory (the end of the run).
     pub async fn close(&self) {
-        let slots: Vec<Arc<Slot>> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
+        let slots: Vec<Arc<Slot>> = self.slots.lock().drain().map(|(_, s)| s).collect();
         // All masters at once: a run over 30 hosts should not wait 30 times in a row.
         let mut closing = tokio::task::JoinSet::new();
         for slot in slots {
@@ -226,8 +222,8 @@ impl Connection {
         }
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ResidentShell>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_idle(&self) -> parking_lot::MutexGuard<'_, Vec<ResidentShell>> {
+        self.idle.lock()
     }
 
     /// Closes the SSH master (the end of the run); its sessions, resident shells included,
