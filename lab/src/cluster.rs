@@ -1326,17 +1326,7 @@ async fn remove_request(
 /// Writes a state file through a temporary file and a rename, mode 0600 as the servers'
 /// own (Vault's vault.db, raft.db).
 pub fn write_state_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?
-        .write_all(bytes)?;
-    std::fs::rename(&tmp, path)
+    harun_runtime::private_fs::write_atomic(path, bytes, 0o600, None)
 }
 
 pub struct OwnPeer<'a> {

@@ -263,8 +263,7 @@ impl Agent {
     fn save_local(&self) {
         let text = serde_json::to_vec(&*self.local()).expect("local state serializes");
         let path = self.settings.data_dir.join("agent-local.json");
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path));
+        let _ = crate::cluster::write_state_file(&path, &text);
     }
 
     /// Anti-entropy: the catalog entries of this node follow what the agent holds.

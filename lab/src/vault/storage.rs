@@ -148,7 +148,7 @@ impl FileBackend {
     }
 
     pub fn put(&self, key: &str, value: &[u8]) -> Result<(), String> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let path = self.path_of(key)?;
         let dir = path.parent().expect("a key has a directory");
         std::fs::DirBuilder::new()
@@ -159,14 +159,7 @@ impl FileBackend {
         let mut text = serde_json::to_string(&json!({"Value": B64.encode(value)}))
             .expect("an entry serializes");
         text.push('\n');
-        let tmp = dir.join(format!(
-            ".{}.{}",
-            path.file_name().unwrap().to_string_lossy(),
-            std::process::id()
-        ));
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)))
-            .and_then(|_| std::fs::rename(&tmp, &path))
+        crate::cluster::write_state_file(&path, text.as_bytes())
             .map_err(|e| format!("failed to write {}: {e}", path.display()))
     }
 
