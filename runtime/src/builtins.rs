@@ -5,9 +5,33 @@ use crate::codes;
 use rhai::plugin::*;
 
 /// Reporting check results; the run prints the summary line and exits with the worst.
+/// The --set parameter `name` read by `parse`, or `default` when not given; a value
+/// `parse` refuses is an error naming the flag and what was wanted.
+fn typed_param<T>(
+    ctx: &NativeCallContext,
+    name: &str,
+    default: T,
+    wanted: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, Box<EvalAltResult>> {
+    let Some(value) = crate::Context::of(ctx).options().params.get(name).cloned() else {
+        return Ok(default);
+    };
+    let text = value.to_string();
+    parse(text.trim()).ok_or_else(|| {
+        crate::error::call_error(
+            ctx,
+            codes::PARAM_INVALID,
+            format!("--set {name}={text}: not {wanted}"),
+        )
+    })
+}
+
 #[export_module]
 pub mod core_api {
     use std::time::Duration;
+
+    use super::typed_param;
 
     use crate::diagnostic::interrupt_error;
     use crate::error::call_error;
@@ -133,6 +157,68 @@ pub mod core_api {
             .get(name)
             .cloned()
             .unwrap_or(default)
+    }
+
+    /// The --set parameter `name` as a whole number, or `default`: `param_int("keep", 7)`.
+    /// A value that is not one is an error naming the flag, never a silent default.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn param_int(
+        ctx: NativeCallContext,
+        name: &str,
+        default: i64,
+    ) -> Result<i64, Box<EvalAltResult>> {
+        typed_param(&ctx, name, default, "a whole number", |v| v.parse().ok())
+    }
+
+    /// The --set parameter `name` as a number (seconds, say), or `default`:
+    /// `param_float("timeout", 120)`.
+    #[rhai_fn(name = "param_float", volatile, return_raw)]
+    pub fn param_float(
+        ctx: NativeCallContext,
+        name: &str,
+        default: f64,
+    ) -> Result<f64, Box<EvalAltResult>> {
+        typed_param(&ctx, name, default, "a number", |v| {
+            v.parse().ok().filter(|f: &f64| f.is_finite())
+        })
+    }
+
+    /// `param_float` with a whole default.
+    #[rhai_fn(name = "param_float", volatile, return_raw)]
+    pub fn param_float_int(
+        ctx: NativeCallContext,
+        name: &str,
+        default: i64,
+    ) -> Result<f64, Box<EvalAltResult>> {
+        param_float(ctx, name, default as f64)
+    }
+
+    /// The --set parameter `name` as true or false (also yes/no, 1/0), or `default`:
+    /// `param_bool("files", false)`. `--set files=ture` is an error, not false.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn param_bool(
+        ctx: NativeCallContext,
+        name: &str,
+        default: bool,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        typed_param(&ctx, name, default, "true or false", |v| match v {
+            "true" | "yes" | "1" => Some(true),
+            "false" | "no" | "0" => Some(false),
+            _ => None,
+        })
+    }
+
+    /// The --set parameter `name` as a comma-separated list, each item trimmed and empty
+    /// ones dropped, or `default` split the same way: `param_list("services", "consul,vault")`.
+    #[rhai_fn(volatile)]
+    pub fn param_list(ctx: NativeCallContext, name: &str, default: &str) -> rhai::Array {
+        let given = Context::of(&ctx).options().params.get(name).cloned();
+        let text = given.map_or_else(|| default.to_string(), |v| v.to_string());
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Dynamic::from(s.to_string()))
+            .collect()
     }
 
     /// The time now in UTC, as RFC 3339 to the second: `2026-12-01T21:56:23Z`.

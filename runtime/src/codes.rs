@@ -102,6 +102,8 @@ catalogue! {
     CONFIRM_REFUSED = "harun::confirm::refused";
     /// `param(name)` names a parameter that no --set gave, with no default.
     PARAM_MISSING = "harun::param::missing";
+    /// A --set value is not of the kind the script reads it as (param_int, param_float, param_bool).
+    PARAM_INVALID = "harun::param::invalid";
     /// A secret's environment variable is not set.
     SECRET_ENV_MISSING = "harun::secret::env_missing";
     /// A secret's file cannot be read.

@@ -224,6 +224,37 @@ fn params_and_args_reach_the_script() {
         .stderr_has("error[harun::param::missing]: this script needs --set node=VALUE");
 }
 
+/// Typed parameters: a value of the wrong kind stops a shipped script before it looks at
+/// any host, naming the flag, where a string compare once took `files=ture` as false.
+#[test]
+fn a_param_of_the_wrong_kind_names_the_flag() {
+    Test::new()
+        .file(
+            "t.hcl",
+            "host \"c1\" {\n  address = \"127.0.0.1\"\n  transport = \"local\"\n}\n",
+        )
+        .args([
+            "--topology",
+            "t.hcl",
+            "--set",
+            "files=ture",
+            crate::common::lab::script("health.rhai").to_str().unwrap(),
+        ])
+        .run()
+        .status(3)
+        .stderr_has("error[harun::param::invalid]: --set files=ture: not true or false");
+    Test::new()
+        .args(["--set", "timeout=2m", "--set", "keep=7", "--set", "on=yes", "--set", "l= a,,b "])
+        .args([
+            "-e",
+            "print(param_int(\"keep\", 1)); print(param_bool(\"on\", false)); print(param_list(\"l\", \"x\")); print(param_list(\"none\", \"x, y\")); param_float(\"timeout\", 60)",
+        ])
+        .run()
+        .status(3)
+        .stdout("7\ntrue\n[\"a\", \"b\"]\n[\"x\", \"y\"]\n")
+        .stderr_has("error[harun::param::invalid]: --set timeout=2m: not a number");
+}
+
 #[test]
 fn map_typos_are_errors() {
     Test::new()
