@@ -10,7 +10,7 @@ use harun_runtime::error::call_error;
 use harun_runtime::{Action, Context};
 use rhai::plugin::*;
 
-use crate::hosts::{command_failed, exec_raw, shell, HostHandle};
+use crate::hosts::{self, command_failed, read_command, shell, HostHandle};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -54,7 +54,7 @@ fn action_command(host: &HostHandle, unit: &str, action: &str) -> String {
 /// The service's state: `active`, `inactive`, `failed`, `activating`, `deactivating`.
 pub fn state(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResult<String> {
     let unit = unit(host, name);
-    let out = exec_raw(
+    let out = read_command(
         ctx,
         host,
         &action_command(
@@ -177,22 +177,12 @@ fn change(
     }
     let unit = unit(host, name);
     let command = action_command(host, &unit, action);
-    let context = Context::of(ctx);
-    let done = context.perform(
-        Action::new("service", host.name(), format!("{action} {unit}")),
-        || {
-            let out = exec_raw(ctx, host, &command, None, Some(timeout))?;
-            if out.status != 0 {
-                return Err(command_failed(
-                    ctx,
-                    host.name(),
-                    &format!("{action} {unit}"),
-                    &out,
-                ));
-            }
-            wait_for(ctx, host, name, wanted, timeout)
-        },
-    )?;
+    let action = Action::new("service", host.name(), format!("{action} {unit}"));
+    let what = action.summary.clone();
+    let done = hosts::change(ctx, host, action, |c| {
+        c.run(ctx, &command, None, Some(timeout), &what)?;
+        wait_for(ctx, host, name, wanted, timeout)
+    })?;
     Ok(done.is_some())
 }
 
@@ -209,7 +199,7 @@ fn main_pid(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResul
         Manager::OpenRc => shell::command(&format!("pidof -s {q}"), false),
         Manager::Template(_) => action_command(host, &unit, "main-pid"),
     };
-    let out = exec_raw(ctx, host, &command, None, Some(Duration::from_secs(10)))?;
+    let out = read_command(ctx, host, &command, None, Some(Duration::from_secs(10)))?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.trim().parse().unwrap_or(0))
 }
@@ -221,7 +211,7 @@ fn boot_id(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<String> {
         .0
         .get("boot_id_file")
         .unwrap_or("/proc/sys/kernel/random/boot_id");
-    let out = exec_raw(
+    let out = read_command(
         ctx,
         host,
         &shell::script(r#"cat -- "$1""#, &[file], false),
@@ -249,40 +239,44 @@ fn reboot(ctx: &NativeCallContext, host: &HostHandle, timeout: Duration) -> Rhai
         Manager::OpenRc => shell::command("reboot", sudo(host)),
         Manager::Template(t) => t.replace("{service}", "host").replace("{action}", "reboot"),
     };
-    let context = Context::of(ctx);
-    let done = context.perform(Action::new("service", host.name(), "reboot"), || {
-        let started = Instant::now();
-        match exec_raw(ctx, host, &command, None, Some(timeout)) {
-            // The connection dropping under the reboot is how a reboot looks from here
-            // (ssh's 255); any other refusal (a sudo password, a manager that cannot
-            // reboot) is the answer.
-            Ok(out) if out.status != 0 && out.status != 255 => {
-                return Err(command_failed(ctx, host.name(), "reboot", &out));
-            }
-            Ok(_) => {}
-            Err(e) => tracing::info!("{}: the reboot command: {e}", host.name()),
-        }
-        let mut last = String::from("its boot id has not changed");
-        loop {
-            match boot_id(ctx, host) {
-                Ok(now) if now != before => return Ok(()),
+    let done = hosts::change(
+        ctx,
+        host,
+        Action::new("service", host.name(), "reboot"),
+        |c| {
+            let started = Instant::now();
+            match c.exec(ctx, &command, None, Some(timeout)) {
+                // The connection dropping under the reboot is how a reboot looks from here
+                // (ssh's 255); any other refusal (a sudo password, a manager that cannot
+                // reboot) is the answer.
+                Ok(out) if out.status != 0 && out.status != 255 => {
+                    return Err(command_failed(ctx, host.name(), "reboot", &out));
+                }
                 Ok(_) => {}
-                Err(e) => last = e.to_string(),
+                Err(e) => tracing::info!("{}: the reboot command: {e}", host.name()),
             }
-            if started.elapsed() >= timeout {
-                return Err(call_error(
-                    ctx,
-                    codes::SERVICE_TIMEOUT,
-                    format!(
-                        "{}: not back from its reboot after {} ({last})",
-                        host.name(),
-                        humantime::format_duration(Duration::from_secs(timeout.as_secs()))
-                    ),
-                ));
+            let mut last = String::from("its boot id has not changed");
+            loop {
+                match boot_id(ctx, host) {
+                    Ok(now) if now != before => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => last = e.to_string(),
+                }
+                if started.elapsed() >= timeout {
+                    return Err(call_error(
+                        ctx,
+                        codes::SERVICE_TIMEOUT,
+                        format!(
+                            "{}: not back from its reboot after {} ({last})",
+                            host.name(),
+                            humantime::format_duration(Duration::from_secs(timeout.as_secs()))
+                        ),
+                    ));
+                }
+                crate::wait::pause(ctx, 2.0, "a host to come back from its reboot")?;
             }
-            crate::wait::pause(ctx, 2.0, "a host to come back from its reboot")?;
-        }
-    })?;
+        },
+    )?;
     Ok(done.is_some())
 }
 

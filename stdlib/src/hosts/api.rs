@@ -14,9 +14,8 @@ pub mod ssh_api {
     use rhai::{Array, FnPtr, Map};
 
     use super::super::{
-        command_failed, exec_raw, exists as exists_impl, label, lookup, mkdir as mkdir_impl,
-        perform_command, read_optional, result_map, write_file, FileOptions, HostHandle,
-        RunOptions,
+        command_failed, exists as exists_impl, label, lookup, mkdir as mkdir_impl, perform_command,
+        read_command, read_optional, result_map, write_file, FileOptions, HostHandle, RunOptions,
     };
 
     pub type Host = HostHandle;
@@ -193,7 +192,7 @@ pub mod ssh_api {
         let target = host.target();
         let sudo = (options.sudo || target.sudo) && target.needs_sudo();
         let cmd = super::super::shell::command(command, sudo);
-        let out = exec_raw(&ctx, &host, &cmd, options.stdin, options.timeout)?;
+        let out = read_command(&ctx, &host, &cmd, options.stdin, options.timeout)?;
         Ok(result_map(&host, command, Some(&out)))
     }
 

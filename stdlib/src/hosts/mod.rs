@@ -147,9 +147,84 @@ fn bad_option(ctx: &NativeCallContext, key: &str, what: &str) -> Box<EvalAltResu
     )
 }
 
+/// A command that only reads (a service's state, a file, a probe): sent at once, in a
+/// dry run too, and not audited. A command that changes anything goes through [`change`]
+/// or [`change_command`], the only other ways a command reaches a host.
+pub fn read_command(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    command: &str,
+    stdin: Option<Vec<u8>>,
+    timeout: Option<Duration>,
+) -> RhaiResult<ExecOutput> {
+    exec_raw(ctx, host, command, stdin, timeout)
+}
+
+/// A change made by commands, recorded as one action: planned in a dry run (None, and
+/// `run` is not called), audited otherwise. `run` sends the change's commands through the
+/// [`HostChange`] it is given, which exists only here.
+pub fn change<T>(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    action: Action,
+    run: impl FnOnce(&HostChange) -> RhaiResult<T>,
+) -> RhaiResult<Option<T>> {
+    Context::of(ctx).perform(action, || run(&HostChange { host }))
+}
+
+/// A change that is one command, which must exit 0 (a non-zero status is the error
+/// `command_failed` makes, naming `what`): its output, or None in a dry run.
+pub fn change_command(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    action: Action,
+    command: &str,
+    stdin: Option<Vec<u8>>,
+    what: &str,
+) -> RhaiResult<Option<ExecOutput>> {
+    change(ctx, host, action, |c| {
+        c.run(ctx, command, stdin, None, what)
+    })
+}
+
+/// The sending side of a recorded change (see [`change`]).
+pub struct HostChange<'a> {
+    host: &'a HostHandle,
+}
+
+impl HostChange<'_> {
+    /// One command of the change; any exit status comes back.
+    pub fn exec(
+        &self,
+        ctx: &NativeCallContext,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> RhaiResult<ExecOutput> {
+        exec_raw(ctx, self.host, command, stdin, timeout)
+    }
+
+    /// One command of the change that must exit 0; `what` names it in the error.
+    pub fn run(
+        &self,
+        ctx: &NativeCallContext,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+        what: &str,
+    ) -> RhaiResult<ExecOutput> {
+        let out = self.exec(ctx, command, stdin, timeout)?;
+        if out.status != 0 {
+            return Err(command_failed(ctx, self.host.name(), what, &out));
+        }
+        Ok(out)
+    }
+}
+
 /// Runs a command on a host and waits for it, within the host's timeouts and the run's
-/// cancellation. The one place where commands reach hosts.
-pub fn exec_raw(
+/// cancellation. The one place where commands reach hosts; private to hosts/, so that a
+/// command is sent either as a read or inside a recorded change.
+fn exec_raw(
     ctx: &NativeCallContext,
     host: &HostHandle,
     command: &str,
@@ -289,7 +364,6 @@ fn perform_command(
     command: &str,
     options: RunOptions,
 ) -> RhaiResult<Option<ExecOutput>> {
-    let context = Context::of(ctx);
     let target = host.target();
     let sudo = use_sudo(&target, options.sudo);
     let shown = if sudo {
@@ -297,14 +371,9 @@ fn perform_command(
     } else {
         command.to_string()
     };
-    context.perform(Action::new("exec", host.name(), shown), || {
-        exec_raw(
-            ctx,
-            host,
-            &shell::command(command, sudo),
-            options.stdin,
-            options.timeout,
-        )
+    let command = shell::command(command, sudo);
+    change(ctx, host, Action::new("exec", host.name(), shown), |c| {
+        c.exec(ctx, &command, options.stdin, options.timeout)
     })
 }
 
@@ -340,7 +409,7 @@ pub fn read_optional(
         };
     }
     let cmd = shell::script(shell::READ, &[path], use_sudo(&target, false));
-    let out = exec_raw(ctx, host, &cmd, None, None)?;
+    let out = read_command(ctx, host, &cmd, None, None)?;
     match out.status {
         0 => Ok(Some(out.stdout)),
         shell::MISSING => Ok(None),
@@ -495,19 +564,14 @@ pub fn write_file(
         ],
         use_sudo(&target, false),
     );
-    let context = Context::of(ctx);
-    let done = context.perform(action, || {
-        let out = exec_raw(ctx, host, &cmd, Some(content.to_vec()), None)?;
-        if out.status != 0 {
-            return Err(command_failed(
-                ctx,
-                host.name(),
-                &format!("write {path}"),
-                &out,
-            ));
-        }
-        Ok(())
-    })?;
+    let done = change_command(
+        ctx,
+        host,
+        action,
+        &cmd,
+        Some(content.to_vec()),
+        &format!("write {path}"),
+    )?;
     Ok(done.is_some())
 }
 
@@ -523,7 +587,7 @@ pub fn file_mode(
         &[path],
         use_sudo(&target, false),
     );
-    let out = exec_raw(ctx, host, &cmd, None, None)?;
+    let out = read_command(ctx, host, &cmd, None, None)?;
     Ok((out.status == 0)
         .then(|| u32::from_str_radix(String::from_utf8_lossy(&out.stdout).trim(), 8).ok())
         .flatten())
@@ -543,7 +607,7 @@ pub fn mkdir(
 ) -> RhaiResult<bool> {
     let target = host.target();
     let check = shell::script(r#"[ -d "$1" ]"#, &[path], use_sudo(&target, false));
-    if exec_raw(ctx, host, &check, None, None)?.status == 0
+    if read_command(ctx, host, &check, None, None)?.status == 0
         && options.owner.is_none()
         && options.group.is_none()
         && options.mode.is_none()
@@ -566,18 +630,7 @@ pub fn mkdir(
         host.name(),
         format!("mkdir -p {path}{}", options.describe()),
     );
-    let done = Context::of(ctx).perform(action, || {
-        let out = exec_raw(ctx, host, &cmd, None, None)?;
-        if out.status != 0 {
-            return Err(command_failed(
-                ctx,
-                host.name(),
-                &format!("mkdir -p {path}"),
-                &out,
-            ));
-        }
-        Ok(())
-    })?;
+    let done = change_command(ctx, host, action, &cmd, None, &format!("mkdir -p {path}"))?;
     Ok(done.is_some())
 }
 
@@ -593,7 +646,7 @@ pub fn chown(
     let target = host.target();
     let sudo = use_sudo(&target, false);
     let probe = shell::script(shell::FOREIGN_OWNED, &[path, owner, group], sudo);
-    let found = exec_raw(ctx, host, &probe, None, None)?;
+    let found = read_command(ctx, host, &probe, None, None)?;
     if found.status == 0 && found.stdout.iter().all(u8::is_ascii_whitespace) {
         return Ok(false);
     }
@@ -604,18 +657,14 @@ pub fn chown(
     };
     let cmd = shell::script(shell::CHOWN_R, &[path, owner, group], sudo);
     let action = Action::new("chown", host.name(), format!("chown -R {who} {path}"));
-    let done = Context::of(ctx).perform(action, || {
-        let out = exec_raw(ctx, host, &cmd, None, None)?;
-        if out.status != 0 {
-            return Err(command_failed(
-                ctx,
-                host.name(),
-                &format!("chown -R {who} {path}"),
-                &out,
-            ));
-        }
-        Ok(())
-    })?;
+    let done = change_command(
+        ctx,
+        host,
+        action,
+        &cmd,
+        None,
+        &format!("chown -R {who} {path}"),
+    )?;
     Ok(done.is_some())
 }
 
@@ -636,20 +685,11 @@ pub fn set_aside(
     let base = format!("{}.harun-{label}-{}", path.trim_end_matches('/'), stamp());
     let cmd = shell::script(shell::SET_ASIDE, &[path, &base], use_sudo(&target, true));
     let action = Action::new("set-aside", host.name(), format!("mv {path} {base}"));
-    let mut chosen = base.clone();
-    Context::of(ctx).perform(action, || {
-        let out = exec_raw(ctx, host, &cmd, None, None)?;
-        if out.status != 0 {
-            return Err(command_failed(
-                ctx,
-                host.name(),
-                &format!("mv {path} {base}"),
-                &out,
-            ));
-        }
-        chosen = String::from_utf8_lossy(&out.stdout).into_owned();
-        Ok(())
-    })?;
+    // In a dry run the plan names the base name.
+    let chosen = change_command(ctx, host, action, &cmd, None, &format!("mv {path} {base}"))?
+        .map_or(base, |out| {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
     Ok(chosen.into())
 }
 
@@ -660,7 +700,7 @@ pub fn exists(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiRes
         return Ok(std::path::Path::new(path).exists());
     }
     let cmd = shell::script(r#"[ -e "$1" ]"#, &[path], use_sudo(&target, false));
-    Ok(exec_raw(ctx, host, &cmd, None, None)?.status == 0)
+    Ok(read_command(ctx, host, &cmd, None, None)?.status == 0)
 }
 
 /// How `parallel` names an item in its errors: the host name, a map's `name`, or `#i`.
