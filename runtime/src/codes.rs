@@ -80,6 +80,8 @@ catalogue! {
     SCRIPT_MODULE_NOT_FOUND = "harun::script::module_not_found";
     /// A module imports itself, or modules import each other (the message names the chain).
     SCRIPT_IMPORT_CYCLE = "harun::script::import_cycle";
+    /// Two files of a run define a function of one name and number of parameters (Rhai may call one for the other): rename one.
+    SCRIPT_FUNCTION_CLASH = "harun::script::function_clash";
     /// A value has another type than the operation needs.
     SCRIPT_TYPE_MISMATCH = "harun::script::type_mismatch";
     /// An index is out of range.

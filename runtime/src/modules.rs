@@ -5,6 +5,12 @@
 //! dropped, and a `#!/usr/bin/env harun` first line becomes an empty line (so line numbers
 //! stay true). An import cycle (a module importing itself, or two importing each other)
 //! is an error naming the chain, not a stack overflow.
+//!
+//! Two functions of one name and number of parameters in two files of a run (the main
+//! script and its modules) are refused at the import: Rhai 1.27 keeps one cache of
+//! resolved calls across modules (a call into a module pushes no new cache level), so a
+//! call to one may run the other. Seen here: nomad's `write_configs` ran consul's, and
+//! wrote nomad.hcl's text into consul.hcl.
 
 use parking_lot::Mutex;
 use std::cell::RefCell;
@@ -42,6 +48,36 @@ pub struct ScriptResolver {
     /// The main script, the chain's first link when a module imports it back.
     main: Option<PathBuf>,
     cache: Mutex<HashMap<PathBuf, SharedModule>>,
+    /// Every script-defined function of the run so far, by name and number of parameters:
+    /// where it is defined (file and line).
+    defined: Mutex<HashMap<(String, usize), Definition>>,
+}
+
+/// Where a script-defined function is: `lib/consul.rhai line 122`.
+#[derive(Clone, PartialEq)]
+struct Definition {
+    file: String,
+    line: Option<usize>,
+}
+
+impl std::fmt::Display for Definition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{} line {line}", self.file),
+            None => f.write_str(&self.file),
+        }
+    }
+}
+
+/// The line of `fn name(` (or `private fn name(`) in `text`, counted from 1.
+fn line_of(text: &str, name: &str) -> Option<usize> {
+    let wanted = format!("fn {name}(");
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix("private ").unwrap_or(l).starts_with(&wanted)
+        })
+        .map(|i| i + 1)
 }
 
 impl ScriptResolver {
@@ -50,7 +86,81 @@ impl ScriptResolver {
             base: base.to_path_buf(),
             main: main.map(|m| m.canonicalize().unwrap_or_else(|_| m.to_path_buf())),
             cache: Mutex::new(HashMap::new()),
+            defined: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The name a file goes by in messages: relative to the scripts' directory.
+    fn label(&self, file: &Path) -> String {
+        file.strip_prefix(&self.base)
+            .unwrap_or(file)
+            .display()
+            .to_string()
+    }
+
+    /// Records the functions of a module about to run, refusing one whose name and number
+    /// of parameters another file of the run already defines (see the module's docs). The
+    /// functions running now (the main script's, an importing module's) are recorded first.
+    fn record_functions(
+        &self,
+        global: &GlobalRuntimeState,
+        ast: &rhai::AST,
+        file: &Path,
+        text: &str,
+        pos: Position,
+    ) -> Result<(), Box<EvalAltResult>> {
+        let mut defined = self.defined.lock();
+        let main = self.main.as_ref().map_or_else(
+            || Definition {
+                file: "the script".into(),
+                line: None,
+            },
+            |m| Definition {
+                file: self.label(m),
+                line: None,
+            },
+        );
+        let main_text = self
+            .main
+            .as_ref()
+            .and_then(|m| std::fs::read_to_string(m).ok());
+        for lib in &global.lib {
+            for (_, _, name, params, _) in lib.iter_script_fn_info() {
+                defined
+                    .entry((name.to_string(), params))
+                    .or_insert_with(|| Definition {
+                        line: main_text.as_deref().and_then(|t| line_of(t, name)),
+                        ..main.clone()
+                    });
+            }
+        }
+        let here = self.label(file);
+        for f in ast.iter_functions() {
+            let at = Definition {
+                file: here.clone(),
+                line: line_of(text, f.name),
+            };
+            let key = (f.name.to_string(), f.params.len());
+            match defined.get(&key) {
+                Some(other) if other.file != at.file => {
+                    return Err(script_error(
+                        codes::SCRIPT_FUNCTION_CLASH,
+                        format!(
+                            "fn {}, {} parameter(s), at {at} is also defined at {other}: rename one \
+                             (Rhai may call either for the other across modules)",
+                            f.name,
+                            f.params.len()
+                        ),
+                        pos,
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    defined.insert(key, at);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn file_of(&self, path: &str) -> PathBuf {
@@ -94,10 +204,10 @@ impl ScriptResolver {
             ),
         })?;
         let in_module = |err| Box::new(EvalAltResult::ErrorInModule(path.to_string(), err, pos));
-        let mut ast = engine
-            .compile(script_text(&raw))
-            .map_err(|e| in_module(e.into()))?;
+        let text = script_text(&raw);
+        let mut ast = engine.compile(&text).map_err(|e| in_module(e.into()))?;
         ast.set_source(path);
+        self.record_functions(global, &ast, file, &text, pos)?;
         let module = Module::eval_ast_as_new_raw(engine, &mut Scope::new(), global, &ast)
             .map_err(in_module)?;
         Ok(module.into())

@@ -532,6 +532,49 @@ fn import_cycles_name_the_chain_and_exit_3() {
         .stderr_has("error[harun::script::import_cycle]: import cycle: lib/a.rhai -> lib/b.rhai -> lib/a.rhai");
 }
 
+/// A function of one name and number of parameters in two files of a run is refused at
+/// the import, naming both places: Rhai 1.27 keeps one cache of resolved calls across
+/// modules, and here b's last call of its own `helper` would run a's.
+#[test]
+fn a_function_defined_in_two_files_of_a_run_is_refused() {
+    let files = |t: Test| {
+        t.file("main.rhai", "import \"lib/b\" as b;\nb::run();\n")
+            .file(
+                "lib/a.rhai",
+                "fn work() { helper(1); helper(1); helper(1) }\n\nfn helper(x) { \"a\" }\n",
+            )
+            .file(
+                "lib/b.rhai",
+                "import \"lib/a\" as a;\nfn run() { helper(1); a::work(); print(helper(1)); }\nfn helper(x) { \"b\" }\n",
+            )
+    };
+    files(Test::new())
+        .args(["main.rhai"])
+        .run()
+        .status(3)
+        .stdout("")
+        .stderr_has("error[harun::script::function_clash]: fn helper, 1 parameter(s), at lib/a.rhai line 3 is also defined at lib/b.rhai line 3");
+    // The main script's own functions count too.
+    Test::new()
+        .file("main.rhai", "fn helper(x) { 0 }\nimport \"lib/a\" as a;\n")
+        .file("lib/a.rhai", "fn helper(y) { 1 }\n")
+        .args(["main.rhai"])
+        .run()
+        .status(3)
+        .stderr_has("at lib/a.rhai line 1 is also defined at main.rhai line 1");
+    // One name with another number of parameters is another function.
+    Test::new()
+        .file(
+            "main.rhai",
+            "fn helper(x) { 0 }\nimport \"lib/a\" as a;\nprint(helper(1) + a::helper(1, 2));\n",
+        )
+        .file("lib/a.rhai", "fn helper(x, y) { 1 }\n")
+        .args(["main.rhai"])
+        .run()
+        .status(0)
+        .stdout("1\n");
+}
+
 /// `harun lab` takes none of the flags that shape a script's run; its help lists none.
 #[test]
 fn lab_help_lists_only_what_lab_uses() {
