@@ -254,6 +254,15 @@ pub enum LabCommand {
         #[arg(long, default_value = "harun-lab")]
         dir: PathBuf,
     },
+    /// A controller's machine dies for good and a fresh one takes its place: same name
+    /// and address, services stopped, data gone, a new machine's configs (rehearses
+    /// scripts/replace-controller.rhai)
+    Replace {
+        #[arg(long, default_value = "harun-lab")]
+        dir: PathBuf,
+        /// The controller to replace
+        host: String,
+    },
     /// Stop every service of the lab (its files stay)
     Down {
         #[arg(long, default_value = "harun-lab")]

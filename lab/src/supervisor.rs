@@ -825,60 +825,14 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
             }
         }
     }
-    let nomad_consul = options.nomad_consul;
     for host in lab.hosts() {
-        let host = host.as_str();
-        let configs = if Lab::is_worker(host) {
-            vec![
-                ("consul", consul_client_config(&lab, host, &secrets)),
-                (
-                    "nomad",
-                    nomad_client_config(&lab, host, nomad_consul, &secrets),
-                ),
-            ]
-        } else {
-            vec![
-                ("consul", consul_config(&lab, host, &secrets)),
-                ("nomad", nomad_config(&lab, host, nomad_consul, &secrets)),
-                ("vault", vault_config(&lab, host, &secrets)),
-            ]
-        };
-        for sub in ["run", "log"]
-            .into_iter()
-            .chain(configs.iter().map(|c| c.0))
-        {
-            std::fs::create_dir_all(lab.host_dir(host).join(sub))
-                .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
-        }
-        for (service, text) in configs {
-            let path = lab.config_file(host, service);
-            std::fs::write(&path, text).map_err(|e| format!("cannot write a config: {e}"))?;
-            // The story's configs hold the Consul token and the gossip key: not for others
-            // to read (Vault's is readable by Vault's group).
-            if lab.story {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
-                    .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-                if let (Some(account), "vault") = (&vault_account, service) {
-                    std::os::unix::fs::chown(&path, None, Some(account.gid)).map_err(|e| {
-                        format!("cannot give {} to {}: {e}", path.display(), account.name)
-                    })?;
-                }
-            }
-        }
-        new_boot_id(&lab, host)?;
-        // The first state's single raft node keeps its data here from the start.
-        if lab.real.openbao.is_some() && host == "controller1" {
-            std::fs::create_dir_all(lab.raft_path(host))
-                .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
-        }
-        // Vault's directory belongs to its user, as a package's /opt/vault does.
-        if let (Some(account), false) = (&vault_account, Lab::is_worker(host)) {
-            crate::service_user::chown(&lab.host_dir(host).join("vault"), account)?;
-            if lab.raft_path(host).exists() {
-                crate::service_user::chown(&lab.raft_path(host), account)?;
-            }
-        }
+        make_host(
+            &lab,
+            &host,
+            options.nomad_consul,
+            &secrets,
+            vault_account.as_ref(),
+        )?;
     }
     write_private(
         &dir.join("lab.json"),
@@ -897,6 +851,112 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
         .into());
     }
     Ok(lab.topology_file())
+}
+
+/// A host's directories, configs (the story's first state) and boot id; Vault's directory
+/// given to its user.
+fn make_host(
+    lab: &Lab,
+    host: &str,
+    nomad_consul: bool,
+    secrets: &StorySecrets,
+    vault_account: Option<&crate::service_user::Account>,
+) -> Result<(), LabError> {
+    let configs = if Lab::is_worker(host) {
+        vec![
+            ("consul", consul_client_config(lab, host, secrets)),
+            (
+                "nomad",
+                nomad_client_config(lab, host, nomad_consul, secrets),
+            ),
+        ]
+    } else {
+        vec![
+            ("consul", consul_config(lab, host, secrets)),
+            ("nomad", nomad_config(lab, host, nomad_consul, secrets)),
+            ("vault", vault_config(lab, host, secrets)),
+        ]
+    };
+    for sub in ["run", "log"]
+        .into_iter()
+        .chain(configs.iter().map(|c| c.0))
+    {
+        std::fs::create_dir_all(lab.host_dir(host).join(sub))
+            .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
+    }
+    for (service, text) in configs {
+        let path = lab.config_file(host, service);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write a config: {e}"))?;
+        // The story's configs hold the Consul token and the gossip key: not for others
+        // to read (Vault's is readable by Vault's group).
+        if lab.story {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+            if let (Some(account), "vault") = (vault_account, service) {
+                std::os::unix::fs::chown(&path, None, Some(account.gid)).map_err(|e| {
+                    format!("cannot give {} to {}: {e}", path.display(), account.name)
+                })?;
+            }
+        }
+    }
+    new_boot_id(lab, host)?;
+    // The first state's single raft node keeps its data here from the start.
+    if lab.real.openbao.is_some() && host == "controller1" {
+        std::fs::create_dir_all(lab.raft_path(host))
+            .map_err(|e| format!("cannot create the lab's directories: {e}"))?;
+    }
+    // Vault's directory belongs to its user, as a package's /opt/vault does.
+    if let (Some(account), false) = (vault_account, Lab::is_worker(host)) {
+        crate::service_user::chown(&lab.host_dir(host).join("vault"), account)?;
+        if lab.raft_path(host).exists() {
+            crate::service_user::chown(&lab.raft_path(host), account)?;
+        }
+    }
+    Ok(())
+}
+
+/// `harun lab replace HOST`: the controller's machine dies for good and a fresh one takes
+/// its place under the same name and address: its services stopped, their data gone, its
+/// configs those of a new machine (the story's first state), its services installed but
+/// not started, a new boot. scripts/replace-controller.rhai then brings it in.
+pub fn replace(dir: &Path, host: &str) -> Result<(), LabError> {
+    let lab = Lab::load(dir)?;
+    if !lab.controller_names().iter().any(|h| h == host) {
+        return Err(format!(
+            "{host} is not one of the lab's controllers ({})",
+            lab.controller_names().join(", ")
+        )
+        .into());
+    }
+    if lab.story {
+        return Err(
+            "a lab in the story's configuration cannot replace a controller yet: its \
+                    gossip key and token are not kept apart from the configs"
+                .to_string()
+                .into(),
+        );
+    }
+    for (service, _) in lab.services(host).iter().rev() {
+        stop(&lab, host, service)?;
+    }
+    // Nothing of the old machine is left: data, configs, their backups, logs.
+    let old = lab.host_dir(host);
+    std::fs::remove_dir_all(&old).map_err(|e| format!("cannot remove {}: {e}", old.display()))?;
+    let nomad_consul = std::fs::read_to_string(lab.config_file("controller1", "nomad"))
+        .map(|t| t.contains("\nconsul {"))
+        .unwrap_or(true);
+    let account = lab
+        .vault_user
+        .as_deref()
+        .and_then(crate::service_user::lookup);
+    make_host(
+        &lab,
+        host,
+        nomad_consul,
+        &StorySecrets::default(),
+        account.as_ref(),
+    )
 }
 
 fn start_first_state(lab: &Lab, harun: &Path) -> Result<(), LabError> {

@@ -211,16 +211,33 @@ pub mod consul_api {
         )
     }
 
-    /// Marks a failed member as left (`prune` removes it from the member list). A change.
+    /// Marks a failed member as left. A change.
     #[rhai_fn(volatile, return_raw)]
     pub fn force_leave(ctx: NativeCallContext, host: Host, node: &str) -> RhaiResult<bool> {
+        force_leave_pruned(ctx, host, node, false)
+    }
+
+    /// `force_leave`; with `prune` the member is removed from the member list altogether
+    /// (Consul 1.6.2+, `?prune`), so that a new machine may join under its name.
+    #[rhai_fn(name = "force_leave", volatile, return_raw)]
+    pub fn force_leave_pruned(
+        ctx: NativeCallContext,
+        host: Host,
+        node: &str,
+        prune: bool,
+    ) -> RhaiResult<bool> {
         let c = client(&ctx, &host)?;
+        let (query, how) = if prune {
+            ("?prune=1", " -prune")
+        } else {
+            ("", "")
+        };
         c.change(
             &ctx,
             "PUT",
-            &format!("/v1/agent/force-leave/{}", encode(node)),
+            &format!("/v1/agent/force-leave/{}{query}", encode(node)),
             None,
-            &format!("consul: force-leave {node}"),
+            &format!("consul: force-leave{how} {node}"),
         )
     }
 

@@ -74,6 +74,43 @@ pub mod nomad_api {
         Ok(to_dynamic(&v["Members"]))
     }
 
+    /// Marks a failed server as left (`prune`: forgotten altogether), so that a new machine
+    /// may join under its name. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn force_leave(
+        ctx: NativeCallContext,
+        host: Host,
+        node: &str,
+        prune: bool,
+    ) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        let (prune_query, how) = if prune {
+            ("&prune=true", " -prune")
+        } else {
+            ("", "")
+        };
+        c.change(
+            &ctx,
+            "PUT",
+            &format!("/v1/agent/force-leave?node={}{prune_query}", encode(node)),
+            None,
+            &format!("nomad: force-leave{how} {node}"),
+        )
+    }
+
+    /// Purges the client node `id` (a machine gone for good): it leaves `nodes`. A change.
+    #[rhai_fn(volatile, return_raw)]
+    pub fn node_purge(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<bool> {
+        let c = client(&ctx, &host)?;
+        c.change(
+            &ctx,
+            "PUT",
+            &format!("/v1/node/{}/purge", encode(id)),
+            None,
+            &format!("nomad: purge node {id}"),
+        )
+    }
+
     /// Asks this server to join the server at `address`; the number joined. A change.
     #[rhai_fn(volatile, return_raw)]
     pub fn join(ctx: NativeCallContext, host: Host, address: &str) -> RhaiResult<i64> {

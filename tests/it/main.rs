@@ -21,6 +21,7 @@ mod nomad_module;
 mod plan;
 mod real_lab;
 mod repl;
+mod replace_controller;
 mod secrets;
 mod snapshots;
 mod ssh;

@@ -99,11 +99,24 @@ impl Cluster {
         for (name, url, reply) in results {
             match reply {
                 Some(reply) => {
+                    for gone in reply.pruned {
+                        if gone != self.opts.id && !inner.pruned.contains(&gone) {
+                            inner.members.remove(&gone);
+                            inner.pruned.insert(gone);
+                        }
+                    }
                     for m in reply.members {
                         if m.name == self.opts.id {
                             continue;
                         }
                         let answered = m.http == url;
+                        // A pruned member comes back only when it answers itself.
+                        if inner.pruned.contains(&m.name) {
+                            if !answered || m.status != MemberStatus::Alive {
+                                continue;
+                            }
+                            inner.pruned.remove(&m.name);
+                        }
                         match inner.members.get_mut(&m.name) {
                             Some((known, seen)) => {
                                 if answered {
@@ -263,6 +276,7 @@ impl Cluster {
             let server = m.server;
             if prune {
                 inner.members.remove(name);
+                inner.pruned.insert(name.to_string());
             }
             server
         };

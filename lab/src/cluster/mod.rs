@@ -141,6 +141,10 @@ struct Inner {
     /// After a leadership transfer: this node does not stand for election before then, so
     /// that another voter takes over.
     no_candidacy_until: Option<Instant>,
+    /// Members erased by a force-leave with prune. Serf gossips the leave intent with its
+    /// prune flag and every member erases the node (serf/serf.go handleNodeLeaveIntent,
+    /// eraseNode), so no one brings it back; it returns only by joining again itself.
+    pruned: std::collections::HashSet<String>,
 }
 
 /// One node's view of the cluster.
@@ -166,6 +170,9 @@ struct HelloReply {
     /// The leader as a server entry, for clients.
     #[serde(default)]
     leader_server: Option<Server>,
+    /// The members this node erased (force-leave with prune), for the others to erase.
+    #[serde(default)]
+    pruned: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -270,6 +277,7 @@ impl Cluster {
                 left: false,
                 client_leader: None,
                 no_candidacy_until: None,
+                pruned: Default::default(),
             }),
             writes: tokio::sync::Mutex::new(()),
             client,

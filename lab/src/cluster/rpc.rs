@@ -9,6 +9,8 @@ pub(super) async fn hello(State(c): State<Arc<Cluster>>, Json(h): Json<Hello>) -
     let mut inner = lock(&c.inner);
     let incoming = h.member;
     if incoming.name != c.opts.id {
+        // A pruned node that calls in itself has joined again.
+        inner.pruned.remove(&incoming.name);
         match inner.members.get_mut(&incoming.name) {
             Some((m, seen)) => {
                 *seen = now;
@@ -32,6 +34,7 @@ pub(super) async fn hello(State(c): State<Arc<Cluster>>, Json(h): Json<Hello>) -
         leader: inner.leader.clone(),
         bootstrapped: inner.p.bootstrapped,
         leader_server,
+        pruned: inner.pruned.iter().cloned().collect(),
     })
 }
 

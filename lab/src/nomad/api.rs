@@ -45,6 +45,7 @@ pub fn routes(agent: Arc<Agent>) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/node/{id}", get(node))
         .route("/v1/node/{id}/drain", post(drain).put(drain))
+        .route("/v1/node/{id}/purge", post(purge).put(purge))
         .route(
             "/v1/node/{id}/eligibility",
             post(eligibility).put(eligibility),
@@ -568,6 +569,18 @@ async fn update_node(agent: &Agent, id: &str, fields: Value) -> Response {
     {
         Ok(index) => with_index(
             agent,
+            json!({"EvalCreateIndex": 0, "EvalIDs": null, "Index": index, "NodeModifyIndex": index}),
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// command/agent/node_endpoint.go nodePurge: Node.Deregister, answered with
+/// NodeUpdateResponse; an unknown node is a 500 "node not found".
+async fn purge(State(agent): A, Path(id): Path<String>) -> Response {
+    match agent.cluster.write(Op::DeleteNode { id }).await {
+        Ok(index) => with_index(
+            &agent,
             json!({"EvalCreateIndex": 0, "EvalIDs": null, "Index": index, "NodeModifyIndex": index}),
         ),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),

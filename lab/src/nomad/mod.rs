@@ -349,6 +349,10 @@ pub enum Op {
         id: String,
         fields: serde_json::Map<String, Value>,
     },
+    /// A node deregistered (`PUT /v1/node/:id/purge`, Node.Deregister).
+    DeleteNode {
+        id: String,
+    },
     AclBootstrap {
         secret: String,
         accessor: String,
@@ -389,6 +393,14 @@ impl Operation for Op {
                     node[k] = v;
                 }
                 node["ModifyIndex"] = json!(index);
+                Ok(json!(index))
+            }
+            Op::DeleteNode { id } => {
+                // nomad/node_endpoint.go Deregister: an unknown node is an error.
+                data["nodes"]
+                    .as_object_mut()
+                    .and_then(|nodes| nodes.remove(&id))
+                    .ok_or("node not found")?;
                 Ok(json!(index))
             }
             Op::AclBootstrap { secret, accessor } => {
@@ -471,16 +483,27 @@ impl Agent {
                 .map(|m| (m.name, m.status))
                 .collect();
             // Each ready node: is its client alive (the lab's stand-in for its heartbeats)?
+            // Heartbeats are per node ID (nomad/heartbeat.go resetHeartbeatTimer): when a
+            // fresh machine registers a new node under an old name, only the newest node of
+            // that member heartbeats; the old one goes silent and is marked down.
             let alive: BTreeMap<String, bool> = self.cluster.read(|d| {
-                d["nodes"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
+                let nodes: Vec<(&String, &Value)> =
+                    d["nodes"].as_object().into_iter().flatten().collect();
+                let newest = |member: &str| {
+                    nodes
+                        .iter()
+                        .filter(|(_, n)| n["Member"] == member)
+                        .max_by_key(|(_, n)| n["CreateIndex"].as_u64().unwrap_or(0))
+                        .map(|(id, _)| id.as_str())
+                };
+                nodes
+                    .iter()
                     .filter(|(_, n)| n["Status"] == "ready")
                     .filter_map(|(id, n)| {
                         let member = n["Member"].as_str()?;
                         let status = members.get(member)?;
-                        Some((id.clone(), *status == MemberStatus::Alive))
+                        let heartbeats = newest(member) == Some(id.as_str());
+                        Some(((*id).clone(), heartbeats && *status == MemberStatus::Alive))
                     })
                     .collect()
             });
