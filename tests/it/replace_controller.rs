@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::common::http::{eventually, get, put};
-use crate::common::lab::{script, Lab};
+use crate::common::lab::{script, wait_for_changes, Lab};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -160,4 +160,59 @@ fn a_dead_controller_is_taken_out_of_every_raft_and_its_replacement_brought_in()
         Duration::from_secs(30),
         || health().status.success().then_some(()),
     );
+}
+
+/// A replacement killed at any point (SIGKILL, or Ctrl-C's SIGINT) is finished by the next
+/// run: in the removal (after Consul's, after all three) and while the new machine is
+/// brought in.
+#[test]
+fn a_replacement_killed_at_each_step_is_finished_by_the_next_run() {
+    // Its changes: consul remove-peer (1) and force-leave (2), nomad's (3, 4), vault's
+    // remove-peer (5); then the HA steps: consul's snapshot and config (6, 7), start...
+    for (changes, delay_ms, signal) in [
+        (2, 0, libc::SIGKILL),
+        (5, 0, libc::SIGINT),
+        (8, 300, libc::SIGKILL),
+    ] {
+        let lab = Lab::up();
+        let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
+        assert_eq!(ha.status.code(), Some(0), "{}", text(&ha.stdout));
+        assert!(lab.lab("replace", &["controller3"]).status.success());
+        let audit = lab.test.path("audit.log");
+        let stderr = lab.test.path("first.stderr");
+        let mut first = lab.spawn_script(
+            "replace-controller.rhai",
+            &audit,
+            &stderr,
+            &["--yes", "--set", "host=controller3"],
+        );
+        wait_for_changes(&audit, changes, &mut first, "replace-controller.rhai");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(first.id() as i32, signal) };
+        let _ = first.wait().unwrap();
+        let again = lab.harun(&[
+            "--yes",
+            "--set",
+            "host=controller3",
+            script("replace-controller.rhai").to_str().unwrap(),
+        ]);
+        let stdout = text(&again.stdout);
+        assert_eq!(
+            again.status.code(),
+            Some(0),
+            "killed after {changes} changes, then run again:\n{stdout}{}",
+            text(&again.stderr)
+        );
+        let three: Vec<String> = ["controller1", "controller2", "controller3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            raft_members(&lab, "controller1"),
+            [three.clone(), three.clone(), three],
+            "killed after {changes} changes"
+        );
+        lab.assert_secrets(&format!("killed after {changes} changes"));
+    }
 }

@@ -244,8 +244,6 @@ impl Lab {
     }
 }
 
-/// How many changes to the cluster the audit log holds: taking the run's lock is audited
-/// too, and not counted.
 /// The audit log's lines as `TARGET SUMMARY`, in order.
 pub fn audited(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -262,6 +260,8 @@ pub fn audited(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// How many changes to the cluster the audit log holds: taking the run's lock is audited
+/// too, and not counted.
 pub fn changes_in(audit: &Path) -> usize {
     std::fs::read_to_string(audit)
         .map(|t| {
