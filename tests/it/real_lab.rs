@@ -266,6 +266,35 @@ fn backup_without_a_leader(lab: &Lab) {
         ),
     );
     assert_eq!(checked, "true");
+    // Named as a stale copy, and restored with a warning once Nomad has a leader again.
+    assert!(
+        file.to_string_lossy().ends_with("-stale.snap"),
+        "{}",
+        file.display()
+    );
+    for host in ["controller2", "controller3"] {
+        assert!(lab.ctl(host, "nomad", "start").status.success());
+    }
+    let restored = eventually(
+        "nomad restored from the stale copy",
+        Duration::from_secs(60),
+        || {
+            let out = lab.harun(&[
+                "--yes",
+                "--set",
+                &format!("file={}", file.display()),
+                script("restore.rhai").to_str().unwrap(),
+            ]);
+            (out.status.code() == Some(1)).then(|| text(&out.stdout))
+        },
+    );
+    assert!(
+        restored.starts_with(&format!(
+            "WARNING - {} was a leaderless server's own copy: writes made just before it may be missing; nomad restored from ",
+            file.display()
+        )),
+        "{restored}"
+    );
 }
 
 /// backup.rhai saves real snapshots; after a KV entry and a secret are changed,
