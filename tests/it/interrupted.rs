@@ -100,13 +100,13 @@ fn reached(name: &str, audit: &std::path::Path) -> Reached {
         // Both recover scripts end by removing their record of the recovery, right after
         // controller3's raft data is set aside (Consul) or made anew (Vault): a run killed
         // there may have removed the record without recording it.
-        "consul-recover.rhai" | "vault-recover.rhai" => (
+        "consul-recover.rhai" | "nomad-recover.rhai" | "vault-recover.rhai" => (
             summary.starts_with("rm -f -- ") && summary.contains("harun-recovery.json"),
             target == "controller3"
-                && if name == "consul-recover.rhai" {
-                    summary.starts_with("mv ")
-                } else {
+                && if name == "vault-recover.rhai" {
                     summary.starts_with("mkdir -p ")
+                } else {
+                    summary.starts_with("mv ")
                 },
         ),
         other => panic!("no end known for {other}"),
@@ -390,6 +390,45 @@ fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
     ] {
         let (lab, _) = recover_killed(&recovery, point);
         check_consul_whole(&lab, "consul-recover.rhai", point);
+    }
+}
+
+/// nomad-recover.rhai, killed while it makes a lone survivor the whole cluster, is
+/// finished by the next run, and nomad-ha.rhai then grows the cluster back with every job.
+#[test]
+fn nomad_recover_killed_at_each_step_is_finished_by_the_next_run() {
+    // Its changes, as consul-recover's: the record (1), peers.json (2-3), the survivor
+    // stopped (4) and started (5), the two others' server state set aside (6-7), the
+    // record removed (8).
+    let recovery = Recovery {
+        grow: "nomad-ha.rhai",
+        service: "nomad",
+        recover: "nomad-recover.rhai",
+        record: "controller1/nomad/harun-recovery.json",
+        left_data: "nomad/server",
+        summary: "nomad recovered",
+    };
+    for point in [
+        at(1, libc::SIGKILL),
+        at(3, libc::SIGINT),
+        inside(5, 200, libc::SIGKILL),
+        at(6, libc::SIGKILL),
+    ] {
+        let (lab, stdout) = recover_killed(&recovery, point);
+        assert!(
+            stdout.contains("3 servers") || stdout.contains("nothing to change: 3 nomad servers"),
+            "killed at {point:?}: {stdout}"
+        );
+        let jobs = get(&format!(
+            "http://{}:4646/v1/jobs",
+            lab.address("controller2")
+        ))
+        .json();
+        assert_eq!(
+            jobs.as_array().map(Vec::len),
+            Some(3),
+            "killed at {point:?}: {jobs}"
+        );
     }
 }
 

@@ -431,6 +431,19 @@ impl Operation for Op {
     }
 }
 
+/// The server's node ID, kept as command/agent/agent.go setupNodeID keeps it: in the
+/// server's data dir, DATA_DIR/server/node-id.
+fn server_node_id(data_dir: &Path) -> String {
+    let file = data_dir.join("server").join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        return id.trim().to_string();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let _ = std::fs::create_dir_all(data_dir.join("server"));
+    let _ = std::fs::write(&file, &id);
+    id
+}
+
 /// The client's node ID, kept in the data dir.
 fn node_id(data_dir: &Path) -> String {
     let file = data_dir.join("client").join("client-id");
@@ -677,8 +690,11 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         )
     })?;
     let node_id = node_id(&settings.data_dir);
+    let server_id = server_node_id(&settings.data_dir);
     let mut tags = BTreeMap::new();
     tags.insert("role".to_string(), "nomad".to_string());
+    // nomad/server.go setupSerf: the server's node ID, its raft ID (protocol 3).
+    tags.insert("id".to_string(), server_id.clone());
     tags.insert("region".to_string(), settings.region.clone());
     tags.insert("dc".to_string(), settings.datacenter.clone());
     tags.insert("port".to_string(), "4647".to_string());
@@ -717,6 +733,26 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         },
         Box::new(|| true),
     );
+    if settings.server {
+        let own = crate::cluster::OwnPeer {
+            id: &server_id,
+            // The lab's raft IDs are member names.
+            lab_id: &settings.member_name(),
+            address: &format!("{}:4647", settings.bind),
+            http: &format!("{scheme}://{}", settings.http),
+        };
+        // nomad/server.go setupRaft: DATA_DIR/server/raft/peers.json replaces the raft
+        // configuration at start, and is deleted.
+        let file = settings
+            .data_dir
+            .join("server")
+            .join("raft")
+            .join("peers.json");
+        let prefix = "Error starting agent: server setup failed";
+        if let Some(servers) = crate::cluster::take_peers_json(&file, &own, prefix)? {
+            cluster.recover(servers);
+        }
+    }
     let agent = Arc::new(Agent {
         heartbeats: Default::default(),
         settings: settings.clone(),
