@@ -262,6 +262,9 @@ pub enum LabCommand {
         dir: PathBuf,
         /// The controller to replace
         host: String,
+        /// The new machine has another address (the lab's topology is rewritten with it)
+        #[arg(long)]
+        new_address: bool,
     },
     /// Stop every service of the lab (its files stay)
     Down {

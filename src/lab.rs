@@ -58,7 +58,11 @@ pub fn run(command: &LabCommand) -> i32 {
             0
         }),
         LabCommand::Down { dir } => supervisor::down(dir).map(|_| 0),
-        LabCommand::Replace { dir, host } => supervisor::replace(dir, host).map(|_| 0),
+        LabCommand::Replace {
+            dir,
+            host,
+            new_address,
+        } => supervisor::replace(dir, &harun(), host, *new_address).map(|_| 0),
         LabCommand::Ctl {
             dir,
             host,

@@ -96,6 +96,10 @@ pub struct Lab {
     /// The services that run real servers (see [`Options::real`]).
     #[serde(default)]
     pub real: RealServers,
+    /// Controllers replaced by a machine at another address (`lab replace --new-address`):
+    /// controller N moved is `127.x.y.(40+N)`.
+    #[serde(default)]
+    pub moved: std::collections::BTreeSet<String>,
 }
 
 impl Lab {
@@ -113,7 +117,8 @@ impl Lab {
             Some(n) => format!("{}.{}", self.block, 20 + n.parse::<usize>().unwrap_or(1)),
             None => {
                 let n: usize = host.trim_start_matches("controller").parse().unwrap_or(1);
-                format!("{}.{}", self.block, 10 + n)
+                let base = if self.moved.contains(host) { 40 } else { 10 };
+                format!("{}.{}", self.block, base + n)
             }
         }
     }
@@ -795,6 +800,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
         dir: dir.clone(),
         block: free_block()?,
         controllers: options.controllers,
+        moved: Default::default(),
         workers: options.workers,
         vault_user: vault_account.as_ref().map(|a| a.name.clone()),
         story: options.story,
@@ -919,9 +925,11 @@ fn make_host(
 /// `harun lab replace HOST`: the controller's machine dies for good and a fresh one takes
 /// its place under the same name and address: its services stopped, their data gone, its
 /// configs those of a new machine (the story's first state), its services installed but
-/// not started, a new boot. scripts/replace-controller.rhai then brings it in.
-pub fn replace(dir: &Path, host: &str) -> Result<(), LabError> {
-    let lab = Lab::load(dir)?;
+/// not started, a new boot. With `new_address`, the new machine is at another address
+/// (127.x.y.(40+N)), and the lab's topology says so (as its owner would write it).
+/// scripts/replace-controller.rhai then brings it in.
+pub fn replace(dir: &Path, harun: &Path, host: &str, new_address: bool) -> Result<(), LabError> {
+    let mut lab = Lab::load(dir)?;
     if !lab.controller_names().iter().any(|h| h == host) {
         return Err(format!(
             "{host} is not one of the lab's controllers ({})",
@@ -943,6 +951,20 @@ pub fn replace(dir: &Path, host: &str) -> Result<(), LabError> {
     // Nothing of the old machine is left: data, configs, their backups, logs.
     let old = lab.host_dir(host);
     std::fs::remove_dir_all(&old).map_err(|e| format!("cannot remove {}: {e}", old.display()))?;
+    if new_address && !lab.moved.contains(host) {
+        lab.moved.insert(host.to_string());
+        let address = lab.address(host);
+        for (_, port) in SERVICES {
+            TcpListener::bind(format!("{address}:{port}"))
+                .map_err(|e| format!("{address}:{port} is taken: {e}"))?;
+        }
+        write_private(
+            &lab.dir.join("lab.json"),
+            &serde_json::to_string_pretty(&lab).expect("lab serializes"),
+        )?;
+        std::fs::write(lab.topology_file(), topology(&lab, harun))
+            .map_err(|e| format!("cannot write the topology: {e}"))?;
+    }
     let nomad_consul = std::fs::read_to_string(lab.config_file("controller1", "nomad"))
         .map(|t| t.contains("\nconsul {"))
         .unwrap_or(true);

@@ -152,7 +152,7 @@ fn a_dead_controller_is_taken_out_of_every_raft_and_its_replacement_brought_in()
     );
     assert_eq!(
         raft_members(&lab, "controller3"),
-        [three.clone(), three.clone(), three]
+        [three.clone(), three.clone(), three.clone()]
     );
     lab.assert_secrets("after the first controller's replacement");
     // Every join list stays in the topology's order: the HA scripts find nothing to redo.
@@ -161,6 +161,41 @@ fn a_dead_controller_is_taken_out_of_every_raft_and_its_replacement_brought_in()
         text(&ha.stdout).starts_with("OK - nothing to change"),
         "{}",
         text(&ha.stdout)
+    );
+
+    // controller3's new machine comes at another address (the topology says so): every
+    // cluster takes it there, and the catalog knows its node at the new address only.
+    let old_address = lab.address("controller3");
+    let out = lab.lab("replace", &["controller3", "--new-address"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new_address = lab.address("controller3");
+    assert_ne!(new_address, old_address);
+    let moved = replace("controller3");
+    assert_eq!(
+        moved.status.code(),
+        Some(0),
+        "{}{}",
+        text(&moved.stdout),
+        text(&moved.stderr)
+    );
+    assert_eq!(
+        raft_members(&lab, "controller1"),
+        [three.clone(), three.clone(), three.clone()]
+    );
+    let raft = get(&lab.consul("controller1", "/v1/operator/raft/configuration")).json();
+    assert!(
+        raft.to_string()
+            .contains(&format!("\"{new_address}:8300\""))
+            && !raft
+                .to_string()
+                .contains(&format!("\"{old_address}:8300\"")),
+        "{raft}"
+    );
+    lab.assert_secrets("after controller3 moved");
+    eventually(
+        "health OK after controller3 moved",
+        Duration::from_secs(30),
+        || health().status.success().then_some(()),
     );
     eventually(
         "health OK after the first controller's replacement",

@@ -363,6 +363,11 @@ impl Cluster {
         f(&lock(&self.inner).p.data)
     }
 
+    /// The members erased by a force-leave with prune (see `Inner::pruned`).
+    pub fn pruned(&self) -> Vec<String> {
+        lock(&self.inner).pruned.iter().cloned().collect()
+    }
+
     pub fn members(&self) -> Vec<Member> {
         let inner = lock(&self.inner);
         inner.members.values().map(|(m, _)| m.clone()).collect()

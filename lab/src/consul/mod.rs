@@ -380,6 +380,18 @@ impl Agent {
         let (nodes, checks) = self
             .cluster
             .read(|d| (d["nodes"].clone(), d["checks"].clone()));
+        // leader.go reconcileReaped: a node pruned from the members leaves the catalog.
+        for gone in self.cluster.pruned() {
+            if nodes.get(&gone).is_some() && !members.iter().any(|m| m.name == gone) {
+                let _ = self
+                    .cluster
+                    .write(Op::DeregisterNode {
+                        node: gone,
+                        now_ms: api::now_ms(),
+                    })
+                    .await;
+            }
+        }
         for m in members {
             let status = match m.status {
                 MemberStatus::Alive => "passing",
@@ -397,9 +409,25 @@ impl Agent {
                     continue;
                 }
             };
-            if nodes.get(&m.name).is_none() {
+            // leader.go handleAliveMember: a node registered anew when the catalog lacks
+            // it or knows it at another address or ID (a new machine under an old name).
+            let id = m.tags.get("id").cloned().unwrap_or_default();
+            let known = nodes.get(&m.name);
+            let stale = known.is_some_and(|n| {
+                n["Address"] != m.addr.as_str() || (!id.is_empty() && n["ID"] != id.as_str())
+            });
+            if stale {
+                let _ = self
+                    .cluster
+                    .write(Op::DeregisterNode {
+                        node: m.name.clone(),
+                        now_ms: api::now_ms(),
+                    })
+                    .await;
+            }
+            if known.is_none() || stale {
                 let node = json!({
-                    "ID": m.tags.get("id").cloned().unwrap_or_default(),
+                    "ID": id,
                     "Node": m.name,
                     "Address": m.addr,
                     "Datacenter": m.tags.get("dc").cloned().unwrap_or_else(|| "dc1".into()),
