@@ -314,12 +314,23 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
             format!("{text}\nenable_local_script_checks = true\n")
         });
     }
-    let out = install_with(&["--set", "timer=true", "--set", "consul_check=true"]);
+    let out = install_with(&[
+        "--set",
+        "timer=true",
+        "--set",
+        "consul_check=true",
+        "--set",
+        "unseal_timer=true",
+        "--set",
+        "reboot_timer=true",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     for said in [
-        format!("controller1 ({arch}): binary, timer units, consul check;"),
-        format!("controller2 ({arch}): binary, timer units;"),
+        format!("controller1 ({arch}): binary, timer units, unseal timer units, reboot timer units, consul check;"),
+        format!("controller2 ({arch}): binary, timer units, unseal timer units, reboot timer units;"),
         "controller1, controller2, controller3: their service manager is not systemd: start harun-health.timer yourself".into(),
+        "controller1, controller2, controller3: their service manager is not systemd: start harun-unseal.timer yourself".into(),
+        "controller1, controller2, controller3: their service manager is not systemd: start harun-reboot.timer yourself".into(),
         "controller3: their Consul agent did not reload".into(),
         "controller2: no config file of their Consul sets enable_local_script_checks = true, so the check is not written".into(),
     ] {
@@ -346,6 +357,29 @@ fn install_puts_harun_on_the_lab_hosts_and_their_health_check_runs_there() {
         )),
         "{unit}"
     );
+    // Each controller's unseal timer gives its own shares; the reboot timer reboots only
+    // the hosts that ask.
+    let unseal =
+        std::fs::read_to_string(lab.dir.join("controller2/systemd/harun-unseal.service")).unwrap();
+    assert!(
+        unseal.contains(&format!(
+            "ExecStart=\"{}\" --timeout 50s --set \"host=controller2\" \"{}/scripts/unseal.rhai\"",
+            host_binary("controller2").display(),
+            lab.dir.join("controller2/etc/harun").display()
+        )) && unseal.contains("SuccessExitStatus=1"),
+        "{unseal}"
+    );
+    let reboot =
+        std::fs::read_to_string(lab.dir.join("controller3/systemd/harun-reboot.service")).unwrap();
+    assert!(
+        reboot.contains("--yes --timeout 2h --set reboot=needed")
+            && reboot.contains("/scripts/rolling-restart.rhai"),
+        "{reboot}"
+    );
+    assert!(lab
+        .dir
+        .join("controller3/systemd/harun-reboot.timer")
+        .exists());
 }
 
 #[test]
