@@ -334,6 +334,44 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
     assert_eq!(quiet.status.code(), Some(0));
     lab.assert_secrets("day 2");
 
+    // Workers too (role=all): only the worker that asks reboots, and is back with its
+    // Consul agent and its Nomad node ready.
+    let worker_flag = lab.dir.join("worker1/reboot-required");
+    std::fs::write(&worker_flag, "*** System restart required ***\n").unwrap();
+    let worker_boot = || std::fs::read_to_string(lab.dir.join("worker1/boot_id")).unwrap();
+    let before = (boot_ids(), worker_boot());
+    let workers = rolling(&["--set", "reboot=needed", "--set", "role=all"]);
+    assert_eq!(
+        workers.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&workers.stdout),
+        text(&workers.stderr)
+    );
+    assert!(
+        text(&workers.stdout).starts_with("OK - rolling reboot done: worker1;"),
+        "{}",
+        text(&workers.stdout)
+    );
+    assert_eq!(boot_ids(), before.0);
+    assert_ne!(worker_boot(), before.1);
+    assert!(!worker_flag.exists());
+    let nodes = request(
+        "GET",
+        &format!("http://{}:4646/v1/nodes", lab.address("controller1")),
+        "",
+    )
+    .unwrap()
+    .json();
+    assert!(
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["Name"] == "worker1" && n["Status"] == "ready"),
+        "{nodes}"
+    );
+
     // Killed (SIGKILL, or Ctrl-C's SIGINT) at its first change, inside the second
     // controller's turn, and as the third begins: the next run finishes from the record.
     for (changes, signal) in [(2, libc::SIGINT), (7, libc::SIGKILL), (12, libc::SIGKILL)] {
