@@ -168,8 +168,9 @@ pub fn write_atomic(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    remove_dead_writers_files(dir);
     let mut file = tempfile::Builder::new()
-        .prefix(".harun.")
+        .prefix(&format!(".harun.{}.", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)?;
     if let Some((uid, gid)) = owner {
@@ -180,6 +181,38 @@ pub fn write_atomic(
     file.write_all(content)?;
     file.as_file().sync_all()?;
     file.persist(target).map(|_| ()).map_err(|e| e.error)
+}
+
+/// Removes what a killed run's `write_atomic` left in `dir`: `.harun.PID.*` files of ours
+/// whose writer (PID) no longer runs. A write killed between its temporary file and the
+/// rename cannot clean up after itself (SIGKILL); the next write into the directory does.
+/// Only regular files owned by this user go, never through a symlink; a live writer's,
+/// or another user's, stay.
+fn remove_dead_writers_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".harun."))
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if crate::process::is_running(pid) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if meta.file_type().is_file() && meta.uid() == euid() {
+            tracing::info!("removing {}, left by a killed run", entry.path().display());
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Opens `path` to append to, creating it with mode 0600: never through a symlink, only a
@@ -224,6 +257,30 @@ pub fn open_private_append(path: &Path) -> std::io::Result<(std::fs::File, bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A killed writer's temporary file goes with the next write into its directory; a
+    /// live writer's stays, and so does a symlink of that name.
+    #[test]
+    fn a_killed_writers_temporary_file_goes_with_the_next_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        // PID 4194304 is beyond Linux's largest pid_max: no process has it.
+        let dead = tmp.path().join(".harun.4194304.AbCdEf");
+        let live = tmp
+            .path()
+            .join(format!(".harun.{}.GhIjKl", std::process::id()));
+        let link = tmp.path().join(".harun.4194304.link");
+        std::fs::write(&dead, "half").unwrap();
+        std::fs::write(&live, "under way").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        write_atomic(&tmp.path().join("nomad.hcl"), b"x = 1\n", 0o644, None).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(std::fs::symlink_metadata(&link).is_ok());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("nomad.hcl")).unwrap(),
+            "x = 1\n"
+        );
+    }
 
     #[test]
     fn a_symlink_or_an_open_directory_is_refused() {

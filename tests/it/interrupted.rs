@@ -221,7 +221,7 @@ fn check_configs_whole(lab: &Lab, name: &str, point: KillPoint) {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            // A write's temporary directory or file (`mktemp -d "$dir/.harun.XXXXXX"` on a
+            // A write's temporary directory or file (`mktemp -d "$dir/.harun.PID.XXXXXX"` on a
             // host, private_fs::write_atomic's `.harun.` name locally).
             .filter(|n| n.starts_with(".harun."))
             .collect();
@@ -278,6 +278,8 @@ fn vault_raft_killed_at_each_step_is_finished_by_the_next_run() {
         at(24, libc::SIGKILL),
         inside(26, 500, libc::SIGKILL),
         inside(22, 300, TIMEOUT_KILL),
+        at(13, TIMEOUT_KILL),
+        at(24, TIMEOUT_KILL),
     ] {
         let (lab, stdout) = kill_and_finish("vault-raft.rhai", point);
         check_vault_whole(&lab, &stdout, point);
@@ -295,6 +297,8 @@ fn nomad_ha_killed_at_each_step_is_finished_by_the_next_run() {
         at(13, libc::SIGKILL),
         inside(14, 100, libc::SIGKILL),
         inside(14, 1500, libc::SIGKILL),
+        at(10, TIMEOUT_KILL),
+        inside(14, 1500, TIMEOUT_KILL),
     ] {
         let (lab, _) = kill_and_finish("nomad-ha.rhai", point);
         let url = |path: &str| format!("http://{}:4646{path}", lab.address("controller1"));
@@ -387,6 +391,7 @@ fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
         at(4, libc::SIGKILL),
         inside(5, 200, libc::SIGKILL),
         at(6, libc::SIGKILL),
+        at(4, TIMEOUT_KILL),
     ] {
         let (lab, _) = recover_killed(&recovery, point);
         check_consul_whole(&lab, "consul-recover.rhai", point);
@@ -413,6 +418,7 @@ fn nomad_recover_killed_at_each_step_is_finished_by_the_next_run() {
         at(3, libc::SIGINT),
         inside(5, 200, libc::SIGKILL),
         at(6, libc::SIGKILL),
+        at(6, TIMEOUT_KILL),
     ] {
         let (lab, stdout) = recover_killed(&recovery, point);
         assert!(
@@ -454,6 +460,7 @@ fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
         at(6, libc::SIGKILL),
         inside(7, 100, libc::SIGKILL),
         at(8, libc::SIGKILL),
+        at(6, TIMEOUT_KILL),
     ] {
         let (lab, stdout) = recover_killed(&recovery, point);
         check_vault_whole(&lab, &stdout, point);

@@ -62,7 +62,18 @@ target=$1 mode=$2 owner=$3 group=$4 backup=$5 stamp=$6 size=$7 rand=$8
 [ -d "$(dirname -- "$target")" ] || { echo "directory $(dirname -- "$target") does not exist" >&2; exit 1; }
 case $target in /*) ;; *) target=$PWD/$target ;; esac
 dir=$(dirname -- "$target")
-work=$(mktemp -d "$dir/.harun.XXXXXX")
+# What a killed write left (its shell killed with it, between mktemp and the trap): our
+# own .harun.PID.* directories whose shell no longer runs (a zombie counts as gone).
+alive() { if [ -r "/proc/$1/stat" ]; then ! grep -q ') [ZX] ' "/proc/$1/stat"; else kill -0 "$1" 2>/dev/null; fi; }
+for old in "$dir"/.harun.[0-9]*.??????; do
+  [ -d "$old" ] && [ ! -L "$old" ] || continue
+  pid=${old##*/.harun.}; pid=${pid%%.*}
+  case $pid in ''|*[!0-9]*) continue ;; esac
+  ! alive "$pid" || continue
+  [ "$(stat -c %u -- "$old")" = "$(id -u)" ] || continue
+  rm -rf -- "$old"
+done
+work=$(mktemp -d "$dir/.harun.$$.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
 trap 'exit 1' HUP INT TERM PIPE
 cd -P -- "$work"
