@@ -353,6 +353,18 @@ impl Agent {
         }
     }
 
+    /// A node out of the catalog, its services and checks with it (the leader's
+    /// reconcile; a failure is tried again on its next round).
+    async fn deregister_node(&self, name: &str) {
+        let _ = self
+            .cluster
+            .write(Op::DeregisterNode {
+                node: name.to_string(),
+                now_ms: api::now_ms(),
+            })
+            .await;
+    }
+
     /// The leader keeps every member's node and its serfHealth check in the catalog.
     async fn reconcile(&self) {
         if !self.cluster.is_leader() {
@@ -383,13 +395,7 @@ impl Agent {
         // leader.go reconcileReaped: a node pruned from the members leaves the catalog.
         for gone in self.cluster.pruned() {
             if nodes.get(&gone).is_some() && !members.iter().any(|m| m.name == gone) {
-                let _ = self
-                    .cluster
-                    .write(Op::DeregisterNode {
-                        node: gone,
-                        now_ms: api::now_ms(),
-                    })
-                    .await;
+                self.deregister_node(&gone).await;
             }
         }
         for m in members {
@@ -398,13 +404,7 @@ impl Agent {
                 MemberStatus::Failed | MemberStatus::Leaving => "critical",
                 MemberStatus::Left => {
                     if nodes.get(&m.name).is_some() {
-                        let _ = self
-                            .cluster
-                            .write(Op::DeregisterNode {
-                                node: m.name.clone(),
-                                now_ms: api::now_ms(),
-                            })
-                            .await;
+                        self.deregister_node(&m.name).await;
                     }
                     continue;
                 }
@@ -417,13 +417,7 @@ impl Agent {
                 n["Address"] != m.addr.as_str() || (!id.is_empty() && n["ID"] != id.as_str())
             });
             if stale {
-                let _ = self
-                    .cluster
-                    .write(Op::DeregisterNode {
-                        node: m.name.clone(),
-                        now_ms: api::now_ms(),
-                    })
-                    .await;
+                self.deregister_node(&m.name).await;
             }
             if known.is_none() || stale {
                 let node = json!({
