@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use harun_runtime::codes;
-use harun_runtime::topology::Service;
+use harun_runtime::service::Service;
 use serde_json::Value;
 
 /// What `harun init` was told.
@@ -334,7 +334,7 @@ impl Probe {
     fn token(&self, service: Service) -> Option<String> {
         match service {
             Service::Consul => self.consul_token.clone(),
-            _ => service.env_value(harun_runtime::topology::Env::Token),
+            _ => service.env_value(harun_runtime::service::Env::Token),
         }
     }
 
@@ -362,7 +362,7 @@ impl Probe {
             let refused_plain = plain && token.is_some() && !self.plain_http;
             match self.get(&url, service, send) {
                 Probed::Tls(why) => {
-                    let env = service.env(harun_runtime::topology::Env::CaCert);
+                    let env = service.env(harun_runtime::service::Env::CaCert);
                     return Err((
                         codes::api(service, codes::Api::Tls),
                         format!(

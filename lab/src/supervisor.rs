@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use harun_runtime::topology::Service;
+use harun_runtime::service::Service;
 
 use crate::error::LabError;
 use crate::real::RealServers;

@@ -2,7 +2,7 @@
 //! and harun's own exit statuses. Scripts match on `e.code`, monitoring and tests on the
 //! `error[CODE]` line; `harun doc` lists the catalogue.
 
-use crate::topology::Service;
+use crate::service::Service;
 
 /// harun's exit statuses, as monitoring plugins use them.
 pub mod exit {

@@ -22,6 +22,7 @@ pub mod private_fs;
 pub mod process;
 pub mod progress;
 pub mod secret;
+pub mod service;
 pub mod status;
 pub mod topology;
 

@@ -7,8 +7,9 @@
 //! manager's `{service}` and `{action}`) are left for the code that uses them. Every error
 //! names the file and line.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::{Block, Body, Structure};
@@ -17,6 +18,7 @@ use rhai::{Array, Dynamic, Map};
 
 use crate::codes;
 use crate::diagnostic::{line_col, Diagnostic};
+use crate::service::Service;
 
 /// A setting's value.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,134 +111,10 @@ const HOST_DEFAULTS: &[(&str, &str)] = &[
     ("systemd_dir", "/etc/systemd/system"),
     ("reboot_required_file", "/var/run/reboot-required"),
 ];
-const DEFAULT_SSH_PORT: i64 = 22;
-const DEFAULT_MAX_SESSIONS: i64 = 10;
-
-/// The services harun speaks to. Their names are the topology's block names and the
-/// script modules' names; what differs between their APIs is said here once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Service {
-    Consul,
-    Nomad,
-    Vault,
-}
-
-impl Service {
-    pub const ALL: [Service; 3] = [Service::Consul, Service::Nomad, Service::Vault];
-
-    /// `consul`, `nomad` or `vault`: the topology block and the script module.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Consul => "consul",
-            Service::Nomad => "nomad",
-            Service::Vault => "vault",
-        }
-    }
-
-    /// The API's port and scheme as the packaged server listens by default (Vault's
-    /// listener wants TLS unless told otherwise).
-    pub const fn api_port(self) -> u16 {
-        match self {
-            Service::Consul => 8500,
-            Service::Nomad => 4646,
-            Service::Vault => 8200,
-        }
-    }
-
-    pub const fn api_scheme(self) -> &'static str {
-        match self {
-            Service::Vault => "https",
-            _ => "http",
-        }
-    }
-
-    /// Vault's cluster port (request forwarding and raft), the API's port plus one.
-    pub const VAULT_CLUSTER_PORT: u16 = 8201;
-
-    pub fn from_name(name: &str) -> Option<Service> {
-        Service::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// The header the API takes its token in.
-    pub fn token_header(self) -> &'static str {
-        match self {
-            Service::Consul => "X-Consul-Token",
-            Service::Nomad => "X-Nomad-Token",
-            Service::Vault => "X-Vault-Token",
-        }
-    }
-
-    /// The header a blocking query's index comes back in (Vault has none).
-    pub fn index_header(self) -> &'static str {
-        match self {
-            Service::Consul => "X-Consul-Index",
-            Service::Nomad => "X-Nomad-Index",
-            Service::Vault => "X-Vault-Index",
-        }
-    }
-
-    /// The environment variables that hold `what`, in the order they are read: the
-    /// official CLI's ([`Service::env`]), then for Vault OpenBao's `BAO_*` one.
-    pub fn env_names(self, what: Env) -> Vec<String> {
-        let official = self.env(what);
-        match self {
-            Service::Vault => {
-                let bao = official.replacen("VAULT_", "BAO_", 1);
-                vec![official, bao]
-            }
-            _ => vec![official],
-        }
-    }
-
-    /// The first non-empty value of [`Service::env_names`] in this process's environment.
-    pub fn env_value(self, what: Env) -> Option<String> {
-        self.env_names(what)
-            .into_iter()
-            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-    }
-
-    /// The official CLI's environment variables, by what they hold: `CONSUL_HTTP_TOKEN`
-    /// but `NOMAD_TOKEN` and `VAULT_TOKEN`, `CONSUL_CACERT`, ...
-    pub fn env(self, what: Env) -> String {
-        let suffix = match (self, what) {
-            (Service::Consul, Env::Token) => "HTTP_TOKEN",
-            (_, Env::Token) => "TOKEN",
-            (_, Env::CaCert) => "CACERT",
-            (_, Env::ClientCert) => "CLIENT_CERT",
-            (_, Env::ClientKey) => "CLIENT_KEY",
-            (_, Env::TlsServerName) => "TLS_SERVER_NAME",
-            (Service::Consul, Env::SkipVerify) => "HTTP_SSL_VERIFY",
-            (_, Env::SkipVerify) => "SKIP_VERIFY",
-        };
-        format!("{}_{suffix}", self.name().to_uppercase())
-    }
-
-    /// Whether the value of the `Env::SkipVerify` variable turns verification off:
-    /// `CONSUL_HTTP_SSL_VERIFY=false`, but `NOMAD_SKIP_VERIFY=true`.
-    pub fn skips_verify(self, value: &str) -> bool {
-        match self {
-            Service::Consul => value == "false",
-            _ => value == "true" || value == "1",
-        }
-    }
-}
-
-impl std::fmt::Display for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The environment variables the official CLIs read, by what they hold.
-#[derive(Clone, Copy, Debug)]
-pub enum Env {
-    Token,
-    CaCert,
-    ClientCert,
-    ClientKey,
-    TlsServerName,
-    SkipVerify,
-}
+const DEFAULT_SSH_PORT: u16 = 22;
+// sshd's MaxSessions default: channels one master may carry at once.
+const DEFAULT_MAX_SESSIONS: usize = 10;
+const DEFAULT_BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
 
 /// The services harun knows, with their built-in settings beside the addresses (see
 /// `builtin_settings`).
@@ -299,45 +177,100 @@ const SERVICE_SETTINGS: &[(&str, Kind)] = &[
     ("flavor", Kind::OneOf(&["vault", "openbao"])),
 ];
 
-/// One host with every setting merged and expanded.
+/// How harun reaches a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Ssh,
+    /// Commands run on this machine, no SSH.
+    Local,
+}
+
+/// How services are started and stopped on a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceManager {
+    Systemd,
+    OpenRc,
+    /// A command such as `sudo rc-service {service} {action}`.
+    Template(String),
+}
+
+/// A host's SSH settings, checked and defaulted when the topology was read.
+#[derive(Clone, Debug)]
+pub struct Ssh {
+    pub user: Option<String>,
+    pub port: u16,
+    pub key: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub known_hosts_file: Option<PathBuf>,
+    /// `known_hosts = "accept-new"`: a host key not yet known is recorded, not refused.
+    pub accept_new: bool,
+    /// How many sessions may run at once over the one connection.
+    pub max_sessions: usize,
+    pub connect_timeout: Duration,
+    /// How long one command may run.
+    pub command_timeout: Duration,
+}
+
+/// One service's settings on one host, merged and expanded. What only scripts read
+/// (`cli`, `data_dir`, `raft_path`, ...) is in the script's view (`Host::to_dynamic`).
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    /// The API's base URL.
+    pub address: String,
+    /// Whether the topology file itself sets `address` (not harun's built-in default):
+    /// a token goes over plain HTTP only to an `http://` address written there.
+    pub address_written: bool,
+    /// The unit (or rc script) name.
+    pub unit: String,
+    pub config_file: String,
+    pub token_file: Option<String>,
+    pub keys_file: Option<String>,
+    pub unseal_share_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub tls_skip_verify: bool,
+}
+
+/// One host with every setting merged, expanded and typed.
 #[derive(Clone, Debug)]
 pub struct Host {
     pub name: String,
-    /// Host-level settings (`address`, `ssh_user`, `transport`, ...).
-    pub settings: BTreeMap<String, Value>,
-    /// Per-service settings (`consul` -> `address`, `config_file`, ...).
-    pub services: BTreeMap<String, BTreeMap<String, Value>>,
+    pub address: String,
     /// Where the host block starts, for messages.
     pub line: usize,
-    /// The services whose `address` the topology file sets (not harun's built-in one):
-    /// a token goes over plain HTTP only to an `http://` address written there.
-    pub addresses_written: BTreeSet<Service>,
+    /// Empty: a controller.
+    pub roles: Vec<String>,
+    pub transport: Transport,
+    pub ssh: Ssh,
+    /// Whether privileged commands go through sudo (when not root already).
+    pub sudo: bool,
+    pub service_manager: ServiceManager,
+    /// Where the boot id is read (service::reboot waits for a new one).
+    pub boot_id_file: String,
+    pub secret_paths: Vec<String>,
+    pub secret_attributes: Vec<String>,
+    consul: ServiceSettings,
+    nomad: ServiceSettings,
+    vault: ServiceSettings,
+    /// Every setting as written and defaulted, for the scripts (`topology.hosts`).
+    view: Settings,
+    service_views: BTreeMap<String, Settings>,
 }
 
 impl Host {
     pub fn address(&self) -> &str {
-        self.get("address").unwrap_or(&self.name)
-    }
-
-    /// A host-level string setting.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.settings.get(key).and_then(Value::as_str)
+        &self.address
     }
 
     /// Whether the host plays `role`. A host without `roles` is a controller, so a topology
     /// of controllers alone needs none.
     pub fn has_role(&self, role: &str) -> bool {
-        match self.settings.get("roles") {
-            Some(Value::List(roles)) if !roles.is_empty() => roles.iter().any(|r| r == role),
-            _ => role == "controller",
-        }
-    }
-
-    /// A host-level list setting (empty when not set).
-    pub fn get_list(&self, key: &str) -> &[String] {
-        match self.settings.get(key) {
-            Some(Value::List(items)) => items,
-            _ => &[],
+        if self.roles.is_empty() {
+            role == "controller"
+        } else {
+            self.roles.iter().any(|r| r == role)
         }
     }
 
@@ -349,81 +282,34 @@ impl Host {
             path == dir || path.starts_with(&format!("{dir}/"))
         };
         crate::plan::DiffPolicy {
-            private: self.get_list("secret_paths").iter().any(under),
-            secret_attributes: self.get_list("secret_attributes").to_vec(),
+            private: self.secret_paths.iter().any(under),
+            secret_attributes: self.secret_attributes.clone(),
         }
     }
 
-    /// A host-level whole-number setting.
-    pub fn get_int(&self, key: &str) -> Option<i64> {
-        match self.settings.get(key) {
-            Some(Value::Int(i)) => Some(*i),
-            _ => None,
-        }
-    }
-
-    /// A host-level duration setting (`connect_timeout`, `command_timeout`): checked when
-    /// the topology was read, with its default in `HOST_DEFAULTS`.
-    pub fn get_duration(&self, key: &str) -> Option<std::time::Duration> {
-        let default = || {
-            HOST_DEFAULTS
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| *v)
-        };
-        self.get(key)
-            .or_else(default)
-            .and_then(|s| humantime::parse_duration(s).ok())
-    }
-
-    /// How long to wait for an SSH connection.
-    pub fn connect_timeout(&self) -> std::time::Duration {
-        self.get_duration("connect_timeout").unwrap_or_default()
-    }
-
-    /// How long a command may run.
-    pub fn command_timeout(&self) -> std::time::Duration {
-        self.get_duration("command_timeout").unwrap_or_default()
-    }
-
-    pub fn ssh_port(&self) -> u16 {
-        let port = self.get_int("ssh_port").unwrap_or(DEFAULT_SSH_PORT);
-        u16::try_from(port).unwrap_or(22)
-    }
-
-    /// How many SSH sessions may run at once on the host.
-    pub fn max_sessions(&self) -> usize {
-        let n = self.get_int("max_sessions").unwrap_or(DEFAULT_MAX_SESSIONS);
-        usize::try_from(n).unwrap_or(1)
-    }
-
-    /// A host-level true/false setting.
-    pub fn get_bool(&self, key: &str) -> Option<bool> {
-        match self.settings.get(key) {
-            Some(Value::Bool(b)) => Some(*b),
-            _ => None,
+    /// One service's settings; every host has all three.
+    pub fn service(&self, service: Service) -> &ServiceSettings {
+        match service {
+            Service::Consul => &self.consul,
+            Service::Nomad => &self.nomad,
+            Service::Vault => &self.vault,
         }
     }
 
     /// Whether a token may be sent to `service`'s address on this host: over TLS always,
     /// over plain HTTP only when the topology file itself says `http://` for it.
     pub fn token_allowed(&self, service: Service) -> bool {
-        let address = self.service(service.name(), "address").unwrap_or_default();
-        address.starts_with("https://") || self.addresses_written.contains(&service)
-    }
-
-    /// A service's string setting, such as `("vault", "config_file")`.
-    pub fn service(&self, service: &str, key: &str) -> Option<&str> {
-        self.services.get(service)?.get(key).and_then(Value::as_str)
+        let settings = self.service(service);
+        settings.address.starts_with("https://") || settings.address_written
     }
 
     pub fn to_dynamic(&self) -> Dynamic {
         let mut map = Map::new();
         map.insert("name".into(), self.name.clone().into());
-        for (key, value) in &self.settings {
+        for (key, value) in &self.view {
             map.insert(key.into(), value.to_dynamic());
         }
-        for (service, settings) in &self.services {
+        for (service, settings) in &self.service_views {
             let mut s = Map::new();
             for (key, value) in settings {
                 s.insert(key.into(), value.to_dynamic());
@@ -804,50 +690,142 @@ fn merge_host(
         .iter()
         .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
         .collect();
-    settings.insert("ssh_port".into(), Value::Int(22));
-    // sshd's MaxSessions default: channels one master may carry at once.
-    settings.insert("max_sessions".into(), Value::Int(10));
+    settings.insert("ssh_port".into(), Value::Int(i64::from(DEFAULT_SSH_PORT)));
+    settings.insert(
+        "max_sessions".into(),
+        Value::Int(DEFAULT_MAX_SESSIONS as i64),
+    );
     settings.insert("sudo".into(), Value::Bool(false));
     settings.insert("roles".into(), Value::List(Vec::new()));
     settings.extend(defaults.clone());
     settings.extend(own);
-    let address = settings
-        .get("address")
-        .and_then(Value::as_str)
-        .unwrap_or(&name)
-        .to_string();
+    let address = text(&settings, "address").unwrap_or_else(|| name.clone());
     settings.insert("address".into(), Value::String(address.clone()));
+    for value in settings.values_mut() {
+        expand(value, &name, &address);
+    }
 
-    let mut services = BTreeMap::new();
-    let mut addresses_written = BTreeSet::new();
+    let mut service_views = BTreeMap::new();
+    let mut written = Vec::new();
     for (service, builtin) in SERVICES {
         let mut merged = builtin_settings(service, builtin);
-        let mut written = false;
         if let Some(top) = service_blocks.get(*service) {
-            written |= top.contains_key("address");
+            if top.contains_key("address") {
+                written.push(*service);
+            }
             merged.extend(top.clone());
         }
         if let Some(mine) = own_services.remove(*service) {
-            written |= mine.contains_key("address");
+            if mine.contains_key("address") {
+                written.push(*service);
+            }
             merged.extend(mine);
-        }
-        if let (true, Some(s)) = (written, Service::from_name(service)) {
-            addresses_written.insert(s);
         }
         for value in merged.values_mut() {
             expand(value, &name, &address);
         }
-        services.insert(service.to_string(), merged);
+        service_views.insert(service.to_string(), merged);
     }
-    for value in settings.values_mut() {
-        expand(value, &name, &address);
-    }
+    let service = |s: Service| {
+        let view = service_views.get(s.name()).cloned().unwrap_or_default();
+        service_settings(s, &view, written.contains(&s.name()))
+    };
+    let (consul, nomad, vault) = (
+        service(Service::Consul),
+        service(Service::Nomad),
+        service(Service::Vault),
+    );
+
+    let duration = |key: &str| {
+        text(&settings, key)
+            .and_then(|s| humantime::parse_duration(&s).ok())
+            .unwrap_or_default()
+    };
+    let ssh = Ssh {
+        user: text(&settings, "ssh_user"),
+        port: int(&settings, "ssh_port")
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(DEFAULT_SSH_PORT),
+        key: text(&settings, "ssh_key").map(PathBuf::from),
+        config: text(&settings, "ssh_config").map(PathBuf::from),
+        known_hosts_file: text(&settings, "known_hosts_file").map(PathBuf::from),
+        accept_new: text(&settings, "known_hosts").as_deref() == Some("accept-new"),
+        max_sessions: int(&settings, "max_sessions")
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(DEFAULT_MAX_SESSIONS),
+        connect_timeout: duration("connect_timeout"),
+        command_timeout: duration("command_timeout"),
+    };
+    let service_manager = match text(&settings, "service_manager").as_deref() {
+        None | Some("systemd") => ServiceManager::Systemd,
+        Some("openrc") => ServiceManager::OpenRc,
+        Some(template) => ServiceManager::Template(template.to_string()),
+    };
     Host {
-        name,
-        settings,
-        services,
+        address,
         line,
-        addresses_written,
+        roles: list(&settings, "roles"),
+        transport: match text(&settings, "transport").as_deref() {
+            Some("local") => Transport::Local,
+            _ => Transport::Ssh,
+        },
+        ssh,
+        sudo: flag(&settings, "sudo"),
+        service_manager,
+        boot_id_file: text(&settings, "boot_id_file")
+            .unwrap_or_else(|| DEFAULT_BOOT_ID_FILE.to_string()),
+        secret_paths: list(&settings, "secret_paths"),
+        secret_attributes: list(&settings, "secret_attributes"),
+        consul,
+        nomad,
+        vault,
+        view: settings,
+        service_views,
+        name,
+    }
+}
+
+/// One service's typed settings from its merged ones.
+fn service_settings(service: Service, view: &Settings, address_written: bool) -> ServiceSettings {
+    let get = |key: &str| text(view, key);
+    ServiceSettings {
+        address: get("address").unwrap_or_default(),
+        address_written,
+        unit: get("service").unwrap_or_else(|| service.name().to_string()),
+        config_file: get("config_file").unwrap_or_default(),
+        token_file: get("token_file"),
+        keys_file: get("keys_file"),
+        unseal_share_file: get("unseal_share_file"),
+        ca_file: get("ca_file"),
+        client_cert: get("client_cert"),
+        client_key: get("client_key"),
+        tls_server_name: get("tls_server_name"),
+        tls_skip_verify: flag(view, "tls_skip_verify"),
+    }
+}
+
+fn text(settings: &Settings, key: &str) -> Option<String> {
+    settings
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn int(settings: &Settings, key: &str) -> Option<i64> {
+    match settings.get(key) {
+        Some(Value::Int(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+fn flag(settings: &Settings, key: &str) -> bool {
+    matches!(settings.get(key), Some(Value::Bool(true)))
+}
+
+fn list(settings: &Settings, key: &str) -> Vec<String> {
+    match settings.get(key) {
+        Some(Value::List(items)) => items.clone(),
+        _ => Vec::new(),
     }
 }
 
@@ -887,26 +865,36 @@ host "controller3" {
         assert_eq!(names, ["controller1", "controller2", "controller3"]);
         let c1 = t.host("controller1").unwrap();
         assert_eq!(
-            c1.service("consul", "address"),
-            Some("https://10.0.0.11:8501")
+            c1.service(Service::Consul).address,
+            "https://10.0.0.11:8501"
         );
-        assert_eq!(c1.get("ssh_user"), Some("pi"));
+        assert_eq!(c1.ssh.user.as_deref(), Some("pi"));
         assert_eq!(
-            c1.get("service_manager"),
-            Some("sudo rc-service {service} {action}")
+            c1.service_manager,
+            ServiceManager::Template("sudo rc-service {service} {action}".into())
         );
         let c2 = t.host("controller2").unwrap();
         assert_eq!(c2.address(), "controller2");
-        assert_eq!(c2.service("vault", "raft_path"), Some("/vault_data"));
-        let c3 = t.host("controller3").unwrap();
-        assert_eq!(c3.get("ssh_user"), Some("admin"));
+        assert_eq!(c2.ssh.port, 22);
+        assert!(!c2.token_allowed(Service::Nomad));
+        assert!(c2.token_allowed(Service::Consul));
+        let view = c2.to_dynamic().cast::<Map>();
+        let vault = view["vault"].clone().cast::<Map>();
         assert_eq!(
-            c3.service("vault", "config_file"),
-            Some("/opt/vault/etc/vault.hcl")
+            vault["raft_path"].clone().into_string().unwrap(),
+            "/vault_data"
         );
+        let c3 = t.host("controller3").unwrap();
+        assert_eq!(c3.ssh.user.as_deref(), Some("admin"));
         assert_eq!(
-            c3.service("vault", "cluster_address"),
-            Some("https://10.0.0.13:8201")
+            c3.service(Service::Vault).config_file,
+            "/opt/vault/etc/vault.hcl"
+        );
+        let view = c3.to_dynamic().cast::<Map>();
+        let vault = view["vault"].clone().cast::<Map>();
+        assert_eq!(
+            vault["cluster_address"].clone().into_string().unwrap(),
+            "https://10.0.0.13:8201"
         );
     }
 

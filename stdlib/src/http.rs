@@ -14,7 +14,7 @@ use harun_runtime::codes::{self, Api};
 use harun_runtime::diagnostic::interrupt_error;
 use harun_runtime::error::call_error;
 use harun_runtime::secret::read_private_file;
-use harun_runtime::topology::{Env, Service};
+use harun_runtime::service::{Env, Service};
 use harun_runtime::{Action, Context};
 use rhai::{EvalAltResult, NativeCallContext};
 use serde_json::Value;
@@ -107,21 +107,12 @@ impl ApiClient {
         service: Service,
     ) -> RhaiResult<ApiClient> {
         let code = |kind: Api| codes::api(service, kind);
-        let setting = |key: &str| host.0.service(service.name(), key).map(str::to_string);
+        let settings = host.service(service);
         let env = |what: Env| service.env_value(what);
-        let base = setting("address")
-            .ok_or_else(|| {
-                call_error(
-                    ctx,
-                    code(Api::Config),
-                    format!("{}: no {service} address in the topology", host.name()),
-                )
-            })?
-            .trim_end_matches('/')
-            .to_string();
-        let token = match setting("token_file") {
+        let base = settings.address.trim_end_matches('/').to_string();
+        let token = match &settings.token_file {
             Some(path) => Some(
-                read_private_file(&path)
+                read_private_file(path)
                     .map_err(|(code, message)| call_error(ctx, code, message))?
                     .trim()
                     .to_string(),
@@ -133,7 +124,7 @@ impl ApiClient {
             Context::of(ctx).secret(t.clone());
             // Over plain HTTP any local user who can bind the port reads it: only where the
             // topology file itself says http:// for this service.
-            if !host.0.token_allowed(service) {
+            if !host.token_allowed(service) {
                 return Err(call_error(
                     ctx,
                     code(Api::Config),
@@ -158,7 +149,7 @@ impl ApiClient {
         }
         let tls_error =
             |what: String| call_error(ctx, code(Api::Tls), format!("{}: {what}", host.name()));
-        if let Some(ca) = setting("ca_file").or_else(|| env(Env::CaCert)) {
+        if let Some(ca) = settings.ca_file.clone().or_else(|| env(Env::CaCert)) {
             let pem = std::fs::read(&ca)
                 .map_err(|e| tls_error(format!("cannot read the CA file {ca}: {e}")))?;
             // The CA given is the only one trusted, as the official CLIs do: a server with
@@ -169,8 +160,11 @@ impl ApiClient {
                 .ok_or_else(|| tls_error(format!("the CA file {ca} holds no PEM certificate")))?;
             builder = builder.tls_certs_only(certs);
         }
-        let cert = setting("client_cert").or_else(|| env(Env::ClientCert));
-        let key = setting("client_key").or_else(|| env(Env::ClientKey));
+        let cert = settings
+            .client_cert
+            .clone()
+            .or_else(|| env(Env::ClientCert));
+        let key = settings.client_key.clone().or_else(|| env(Env::ClientKey));
         let https_without_identity =
             base.starts_with("https://") && (cert.is_none() || key.is_none());
         if let (Some(cert), Some(key)) = (cert, key) {
@@ -186,18 +180,17 @@ impl ApiClient {
                     .map_err(|e| tls_error(format!("bad client certificate or key: {e}")))?,
             );
         }
-        let skip = matches!(
-            host.0
-                .services
-                .get(service.name())
-                .and_then(|s| s.get("tls_skip_verify")),
-            Some(harun_runtime::topology::Value::Bool(true))
-        ) || env(Env::SkipVerify).is_some_and(|v| service.skips_verify(&v));
+        let skip = settings.tls_skip_verify
+            || env(Env::SkipVerify).is_some_and(|v| service.skips_verify(&v));
         if skip {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let mut url_base = base.clone();
-        if let Some(name) = setting("tls_server_name").or_else(|| env(Env::TlsServerName)) {
+        if let Some(name) = settings
+            .tls_server_name
+            .clone()
+            .or_else(|| env(Env::TlsServerName))
+        {
             let (url, addr) = with_server_name(&base, &name)
                 .map_err(|e| call_error(ctx, code(Api::Config), format!("{}: {e}", host.name())))?;
             builder = builder.resolve(&name, addr);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use harun_runtime::codes;
 use harun_runtime::error::call_error;
-use harun_runtime::topology::Service;
+use harun_runtime::service::Service;
 use rhai::plugin::*;
 use serde_json::{json, Value};
 

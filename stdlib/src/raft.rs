@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use harun_runtime::topology::Service;
+use harun_runtime::service::Service;
 use rhai::{Dynamic, EvalAltResult, FuncRegistration, Module, NativeCallContext};
 use serde_json::{json, Value};
 

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use harun_runtime::codes;
 use harun_runtime::diagnostic::interrupt_error;
 use harun_runtime::error::call_error;
+use harun_runtime::service::Service;
+use harun_runtime::topology::ServiceManager;
 use harun_runtime::{Action, Context};
 use rhai::plugin::*;
 
@@ -16,25 +18,13 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-enum Manager {
-    Systemd,
-    OpenRc,
-    /// `sudo rc-service {service} {action}`: status is the exit code of action `status`.
-    Template(String),
-}
-
-fn manager(host: &HostHandle) -> Manager {
-    match host.0.get("service_manager").unwrap_or("systemd") {
-        "systemd" => Manager::Systemd,
-        "openrc" => Manager::OpenRc,
-        template => Manager::Template(template.to_string()),
-    }
-}
-
 /// `consul` names the topology's consul service (its `service` setting, the unit name);
 /// any other name is a unit name as is.
 fn unit(host: &HostHandle, name: &str) -> String {
-    host.0.service(name, "service").unwrap_or(name).to_string()
+    match Service::from_name(name) {
+        Some(service) => host.service(service).unit.clone(),
+        None => name.to_string(),
+    }
 }
 
 fn sudo(host: &HostHandle) -> bool {
@@ -44,10 +34,10 @@ fn sudo(host: &HostHandle) -> bool {
 
 fn action_command(host: &HostHandle, unit: &str, action: &str) -> String {
     let q = shell::quote(unit);
-    match manager(host) {
-        Manager::Systemd => shell::command(&format!("systemctl {action} {q}"), sudo(host)),
-        Manager::OpenRc => shell::command(&format!("rc-service {q} {action}"), sudo(host)),
-        Manager::Template(t) => t.replace("{service}", &q).replace("{action}", action),
+    match &host.service_manager {
+        ServiceManager::Systemd => shell::command(&format!("systemctl {action} {q}"), sudo(host)),
+        ServiceManager::OpenRc => shell::command(&format!("rc-service {q} {action}"), sudo(host)),
+        ServiceManager::Template(t) => t.replace("{service}", &q).replace("{action}", action),
     }
 }
 
@@ -60,16 +50,16 @@ pub fn state(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResu
         &action_command(
             host,
             &unit,
-            match manager(host) {
-                Manager::Systemd => "is-active",
+            match &host.service_manager {
+                ServiceManager::Systemd => "is-active",
                 _ => "status",
             },
         ),
         None,
         None,
     )?;
-    let state = match manager(host) {
-        Manager::Systemd => {
+    let state = match &host.service_manager {
+        ServiceManager::Systemd => {
             let word = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if word.is_empty() {
                 // systemctl itself failed (not installed, no permission).
@@ -82,7 +72,7 @@ pub fn state(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResu
             }
             word
         }
-        Manager::OpenRc => match out.status {
+        ServiceManager::OpenRc => match out.status {
             0 => "active".into(),
             3 => "inactive".into(),
             127 => {
@@ -95,7 +85,7 @@ pub fn state(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResu
             }
             _ => "failed".into(),
         },
-        Manager::Template(_) => match out.status {
+        ServiceManager::Template(_) => match out.status {
             0 => "active".into(),
             127 => {
                 return Err(command_failed(
@@ -135,8 +125,8 @@ pub fn wait_for(
         if (now == "failed" && wanted == "active" && waited > Duration::from_secs(2))
             || waited >= timeout
         {
-            let hint = match manager(host) {
-                Manager::Systemd => format!("; see `journalctl -u {}`", unit(host, name)),
+            let hint = match &host.service_manager {
+                ServiceManager::Systemd => format!("; see `journalctl -u {}`", unit(host, name)),
                 _ => String::new(),
             };
             return Err(call_error(
@@ -191,13 +181,13 @@ fn change(
 fn main_pid(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResult<i64> {
     let unit = unit(host, name);
     let q = shell::quote(&unit);
-    let command = match manager(host) {
-        Manager::Systemd => shell::command(
+    let command = match &host.service_manager {
+        ServiceManager::Systemd => shell::command(
             &format!("systemctl show --property MainPID --value {q}"),
             false,
         ),
-        Manager::OpenRc => shell::command(&format!("pidof -s {q}"), false),
-        Manager::Template(_) => action_command(host, &unit, "main-pid"),
+        ServiceManager::OpenRc => shell::command(&format!("pidof -s {q}"), false),
+        ServiceManager::Template(_) => action_command(host, &unit, "main-pid"),
     };
     let out = read_command(ctx, host, &command, None, Some(Duration::from_secs(10)))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -207,10 +197,7 @@ fn main_pid(ctx: &NativeCallContext, host: &HostHandle, name: &str) -> RhaiResul
 /// The host's boot id: a new one after each boot (Linux's
 /// /proc/sys/kernel/random/boot_id, or the topology's `boot_id_file`).
 fn boot_id(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<String> {
-    let file = host
-        .0
-        .get("boot_id_file")
-        .unwrap_or("/proc/sys/kernel/random/boot_id");
+    let file = &host.boot_id_file;
     let out = read_command(
         ctx,
         host,
@@ -234,10 +221,10 @@ fn boot_id(ctx: &NativeCallContext, host: &HostHandle) -> RhaiResult<String> {
 /// commands again. The connection dropping under the reboot command is expected.
 fn reboot(ctx: &NativeCallContext, host: &HostHandle, timeout: Duration) -> RhaiResult<bool> {
     let before = boot_id(ctx, host)?;
-    let command = match manager(host) {
-        Manager::Systemd => shell::command("systemctl reboot", sudo(host)),
-        Manager::OpenRc => shell::command("reboot", sudo(host)),
-        Manager::Template(t) => t.replace("{service}", "host").replace("{action}", "reboot"),
+    let command = match &host.service_manager {
+        ServiceManager::Systemd => shell::command("systemctl reboot", sudo(host)),
+        ServiceManager::OpenRc => shell::command("reboot", sudo(host)),
+        ServiceManager::Template(t) => t.replace("{service}", "host").replace("{action}", "reboot"),
     };
     let done = hosts::change(
         ctx,

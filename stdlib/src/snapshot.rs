@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use harun_runtime::codes;
 use harun_runtime::error::call_error;
-use harun_runtime::topology::Service;
+use harun_runtime::service::Service;
 use harun_runtime::{Action, Context};
 use rhai::{EvalAltResult, Map, NativeCallContext};
 use serde_json::Value;

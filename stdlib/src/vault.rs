@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use harun_runtime::codes;
 use harun_runtime::error::call_error;
-use harun_runtime::topology::Service;
+use harun_runtime::service::Service;
 use harun_runtime::{Context, Secret};
 use rhai::plugin::*;
 use serde_json::{json, Value};
@@ -234,8 +234,9 @@ pub mod vault_api {
     #[rhai_fn(volatile, return_raw)]
     pub fn shares(ctx: NativeCallContext, host: Host) -> RhaiResult<Array> {
         let path = host
-            .0
-            .service("vault", "unseal_share_file")
+            .service(Service::Vault)
+            .unseal_share_file
+            .clone()
             .ok_or_else(|| {
                 call_error(
                     &ctx,
@@ -246,7 +247,7 @@ pub mod vault_api {
                     ),
                 )
             })?;
-        let text = harun_runtime::secret::read_private_file(path)
+        let text = harun_runtime::secret::read_private_file(&path)
             .map_err(|(code, message)| call_error(&ctx, code, message))?;
         let context = Context::of(&ctx);
         Ok(text
@@ -409,7 +410,7 @@ pub mod vault_api {
                 .map(|k| Dynamic::from(context.secret(k)))
                 .collect()
         };
-        if let Some(path) = host.0.service("vault", "keys_file") {
+        if let Some(path) = &host.service(Service::Vault).keys_file {
             let text = harun_runtime::secret::read_private_file(path)
                 .map_err(|(code, message)| call_error(&ctx, code, message))?;
             return Ok(to_secrets(&text));

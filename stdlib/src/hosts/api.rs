@@ -52,7 +52,7 @@ pub mod ssh_api {
         Ok(topology
             .hosts
             .iter()
-            .map(|h| Dynamic::from(HostHandle(std::sync::Arc::new(h.clone()))))
+            .map(|h| Dynamic::from(HostHandle::new(h)))
             .collect())
     }
 
@@ -65,7 +65,7 @@ pub mod ssh_api {
             .filter(|h| {
                 h.clone()
                     .try_cast::<Host>()
-                    .is_some_and(|h| h.0.has_role(role))
+                    .is_some_and(|h| h.has_role(role))
             })
             .collect())
     }
@@ -79,14 +79,14 @@ pub mod ssh_api {
     /// The address harun connects to.
     #[rhai_fn(global, get = "address", pure)]
     pub fn address(host: &mut Host) -> String {
-        host.0.address().to_string()
+        host.address.clone()
     }
 
     /// All the host's settings as in `topology.hosts`, service blocks included:
     /// `h.settings.vault.config_file`.
     #[rhai_fn(global, get = "settings", pure)]
     pub fn settings(host: &mut Host) -> Dynamic {
-        host.0.to_dynamic()
+        host.to_dynamic()
     }
 
     /// A host prints as `host(controller1)`.

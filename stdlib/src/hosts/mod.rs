@@ -27,17 +27,35 @@ use target::{ExecOutput, Target};
 
 type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
-/// A host of the topology, as scripts hold it.
+/// A host of the topology, as scripts hold it, with how to reach it resolved once.
 #[derive(Clone)]
-pub struct HostHandle(pub Arc<Host>);
+pub struct HostHandle {
+    host: Arc<Host>,
+    target: Arc<Target>,
+}
 
 impl HostHandle {
-    pub fn name(&self) -> &str {
-        &self.0.name
+    pub fn new(host: &Host) -> HostHandle {
+        HostHandle {
+            target: Arc::new(Target::from_host(host)),
+            host: Arc::new(host.clone()),
+        }
     }
 
-    pub fn target(&self) -> Target {
-        Target::from_host(&self.0)
+    pub fn name(&self) -> &str {
+        &self.host.name
+    }
+
+    pub fn target(&self) -> Arc<Target> {
+        self.target.clone()
+    }
+}
+
+impl std::ops::Deref for HostHandle {
+    type Target = Host;
+
+    fn deref(&self) -> &Host {
+        &self.host
     }
 }
 
@@ -74,7 +92,7 @@ pub fn lookup(ctx: &NativeCallContext, name: &str) -> RhaiResult<HostHandle> {
         ));
     };
     match topology.host(name) {
-        Some(host) => Ok(HostHandle(Arc::new(host.clone()))),
+        Some(host) => Ok(HostHandle::new(host)),
         None => Err(call_error(
             ctx,
             codes::HOST_UNKNOWN,
@@ -526,7 +544,7 @@ pub fn write_file(
     };
     // A private file (no access for group or others, now or after the write) shows only
     // which lines change; others have their secret attributes masked.
-    let mut policy = host.0.diff_policy(path);
+    let mut policy = host.diff_policy(path);
     let private_mode = |m: u32| m & 0o077 == 0;
     if options.mode.is_some_and(private_mode)
         || (old.is_some() && file_mode(ctx, host, path)?.is_some_and(private_mode))

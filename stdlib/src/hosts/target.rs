@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harun_runtime::topology::Host;
+use harun_runtime::topology::{Host, Transport};
 
 /// What a finished command left behind.
 #[derive(Clone, Debug)]
@@ -34,20 +34,21 @@ pub struct Target {
 
 impl Target {
     pub fn from_host(host: &Host) -> Target {
+        let ssh = &host.ssh;
         Target {
             name: host.name.clone(),
-            address: host.address().to_string(),
-            user: host.get("ssh_user").map(str::to_string),
-            port: host.ssh_port(),
-            key: host.get("ssh_key").map(PathBuf::from),
-            ssh_config: host.get("ssh_config").map(PathBuf::from),
-            known_hosts_file: host.get("known_hosts_file").map(PathBuf::from),
-            accept_new: host.get("known_hosts") == Some("accept-new"),
-            local: host.get("transport") == Some("local"),
-            connect_timeout: host.connect_timeout(),
-            command_timeout: host.command_timeout(),
-            max_sessions: host.max_sessions(),
-            sudo: host.get_bool("sudo").unwrap_or(false),
+            address: host.address.clone(),
+            user: ssh.user.clone(),
+            port: ssh.port,
+            key: ssh.key.clone(),
+            ssh_config: ssh.config.clone(),
+            known_hosts_file: ssh.known_hosts_file.clone(),
+            accept_new: ssh.accept_new,
+            local: host.transport == Transport::Local,
+            connect_timeout: ssh.connect_timeout,
+            command_timeout: ssh.command_timeout,
+            max_sessions: ssh.max_sessions,
+            sudo: host.sudo,
         }
     }
 
