@@ -264,9 +264,12 @@ fn execute(cli: &Cli, session: Session, name: &str, text: &str, show_result: boo
     let mut sources = Sources::default();
     sources.add(name, text);
     let mut scope = globals(&session.context);
+    // Compiled without the globals: Rhai's optimizer would put the constants' values in
+    // place of a function parameter of the same name (`fn save(params)` saw the --set
+    // params, not its argument). They are in the scope the script runs with.
     let result = session
         .engine
-        .compile_with_scope(&scope, text)
+        .compile(text)
         .map_err(|e| Box::new(EvalAltResult::from(e)))
         .and_then(|mut ast| {
             ast.set_source(name);
@@ -309,12 +312,14 @@ fn check(cli: &Cli, files: &[PathBuf], redactor: Redactor) -> i32 {
         let Ok(session) = Session::new(cli, &base_dir, &name, redactor.clone()) else {
             return EXIT_ERROR;
         };
-        let scope = globals(&session.context);
         let mut sources = Sources::default();
         sources.add(&name, &text);
         // Self-contained compilation loads every `import`, so a broken module is reported
         // now rather than halfway through a cluster change.
-        match session.engine.compile_into_self_contained(&scope, &text) {
+        match session
+            .engine
+            .compile_into_self_contained(&rhai::Scope::new(), &text)
+        {
             Ok(_) => println!("{name}: ok"),
             Err(e) => {
                 failed += 1;

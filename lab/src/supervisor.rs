@@ -1103,19 +1103,20 @@ fn within_30s(what: &str, call: &dyn Fn() -> Result<String, String>) -> Result<(
     }
 }
 
-/// The homelab's jobs, so `nomad job status` has something to show.
+/// The homelab's jobs, so `nomad job status` has something to show and a drain has
+/// allocations to move: traefik on every node, two grafana, a backup that has run.
 fn seed_jobs(lab: &Lab) -> Result<(), String> {
     let nomad = lab.api("controller1", "nomad")?;
-    for (id, kind) in [
-        ("traefik", "system"),
-        ("grafana", "service"),
-        ("backup", "batch"),
+    for (id, kind, count) in [
+        ("traefik", "system", 1),
+        ("grafana", "service", 2),
+        ("backup", "batch", 1),
     ] {
         nomad.call(
             "PUT",
             "/v1/jobs",
             &format!(
-                r#"{{"Job": {{"ID": "{id}", "Name": "{id}", "Type": "{kind}", "Datacenters": ["homelab"]}}}}"#
+                r#"{{"Job": {{"ID": "{id}", "Name": "{id}", "Type": "{kind}", "Datacenters": ["homelab"], "TaskGroups": [{{"Name": "{id}", "Count": {count}}}]}}}}"#
             ),
             &[],
         )?;

@@ -73,9 +73,11 @@ impl Session {
         // A fresh cancellation token: a Ctrl-C that stopped the last input must not
         // stop this one.
         self.context.bridge().reset();
+        // Not compiled with the scope: the optimizer would put its constants in place of
+        // function parameters of the same name.
         let result = self
             .engine
-            .compile_with_scope(&self.scope, input)
+            .compile(input)
             .map_err(|e| Box::new(EvalAltResult::from(e)))
             .and_then(|ast| {
                 let ast = self.functions.merge(&ast);

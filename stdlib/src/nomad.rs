@@ -199,6 +199,22 @@ pub mod nomad_api {
         )
     }
 
+    /// The allocations placed on a node, in full: `ID`, `Name`, `JobID`, `JobType`,
+    /// `DesiredStatus` ("run", "stop"), `ClientStatus` ("pending", "running", "complete",
+    /// "failed", "lost"), `NextAllocation` (its replacement), ...
+    #[rhai_fn(volatile, return_raw)]
+    pub fn allocations(ctx: NativeCallContext, host: Host, node_id: &str) -> RhaiResult<Dynamic> {
+        let path = format!("/v1/node/{}/allocations", encode(node_id));
+        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+    }
+
+    /// One allocation in full (as `allocations` gives them).
+    #[rhai_fn(volatile, return_raw)]
+    pub fn allocation(ctx: NativeCallContext, host: Host, id: &str) -> RhaiResult<Dynamic> {
+        let path = format!("/v1/allocation/{}", encode(id));
+        Ok(to_dynamic(&get_json(&ctx, &host, &path)?))
+    }
+
     /// The jobs: `ID`, `Type`, `Status`, ...
     #[rhai_fn(volatile, return_raw)]
     pub fn jobs(ctx: NativeCallContext, host: Host) -> RhaiResult<Dynamic> {

@@ -217,6 +217,16 @@ fn params_and_args_reach_the_script() {
         .run()
         .status(0)
         .stdout("controller2\n3\n[\"a\", \"b c\"]\n");
+    // A function's own parameter named like a global is its argument.
+    Test::new()
+        .file(
+            "shadow.rhai",
+            "fn f(params, topology, args) { [params, topology, args] }\nprint(f(1, 2, 3));",
+        )
+        .args(["--set", "node=controller2", "shadow.rhai"])
+        .run()
+        .status(0)
+        .stdout("[1, 2, 3]\n");
     Test::new()
         .args(["-e", "param(\"node\")"])
         .run()

@@ -306,9 +306,88 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
         ["controller1", "controller2", "controller3"]
             .map(|h| std::fs::read_to_string(lab.dir.join(h).join("boot_id")).unwrap())
     };
+    //
+    // The flagged controller runs a job's only allocation. While no other node is eligible
+    // the drain would only stop it: the host is named and left alone (WARNING, no reboot).
+    let nomad_at = |path: &str| format!("http://{}:4646{path}", lab.address("controller1"));
+    let node_ids = || -> Vec<(String, String)> {
+        let nodes = request("GET", &nomad_at("/v1/nodes"), "").unwrap().json();
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["Status"] == "ready")
+            .map(|n| {
+                (
+                    n["Name"].as_str().unwrap().into(),
+                    n["ID"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let set_eligible = |names: &[&str], eligible: &str| {
+        for (name, id) in node_ids() {
+            if names.contains(&name.as_str()) {
+                let body = format!(r#"{{"Eligibility": "{eligible}"}}"#);
+                let path = format!("/v1/node/{id}/eligibility");
+                let r = request("PUT", &nomad_at(&path), &body).unwrap();
+                assert_eq!(r.status, 200, "{}", r.body);
+            }
+        }
+    };
+    let others = ["controller1", "controller2", "worker1", "worker2"];
+    set_eligible(&others, "ineligible");
+    let job = r#"{"Job": {"ID": "web", "Name": "web", "Type": "service", "Datacenters": ["homelab"],
+        "TaskGroups": [{"Name": "web", "Count": 1}]}}"#;
+    assert_eq!(
+        request("PUT", &nomad_at("/v1/jobs"), job).unwrap().status,
+        200
+    );
+    let web_allocs = || {
+        let list = request("GET", &nomad_at("/v1/job/web/allocations"), "")
+            .unwrap()
+            .json();
+        list.as_array().unwrap().clone()
+    };
+    crate::common::http::eventually(
+        "web running on controller3",
+        Duration::from_secs(30),
+        || {
+            let running = web_allocs()
+                .into_iter()
+                .any(|a| a["NodeName"] == "controller3" && a["ClientStatus"] == "running");
+            running.then_some(())
+        },
+    );
+    let first_web = web_allocs()[0]["ID"].as_str().unwrap().to_string();
     let flag = lab.dir.join("controller3/reboot-required");
     std::fs::write(&flag, "*** System restart required ***\n").unwrap();
     let before = boot_ids();
+    let nowhere = rolling(&["--set", "reboot=needed"]);
+    let stdout = text(&nowhere.stdout);
+    assert_eq!(
+        nowhere.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        text(&nowhere.stderr)
+    );
+    assert!(
+        stdout.starts_with("WARNING - rolling reboot done: no host;")
+            && stdout.contains("left alone: nomad node controller3: ")
+            && stdout.contains(
+                "web would have nowhere to go (no other node in homelab is ready and eligible)"
+            ),
+        "{stdout}"
+    );
+    assert_eq!(boot_ids(), before);
+    assert!(flag.exists());
+    assert!(web_allocs()
+        .iter()
+        .any(|a| a["ID"] == first_web.as_str() && a["ClientStatus"] == "running"));
+
+    // With somewhere to go: the allocation moves before the reboot, none is lost, and the
+    // rebooted node is eligible again.
+    set_eligible(&others, "eligible");
     let needed = rolling(&["--set", "reboot=needed"]);
     assert_eq!(
         needed.status.code(),
@@ -326,6 +405,38 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
     assert_eq!((&after[0], &after[1]), (&before[0], &before[1]));
     assert_ne!(after[2], before[2]);
     assert!(!flag.exists());
+    let web = web_allocs();
+    let old = web.iter().find(|a| a["ID"] == first_web.as_str()).unwrap();
+    assert_eq!(
+        old["DesiredDescription"], "alloc is being migrated",
+        "{old}"
+    );
+    assert_eq!(old["ClientStatus"], "complete", "{old}");
+    let next = old["NextAllocation"].as_str().unwrap();
+    let replacement = web.iter().find(|a| a["ID"] == next).expect("a replacement");
+    assert_eq!(replacement["ClientStatus"], "running", "{replacement}");
+    assert_ne!(replacement["NodeName"], "controller3", "{replacement}");
+    let lost = request("GET", &nomad_at("/v1/allocations"), "")
+        .unwrap()
+        .json();
+    assert!(
+        !lost
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["ClientStatus"] == "lost"),
+        "{lost}"
+    );
+    let c3 = node_ids()
+        .into_iter()
+        .find(|(n, _)| n == "controller3")
+        .unwrap()
+        .1;
+    let node = request("GET", &nomad_at(&format!("/v1/node/{c3}")), "")
+        .unwrap()
+        .json();
+    assert_eq!(node["SchedulingEligibility"], "eligible", "{node}");
+    assert_eq!(node["LastDrain"]["Status"], "complete", "{node}");
     let quiet = rolling(&["--set", "reboot=needed"]);
     assert_eq!(
         text(&quiet.stdout),
@@ -407,5 +518,13 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
     )
     .unwrap();
     assert_eq!(kv.status, 404, "the record is left: {}", kv.body);
+    // No node is left drained or ineligible by a killed run.
+    let nodes = request("GET", &nomad_at("/v1/nodes"), "").unwrap().json();
+    for n in nodes.as_array().unwrap() {
+        assert!(
+            n["SchedulingEligibility"] == "eligible" && n["Drain"] == false,
+            "{n}"
+        );
+    }
     lab.assert_secrets("day 2");
 }

@@ -17,7 +17,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::{Agent, Op, VERSION};
+use super::{allocs, Agent, Op, VERSION};
 use crate::cluster::MemberStatus;
 
 type A = State<Arc<Agent>>;
@@ -52,6 +52,10 @@ pub fn routes(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/jobs", get(jobs).post(register_job).put(register_job))
         .route("/v1/job/{id}", get(job))
+        .route("/v1/job/{id}/allocations", get(job_allocations))
+        .route("/v1/node/{id}/allocations", get(node_allocations))
+        .route("/v1/allocations", get(allocations))
+        .route("/v1/allocation/{id}", get(allocation))
         .route("/v1/acl/bootstrap", post(acl_bootstrap).put(acl_bootstrap))
         .layer(middleware::from_fn_with_state(agent.clone(), acl_check))
         .layer(middleware::from_fn(invalid_method))
@@ -667,7 +671,7 @@ async fn jobs(State(agent): A, Query(q): Q) -> Response {
             .into_iter()
             .flatten()
             .filter(|(id, _)| id.starts_with(&prefix))
-            .map(|(_, j)| j.clone())
+            .map(|(_, j)| job_stub(j))
             .collect()
     });
     with_index(&agent, json!(list))
@@ -683,7 +687,64 @@ async fn job(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
     }
 }
 
-/// A job registration keeps the job's stub (the lab schedules nothing).
+/// `/v1/jobs` lists stubs (structs.go JobListStub): no task groups.
+fn job_stub(job: &Value) -> Value {
+    let mut stub = job.clone();
+    if let Some(m) = stub.as_object_mut() {
+        m.remove("TaskGroups");
+    }
+    stub
+}
+
+/// The allocations matching `keep`, full (a node's, as node_endpoint.go nodeAllocations
+/// answers) or as list stubs (a job's and `/v1/allocations`, AllocListStub).
+fn allocs_where(agent: &Agent, keep: impl Fn(&allocs::Alloc) -> bool, full: bool) -> Value {
+    let list: Vec<Value> = agent.cluster.read(|d| {
+        allocs::table(d)
+            .into_values()
+            .filter(|a| keep(a))
+            .map(|a| if full { json!(a) } else { a.stub() })
+            .collect()
+    });
+    json!(list)
+}
+
+async fn job_allocations(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q).await {
+        return r;
+    }
+    let list = allocs_where(&agent, |a| a.job_id == id, false);
+    with_index(&agent, list)
+}
+
+async fn node_allocations(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q).await {
+        return r;
+    }
+    let list = allocs_where(&agent, |a| a.node_id == id, true);
+    with_index(&agent, list)
+}
+
+async fn allocations(State(agent): A, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q).await {
+        return r;
+    }
+    let list = allocs_where(&agent, |_| true, false);
+    with_index(&agent, list)
+}
+
+async fn allocation(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
+    if let Err(r) = need_leader(&agent, &q).await {
+        return r;
+    }
+    match agent.cluster.read(|d| allocs::table(d).remove(&id)) {
+        Some(a) => with_index(&agent, json!(a)),
+        None => text(StatusCode::NOT_FOUND, "alloc not found"),
+    }
+}
+
+/// A job registration keeps the job's stub fields and its task groups, canonicalized;
+/// the leader's scheduler places them (allocs.rs).
 async fn register_job(State(agent): A, body: Bytes) -> Response {
     let body = match parse(&body) {
         Ok(b) => b,
@@ -706,6 +767,7 @@ async fn register_job(State(agent): A, body: Bytes) -> Response {
         "Stop": false,
         "Status": "running",
         "StatusDescription": "",
+        "TaskGroups": allocs::canonical_groups(job),
     });
     match agent.cluster.write(Op::UpsertJob { job: stub }).await {
         Ok(index) => with_index(

@@ -3,6 +3,7 @@
 //! Consul agent) and as client (its node in the replicated state, with drain and
 //! eligibility), and answers the HTTP API as the API facts describe.
 
+mod allocs;
 mod api;
 
 use std::collections::BTreeMap;
@@ -279,6 +280,8 @@ pub struct Agent {
     pub client: reqwest::Client,
     /// The leader's heartbeat timers, in the lab's terms (nomad/heartbeat.go).
     pub heartbeats: parking_lot::Mutex<Heartbeats>,
+    /// When this client saw each of its allocations start (for min_healthy_time).
+    pub started: parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// A node is down when its client has been silent longer than its heartbeat TTL (at
@@ -360,6 +363,19 @@ pub enum Op {
     UpsertJob {
         job: Value,
     },
+    /// A scheduler's plan: allocations stopped and placed (nomad/plan_apply.go).
+    Plan {
+        stops: Vec<allocs::Stop>,
+        places: Vec<allocs::Alloc>,
+    },
+    /// Clients' reports on their allocations (Node.UpdateAlloc).
+    UpdateAllocs {
+        updates: Vec<allocs::ClientUpdate>,
+    },
+    /// The drainer's marks (Alloc.UpdateDesiredTransition).
+    MigrateAllocs {
+        ids: Vec<String>,
+    },
     /// `PUT /v1/operator/snapshot`: the whole state replaced by a snapshot's.
     Restore {
         state: Value,
@@ -368,7 +384,7 @@ pub enum Op {
 
 impl Operation for Op {
     fn apply(self, data: &mut Value, index: u64) -> Result<Value, String> {
-        for table in ["nodes", "jobs"] {
+        for table in ["nodes", "jobs", "allocs"] {
             if !data[table].is_object() {
                 data[table] = json!({});
             }
@@ -414,6 +430,18 @@ impl Operation for Op {
             }
             Op::Restore { state } => {
                 *data = state;
+                Ok(json!(index))
+            }
+            Op::Plan { stops, places } => {
+                allocs::apply_plan(data, stops, places, index);
+                Ok(json!(index))
+            }
+            Op::UpdateAllocs { updates } => {
+                allocs::apply_client_updates(data, updates, index);
+                Ok(json!(index))
+            }
+            Op::MigrateAllocs { ids } => {
+                allocs::apply_migrate(data, ids, index);
                 Ok(json!(index))
             }
             Op::UpsertJob { mut job } => {
@@ -484,6 +512,8 @@ impl Agent {
                     "Member": self.settings.member_name(),
                 });
                 let _ = self.cluster.write(Op::UpsertNode { node }).await;
+            } else {
+                self.run_allocs().await;
             }
         }
         if !self.cluster.is_leader() {
@@ -530,7 +560,23 @@ impl Agent {
                     })
                     .await;
             }
-            self.complete_drains().await;
+            self.drain_and_schedule().await;
+        }
+    }
+
+    /// This client runs, watches and stops its own allocations (allocs.rs client_pass).
+    async fn run_allocs(&self) {
+        let all = self.cluster.read_at("/allocs").await;
+        if !all.is_object() {
+            return;
+        }
+        let jobs = self.cluster.read_at("/jobs").await;
+        let updates = {
+            let mut started = self.started.lock();
+            allocs::client_pass(&all, &jobs, &self.node_id, &mut started)
+        };
+        if !updates.is_empty() {
+            let _ = self.cluster.write(Op::UpdateAllocs { updates }).await;
         }
     }
 
@@ -541,33 +587,25 @@ impl Agent {
             .await
     }
 
-    /// The leader ends drains that have nothing left to migrate: nomad/drainer/
-    /// watch_nodes.go ("if an operator drains a node with nothing on it we unset drain")
-    /// and draining_node.go `IsDone`. The lab runs no allocations, so every drain ends on
-    /// the drainer's next pass, within a second (drainer.go batches node updates each
-    /// second), whatever its deadline; the deadline only bounds how long allocations get.
-    /// Like Nomad, the node stays ineligible afterwards.
-    async fn complete_drains(&self) {
+    /// The leader's drainer and scheduler, one pass each round (allocs.rs drain_pass and
+    /// schedule). A drain that is over leaves the node ineligible, as Nomad's does
+    /// (state_store.go updateNodeDrainImpl with no MarkEligible).
+    async fn drain_and_schedule(&self) {
+        let pass = self
+            .cluster
+            .read(|d| allocs::drain_pass(d, Duration::from_secs(1)));
+        if !pass.migrate.is_empty() {
+            let ids = pass.migrate;
+            let _ = self.cluster.write(Op::MigrateAllocs { ids }).await;
+        }
         let now = std::time::SystemTime::now();
-        let pass = std::time::Duration::from_secs(1);
-        let due: Vec<(String, Value)> = self.cluster.read(|d| {
-            d["nodes"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, n)| n["Drain"] == true)
-                .filter(|(_, n)| {
-                    n["DrainStrategy"]["StartedAt"]
-                        .as_str()
-                        .and_then(|t| humantime::parse_rfc3339(t).ok())
-                        .is_none_or(|t| t + pass <= now)
-                })
-                .map(|(id, n)| (id.clone(), n["LastDrain"].clone()))
-                .collect()
-        });
-        for (id, mut last) in due {
+        for (id, deadline) in pass.done {
+            let mut last = self.cluster.read(|d| d["nodes"][&id]["LastDrain"].clone());
             last["Status"] = json!("complete");
             last["UpdatedAt"] = json!(humantime::format_rfc3339_nanos(now).to_string());
+            if deadline {
+                last["Meta"]["message"] = json!("deadline_reached");
+            }
             let fields = json!({"Drain": false, "DrainStrategy": null, "LastDrain": last});
             let _ = self
                 .cluster
@@ -576,6 +614,10 @@ impl Agent {
                     fields: fields.as_object().cloned().unwrap_or_default(),
                 })
                 .await;
+        }
+        let (stops, places) = self.cluster.read(allocs::schedule);
+        if !stops.is_empty() || !places.is_empty() {
+            let _ = self.cluster.write(Op::Plan { stops, places }).await;
         }
     }
 
@@ -755,6 +797,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
     }
     let agent = Arc::new(Agent {
         heartbeats: Default::default(),
+        started: Default::default(),
         settings: settings.clone(),
         cluster: cluster.clone(),
         node_id,
