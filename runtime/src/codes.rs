@@ -126,8 +126,6 @@ catalogue! {
     LOCAL_READ = "harun::local::read";
     /// `local::write` cannot write the file.
     LOCAL_WRITE = "harun::local::write";
-    /// `local::run` cannot run the command.
-    LOCAL_RUN = "harun::local::run";
     /// `hcl::parse` or `hcl::edit` was given text that is not HCL.
     HCL_SYNTAX = "harun::hcl::syntax";
     /// An HCL edit cannot be made (a path that names no block, a value HCL cannot hold).

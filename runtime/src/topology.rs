@@ -260,6 +260,21 @@ pub struct Host {
 }
 
 impl Host {
+    /// The machine harun runs on, as a host named `local` (what `local::run` runs on).
+    pub fn local() -> Host {
+        let mut own = Settings::new();
+        own.insert("transport".into(), Value::String("local".into()));
+        own.insert("address".into(), Value::String("localhost".into()));
+        merge_host(
+            "local".into(),
+            &Settings::new(),
+            own,
+            &BTreeMap::new(),
+            BTreeMap::new(),
+            0,
+        )
+    }
+
     pub fn address(&self) -> &str {
         &self.address
     }

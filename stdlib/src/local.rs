@@ -17,7 +17,7 @@ pub mod local_api {
     use std::path::Path;
 
     use super::write_file;
-    use harun_runtime::diagnostic::interrupt_error;
+    use crate::hosts::{run_command, HostHandle, RunOptions};
     use harun_runtime::error::call_error;
     use harun_runtime::{Action, Context, Secret};
     use rhai::Map;
@@ -158,63 +158,17 @@ pub mod local_api {
         )
     }
 
-    /// Runs `command` with `sh -c` and returns `#{status, stdout, stderr}`; a non-zero
-    /// status is returned, not thrown. In a dry run the command is planned, not run, and
-    /// the result is `#{status: 0, stdout: "", stderr: "", dry_run: true}`.
+    /// Runs `command` with `sh -c` on this machine, as `h.run(command)` runs it on a host
+    /// (this machine is the host `local`): returns `#{host, command, status, ok, stdout,
+    /// stderr}`; a non-zero status is returned, not thrown. In a dry run the command is
+    /// planned, not run, and the result has status 0 and `dry_run: true`.
     #[rhai_fn(volatile, return_raw)]
     pub fn run(ctx: NativeCallContext, command: &str) -> Result<Map, Box<EvalAltResult>> {
-        let context = Context::of(&ctx);
-        let timeout = context.options().call_timeout;
-        // A refusal (the run's lock lost) keeps its own code, not local::run's.
-        context.check_guards()?;
-        let action = Action::new("exec", "local", command);
-        let output = context
-            .perform(action, || {
-                let command = command.to_string();
-                context
-                    .block_on(timeout, async move {
-                        tokio::process::Command::new("sh")
-                            .arg("-c")
-                            .arg(&command)
-                            .stdin(std::process::Stdio::null())
-                            .kill_on_drop(true)
-                            .output()
-                            .await
-                    })
-                    .map_err(|i| i.message())?
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(|e| {
-                let interrupted = context.bridge().cancelled();
-                match interrupted {
-                    Some(i) => interrupt_error(i, command, ctx.call_position()),
-                    None => call_error(&ctx, codes::LOCAL_RUN, format!("`{command}`: {e}")),
-                }
-            })?;
-        let mut map = Map::new();
-        match output {
-            Some(out) => {
-                map.insert(
-                    "status".into(),
-                    (out.status.code().unwrap_or(-1) as i64).into(),
-                );
-                map.insert(
-                    "stdout".into(),
-                    String::from_utf8_lossy(&out.stdout).into_owned().into(),
-                );
-                map.insert(
-                    "stderr".into(),
-                    String::from_utf8_lossy(&out.stderr).into_owned().into(),
-                );
-            }
-            None => {
-                map.insert("status".into(), 0_i64.into());
-                map.insert("stdout".into(), "".into());
-                map.insert("stderr".into(), "".into());
-                map.insert("dry_run".into(), true.into());
-            }
-        }
-        Ok(map)
+        let options = RunOptions {
+            timeout: Some(Context::of(&ctx).options().call_timeout),
+            ..RunOptions::default()
+        };
+        run_command(&ctx, &HostHandle::local(), command, options)
     }
 }
 

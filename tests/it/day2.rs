@@ -485,17 +485,34 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
 
     // Killed (SIGKILL, or Ctrl-C's SIGINT) at its first change, inside the second
     // controller's turn, and as the third begins: the next run finishes from the record.
-    for (changes, signal) in [(2, libc::SIGINT), (7, libc::SIGKILL), (12, libc::SIGKILL)] {
+    // Each point also as `timeout -s KILL` kills (the whole process group, reaped by init a
+    // moment later: the next run meets a zombie holding the lock).
+    const TIMEOUT_KILL: i32 = -1;
+    let points = [2, 7, 12].into_iter().flat_map(|changes| {
+        let first_way = if changes == 2 {
+            libc::SIGINT
+        } else {
+            libc::SIGKILL
+        };
+        [(changes, first_way), (changes, TIMEOUT_KILL)]
+    });
+    for (changes, signal) in points {
         let _ = std::fs::remove_file(&audit);
-        let mut first = lab.spawn_script(
-            "rolling-restart.rhai",
-            &audit,
-            &lab.test.path("first.stderr"),
-            &[],
-        );
-        wait_for_changes(&audit, changes, &mut first, "rolling-restart.rhai");
-        // SAFETY: signalling the child we started.
-        unsafe { libc::kill(first.id() as i32, signal) };
+        let stderr = lab.test.path("first.stderr");
+        let name = "rolling-restart.rhai";
+        let mut first = if signal == TIMEOUT_KILL {
+            lab.spawn_script_under_timeout(name, &audit, &stderr, &[])
+        } else {
+            lab.spawn_script(name, &audit, &stderr, &[])
+        };
+        wait_for_changes(&audit, changes, &mut first, name);
+        // SAFETY: signalling the child we started (or, as timeout does, its group).
+        unsafe {
+            match signal {
+                TIMEOUT_KILL => libc::kill(-(first.id() as i32), libc::SIGKILL),
+                signal => libc::kill(first.id() as i32, signal),
+            }
+        };
         first.wait().unwrap();
         let finished = rolling(&[]);
         let stderr = text(&finished.stderr);

@@ -48,6 +48,16 @@ const fn inside(changes: usize, delay_ms: u64, signal: i32) -> KillPoint {
 /// meets a zombie holding the lock.
 const TIMEOUT_KILL: i32 = -1;
 
+/// Every point as listed, and each again killed as `timeout -s KILL` kills (issue 28: the
+/// re-run must finish after both ways of killing, at every kill point).
+fn both_ways(points: &[KillPoint]) -> Vec<KillPoint> {
+    let by_timeout = |p: &KillPoint| KillPoint {
+        signal: TIMEOUT_KILL,
+        ..*p
+    };
+    points.iter().flat_map(|p| [*p, by_timeout(p)]).collect()
+}
+
 /// Runs `name` on a fresh lab, kills it at `point`, runs it again, and returns the lab
 /// and the second run's stdout for the script's own checks.
 fn kill_and_finish(name: &str, point: KillPoint) -> (Lab, String) {
@@ -243,7 +253,7 @@ fn check_vault_whole(lab: &Lab, stdout: &str, point: KillPoint) {
 fn consul_ha_killed_at_each_step_is_finished_by_the_next_run() {
     // consul-ha's changes on a fresh lab: the snapshot directory (1) and the snapshot (2),
     // three consul.hcl writes (3-5), two starts (6-7), one restart (8), then waits.
-    for point in [
+    for point in both_ways(&[
         at(1, libc::SIGKILL),
         at(3, libc::SIGKILL),
         at(4, libc::SIGINT),
@@ -252,11 +262,7 @@ fn consul_ha_killed_at_each_step_is_finished_by_the_next_run() {
         at(7, libc::SIGKILL),
         inside(7, 200, libc::SIGINT),
         inside(8, 300, libc::SIGKILL),
-        // Killed by `timeout -s KILL` while Consul restarts: the next run meets the dead
-        // run's zombie holding the lock, then Consul electing.
-        inside(6, 300, TIMEOUT_KILL),
-        at(8, TIMEOUT_KILL),
-    ] {
+    ]) {
         kill_and_finish("consul-ha.rhai", point);
     }
 }
@@ -267,7 +273,7 @@ fn vault_raft_killed_at_each_step_is_finished_by_the_next_run() {
     // migration (10-16: the raft directory, the backup, the migration's config, migrate,
     // its removal, its mark, the owner), the configs (17-21), then each node started and
     // unsealed (22-27).
-    for point in [
+    for point in both_ways(&[
         inside(7, 300, libc::SIGKILL),
         at(9, libc::SIGKILL),
         inside(12, 30, libc::SIGINT),
@@ -277,10 +283,7 @@ fn vault_raft_killed_at_each_step_is_finished_by_the_next_run() {
         inside(22, 300, libc::SIGKILL),
         at(24, libc::SIGKILL),
         inside(26, 500, libc::SIGKILL),
-        inside(22, 300, TIMEOUT_KILL),
-        at(13, TIMEOUT_KILL),
-        at(24, TIMEOUT_KILL),
-    ] {
+    ]) {
         let (lab, stdout) = kill_and_finish("vault-raft.rhai", point);
         check_vault_whole(&lab, &stdout, point);
     }
@@ -291,15 +294,13 @@ fn nomad_ha_killed_at_each_step_is_finished_by_the_next_run() {
     // Its changes: the Consul step (1-8, as consul-ha's), Nomad's snapshot (9), the three
     // nomad.hcl (10-12), two servers started (13-14), those not yet members joined to the
     // first, the first restarted.
-    for point in [
+    for point in both_ways(&[
         at(10, libc::SIGKILL),
         at(12, libc::SIGINT),
         at(13, libc::SIGKILL),
         inside(14, 100, libc::SIGKILL),
         inside(14, 1500, libc::SIGKILL),
-        at(10, TIMEOUT_KILL),
-        inside(14, 1500, TIMEOUT_KILL),
-    ] {
+    ]) {
         let (lab, _) = kill_and_finish("nomad-ha.rhai", point);
         let url = |path: &str| format!("http://{}:4646{path}", lab.address("controller1"));
         eventually("three nomad voters", Duration::from_secs(20), || {
@@ -385,14 +386,13 @@ fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
         left_data: "consul",
         summary: "consul recovered",
     };
-    for point in [
+    for point in both_ways(&[
         at(1, libc::SIGKILL),
         at(3, libc::SIGINT),
         at(4, libc::SIGKILL),
         inside(5, 200, libc::SIGKILL),
         at(6, libc::SIGKILL),
-        at(4, TIMEOUT_KILL),
-    ] {
+    ]) {
         let (lab, _) = recover_killed(&recovery, point);
         check_consul_whole(&lab, "consul-recover.rhai", point);
     }
@@ -413,13 +413,12 @@ fn nomad_recover_killed_at_each_step_is_finished_by_the_next_run() {
         left_data: "nomad/server",
         summary: "nomad recovered",
     };
-    for point in [
+    for point in both_ways(&[
         at(1, libc::SIGKILL),
         at(3, libc::SIGINT),
         inside(5, 200, libc::SIGKILL),
         at(6, libc::SIGKILL),
-        at(6, TIMEOUT_KILL),
-    ] {
+    ]) {
         let (lab, stdout) = recover_killed(&recovery, point);
         assert!(
             stdout.contains("3 servers") || stdout.contains("nothing to change: 3 nomad servers"),
@@ -454,14 +453,13 @@ fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
         left_data: "vault/raft/vault.db",
         summary: "vault recovered: 1 raft voter(s) (controller1), 1 active",
     };
-    for point in [
+    for point in both_ways(&[
         at(2, libc::SIGKILL),
         at(3, libc::SIGINT),
         at(6, libc::SIGKILL),
         inside(7, 100, libc::SIGKILL),
         at(8, libc::SIGKILL),
-        at(6, TIMEOUT_KILL),
-    ] {
+    ]) {
         let (lab, stdout) = recover_killed(&recovery, point);
         check_vault_whole(&lab, &stdout, point);
     }

@@ -400,13 +400,53 @@ fn a_power_cut_is_healed_by_two_controllers_unseal_timers() {
         (out.status.code(), stdout, stderr)
     };
 
+    let share = |host: &str| lab.dir.join(host).join("vault-unseal-share");
+    // Killed after its first share file (by SIGKILL, and as `timeout -s KILL` kills: its
+    // whole process group), the next run places the rest.
+    for by_timeout in [false, true] {
+        let audit = lab.test.path("split.audit");
+        let stderr = lab.test.path("split.stderr");
+        let _ = std::fs::remove_file(&audit);
+        let args = ["--yes", "--set", "split=true"];
+        let mut first = if by_timeout {
+            lab.spawn_script_under_timeout("unseal.rhai", &audit, &stderr, &args)
+        } else {
+            lab.spawn_script("unseal.rhai", &audit, &stderr, &args)
+        };
+        common::lab::wait_for_changes(&audit, 1, &mut first, "unseal.rhai");
+        // SAFETY: signalling the child we started (or, as timeout does, its group).
+        unsafe {
+            if by_timeout {
+                libc::kill(-(first.id() as i32), libc::SIGKILL);
+            } else {
+                libc::kill(first.id() as i32, libc::SIGKILL);
+            }
+        }
+        let _ = first.wait();
+        let (code, stdout, stderr) = run(&args);
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.starts_with("OK - unseal shares "), "{stdout}");
+        for (host, held) in [("controller1", [0, 1]), ("controller3", [4, 0])] {
+            let text = std::fs::read_to_string(share(host)).unwrap();
+            let expected: Vec<&str> = held.iter().map(|&k| keys[k].as_str()).collect();
+            assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{host}");
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(lab.dir.join("controller1"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".harun."))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        for host in ["controller1", "controller2", "controller3"] {
+            std::fs::remove_file(share(host)).unwrap();
+        }
+    }
     let (code, stdout, stderr) = run(&["--yes", "--set", "split=true"]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert_eq!(
         stdout,
         "OK - unseal shares placed on controller1, controller2, controller3: each controller holds 2 of 5 (threshold 3); any 2 of 3 controllers together reach it, none alone\n"
     );
-    let share = |host: &str| lab.dir.join(host).join("vault-unseal-share");
     for (host, held) in [
         ("controller1", [0, 1]),
         ("controller2", [2, 3]),

@@ -15,7 +15,8 @@ pub mod ssh_api {
 
     use super::super::{
         command_failed, exists as exists_impl, label, lookup, mkdir as mkdir_impl, perform_command,
-        read_command, read_optional, result_map, write_file, FileOptions, HostHandle, RunOptions,
+        read_command, read_optional, result_map, run_command, write_file, FileOptions, HostHandle,
+        RunOptions,
     };
 
     pub type Host = HostHandle;
@@ -122,8 +123,7 @@ pub mod ssh_api {
         options: Map,
     ) -> Result<Map, Box<EvalAltResult>> {
         let options = RunOptions::parse(&ctx, &options)?;
-        let out = perform_command(&ctx, &host, command, options)?;
-        Ok(result_map(&host, command, out.as_ref()))
+        run_command(&ctx, &host, command, options)
     }
 
     /// Runs `command` and returns its stdout without the trailing newline; throws

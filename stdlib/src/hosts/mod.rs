@@ -42,6 +42,11 @@ impl HostHandle {
         }
     }
 
+    /// This machine: commands under its own `sh`, as a host of `transport = "local"`.
+    pub fn local() -> HostHandle {
+        HostHandle::new(&Host::local())
+    }
+
     pub fn name(&self) -> &str {
         &self.host.name
     }
@@ -373,6 +378,18 @@ pub fn command_failed(
         message.push_str(&stderr);
     }
     call_error(ctx, code, message)
+}
+
+/// Runs a command as a change and returns `#{host, command, status, ok, stdout, stderr}`
+/// (`dry_run: true` and status 0 in a dry run); a non-zero status is returned, not thrown.
+pub fn run_command(
+    ctx: &NativeCallContext,
+    host: &HostHandle,
+    command: &str,
+    options: RunOptions,
+) -> RhaiResult<Map> {
+    let out = perform_command(ctx, host, command, options)?;
+    Ok(result_map(host, command, out.as_ref()))
 }
 
 /// Runs a command as a change: planned in a dry run, audited otherwise.
