@@ -1,5 +1,8 @@
 //! harun: run Rhai scripts that operate Consul, Nomad and Vault clusters and their hosts.
 
+// No function longer than a screenful outside tests (issue 29's yardstick).
+#![warn(clippy::too_many_lines)]
+
 mod app;
 mod cli;
 mod doc;

@@ -6,6 +6,9 @@
 //! they would on a controller. The binary links this crate for `harun lab` and `--lab`;
 //! the stdlib never depends on it.
 
+// No function longer than a screenful outside tests (issue 29's yardstick).
+#![warn(clippy::too_many_lines)]
+
 pub mod cluster;
 pub mod config;
 pub mod consul;

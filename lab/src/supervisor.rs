@@ -740,20 +740,11 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// `harun lab up`: returns the topology path.
-pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabError> {
-    if options.workers > MAX_WORKERS {
-        return Err(format!("a lab has at most {MAX_WORKERS} workers").into());
-    }
-    check_controllers(options.controllers)?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    // The lab's topology decides what runs as whoever starts the lab: its directory must
-    // be that user's own, not a symlink or a directory another user may write to.
-    harun_runtime::private_fs::check_own_dir(dir, "the lab's directory")
-        .map_err(|e| e.to_string())?;
-    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+/// A lab directory ready for a new lab: empty, or an earlier stopped lab removed when
+/// `fresh` says so. A running lab, or an earlier one without `fresh`, is refused.
+fn make_room(dir: &Path, fresh: bool) -> Result<(), LabError> {
     if dir.join("lab.json").exists() {
-        let existing = Lab::load(&dir)?;
+        let existing = Lab::load(dir)?;
         let running: Vec<String> = existing
             .hosts()
             .iter()
@@ -772,7 +763,7 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
         }
         // Its raft and KV data would start the new lab past the story's first state: a
         // Consul that remembers three servers elects no leader alone.
-        if !options.fresh {
+        if !fresh {
             return Err(format!(
                 "{} holds an earlier lab (stopped), whose data is past the story's first state; \
                  pass --fresh to replace it, or choose another --dir",
@@ -789,6 +780,22 @@ pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabErro
         )
         .into());
     }
+    Ok(())
+}
+
+/// `harun lab up`: returns the topology path.
+pub fn up(dir: &Path, harun: &Path, options: Options) -> Result<PathBuf, LabError> {
+    if options.workers > MAX_WORKERS {
+        return Err(format!("a lab has at most {MAX_WORKERS} workers").into());
+    }
+    check_controllers(options.controllers)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // The lab's topology decides what runs as whoever starts the lab: its directory must
+    // be that user's own, not a symlink or a directory another user may write to.
+    harun_runtime::private_fs::check_own_dir(dir, "the lab's directory")
+        .map_err(|e| e.to_string())?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    make_room(&dir, options.fresh)?;
     let vault_account = if crate::service_user::is_root() {
         let account = crate::service_user::ensure_lab_user()?;
         crate::service_user::check_reachable(&dir, &account)?;

@@ -5,6 +5,9 @@
 //! With stdin not a terminal (a pipe, a test) it reads plain lines with the same rules for
 //! incomplete input, so sessions can be scripted. An error never ends the session.
 
+// No function longer than a screenful outside tests (issue 29's yardstick).
+#![warn(clippy::too_many_lines)]
+
 mod catalog;
 mod display;
 mod helper;

@@ -5,6 +5,9 @@
 //! [`EngineBuilder`] (adding the stdlib modules), runs the script, and turns the context's
 //! report into the Nagios-style summary line and exit status.
 
+// No function longer than a screenful outside tests (issue 29's yardstick).
+#![warn(clippy::too_many_lines)]
+
 pub mod bridge;
 pub mod builtins;
 pub mod codes;

@@ -546,25 +546,7 @@ pub mod consul_api {
         catalog.sort();
         catalog.dedup();
         let fqdn = format!("{name}.service.consul.");
-        let lookup = async move {
-            use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-            let mut connection = ConnectionConfig::udp();
-            connection.port = server.port();
-            let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
-                server.ip(),
-                true,
-                vec![connection],
-            )]);
-            let resolver = hickory_resolver::Resolver::builder_with_config(
-                config,
-                hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
-            )
-            .build()?;
-            let ips = resolver.lookup_ip(fqdn.as_str()).await?;
-            Ok::<Vec<String>, hickory_resolver::net::NetError>(
-                ips.iter().map(|ip| ip.to_string()).collect(),
-            )
-        };
+        let lookup = async move { super::resolve(server, &fqdn).await };
         let outcome = Context::of(&ctx)
             .block_on(Duration::from_secs(10), lookup)
             .map_err(|i| {
@@ -599,30 +581,16 @@ pub mod consul_api {
             "ok".into(),
             (missing.is_empty() && !found.is_empty()).into(),
         );
-        out.insert(
-            "dns".into(),
-            found
+        let list = |items: Vec<String>| -> Dynamic {
+            items
                 .into_iter()
                 .map(Dynamic::from)
                 .collect::<Array>()
-                .into(),
-        );
-        out.insert(
-            "catalog".into(),
-            catalog
-                .into_iter()
-                .map(Dynamic::from)
-                .collect::<Array>()
-                .into(),
-        );
-        out.insert(
-            "missing".into(),
-            missing
-                .into_iter()
-                .map(Dynamic::from)
-                .collect::<Array>()
-                .into(),
-        );
+                .into()
+        };
+        out.insert("dns".into(), list(found));
+        out.insert("catalog".into(), list(catalog));
+        out.insert("missing".into(), list(missing));
         Ok(out)
     }
 
@@ -668,4 +636,26 @@ fn kv_write(
         &format!("consul: put kv {key}"),
     )?;
     Ok(reply.is_none_or(|r| r.text() == "true"))
+}
+
+/// The addresses `fqdn` resolves to through the DNS server `server` alone (UDP).
+async fn resolve(
+    server: std::net::SocketAddr,
+    fqdn: &str,
+) -> Result<Vec<String>, hickory_resolver::net::NetError> {
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    let mut connection = ConnectionConfig::udp();
+    connection.port = server.port();
+    let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+        server.ip(),
+        true,
+        vec![connection],
+    )]);
+    let resolver = hickory_resolver::Resolver::builder_with_config(
+        config,
+        hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+    )
+    .build()?;
+    let ips = resolver.lookup_ip(fqdn).await?;
+    Ok(ips.iter().map(|ip| ip.to_string()).collect())
 }

@@ -4,6 +4,9 @@
 //! prints. Everything that changes state goes through `Context::perform`, so `--dry-run`
 //! and the audit log cover it.
 
+// No function longer than a screenful outside tests (issue 29's yardstick).
+#![warn(clippy::too_many_lines)]
+
 pub mod consul;
 pub mod hcl;
 pub mod hosts;

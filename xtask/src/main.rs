@@ -5,6 +5,9 @@
 //! virtual environment under `target/xtask/`, so nothing is installed system-wide. A target
 //! whose standard library rustup cannot fetch here gets it built from source (rust-src).
 
+// No function longer than a screenful outside tests (issue 29's yardstick).
+#![warn(clippy::too_many_lines)]
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -98,48 +98,52 @@ impl Cluster {
         }
         for (name, url, reply) in results {
             match reply {
-                Some(reply) => {
-                    for gone in reply.pruned {
-                        if gone != self.opts.id && !inner.pruned.contains(&gone) {
-                            inner.members.remove(&gone);
-                            inner.pruned.insert(gone);
-                        }
-                    }
-                    for m in reply.members {
-                        if m.name == self.opts.id {
-                            continue;
-                        }
-                        let answered = m.http == url;
-                        // A pruned member comes back only when it answers itself.
-                        if inner.pruned.contains(&m.name) {
-                            if !answered || m.status != MemberStatus::Alive {
-                                continue;
-                            }
-                            inner.pruned.remove(&m.name);
-                        }
-                        match inner.members.get_mut(&m.name) {
-                            Some((known, seen)) => {
-                                if answered {
-                                    *seen = now;
-                                    known.status = m.status;
-                                    known.tags = m.tags.clone();
-                                } else if m.status == MemberStatus::Left {
-                                    known.status = MemberStatus::Left;
-                                }
-                            }
-                            None => {
-                                let seen = if answered { now } else { now - FAILED_AFTER };
-                                inner.members.insert(m.name.clone(), (m, seen));
-                            }
-                        }
-                    }
-                }
+                Some(reply) => self.take_reply(&mut inner, &url, reply, now),
                 None => {
                     if let Some((m, seen)) = name.and_then(|n| inner.members.get_mut(&n)) {
                         if m.status == MemberStatus::Alive && seen.elapsed() > FAILED_AFTER {
                             m.status = MemberStatus::Failed;
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// What a member answered: the members it prunes, and the members it knows (only one
+    /// that answered itself counts as seen now).
+    fn take_reply(&self, inner: &mut Inner, url: &str, reply: HelloReply, now: Instant) {
+        for gone in reply.pruned {
+            if gone != self.opts.id && !inner.pruned.contains(&gone) {
+                inner.members.remove(&gone);
+                inner.pruned.insert(gone);
+            }
+        }
+        for m in reply.members {
+            if m.name == self.opts.id {
+                continue;
+            }
+            let answered = m.http == url;
+            // A pruned member comes back only when it answers itself.
+            if inner.pruned.contains(&m.name) {
+                if !answered || m.status != MemberStatus::Alive {
+                    continue;
+                }
+                inner.pruned.remove(&m.name);
+            }
+            match inner.members.get_mut(&m.name) {
+                Some((known, seen)) => {
+                    if answered {
+                        *seen = now;
+                        known.status = m.status;
+                        known.tags = m.tags.clone();
+                    } else if m.status == MemberStatus::Left {
+                        known.status = MemberStatus::Left;
+                    }
+                }
+                None => {
+                    let seen = if answered { now } else { now - FAILED_AFTER };
+                    inner.members.insert(m.name.clone(), (m, seen));
                 }
             }
         }

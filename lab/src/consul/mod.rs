@@ -103,6 +103,28 @@ impl Settings {
     }
 }
 
+/// The HTTPS API's certificate and key when `ports.https` is set (the twin serves its API
+/// on one port: HTTPS when configured and plain HTTP is off, `ports { http = -1 }`).
+fn tls_settings(
+    file: &ConfigFile,
+    https_port: i64,
+) -> Result<Option<crate::tls::TlsFiles>, String> {
+    if https_port <= 0 {
+        return Ok(None);
+    }
+    let need = |k: &str| -> Result<String, String> {
+        file.string(k)?
+            .ok_or_else(|| format!("HTTPS requires {k} (ports.https = {https_port})"))
+    };
+    let flag = |k: &str| -> Result<bool, String> { Ok(file.bool(k)?.unwrap_or(false)) };
+    Ok(Some(crate::tls::TlsFiles {
+        cert_file: need("cert_file")?,
+        key_file: need("key_file")?,
+        ca_file: file.string("ca_file")?,
+        verify_client: flag("verify_incoming")? || flag("verify_incoming_https")?,
+    }))
+}
+
 impl Settings {
     pub fn load(path: &Path) -> Result<Settings, String> {
         let file = ConfigFile::load(path)?;
@@ -144,25 +166,7 @@ impl Settings {
         let https_port = file.int("ports.https").map_err(wrap)?.unwrap_or(-1);
         // The twin serves its API on one port: HTTPS when configured and plain HTTP is
         // off (`ports { http = -1 }`), else HTTP.
-        let tls = if https_port > 0 {
-            let need = |k: &str| -> Result<String, String> {
-                file.string(k)
-                    .map_err(wrap)?
-                    .ok_or_else(|| format!("HTTPS requires {k} (ports.https = {https_port})"))
-            };
-            Some(crate::tls::TlsFiles {
-                cert_file: need("cert_file")?,
-                key_file: need("key_file")?,
-                ca_file: file.string("ca_file").map_err(wrap)?,
-                verify_client: file.bool("verify_incoming").map_err(wrap)?.unwrap_or(false)
-                    || file
-                        .bool("verify_incoming_https")
-                        .map_err(wrap)?
-                        .unwrap_or(false),
-            })
-        } else {
-            None
-        };
+        let tls = tls_settings(&file, https_port).map_err(wrap)?;
         if tls.is_some() && http_port > 0 {
             return Err("the lab's Consul twin serves HTTP or HTTPS, not both: set ports { http = -1 } beside https".into());
         }

@@ -129,38 +129,8 @@ pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, String> {
             nodes.insert(name, node);
             Ok(Value::Bool(true))
         }
-        Op::DeregisterNode { node, now_ms } => {
-            obj(data, "nodes").remove(&node);
-            obj(data, "services").remove(&node);
-            obj(data, "checks").remove(&node);
-            // Sessions tied to the node are invalidated, releasing their locks.
-            let ids: Vec<String> = obj(data, "sessions")
-                .iter()
-                .filter(|(_, s)| s["Node"] == node.as_str())
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in ids {
-                destroy_session(data, &id, index, now_ms);
-            }
-            Ok(Value::Bool(true))
-        }
-        Op::RegisterService { node, mut service } => {
-            let id = service["ID"].as_str().unwrap_or_default().to_string();
-            let services = obj(data, "services");
-            let per_node = services
-                .entry(node)
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .expect("an object");
-            let create = per_node
-                .get(&id)
-                .and_then(|s| s["CreateIndex"].as_u64())
-                .unwrap_or(index);
-            service["CreateIndex"] = json!(create);
-            service["ModifyIndex"] = json!(index);
-            per_node.insert(id, service);
-            Ok(Value::Bool(true))
-        }
+        Op::DeregisterNode { node, now_ms } => Ok(deregister_node(data, &node, index, now_ms)),
+        Op::RegisterService { node, service } => Ok(register_service(data, node, service, index)),
         Op::DeregisterService { node, id } => {
             if let Some(per_node) = obj(data, "services")
                 .get_mut(&node)
@@ -178,44 +148,9 @@ pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, String> {
         }
         Op::RegisterCheck {
             node,
-            mut check,
+            check,
             now_ms,
-        } => {
-            let id = check["CheckID"].as_str().unwrap_or_default().to_string();
-            let checks = obj(data, "checks");
-            let per_node = checks
-                .entry(node.clone())
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .expect("an object");
-            let create = per_node
-                .get(&id)
-                .and_then(|c| c["CreateIndex"].as_u64())
-                .unwrap_or(index);
-            check["CreateIndex"] = json!(create);
-            check["ModifyIndex"] = json!(index);
-            let critical = check["Status"] == "critical";
-            per_node.insert(id.clone(), check);
-            // A check turning critical invalidates the sessions tied to it (Consul's
-            // state/catalog.go ensureCheckTxn): serfHealth of a failed agent takes the
-            // sessions made through it with the default checks, not pure TTL ones.
-            if critical {
-                let tied: Vec<String> = obj(data, "sessions")
-                    .iter()
-                    .filter(|(_, s)| {
-                        s["Node"] == node.as_str()
-                            && s["NodeChecks"]
-                                .as_array()
-                                .is_some_and(|c| c.iter().any(|c| c == id.as_str()))
-                    })
-                    .map(|(sid, _)| sid.clone())
-                    .collect();
-                for sid in tied {
-                    destroy_session(data, &sid, index, now_ms);
-                }
-            }
-            Ok(Value::Bool(true))
-        }
+        } => Ok(register_check(data, &node, check, index, now_ms)),
         Op::DeregisterCheck { node, id } => {
             if let Some(checks) = obj(data, "checks")
                 .get_mut(&node)
@@ -256,6 +191,85 @@ pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, String> {
             Ok(Value::Bool(true))
         }
     }
+}
+
+/// A service registered on a node (its CreateIndex kept across updates).
+fn register_service(data: &mut Value, node: String, mut service: Value, index: u64) -> Value {
+    let id = service["ID"].as_str().unwrap_or_default().to_string();
+    let services = obj(data, "services");
+    let entry = services.entry(node).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    let per_node = entry.as_object_mut().expect("made an object above");
+    let create = per_node
+        .get(&id)
+        .and_then(|s| s["CreateIndex"].as_u64())
+        .unwrap_or(index);
+    service["CreateIndex"] = json!(create);
+    service["ModifyIndex"] = json!(index);
+    per_node.insert(id, service);
+    Value::Bool(true)
+}
+
+/// A node leaves the catalog with its services and checks; sessions tied to it are
+/// invalidated, releasing their locks.
+fn deregister_node(data: &mut Value, node: &str, index: u64, now_ms: u64) -> Value {
+    obj(data, "nodes").remove(node);
+    obj(data, "services").remove(node);
+    obj(data, "checks").remove(node);
+    let ids: Vec<String> = obj(data, "sessions")
+        .iter()
+        .filter(|(_, s)| s["Node"] == node)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in ids {
+        destroy_session(data, &id, index, now_ms);
+    }
+    Value::Bool(true)
+}
+
+/// A check registered on a node. One turning critical invalidates the sessions tied to
+/// it (Consul's state/catalog.go ensureCheckTxn): serfHealth of a failed agent takes the
+/// sessions made through it with the default checks, not pure TTL ones.
+fn register_check(
+    data: &mut Value,
+    node: &str,
+    mut check: Value,
+    index: u64,
+    now_ms: u64,
+) -> Value {
+    let id = check["CheckID"].as_str().unwrap_or_default().to_string();
+    let checks = obj(data, "checks");
+    let entry = checks.entry(node.to_string()).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    let per_node = entry.as_object_mut().expect("made an object above");
+    let create = per_node
+        .get(&id)
+        .and_then(|c| c["CreateIndex"].as_u64())
+        .unwrap_or(index);
+    check["CreateIndex"] = json!(create);
+    check["ModifyIndex"] = json!(index);
+    let critical = check["Status"] == "critical";
+    per_node.insert(id.clone(), check);
+    if critical {
+        let tied: Vec<String> = obj(data, "sessions")
+            .iter()
+            .filter(|(_, s)| {
+                s["Node"] == node
+                    && s["NodeChecks"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c == id.as_str()))
+            })
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in tied {
+            destroy_session(data, &sid, index, now_ms);
+        }
+    }
+    Value::Bool(true)
 }
 
 /// An invalidated session (destroyed, expired, or its node gone): its locks are released

@@ -360,53 +360,11 @@ pub fn schedule(data: &Value) -> (Vec<Stop>, Vec<Alloc>) {
                 .values()
                 .filter(|a| a.job_id == job.id && a.task_group == group.name)
                 .collect();
-            let mut keep = Vec::new();
-            let mut replace = Vec::new();
-            for a in mine.iter().filter(|a| a.live()) {
-                let node = nodes.iter().find(|n| n.id == a.node_id);
-                let (description, lost) = match node {
-                    None => ("alloc is lost since its node is down", true),
-                    Some(n) if n.down => ("alloc is lost since its node is down", true),
-                    Some(_) if a.desired_transition.migrate && job.kind == "system" => {
-                        ("alloc not needed as node is tainted", false)
-                    }
-                    Some(_) if a.desired_transition.migrate => ("alloc is being migrated", false),
-                    Some(_) => {
-                        keep.push(*a);
-                        continue;
-                    }
-                };
-                stops.push(Stop {
-                    id: a.id.clone(),
-                    description: description.into(),
-                    lost,
-                });
-                if let Some(c) = per_node.get_mut(a.node_id.as_str()) {
-                    *c = c.saturating_sub(1);
-                }
-                if job.kind != "system" {
-                    replace.push(*a);
-                }
-            }
-            let new = |node: &NodeView, name: String, previous: &str| {
-                let now = now_nanos();
-                Alloc {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    eval_id: eval_id.clone(),
-                    name,
-                    namespace: "default".into(),
-                    node_id: node.id.to_string(),
-                    node_name: node.name.to_string(),
-                    job_id: job.id.clone(),
-                    job_type: job.kind.clone(),
-                    task_group: group.name.clone(),
-                    desired_status: "run".into(),
-                    client_status: "pending".into(),
-                    previous_allocation: previous.to_string(),
-                    create_time: now,
-                    modify_time: now,
-                    ..Alloc::default()
-                }
+            let (keep, replace) = triage(job, &mine, &nodes, &mut stops, &mut per_node);
+            let new = |node: &NodeView, name: String, previous: &str| Alloc {
+                eval_id: eval_id.clone(),
+                previous_allocation: previous.to_string(),
+                ..new_alloc(job, group, node, name)
             };
             if job.kind == "system" {
                 for node in &feasible {
@@ -449,6 +407,66 @@ pub fn schedule(data: &Value) -> (Vec<Stop>, Vec<Alloc>) {
         }
     }
     (stops, places)
+}
+
+/// A group's live allocations sorted: those kept where they are, and those stopped (lost
+/// with their node, or migrated) that want a replacement; the stops go to `stops`.
+fn triage<'a>(
+    job: &Job,
+    mine: &[&'a Alloc],
+    nodes: &[NodeView],
+    stops: &mut Vec<Stop>,
+    per_node: &mut HashMap<&str, usize>,
+) -> (Vec<&'a Alloc>, Vec<&'a Alloc>) {
+    let mut keep = Vec::new();
+    let mut replace = Vec::new();
+    for a in mine.iter().filter(|a| a.live()) {
+        let node = nodes.iter().find(|n| n.id == a.node_id);
+        let (description, lost) = match node {
+            None => ("alloc is lost since its node is down", true),
+            Some(n) if n.down => ("alloc is lost since its node is down", true),
+            Some(_) if a.desired_transition.migrate && job.kind == "system" => {
+                ("alloc not needed as node is tainted", false)
+            }
+            Some(_) if a.desired_transition.migrate => ("alloc is being migrated", false),
+            Some(_) => {
+                keep.push(*a);
+                continue;
+            }
+        };
+        stops.push(Stop {
+            id: a.id.clone(),
+            description: description.into(),
+            lost,
+        });
+        if let Some(c) = per_node.get_mut(a.node_id.as_str()) {
+            *c = c.saturating_sub(1);
+        }
+        if job.kind != "system" {
+            replace.push(*a);
+        }
+    }
+    (keep, replace)
+}
+
+/// A new allocation of `group` on `node`, pending until its client starts it.
+fn new_alloc(job: &Job, group: &Group, node: &NodeView, name: String) -> Alloc {
+    let now = now_nanos();
+    Alloc {
+        id: uuid::Uuid::new_v4().to_string(),
+        name,
+        namespace: "default".into(),
+        node_id: node.id.to_string(),
+        node_name: node.name.to_string(),
+        job_id: job.id.clone(),
+        job_type: job.kind.clone(),
+        task_group: group.name.clone(),
+        desired_status: "run".into(),
+        client_status: "pending".into(),
+        create_time: now,
+        modify_time: now,
+        ..Alloc::default()
+    }
 }
 
 /// What the drainer decides in one pass (nomad/drainer/): allocations to mark for

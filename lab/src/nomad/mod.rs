@@ -109,6 +109,57 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
 }
 
+/// nomad.hcl's `consul` stanza, with Nomad's defaults (command/agent/config.go
+/// DefaultConsulConfig); None without one.
+fn consul_settings(file: &ConfigFile) -> Result<Option<ConsulSettings>, String> {
+    if file.get("consul").is_none() {
+        return Ok(None);
+    }
+    let s = |k: &str, d: &str| -> Result<String, String> {
+        Ok(file
+            .string(&format!("consul.{k}"))?
+            .unwrap_or_else(|| d.to_string()))
+    };
+    let flag = |k: &str, d: bool| -> Result<bool, String> {
+        Ok(file.bool(&format!("consul.{k}"))?.unwrap_or(d))
+    };
+    let address = s("address", "127.0.0.1:8500")?;
+    let ssl = flag("ssl", false)?;
+    Ok(Some(ConsulSettings {
+        address: address.clone(),
+        agent: if address.contains("://") {
+            address
+        } else {
+            format!("{}://{address}", if ssl { "https" } else { "http" })
+        },
+        ca_file: file.string("consul.ca_file")?,
+        verify_ssl: flag("verify_ssl", true)?,
+        server_service_name: s("server_service_name", "nomad")?,
+        client_service_name: s("client_service_name", "nomad-client")?,
+        server_auto_join: flag("server_auto_join", true)?,
+        client_auto_join: flag("client_auto_join", true)?,
+        auto_advertise: flag("auto_advertise", true)?,
+        token: file.string("consul.token")?,
+    }))
+}
+
+/// nomad.hcl's `tls` stanza when `http = true`: the HTTP API's certificate and key.
+fn tls_settings(file: &ConfigFile) -> Result<Option<TlsFiles>, String> {
+    if !file.bool("tls.http")?.unwrap_or(false) {
+        return Ok(None);
+    }
+    let path = |key: &str| -> Result<String, String> {
+        file.string(&format!("tls.{key}"))?
+            .ok_or_else(|| format!("tls.{key} is required when tls.http is true"))
+    };
+    Ok(Some(TlsFiles {
+        cert_file: path("cert_file")?,
+        key_file: path("key_file")?,
+        ca_file: file.string("tls.ca_file")?,
+        verify_client: file.bool("tls.verify_https_client")?.unwrap_or(false),
+    }))
+}
+
 impl Settings {
     pub fn load(path: &Path) -> Result<Settings, String> {
         let file = ConfigFile::load(path)?;
@@ -179,46 +230,7 @@ impl Settings {
                 .map_err(wrap)?,
         );
         retry_join.extend(file.strings("client.servers").map_err(wrap)?);
-        let consul = if file.get("consul").is_some() {
-            let s = |k: &str, d: &str| -> Result<String, String> {
-                Ok(file
-                    .string(&format!("consul.{k}"))
-                    .map_err(wrap)?
-                    .unwrap_or_else(|| d.to_string()))
-            };
-            let address = s("address", "127.0.0.1:8500")?;
-            let ssl = file.bool("consul.ssl").map_err(wrap)?.unwrap_or(false);
-            Some(ConsulSettings {
-                address: address.clone(),
-                agent: if address.contains("://") {
-                    address
-                } else {
-                    format!("{}://{address}", if ssl { "https" } else { "http" })
-                },
-                ca_file: file.string("consul.ca_file").map_err(wrap)?,
-                verify_ssl: file
-                    .bool("consul.verify_ssl")
-                    .map_err(wrap)?
-                    .unwrap_or(true),
-                server_service_name: s("server_service_name", "nomad")?,
-                client_service_name: s("client_service_name", "nomad-client")?,
-                server_auto_join: file
-                    .bool("consul.server_auto_join")
-                    .map_err(wrap)?
-                    .unwrap_or(true),
-                client_auto_join: file
-                    .bool("consul.client_auto_join")
-                    .map_err(wrap)?
-                    .unwrap_or(true),
-                auto_advertise: file
-                    .bool("consul.auto_advertise")
-                    .map_err(wrap)?
-                    .unwrap_or(true),
-                token: file.string("consul.token").map_err(wrap)?,
-            })
-        } else {
-            None
-        };
+        let consul = consul_settings(&file).map_err(wrap)?;
         Ok(Settings {
             name: file
                 .string("name")
@@ -242,24 +254,7 @@ impl Settings {
             loaded_joins,
             consul,
             acl: file.bool("acl.enabled").map_err(wrap)?.unwrap_or(false),
-            tls: if file.bool("tls.http").map_err(wrap)?.unwrap_or(false) {
-                let path = |key: &str| -> Result<String, String> {
-                    file.string(&format!("tls.{key}"))
-                        .map_err(wrap)?
-                        .ok_or_else(|| wrap(format!("tls.{key} is required when tls.http is true")))
-                };
-                Some(TlsFiles {
-                    cert_file: path("cert_file")?,
-                    key_file: path("key_file")?,
-                    ca_file: file.string("tls.ca_file").map_err(wrap)?,
-                    verify_client: file
-                        .bool("tls.verify_https_client")
-                        .map_err(wrap)?
-                        .unwrap_or(false),
-                })
-            } else {
-                None
-            },
+            tls: tls_settings(&file).map_err(wrap)?,
         })
     }
 
@@ -723,6 +718,52 @@ impl Agent {
     }
 }
 
+/// The gossip tags of this server (nomad/server.go setupSerf): its node ID, which is its
+/// raft ID (protocol 3), region, datacenter, port, build and bootstrap mode.
+fn serf_tags(settings: &Settings, server_id: &str) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::new();
+    let mut tag = |k: &str, v: &str| tags.insert(k.to_string(), v.to_string());
+    tag("role", "nomad");
+    tag("id", server_id);
+    tag("region", &settings.region);
+    tag("dc", &settings.datacenter);
+    tag("port", "4647");
+    tag("build", VERSION);
+    if settings.bootstrap_expect == 1 {
+        tag("bootstrap", "1");
+    } else if settings.bootstrap_expect > 1 {
+        tag("expect", &settings.bootstrap_expect.to_string());
+    }
+    tags
+}
+
+/// nomad/server.go setupRaft: DATA_DIR/server/raft/peers.json replaces the raft
+/// configuration at start, and is deleted.
+fn recover_from_peers_json(
+    settings: &Settings,
+    server_id: &str,
+    scheme: &str,
+    cluster: &Cluster,
+) -> Result<(), String> {
+    let own = crate::cluster::OwnPeer {
+        id: server_id,
+        // The lab's raft IDs are member names.
+        lab_id: &settings.member_name(),
+        address: &format!("{}:4647", settings.bind),
+        http: &format!("{scheme}://{}", settings.http),
+    };
+    let file = settings
+        .data_dir
+        .join("server")
+        .join("raft")
+        .join("peers.json");
+    let prefix = "Error starting agent: server setup failed";
+    if let Some(servers) = crate::cluster::take_peers_json(&file, &own, prefix)? {
+        cluster.recover(servers);
+    }
+    Ok(())
+}
+
 pub async fn serve(config: &Path) -> Result<(), String> {
     let settings = Settings::load(config)?;
     std::fs::create_dir_all(settings.data_dir.join("server")).map_err(|e| {
@@ -733,19 +774,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
     })?;
     let node_id = node_id(&settings.data_dir);
     let server_id = server_node_id(&settings.data_dir);
-    let mut tags = BTreeMap::new();
-    tags.insert("role".to_string(), "nomad".to_string());
-    // nomad/server.go setupSerf: the server's node ID, its raft ID (protocol 3).
-    tags.insert("id".to_string(), server_id.clone());
-    tags.insert("region".to_string(), settings.region.clone());
-    tags.insert("dc".to_string(), settings.datacenter.clone());
-    tags.insert("port".to_string(), "4647".to_string());
-    tags.insert("build".to_string(), VERSION.to_string());
-    if settings.bootstrap_expect == 1 {
-        tags.insert("bootstrap".to_string(), "1".to_string());
-    } else if settings.bootstrap_expect > 1 {
-        tags.insert("expect".to_string(), settings.bootstrap_expect.to_string());
-    }
+    let tags = serf_tags(&settings, &server_id);
     // Bad TLS files stop the start, as they stop Nomad.
     if let Some(files) = &settings.tls {
         crate::tls::server_config(files)?;
@@ -776,24 +805,7 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         Box::new(|| true),
     );
     if settings.server {
-        let own = crate::cluster::OwnPeer {
-            id: &server_id,
-            // The lab's raft IDs are member names.
-            lab_id: &settings.member_name(),
-            address: &format!("{}:4647", settings.bind),
-            http: &format!("{scheme}://{}", settings.http),
-        };
-        // nomad/server.go setupRaft: DATA_DIR/server/raft/peers.json replaces the raft
-        // configuration at start, and is deleted.
-        let file = settings
-            .data_dir
-            .join("server")
-            .join("raft")
-            .join("peers.json");
-        let prefix = "Error starting agent: server setup failed";
-        if let Some(servers) = crate::cluster::take_peers_json(&file, &own, prefix)? {
-            cluster.recover(servers);
-        }
+        recover_from_peers_json(&settings, &server_id, scheme, &cluster)?;
     }
     let agent = Arc::new(Agent {
         heartbeats: Default::default(),

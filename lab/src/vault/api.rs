@@ -375,6 +375,37 @@ async fn raft_join(State(node): N, body: Bytes) -> Response {
 
 // ----- the logical path -----
 
+/// A standby's answer to a logical request: http/handler.go puts the snapshot paths in
+/// alwaysRedirectPaths, so a standby answers them with a 307 to the active node
+/// (respondStandby); anything else it forwards.
+async fn standby_answer(
+    node: &Arc<Node>,
+    path: &str,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let snapshot_path = matches!(
+        path.trim_end_matches('/'),
+        "sys/storage/raft/snapshot" | "sys/storage/raft/snapshot-force"
+    );
+    if snapshot_path {
+        if let Some(active) = node.leader_api() {
+            let target = format!(
+                "{active}{}",
+                uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
+            );
+            let mut reply = StatusCode::TEMPORARY_REDIRECT.into_response();
+            if let Ok(location) = HeaderValue::from_str(&target) {
+                reply.headers_mut().insert("Location", location);
+            }
+            return reply;
+        }
+    }
+    forward(node, method, uri, headers, body).await
+}
+
 async fn logical(State(node): N, request: Request) -> Response {
     let method = request.method().clone();
     let uri = request.uri().clone();
@@ -390,27 +421,7 @@ async fn logical(State(node): N, request: Request) -> Response {
         return error(503, "Vault is sealed");
     }
     if node.standby() {
-        // http/handler.go: the snapshot paths are in alwaysRedirectPaths, so a standby
-        // answers them with a 307 to the active node (respondStandby) rather than
-        // forwarding them.
-        let snapshot_path = matches!(
-            path.trim_end_matches('/'),
-            "sys/storage/raft/snapshot" | "sys/storage/raft/snapshot-force"
-        );
-        if snapshot_path {
-            if let Some(active) = node.leader_api() {
-                let target = format!(
-                    "{active}{}",
-                    uri.path_and_query().map_or(uri.path(), |pq| pq.as_str())
-                );
-                let mut reply = StatusCode::TEMPORARY_REDIRECT.into_response();
-                if let Ok(location) = HeaderValue::from_str(&target) {
-                    reply.headers_mut().insert("Location", location);
-                }
-                return reply;
-            }
-        }
-        return forward(&node, &method, &uri, &headers, body).await;
+        return standby_answer(&node, &path, &method, &uri, &headers, body).await;
     }
     let query: HashMap<String, String> = uri
         .query()
@@ -758,93 +769,11 @@ async fn kv(
     let uuid = entry["uuid"].as_str().unwrap_or_default();
     let (kind, secret) = rest.split_once('/').unwrap_or((rest, ""));
     let key = format!("logical/{uuid}/{secret}");
-    let mut record = node.read(&key);
+    let record = node.read(&key);
     match (kind, method.as_str(), list) {
-        ("metadata", _, true) => {
-            let prefix = if secret.is_empty() {
-                format!("logical/{uuid}/")
-            } else {
-                format!("logical/{uuid}/{}/", secret.trim_end_matches('/'))
-            };
-            let mut keys: Vec<String> = node
-                .storage
-                .keys(&prefix)
-                .iter()
-                .filter_map(|k| {
-                    let rest = k.strip_prefix(&prefix)?;
-                    Some(match rest.split_once('/') {
-                        Some((dir, _)) => format!("{dir}/"),
-                        None => rest.to_string(),
-                    })
-                })
-                .collect();
-            keys.dedup();
-            if keys.is_empty() {
-                return errors(StatusCode::NOT_FOUND, &[]);
-            }
-            envelope(json!({"keys": keys}))
-        }
-        ("data", "GET", false) => {
-            let Some(record) = record else {
-                return errors(StatusCode::NOT_FOUND, &[]);
-            };
-            let version = match query.get("version").map(|v| v.parse::<u64>()) {
-                None | Some(Ok(0)) => record["current_version"].as_u64().unwrap_or(0),
-                Some(Ok(v)) => v,
-                Some(Err(_)) => return error(400, "invalid version"),
-            };
-            let v = &record["versions"][version.to_string()];
-            if v.is_null() {
-                return errors(StatusCode::NOT_FOUND, &[]);
-            }
-            let gone = v["deletion_time"] != "" || v["destroyed"] == true;
-            let metadata = json!({
-                "created_time": v["created_time"],
-                "custom_metadata": null,
-                "deletion_time": v["deletion_time"],
-                "destroyed": v["destroyed"],
-                "version": version,
-            });
-            if gone {
-                return (
-                    StatusCode::NOT_FOUND,
-                    axum::Json(json!({"errors": [], "data": {"data": null, "metadata": metadata}})),
-                )
-                    .into_response();
-            }
-            envelope(json!({"data": v["data"], "metadata": metadata}))
-        }
-        ("data", "POST" | "PUT", _) => {
-            let Some(data) = body.get("data").filter(|d| d.is_object()) else {
-                return error(400, "no data provided");
-            };
-            let mut r = record.take().unwrap_or(
-                json!({"current_version": 0, "versions": {}, "created_time": now_rfc3339()}),
-            );
-            let current = r["current_version"].as_u64().unwrap_or(0);
-            if let Some(cas) = body["options"]["cas"].as_u64() {
-                if cas != current {
-                    return error(
-                        400,
-                        "check-and-set parameter did not match the current version",
-                    );
-                }
-            }
-            let version = current + 1;
-            let created = now_rfc3339();
-            r["versions"][version.to_string()] = json!({
-                "data": data, "created_time": created, "deletion_time": "", "destroyed": false,
-            });
-            r["current_version"] = json!(version);
-            r["updated_time"] = json!(created);
-            if let Err(e) = node.write(&key, &r).await {
-                return error(500, &e);
-            }
-            envelope(json!({
-                "created_time": created, "custom_metadata": null, "deletion_time": "",
-                "destroyed": false, "version": version,
-            }))
-        }
+        ("metadata", _, true) => kv_list(node, uuid, secret),
+        ("data", "GET", false) => kv_read(record, query),
+        ("data", "POST" | "PUT", _) => kv_write(node, &key, record, body).await,
         ("data", "DELETE", _) => {
             if let Some(mut r) = record {
                 let current = r["current_version"].as_u64().unwrap_or(0).to_string();
@@ -899,4 +828,95 @@ async fn kv(
             &format!("no handler for route \"{path}\". route entry not found."),
         ),
     }
+}
+
+/// LIST of a KV v2 mount's metadata: the keys under `secret/`, one level deep.
+fn kv_list(node: &Node, uuid: &str, secret: &str) -> Response {
+    let prefix = if secret.is_empty() {
+        format!("logical/{uuid}/")
+    } else {
+        format!("logical/{uuid}/{}/", secret.trim_end_matches('/'))
+    };
+    let mut keys: Vec<String> = node
+        .storage
+        .keys(&prefix)
+        .iter()
+        .filter_map(|k| {
+            let rest = k.strip_prefix(&prefix)?;
+            Some(match rest.split_once('/') {
+                Some((dir, _)) => format!("{dir}/"),
+                None => rest.to_string(),
+            })
+        })
+        .collect();
+    keys.dedup();
+    if keys.is_empty() {
+        return errors(StatusCode::NOT_FOUND, &[]);
+    }
+    envelope(json!({"keys": keys}))
+}
+
+/// GET of a KV v2 secret's data, the current version or `?version=`.
+fn kv_read(record: Option<Value>, query: &HashMap<String, String>) -> Response {
+    let Some(record) = record else {
+        return errors(StatusCode::NOT_FOUND, &[]);
+    };
+    let version = match query.get("version").map(|v| v.parse::<u64>()) {
+        None | Some(Ok(0)) => record["current_version"].as_u64().unwrap_or(0),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return error(400, "invalid version"),
+    };
+    let v = &record["versions"][version.to_string()];
+    if v.is_null() {
+        return errors(StatusCode::NOT_FOUND, &[]);
+    }
+    let gone = v["deletion_time"] != "" || v["destroyed"] == true;
+    let metadata = json!({
+        "created_time": v["created_time"],
+        "custom_metadata": null,
+        "deletion_time": v["deletion_time"],
+        "destroyed": v["destroyed"],
+        "version": version,
+    });
+    if gone {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"errors": [], "data": {"data": null, "metadata": metadata}})),
+        )
+            .into_response();
+    }
+    envelope(json!({"data": v["data"], "metadata": metadata}))
+}
+
+/// POST or PUT of a KV v2 secret's data: a new version (check-and-set with `options.cas`).
+async fn kv_write(node: &Node, key: &str, mut record: Option<Value>, body: &Value) -> Response {
+    let Some(data) = body.get("data").filter(|d| d.is_object()) else {
+        return error(400, "no data provided");
+    };
+    let mut r = record
+        .take()
+        .unwrap_or(json!({"current_version": 0, "versions": {}, "created_time": now_rfc3339()}));
+    let current = r["current_version"].as_u64().unwrap_or(0);
+    if let Some(cas) = body["options"]["cas"].as_u64() {
+        if cas != current {
+            return error(
+                400,
+                "check-and-set parameter did not match the current version",
+            );
+        }
+    }
+    let version = current + 1;
+    let created = now_rfc3339();
+    r["versions"][version.to_string()] = json!({
+        "data": data, "created_time": created, "deletion_time": "", "destroyed": false,
+    });
+    r["current_version"] = json!(version);
+    r["updated_time"] = json!(created);
+    if let Err(e) = node.write(key, &r).await {
+        return error(500, &e);
+    }
+    envelope(json!({
+        "created_time": created, "custom_metadata": null, "deletion_time": "",
+        "destroyed": false, "version": version,
+    }))
 }

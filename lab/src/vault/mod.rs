@@ -284,6 +284,41 @@ fn storage_block(file: &ConfigFile, ident: &str) -> Result<StorageSettings, Stri
     }
 }
 
+/// A `service_registration "consul"` block, with Vault's defaults
+/// (serviceregistration/consul: the local agent, service `vault`).
+fn registration(body: &hcl::Map<String, hcl::Value>) -> Registration {
+    let string = |k: &str| match body.get(k) {
+        Some(hcl::Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let address = string("address").unwrap_or_else(|| "127.0.0.1:8500".into());
+    let agent = if address.contains("://") {
+        address
+    } else {
+        format!(
+            "{}://{address}",
+            string("scheme").unwrap_or_else(|| "http".into())
+        )
+    };
+    let mut tags: Vec<String> = string("service_tags")
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    tags.sort();
+    tags.dedup();
+    Registration {
+        agent: agent.trim_end_matches('/').to_string(),
+        service: string("service").unwrap_or_else(|| "vault".into()),
+        tags,
+        token: string("token"),
+        tls_ca_file: string("tls_ca_file"),
+        tls_skip_verify: matches!(body.get("tls_skip_verify"), Some(hcl::Value::Bool(true)))
+            || string("tls_skip_verify").as_deref() == Some("true"),
+    }
+}
+
 impl Settings {
     pub fn load(path: &Path) -> Result<Settings, String> {
         let file = ConfigFile::load(path)?;
@@ -343,43 +378,10 @@ impl Settings {
                 ));
             }
         }
-        let registration = match file.labeled("service_registration").get("consul") {
-            None => None,
-            Some(body) => {
-                let string = |k: &str| match body.get(k) {
-                    Some(hcl::Value::String(s)) => Some(s.clone()),
-                    _ => None,
-                };
-                let address = string("address").unwrap_or_else(|| "127.0.0.1:8500".into());
-                let agent = if address.contains("://") {
-                    address
-                } else {
-                    format!(
-                        "{}://{address}",
-                        string("scheme").unwrap_or_else(|| "http".into())
-                    )
-                };
-                let mut tags: Vec<String> = string("service_tags")
-                    .unwrap_or_default()
-                    .split(',')
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .collect();
-                tags.sort();
-                tags.dedup();
-                Some(Registration {
-                    agent: agent.trim_end_matches('/').to_string(),
-                    service: string("service").unwrap_or_else(|| "vault".into()),
-                    tags,
-                    token: string("token"),
-                    tls_ca_file: string("tls_ca_file"),
-                    tls_skip_verify: matches!(
-                        body.get("tls_skip_verify"),
-                        Some(hcl::Value::Bool(true))
-                    ) || string("tls_skip_verify").as_deref() == Some("true"),
-                })
-            }
-        };
+        let registration = file
+            .labeled("service_registration")
+            .get("consul")
+            .map(registration);
         Ok(Settings {
             listen,
             tls,
@@ -1011,11 +1013,14 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 /// Runs the Vault twin until SIGTERM or SIGINT.
-pub async fn serve(config: &Path) -> Result<(), String> {
-    let settings = Settings::load(config)?;
-    let unsealed = Arc::new(AtomicBool::new(false));
-    let raft_running = Arc::new(AtomicBool::new(false));
-    let (storage, node_id) = match &settings.storage {
+/// The node's storage as its config says, and its raft node ID (empty on file storage).
+/// A file backend with a migration lock refuses to start (command/server.go); raft runs
+/// only while `raft_running` says so: once unsealed, or once a join's answer is taken.
+fn open_storage(
+    settings: &Settings,
+    raft_running: &Arc<AtomicBool>,
+) -> Result<(Storage, String), String> {
+    Ok(match &settings.storage {
         StorageSettings::File { path } => {
             std::fs::create_dir_all(path)
                 .map_err(|e| format!("Error initializing storage of type file: {e}"))?;
@@ -1066,7 +1071,14 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             cluster.claim_own_address();
             (Storage::Raft(cluster), id)
         }
-    };
+    })
+}
+
+pub async fn serve(config: &Path) -> Result<(), String> {
+    let settings = Settings::load(config)?;
+    let unsealed = Arc::new(AtomicBool::new(false));
+    let raft_running = Arc::new(AtomicBool::new(false));
+    let (storage, node_id) = open_storage(&settings, &raft_running)?;
     // Bad TLS files stop the start, as they stop Vault.
     if let Some(files) = &settings.tls {
         crate::tls::server_config(files)
