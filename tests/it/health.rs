@@ -149,13 +149,7 @@ fn health_follows_the_cluster_from_the_first_state_to_ha_and_back() {
 /// run; the cost of each server process; and a host that hangs, named within the deadline.
 #[test]
 fn health_warns_about_what_the_story_warns_about() {
-    let lab = Lab::up_with(&["--workers", "1"]);
-    let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
-    assert!(
-        ha.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ha.stdout)
-    );
+    let lab = Lab::at_ha(&["--workers", "1"]);
     let default_topology = lab.dir.join("harun.hcl");
     let run_on = |topology: &std::path::Path, extra: &[&str]| {
         let out = health_on(&lab, topology, extra);
@@ -389,13 +383,7 @@ fn health_warns_about_what_the_story_warns_about() {
 #[test]
 fn a_default_health_run_opens_no_ssh_connection() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let lab = Lab::up_with(&["--workers", "1"]);
-    let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
-    assert!(
-        ha.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ha.stdout)
-    );
+    let lab = Lab::at_ha(&["--workers", "1"]);
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = std::sync::Arc::new(AtomicUsize::new(0));

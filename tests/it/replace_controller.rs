@@ -45,9 +45,7 @@ fn raft_members(lab: &Lab, via: &str) -> [Vec<String>; 3] {
 
 #[test]
 fn a_dead_controller_is_taken_out_of_every_raft_and_its_replacement_brought_in() {
-    let lab = Lab::up();
-    let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
-    assert_eq!(ha.status.code(), Some(0), "{}", text(&ha.stdout));
+    let lab = Lab::at_ha(&[]);
     let kv = lab.consul("controller1", "/v1/kv/homelab/before-the-card-died");
     assert_eq!(put(&kv, "kept").body.trim(), "true");
     let replace = |host: &str| {
@@ -216,9 +214,7 @@ fn a_replacement_killed_at_each_step_is_finished_by_the_next_run() {
         (5, 0, libc::SIGINT),
         (8, 300, libc::SIGKILL),
     ] {
-        let lab = Lab::up();
-        let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
-        assert_eq!(ha.status.code(), Some(0), "{}", text(&ha.stdout));
+        let lab = Lab::at_ha(&[]);
         assert!(lab.lab("replace", &["controller3"]).status.success());
         let audit = lab.test.path("audit.log");
         let stderr = lab.test.path("first.stderr");

@@ -31,6 +31,21 @@ impl Lab {
     }
 
     /// A lab started with extra `lab up` options (`--workers 2`, `--nomad-without-consul`).
+    /// A lab (with `lab up` options) taken to HA by ha.rhai, which must end OK: the
+    /// starting point of the tests of what HA is for.
+    pub fn at_ha(options: &[&str]) -> Lab {
+        let lab = Lab::up_with(options);
+        let ha = lab.harun(&[script("ha.rhai").to_str().unwrap()]);
+        assert_eq!(
+            ha.status.code(),
+            Some(0),
+            "ha.rhai:\n{}\n{}",
+            String::from_utf8_lossy(&ha.stdout),
+            String::from_utf8_lossy(&ha.stderr)
+        );
+        lab
+    }
+
     pub fn up_with(options: &[&str]) -> Lab {
         let test = Test::new();
         let dir = test.path("lab");
