@@ -142,7 +142,11 @@ pub async fn restore<O: Operation>(
     operation: impl FnOnce(Value) -> O,
 ) -> Result<(), String> {
     let opened = open(bytes, &[]).map_err(|e| format!("{prefix}: {e}"))?;
-    cluster.write(operation(opened.state)).await.map(|_| ())
+    cluster
+        .write(operation(opened.state))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 pub fn hex(bytes: &[u8]) -> String {

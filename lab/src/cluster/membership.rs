@@ -179,7 +179,10 @@ impl Cluster {
                 ..server
             });
         }
-        self.propose(Entry::Configuration(config)).await.map(|_| ())
+        self.propose(Entry::Configuration(config))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Removes a server from the configuration (leader only, forwarded otherwise).
@@ -207,7 +210,10 @@ impl Cluster {
                 "id \"{id}\" was not found in the Raft configuration"
             ));
         }
-        self.propose(Entry::Configuration(config)).await.map(|_| ())
+        self.propose(Entry::Configuration(config))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Joins the cluster of the agent at `http` (Consul's agent join): learn its members.

@@ -26,11 +26,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 mod election;
+mod error;
 mod membership;
 mod peers_json;
 mod replication;
 mod rpc;
 
+pub use error::WriteError;
 pub use peers_json::{take_peers_json, OwnPeer};
 use rpc::{
     append, forwarded_write, hello, join_request, remove_request, shared_read, snapshot, vote,
@@ -41,11 +43,15 @@ use rpc::{
 pub trait Operation: Serialize + DeserializeOwned + Send + 'static {
     /// Applies the operation to the state; must be deterministic. `index` is the index it
     /// commits at (Consul's ModifyIndex). Its answer goes back to the caller of `write`.
-    fn apply(self, data: &mut Value, index: u64) -> Result<Value, String>;
+    fn apply(self, data: &mut Value, index: u64) -> Result<Value, Self::Error>;
+
+    /// Why the state refuses an operation (a session that does not exist, a node not
+    /// found): the twin's own typed errors, shown in its server's words.
+    type Error: std::fmt::Display;
 }
 
 /// Applies one replicated operation, as it travels (JSON), to the state.
-type ApplyFn = dyn Fn(&mut Value, &Value, u64) -> Result<Value, String> + Send + Sync;
+type ApplyFn = dyn Fn(&mut Value, &Value, u64) -> Result<Value, WriteError> + Send + Sync;
 /// Whether this node may take part in consensus right now (a sealed Vault may not).
 pub type ActiveFn = dyn Fn() -> bool + Send + Sync;
 
@@ -233,9 +239,11 @@ impl Cluster {
     /// One node of a twin whose operations are `O`.
     pub fn new<O: Operation>(opts: Options, active: Box<ActiveFn>) -> Arc<Cluster> {
         let apply: Box<ApplyFn> = Box::new(|data, op, index| {
-            let op: O = serde_json::from_value(op.clone())
-                .map_err(|e| format!("an operation this server cannot read: {e}"))?;
+            let op: O = serde_json::from_value(op.clone()).map_err(|e| {
+                WriteError::Garbled(format!("an operation this server cannot read: {e}"))
+            })?;
             op.apply(data, index)
+                .map_err(|e| WriteError::Refused(e.to_string()))
         });
         let p: Persistent = std::fs::read(&opts.state_file)
             .ok()
@@ -415,6 +423,8 @@ mod tests {
     }
 
     impl Operation for Set {
+        type Error = String;
+
         fn apply(self, data: &mut Value, index: u64) -> Result<Value, String> {
             let Set::Set { key, value } = self;
             data[&key] = json!(value);

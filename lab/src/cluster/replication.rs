@@ -51,7 +51,7 @@ impl Cluster {
         config: &mut Vec<Server>,
         entry: &Entry,
         index: u64,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, WriteError> {
         match entry {
             Entry::Configuration(servers) => {
                 *config = servers.clone();
@@ -62,41 +62,43 @@ impl Cluster {
     }
 
     /// Commits an operation through the leader and returns what it produced.
-    pub async fn write(&self, op: impl Operation) -> Result<Value, String> {
+    pub async fn write(&self, op: impl Operation) -> Result<Value, WriteError> {
         let op = serde_json::to_value(op).expect("an operation serializes");
         self.write_json(op).await
     }
 
-    pub(super) async fn write_json(&self, op: Value) -> Result<Value, String> {
+    pub(super) async fn write_json(&self, op: Value) -> Result<Value, WriteError> {
         if !(self.active)() {
-            return Err("node is not active".into());
+            return Err(WriteError::NotActive);
         }
         if self.is_leader() {
             return self.propose(Entry::Operation(op)).await;
         }
-        let leader = self
-            .leader()
-            .ok_or_else(|| "No cluster leader".to_string())?;
+        let leader = self.leader().ok_or(WriteError::NoLeader)?;
         let reply = self
             .client
             .post(format!("{}/_twin/write", leader.http))
             .json(&op)
             .send()
             .await
-            .map_err(|_| "No cluster leader".to_string())?;
-        let body: Value = reply.json().await.map_err(|e| e.to_string())?;
+            .map_err(|_| WriteError::NoLeader)?;
+        let body: Value = reply
+            .json()
+            .await
+            .map_err(|e| WriteError::Garbled(e.to_string()))?;
         match body.get("ok") {
             Some(v) => Ok(v.clone()),
-            None => Err(body["error"].as_str().unwrap_or("write failed").to_string()),
+            None => Err(serde_json::from_value(body["error"].clone())
+                .unwrap_or_else(|_| WriteError::Garbled(format!("the leader answered {body}")))),
         }
     }
 
-    pub(super) async fn propose(&self, entry: Entry) -> Result<Value, String> {
+    pub(super) async fn propose(&self, entry: Entry) -> Result<Value, WriteError> {
         let _serial = self.writes.lock().await;
         let (term, index, last_term, mut data, servers) = {
             let inner = lock(&self.inner);
             if inner.role != Role::Leader {
-                return Err("No cluster leader".into());
+                return Err(WriteError::NoLeader);
             }
             (
                 inner.p.term,
@@ -122,11 +124,11 @@ impl Cluster {
             .filter(|s| s.id == self.opts.id || acks.contains(&s.id))
             .count();
         if granted * 2 <= voters.len() {
-            return Err("No cluster leader".into());
+            return Err(WriteError::NoLeader);
         }
         let mut inner = lock(&self.inner);
         if inner.role != Role::Leader || inner.p.term != term {
-            return Err("leadership lost".into());
+            return Err(WriteError::LeadershipLost);
         }
         inner.p.data = data;
         inner.p.config = config;

@@ -171,7 +171,7 @@ pub(super) async fn forwarded_write(
     Json(op): Json<Value>,
 ) -> Json<Value> {
     if !c.is_leader() {
-        return Json(json!({"error": "No cluster leader"}));
+        return Json(json!({"error": WriteError::NoLeader}));
     }
     match c.propose(Entry::Operation(op)).await {
         Ok(v) => Json(json!({"ok": v})),

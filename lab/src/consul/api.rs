@@ -330,7 +330,7 @@ async fn join(State(agent): A, headers: HeaderMap, q: Q, Path(address): Path<Str
         .await
     {
         Ok(()) => empty(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -366,7 +366,7 @@ async fn force_leave(
     authorize!(agent, headers, q);
     match agent.cluster.force_leave(&node, flag(&q, "prune")).await {
         Ok(()) => empty(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -796,7 +796,7 @@ async fn snapshot_save(State(agent): A, headers: HeaderMap, q: Q) -> Response {
                 .insert("X-Consul-Index", HeaderValue::from(agent.cluster.index()));
             reply
         }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -810,7 +810,7 @@ async fn snapshot_restore(State(agent): A, headers: HeaderMap, q: Q, body: Bytes
     );
     match restored.await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -846,7 +846,7 @@ async fn raft_remove_peer(State(agent): A, headers: HeaderMap, q: Q) -> Response
     };
     match result {
         Ok(()) => empty(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -1228,7 +1228,7 @@ async fn kv_put(
     };
     match agent.cluster.write(op).await {
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -1248,7 +1248,7 @@ async fn kv_delete(State(agent): A, headers: HeaderMap, q: Q, Path(key): Path<St
     let op = Op::KvDelete { key, recurse, cas };
     match agent.cluster.write(op).await {
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -1336,7 +1336,7 @@ async fn session_create(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) 
         .await
     {
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -1404,7 +1404,7 @@ async fn session_renew(
             format!("Session id '{id}' not found"),
         ),
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -1424,7 +1424,7 @@ async fn session_destroy(
         .await
     {
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

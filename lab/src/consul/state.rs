@@ -86,14 +86,24 @@ pub enum Op {
     },
 }
 
+/// Why the state refuses an operation.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum StateError {
+    /// A lock acquired with a session that does not exist (state/kvs.go kvsLockTxn).
+    #[error("invalid session \"{0}\"")]
+    InvalidSession(String),
+}
+
 impl Operation for Op {
-    fn apply(self, data: &mut Value, index: u64) -> Result<Value, String> {
+    type Error = StateError;
+
+    fn apply(self, data: &mut Value, index: u64) -> Result<Value, StateError> {
         apply(data, self, index)
     }
 }
 
 /// Applies one operation at raft index `index`.
-pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, String> {
+pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, StateError> {
     match op {
         Op::KvSet {
             key,
@@ -306,7 +316,7 @@ struct KvSet {
     now_ms: u64,
 }
 
-fn kv_set(data: &mut Value, op: KvSet, index: u64) -> Result<Value, String> {
+fn kv_set(data: &mut Value, op: KvSet, index: u64) -> Result<Value, StateError> {
     let key = op.key;
     let existing = data.get("kv").and_then(|kv| kv.get(&key)).cloned();
     if let Some(cas) = op.cas {
@@ -334,7 +344,7 @@ fn kv_set(data: &mut Value, op: KvSet, index: u64) -> Result<Value, String> {
             .get("sessions")
             .is_none_or(|s| s.get(&acquire).is_none())
         {
-            return Err(format!("invalid session \"{acquire}\""));
+            return Err(StateError::InvalidSession(acquire));
         }
         let delayed = data["lock_delay"][&key]
             .as_u64()

@@ -18,7 +18,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::{allocs, Agent, Op, VERSION};
-use crate::cluster::MemberStatus;
+use crate::cluster::{MemberStatus, WriteError};
 
 type A = State<Arc<Agent>>;
 type Q = Query<HashMap<String, String>>;
@@ -125,8 +125,9 @@ async fn acl_bootstrap(State(agent): A) -> Response {
             &agent,
             json!({"AccessorID": accessor, "SecretID": secret, "Name": "Bootstrap Token", "Type": "management", "Policies": null, "Global": true, "CreateIndex": index, "ModifyIndex": index}),
         ),
-        Err(e) if e.starts_with("ACL bootstrap already done") => text(StatusCode::BAD_REQUEST, e),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        // The one refusal of a bootstrap: it was done already (StateError::AclBootstrapped).
+        Err(e @ WriteError::Refused(_)) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -314,7 +315,7 @@ async fn force_leave(State(agent): A, Query(q): Q) -> Response {
     };
     match agent.cluster.force_leave(node, prune).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -380,7 +381,7 @@ async fn snapshot_save(State(agent): A, Query(q): Q) -> Response {
             }
             reply
         }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -400,7 +401,7 @@ async fn snapshot_restore(State(agent): A, body: Bytes) -> Response {
     );
     match restored.await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -503,7 +504,7 @@ async fn raft_remove_peer(State(agent): A, Query(q): Q) -> Response {
     };
     match agent.cluster.remove_server(&server.id).await {
         Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -575,7 +576,7 @@ async fn update_node(agent: &Agent, id: &str, fields: Value) -> Response {
             agent,
             json!({"EvalCreateIndex": 0, "EvalIDs": null, "Index": index, "NodeModifyIndex": index}),
         ),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -587,7 +588,7 @@ async fn purge(State(agent): A, Path(id): Path<String>) -> Response {
             &agent,
             json!({"EvalCreateIndex": 0, "EvalIDs": null, "Index": index, "NodeModifyIndex": index}),
         ),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -774,6 +775,6 @@ async fn register_job(State(agent): A, body: Bytes) -> Response {
             &agent,
             json!({"EvalID": uuid::Uuid::new_v4().to_string(), "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": "", "Index": index}),
         ),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -377,8 +377,21 @@ pub enum Op {
     },
 }
 
+/// Why the state refuses an operation.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum StateError {
+    /// nomad/node_endpoint.go: an update or deregistration of an unknown node.
+    #[error("node not found")]
+    NodeNotFound,
+    /// nomad/acl_endpoint.go Bootstrap: done once; the reset index names the way back.
+    #[error("ACL bootstrap already done (reset index: {0})")]
+    AclBootstrapped(u64),
+}
+
 impl Operation for Op {
-    fn apply(self, data: &mut Value, index: u64) -> Result<Value, String> {
+    type Error = StateError;
+
+    fn apply(self, data: &mut Value, index: u64) -> Result<Value, StateError> {
         for table in ["nodes", "jobs", "allocs"] {
             if !data[table].is_object() {
                 data[table] = json!({});
@@ -399,7 +412,7 @@ impl Operation for Op {
                 let node = data["nodes"]
                     .get_mut(&id)
                     .filter(|n| n.is_object())
-                    .ok_or("node not found")?;
+                    .ok_or(StateError::NodeNotFound)?;
                 for (k, v) in fields {
                     node[k] = v;
                 }
@@ -411,13 +424,13 @@ impl Operation for Op {
                 data["nodes"]
                     .as_object_mut()
                     .and_then(|nodes| nodes.remove(&id))
-                    .ok_or("node not found")?;
+                    .ok_or(StateError::NodeNotFound)?;
                 Ok(json!(index))
             }
             Op::AclBootstrap { secret, accessor } => {
                 if data["acl_bootstrap"].is_object() {
                     let reset = data["acl_bootstrap"]["index"].as_u64().unwrap_or(0);
-                    return Err(format!("ACL bootstrap already done (reset index: {reset})"));
+                    return Err(StateError::AclBootstrapped(reset));
                 }
                 data["acl_bootstrap"] =
                     json!({"secret": secret, "accessor": accessor, "index": index});

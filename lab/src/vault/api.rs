@@ -696,7 +696,7 @@ async fn restore_snapshot(node: &Node, bytes: &[u8], force: bool) -> Response {
         .await
     {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => error(500, &e),
+        Err(e) => error(500, &e.to_string()),
     }
 }
 

@@ -43,7 +43,8 @@ impl Storage {
                     value: B64.encode(value),
                 })
                 .await
-                .map(|_| ()),
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -55,7 +56,8 @@ impl Storage {
                     key: key.to_string(),
                 })
                 .await
-                .map(|_| ()),
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -101,23 +103,21 @@ pub enum Op {
 }
 
 impl Operation for Op {
-    fn apply(self, data: &mut Value, _index: u64) -> Result<Value, String> {
-        if let Op::Restore { state } = self {
-            *data = state;
-            return Ok(Value::Null);
-        }
+    /// Raft storage takes every put and delete (what Vault refuses, it refuses before).
+    type Error = std::convert::Infallible;
+
+    fn apply(self, data: &mut Value, _index: u64) -> Result<Value, Self::Error> {
         if !data["vault"].is_object() {
             data["vault"] = json!({});
         }
-        let entries = data["vault"].as_object_mut().expect("an object");
         match self {
-            Op::Put { key, value } => {
-                entries.insert(key, Value::String(value));
-            }
+            Op::Restore { state } => *data = state,
+            Op::Put { key, value } => data["vault"][key] = Value::String(value),
             Op::Delete { key } => {
-                entries.remove(&key);
+                if let Some(entries) = data["vault"].as_object_mut() {
+                    entries.remove(&key);
+                }
             }
-            Op::Restore { .. } => unreachable!("handled above"),
         }
         Ok(Value::Null)
     }
