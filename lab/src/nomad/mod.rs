@@ -1,7 +1,8 @@
 //! The Nomad agent twin: reads the same nomad.hcl a real agent reads, runs as server (raft
 //! membership, bootstrap_expect, server_join / retry_join, auto-join through the local
 //! Consul agent) and as client (its node in the replicated state, with drain and
-//! eligibility), and answers the HTTP API as the API facts describe.
+//! eligibility, running the allocations the leader places: allocs.rs), and answers the HTTP
+//! API as the API facts describe.
 
 mod allocs;
 mod api;
