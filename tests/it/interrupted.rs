@@ -48,14 +48,17 @@ const fn inside(changes: usize, delay_ms: u64, signal: i32) -> KillPoint {
 /// meets a zombie holding the lock.
 const TIMEOUT_KILL: i32 = -1;
 
-/// Every point as listed, and each again killed as `timeout -s KILL` kills (issue 28: the
-/// re-run must finish after both ways of killing, at every kill point).
-fn both_ways(points: &[KillPoint]) -> Vec<KillPoint> {
-    let by_timeout = |p: &KillPoint| KillPoint {
-        signal: TIMEOUT_KILL,
-        ..*p
-    };
-    points.iter().flat_map(|p| [*p, by_timeout(p)]).collect()
+/// The same points, each killed as `timeout -s KILL` kills (issue 28: the re-run must
+/// finish after both ways of killing, at every kill point). A test of their own, so that
+/// the two ways run side by side.
+fn by_timeout(points: &[KillPoint]) -> Vec<KillPoint> {
+    points
+        .iter()
+        .map(|p| KillPoint {
+            signal: TIMEOUT_KILL,
+            ..*p
+        })
+        .collect()
 }
 
 /// Runs `name` on a fresh lab, kills it at `point`, runs it again, and returns the lab
@@ -251,74 +254,113 @@ fn check_vault_whole(lab: &Lab, stdout: &str, point: KillPoint) {
 
 #[test]
 fn consul_ha_killed_at_each_step_is_finished_by_the_next_run() {
+    for point in CONSUL_HA_POINTS {
+        consul_ha_killed_at(*point);
+    }
+}
+
+#[test]
+fn consul_ha_killed_by_timeout_at_each_step_is_finished_by_the_next_run() {
+    for point in by_timeout(CONSUL_HA_POINTS) {
+        consul_ha_killed_at(point);
+    }
+}
+
+const CONSUL_HA_POINTS: &[KillPoint] = &[
+    at(1, libc::SIGKILL),
+    at(3, libc::SIGKILL),
+    at(4, libc::SIGINT),
+    at(5, libc::SIGKILL),
+    inside(6, 300, libc::SIGKILL),
+    at(7, libc::SIGKILL),
+    inside(7, 200, libc::SIGINT),
+    inside(8, 300, libc::SIGKILL),
+];
+
+fn consul_ha_killed_at(point: KillPoint) {
     // consul-ha's changes on a fresh lab: the snapshot directory (1) and the snapshot (2),
     // three consul.hcl writes (3-5), two starts (6-7), one restart (8), then waits.
-    for point in both_ways(&[
-        at(1, libc::SIGKILL),
-        at(3, libc::SIGKILL),
-        at(4, libc::SIGINT),
-        at(5, libc::SIGKILL),
-        inside(6, 300, libc::SIGKILL),
-        at(7, libc::SIGKILL),
-        inside(7, 200, libc::SIGINT),
-        inside(8, 300, libc::SIGKILL),
-    ]) {
-        kill_and_finish("consul-ha.rhai", point);
-    }
+    kill_and_finish("consul-ha.rhai", point);
 }
 
 #[test]
 fn vault_raft_killed_at_each_step_is_finished_by_the_next_run() {
-    // Its 27 changes: the Consul step (1-8, as consul-ha's), Vault stopped (9), the
-    // migration (10-16: the raft directory, the backup, the migration's config, migrate,
-    // its removal, its mark, the owner), the configs (17-21), then each node started and
-    // unsealed (22-27).
-    for point in both_ways(&[
-        inside(7, 300, libc::SIGKILL),
-        at(9, libc::SIGKILL),
-        inside(12, 30, libc::SIGINT),
-        at(13, libc::SIGKILL),
-        at(16, libc::SIGKILL),
-        at(19, libc::SIGINT),
-        inside(22, 300, libc::SIGKILL),
-        at(24, libc::SIGKILL),
-        inside(26, 500, libc::SIGKILL),
-    ]) {
-        let (lab, stdout) = kill_and_finish("vault-raft.rhai", point);
-        check_vault_whole(&lab, &stdout, point);
+    for point in VAULT_RAFT_POINTS {
+        vault_raft_killed_at(*point);
     }
 }
 
 #[test]
+fn vault_raft_killed_by_timeout_at_each_step_is_finished_by_the_next_run() {
+    for point in by_timeout(VAULT_RAFT_POINTS) {
+        vault_raft_killed_at(point);
+    }
+}
+
+const VAULT_RAFT_POINTS: &[KillPoint] = &[
+    inside(7, 300, libc::SIGKILL),
+    at(9, libc::SIGKILL),
+    inside(12, 30, libc::SIGINT),
+    at(13, libc::SIGKILL),
+    at(16, libc::SIGKILL),
+    at(19, libc::SIGINT),
+    inside(22, 300, libc::SIGKILL),
+    at(24, libc::SIGKILL),
+    inside(26, 500, libc::SIGKILL),
+];
+
+fn vault_raft_killed_at(point: KillPoint) {
+    // Its 27 changes: the Consul step (1-8, as consul-ha's), Vault stopped (9), the
+    // migration (10-16: the raft directory, the backup, the migration's config, migrate,
+    // its removal, its mark, the owner), the configs (17-21), then each node started and
+    // unsealed (22-27).
+    let (lab, stdout) = kill_and_finish("vault-raft.rhai", point);
+    check_vault_whole(&lab, &stdout, point);
+}
+
+#[test]
 fn nomad_ha_killed_at_each_step_is_finished_by_the_next_run() {
+    for point in NOMAD_HA_POINTS {
+        nomad_ha_killed_at(*point);
+    }
+}
+
+#[test]
+fn nomad_ha_killed_by_timeout_at_each_step_is_finished_by_the_next_run() {
+    for point in by_timeout(NOMAD_HA_POINTS) {
+        nomad_ha_killed_at(point);
+    }
+}
+
+const NOMAD_HA_POINTS: &[KillPoint] = &[
+    at(10, libc::SIGKILL),
+    at(12, libc::SIGINT),
+    at(13, libc::SIGKILL),
+    inside(14, 100, libc::SIGKILL),
+    inside(14, 1500, libc::SIGKILL),
+];
+
+fn nomad_ha_killed_at(point: KillPoint) {
     // Its changes: the Consul step (1-8, as consul-ha's), Nomad's snapshot (9), the three
     // nomad.hcl (10-12), two servers started (13-14), those not yet members joined to the
     // first, the first restarted.
-    for point in both_ways(&[
-        at(10, libc::SIGKILL),
-        at(12, libc::SIGINT),
-        at(13, libc::SIGKILL),
-        inside(14, 100, libc::SIGKILL),
-        inside(14, 1500, libc::SIGKILL),
-    ]) {
-        let (lab, _) = kill_and_finish("nomad-ha.rhai", point);
-        let url = |path: &str| format!("http://{}:4646{path}", lab.address("controller1"));
-        eventually("three nomad voters", Duration::from_secs(20), || {
-            let config = get(&url("/v1/operator/raft/configuration")).json();
-            let voters = config["Servers"]
-                .as_array()?
-                .iter()
-                .filter(|s| s["Voter"] == true)
-                .count();
-            (voters == 3).then_some(())
-        });
-        let jobs = get(&url("/v1/jobs")).json();
-        assert_eq!(
-            jobs.as_array().map(Vec::len),
-            Some(3),
-            "killed at {point:?}: {jobs}"
-        );
-    }
+    let (lab, _) = kill_and_finish("nomad-ha.rhai", point);
+    let url = |path: &str| format!("http://{}:4646{path}", lab.address("controller1"));
+    eventually("three nomad voters", Duration::from_secs(20), || {
+        let config = get(&url("/v1/operator/raft/configuration")).json();
+        let voters = config["Servers"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["Voter"] == true)
+            .count();
+        (voters == 3).then_some(())
+    });
+    let jobs = get(&url("/v1/jobs")).json();
+    assert_eq!(
+        jobs.as_array().map(Vec::len),
+        Some(3),
+        "killed at {point:?}: {jobs}"
+    );
 }
 
 /// How a recover script is set up and checked: the script that grows the cluster, the
@@ -376,6 +418,27 @@ fn recover_killed(r: &Recovery, point: KillPoint) -> (Lab, String) {
 /// consul-ha.rhai then grows the cluster back with every KV entry.
 #[test]
 fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
+    for point in CONSUL_RECOVER_POINTS {
+        consul_recover_killed_at(*point);
+    }
+}
+
+#[test]
+fn consul_recover_killed_by_timeout_at_each_step_is_finished_by_the_next_run() {
+    for point in by_timeout(CONSUL_RECOVER_POINTS) {
+        consul_recover_killed_at(point);
+    }
+}
+
+const CONSUL_RECOVER_POINTS: &[KillPoint] = &[
+    at(1, libc::SIGKILL),
+    at(3, libc::SIGINT),
+    at(4, libc::SIGKILL),
+    inside(5, 200, libc::SIGKILL),
+    at(6, libc::SIGKILL),
+];
+
+fn consul_recover_killed_at(point: KillPoint) {
     // Its changes: the record (1), peers.json (2-3), the survivor stopped (4) and started
     // (5), the two others' data set aside (6-7), the record removed (8).
     let recovery = Recovery {
@@ -386,22 +449,34 @@ fn consul_recover_killed_at_each_step_is_finished_by_the_next_run() {
         left_data: "consul",
         summary: "consul recovered",
     };
-    for point in both_ways(&[
-        at(1, libc::SIGKILL),
-        at(3, libc::SIGINT),
-        at(4, libc::SIGKILL),
-        inside(5, 200, libc::SIGKILL),
-        at(6, libc::SIGKILL),
-    ]) {
-        let (lab, _) = recover_killed(&recovery, point);
-        check_consul_whole(&lab, "consul-recover.rhai", point);
-    }
+    let (lab, _) = recover_killed(&recovery, point);
+    check_consul_whole(&lab, "consul-recover.rhai", point);
 }
 
 /// nomad-recover.rhai, killed while it makes a lone survivor the whole cluster, is
 /// finished by the next run, and nomad-ha.rhai then grows the cluster back with every job.
 #[test]
 fn nomad_recover_killed_at_each_step_is_finished_by_the_next_run() {
+    for point in NOMAD_RECOVER_POINTS {
+        nomad_recover_killed_at(*point);
+    }
+}
+
+#[test]
+fn nomad_recover_killed_by_timeout_at_each_step_is_finished_by_the_next_run() {
+    for point in by_timeout(NOMAD_RECOVER_POINTS) {
+        nomad_recover_killed_at(point);
+    }
+}
+
+const NOMAD_RECOVER_POINTS: &[KillPoint] = &[
+    at(1, libc::SIGKILL),
+    at(3, libc::SIGINT),
+    inside(5, 200, libc::SIGKILL),
+    at(6, libc::SIGKILL),
+];
+
+fn nomad_recover_killed_at(point: KillPoint) {
     // Its changes, as consul-recover's: the record (1), peers.json (2-3), the survivor
     // stopped (4) and started (5), the two others' server state set aside (6-7), the
     // record removed (8).
@@ -413,28 +488,21 @@ fn nomad_recover_killed_at_each_step_is_finished_by_the_next_run() {
         left_data: "nomad/server",
         summary: "nomad recovered",
     };
-    for point in both_ways(&[
-        at(1, libc::SIGKILL),
-        at(3, libc::SIGINT),
-        inside(5, 200, libc::SIGKILL),
-        at(6, libc::SIGKILL),
-    ]) {
-        let (lab, stdout) = recover_killed(&recovery, point);
-        assert!(
-            stdout.contains("3 servers") || stdout.contains("nothing to change: 3 nomad servers"),
-            "killed at {point:?}: {stdout}"
-        );
-        let jobs = get(&format!(
-            "http://{}:4646/v1/jobs",
-            lab.address("controller2")
-        ))
-        .json();
-        assert_eq!(
-            jobs.as_array().map(Vec::len),
-            Some(3),
-            "killed at {point:?}: {jobs}"
-        );
-    }
+    let (lab, stdout) = recover_killed(&recovery, point);
+    assert!(
+        stdout.contains("3 servers") || stdout.contains("nothing to change: 3 nomad servers"),
+        "killed at {point:?}: {stdout}"
+    );
+    let jobs = get(&format!(
+        "http://{}:4646/v1/jobs",
+        lab.address("controller2")
+    ))
+    .json();
+    assert_eq!(
+        jobs.as_array().map(Vec::len),
+        Some(3),
+        "killed at {point:?}: {jobs}"
+    );
 }
 
 /// vault-recover.rhai, killed while it makes a lone survivor the whole raft cluster, is
@@ -442,6 +510,27 @@ fn nomad_recover_killed_at_each_step_is_finished_by_the_next_run() {
 /// vault-raft.rhai then grows the cluster back with every secret.
 #[test]
 fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
+    for point in VAULT_RECOVER_POINTS {
+        vault_recover_killed_at(*point);
+    }
+}
+
+#[test]
+fn vault_recover_killed_by_timeout_at_each_step_is_finished_by_the_next_run() {
+    for point in by_timeout(VAULT_RECOVER_POINTS) {
+        vault_recover_killed_at(point);
+    }
+}
+
+const VAULT_RECOVER_POINTS: &[KillPoint] = &[
+    at(2, libc::SIGKILL),
+    at(3, libc::SIGINT),
+    at(6, libc::SIGKILL),
+    inside(7, 100, libc::SIGKILL),
+    at(8, libc::SIGKILL),
+];
+
+fn vault_recover_killed_at(point: KillPoint) {
     // Its changes: the survivor unsealed (1), the record (2), the survivor stopped (3),
     // raft/ made (4), peers.json (5), started (6), unsealed (7), each other node's raft
     // data set aside and made anew (8-11), the record removed (12).
@@ -453,16 +542,8 @@ fn vault_recover_killed_at_each_step_is_finished_by_the_next_run() {
         left_data: "vault/raft/vault.db",
         summary: "vault recovered: 1 raft voter(s) (controller1), 1 active",
     };
-    for point in both_ways(&[
-        at(2, libc::SIGKILL),
-        at(3, libc::SIGINT),
-        at(6, libc::SIGKILL),
-        inside(7, 100, libc::SIGKILL),
-        at(8, libc::SIGKILL),
-    ]) {
-        let (lab, stdout) = recover_killed(&recovery, point);
-        check_vault_whole(&lab, &stdout, point);
-    }
+    let (lab, stdout) = recover_killed(&recovery, point);
+    check_vault_whole(&lab, &stdout, point);
 }
 
 /// vault-raft.rhai holds the changing scripts' lock from its Consul step to its end: a
