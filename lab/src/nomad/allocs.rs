@@ -615,9 +615,8 @@ pub fn client_pass(
             "batch" if since.elapsed() >= BATCH_RUNS_FOR => {
                 updates.push(update(a, "complete", None));
             }
-            "service" | "system"
-                if a.deployment_status.is_none() && since.elapsed() >= min_healthy =>
-            {
+            // allocrunner/health_hook.go watches service jobs' allocations only.
+            "service" if a.deployment_status.is_none() && since.elapsed() >= min_healthy => {
                 updates.push(update(a, "running", Some(true)));
             }
             _ => {}

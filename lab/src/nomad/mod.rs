@@ -608,13 +608,11 @@ impl Agent {
             let _ = self.cluster.write(Op::MigrateAllocs { ids }).await;
         }
         let now = std::time::SystemTime::now();
-        for (id, deadline) in pass.done {
+        // Nomad notes a deadline in the node's events, not in LastDrain.
+        for (id, _deadline) in pass.done {
             let mut last = self.cluster.read(|d| d["nodes"][&id]["LastDrain"].clone());
             last["Status"] = json!("complete");
             last["UpdatedAt"] = json!(humantime::format_rfc3339_nanos(now).to_string());
-            if deadline {
-                last["Meta"]["message"] = json!("deadline_reached");
-            }
             let fields = json!({"Drain": false, "DrainStrategy": null, "LastDrain": last});
             let _ = self
                 .cluster
