@@ -2,8 +2,8 @@
 //! client runs and stops its own, and how a drain moves them off a node. Each rule names
 //! the Nomad source it follows (read at v1.6.0); where the lab simplifies, it says so.
 //!
-//! The replicated state keeps allocations under `allocs` (ID -> [`Alloc`]), beside the
-//! `nodes` and `jobs` tables.
+//! The replicated state (state.rs) keeps allocations under `allocs`, beside the nodes and
+//! the jobs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
@@ -11,9 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// `structs.DefaultMigrateStrategy`: one at a time, healthy after 10 s.
-const DEFAULT_MAX_PARALLEL: u64 = 1;
-const DEFAULT_MIN_HEALTHY: Duration = Duration::from_secs(10);
+use super::state::{Job, Migrate, Node, State, TaskGroup};
 /// The lab's batch tasks (a backup) finish this long after they start.
 const BATCH_RUNS_FOR: Duration = Duration::from_secs(5);
 
@@ -85,94 +83,31 @@ impl Alloc {
     }
 }
 
-/// A registered job's task group as the scheduler reads it (api/tasks.go Canonicalize:
-/// Count defaults to 1; only service groups get the default migrate block).
-#[derive(Clone, Debug)]
-struct Group {
-    name: String,
-    count: u64,
-    max_parallel: u64,
-    min_healthy: Duration,
-}
-
-#[derive(Clone, Debug)]
-struct Job {
-    id: String,
-    kind: String,
-    datacenters: Vec<String>,
-    groups: Vec<Group>,
-}
-
-impl Job {
-    fn from_value(job: &Value) -> Option<Job> {
-        if job["Stop"] == true {
-            return None;
-        }
-        let kind = job["Type"].as_str().unwrap_or("service").to_string();
-        let groups = job["TaskGroups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|g| Group {
-                name: g["Name"].as_str().unwrap_or_default().to_string(),
-                count: g["Count"].as_u64().unwrap_or(1),
-                max_parallel: g["Migrate"]["MaxParallel"]
-                    .as_u64()
-                    .unwrap_or(DEFAULT_MAX_PARALLEL),
-                min_healthy: g["Migrate"]["MinHealthyTime"]
-                    .as_u64()
-                    .map_or(DEFAULT_MIN_HEALTHY, Duration::from_nanos),
-            })
-            .collect();
-        let datacenters = job["Datacenters"]
-            .as_array()
-            .map(|d| {
-                d.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .filter(|d: &Vec<String>| !d.is_empty())
-            // structs.go Job.Canonicalize: no datacenters means every one.
-            .unwrap_or_else(|| vec!["*".to_string()]);
-        Some(Job {
-            id: job["ID"].as_str().unwrap_or_default().to_string(),
-            kind,
-            datacenters,
-            groups,
-        })
-    }
-
-    fn group(&self, name: &str) -> Option<&Group> {
-        self.groups.iter().find(|g| g.name == name)
-    }
-}
-
-/// The task groups of a job registration, canonicalized as api/tasks.go does: a count of 1
-/// when none is given, and for service jobs the default migrate block.
-pub fn canonical_groups(job: &Value) -> Value {
-    let service = job["Type"].as_str().unwrap_or("service") == "service";
-    let groups: Vec<Value> = job["TaskGroups"]
-        .as_array()
+/// The task groups of a job registration, canonicalized as api/tasks.go does: service
+/// groups get the default migrate block (each field defaulted on its own).
+pub fn canonical_groups(kind: &str, groups: Vec<TaskGroup>) -> Vec<TaskGroup> {
+    groups
         .into_iter()
-        .flatten()
-        .map(|g| {
-            let mut g = g.clone();
-            if !g["Count"].is_u64() {
-                g["Count"] = json!(1);
-            }
-            if service {
-                let m = &g["Migrate"];
-                g["Migrate"] = json!({
-                    "MaxParallel": m["MaxParallel"].as_u64().unwrap_or(DEFAULT_MAX_PARALLEL),
-                    "HealthCheck": m["HealthCheck"].as_str().unwrap_or("checks"),
-                    "MinHealthyTime": m["MinHealthyTime"].as_u64().unwrap_or(DEFAULT_MIN_HEALTHY.as_nanos() as u64),
-                    "HealthyDeadline": m["HealthyDeadline"].as_u64().unwrap_or(300_000_000_000),
-                });
+        .map(|mut g| {
+            if kind == "service" {
+                g.migrate = Some(g.migrate.unwrap_or_default());
             }
             g
         })
-        .collect();
-    json!(groups)
+        .collect()
+}
+
+/// How long an allocation of `group` must run before it counts as healthy.
+fn min_healthy(group: Option<&TaskGroup>) -> Duration {
+    let m = group.and_then(|g| g.migrate.clone()).unwrap_or_default();
+    Duration::from_nanos(m.min_healthy_time)
+}
+
+fn max_parallel(group: &TaskGroup) -> u64 {
+    group
+        .migrate
+        .as_ref()
+        .map_or(Migrate::default().max_parallel, |m| m.max_parallel)
 }
 
 /// A stop the scheduler decided, as a plan carries it.
@@ -198,25 +133,12 @@ pub fn now_nanos() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// The allocations of the replicated state.
-pub fn table(data: &Value) -> BTreeMap<String, Alloc> {
-    serde_json::from_value(data["allocs"].clone()).unwrap_or_default()
-}
-
-fn put(data: &mut Value, alloc: &Alloc) {
-    if !data["allocs"].is_object() {
-        data["allocs"] = json!({});
-    }
-    data["allocs"][&alloc.id] = json!(alloc);
-}
-
 /// Applies a plan (nomad/plan_apply.go applyPlan, state_store.go upsertAllocsImpl): the
 /// stops, then the placements; a replacement's predecessor learns its NextAllocation.
-pub fn apply_plan(data: &mut Value, stops: Vec<Stop>, places: Vec<Alloc>, index: u64) {
-    let mut allocs = table(data);
+pub fn apply_plan(state: &mut State, stops: Vec<Stop>, places: Vec<Alloc>, index: u64) {
     let now = now_nanos();
     for stop in stops {
-        if let Some(a) = allocs.get_mut(&stop.id) {
+        if let Some(a) = state.allocs.get_mut(&stop.id) {
             a.desired_status = "stop".into();
             a.desired_description = stop.description;
             if stop.lost {
@@ -224,47 +146,41 @@ pub fn apply_plan(data: &mut Value, stops: Vec<Stop>, places: Vec<Alloc>, index:
             }
             a.modify_index = index;
             a.modify_time = now;
-            put(data, a);
         }
     }
     for mut alloc in places {
         alloc.create_index = index;
         alloc.modify_index = index;
-        if let Some(prev) = allocs.get_mut(&alloc.previous_allocation) {
+        if let Some(prev) = state.allocs.get_mut(&alloc.previous_allocation) {
             prev.next_allocation = alloc.id.clone();
             prev.modify_index = index;
-            put(data, prev);
         }
-        put(data, &alloc);
+        state.allocs.insert(alloc.id.clone(), alloc);
     }
 }
 
 /// Applies clients' updates (state_store.go UpdateAllocsFromClient): only the client's
 /// fields change.
-pub fn apply_client_updates(data: &mut Value, updates: Vec<ClientUpdate>, index: u64) {
-    let mut allocs = table(data);
+pub fn apply_client_updates(state: &mut State, updates: Vec<ClientUpdate>, index: u64) {
     let now = now_nanos();
     for u in updates {
-        if let Some(a) = allocs.get_mut(&u.id) {
+        if let Some(a) = state.allocs.get_mut(&u.id) {
             a.client_status = u.client_status;
             if u.healthy.is_some() {
                 a.deployment_status = Some(Health { healthy: u.healthy });
             }
             a.modify_index = index;
             a.modify_time = now;
-            put(data, a);
         }
     }
 }
 
 /// Marks allocations for migration (state_store.go UpdateAllocsDesiredTransitions).
-pub fn apply_migrate(data: &mut Value, ids: Vec<String>, index: u64) {
-    let mut allocs = table(data);
+pub fn apply_migrate(state: &mut State, ids: Vec<String>, index: u64) {
     for id in ids {
-        if let Some(a) = allocs.get_mut(&id) {
+        if let Some(a) = state.allocs.get_mut(&id) {
             a.desired_transition.migrate = true;
             a.modify_index = index;
-            put(data, a);
         }
     }
 }
@@ -274,25 +190,20 @@ struct NodeView<'a> {
     id: &'a str,
     name: &'a str,
     down: bool,
-    /// structs.go Node.Ready: status ready, no drain, eligible.
     ready: bool,
     datacenter: &'a str,
 }
 
-fn nodes(data: &Value) -> Vec<NodeView<'_>> {
-    data["nodes"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(id, n)| NodeView {
+fn nodes(state: &State) -> Vec<NodeView<'_>> {
+    state
+        .nodes
+        .iter()
+        .map(|(id, n): (&String, &Node)| NodeView {
             id,
-            name: n["Name"].as_str().unwrap_or_default(),
-            down: n["Status"] == "down",
-            ready: n["Status"] == "ready"
-                && n["DrainStrategy"].is_null()
-                && n["Drain"] != true
-                && n["SchedulingEligibility"] == "eligible",
-            datacenter: n["Datacenter"].as_str().unwrap_or_default(),
+            name: &n.name,
+            down: n.status == "down",
+            ready: n.ready(),
+            datacenter: &n.datacenter,
         })
         .collect()
 }
@@ -333,29 +244,24 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
 /// - A system job runs one allocation per ready node; on a node no longer ready its
 ///   allocation stays until marked for migration, and is then stopped, not replaced
 ///   ("alloc not needed as node is tainted", system_util.go diffSystemAllocsForNode).
-pub fn schedule(data: &Value) -> (Vec<Stop>, Vec<Alloc>) {
-    let allocs = table(data);
-    let nodes = nodes(data);
+pub fn schedule(state: &State) -> (Vec<Stop>, Vec<Alloc>) {
+    let allocs = &state.allocs;
+    let nodes = nodes(state);
     let mut stops = Vec::new();
     let mut places = Vec::new();
-    let jobs: Vec<Job> = data["jobs"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(_, j)| Job::from_value(j))
-        .collect();
     let eval_id = uuid::Uuid::new_v4().to_string();
-    for job in &jobs {
+    for job in state.jobs.values().filter(|j| !j.stop) {
+        let datacenters = job.datacenters();
         let feasible: Vec<&NodeView> = nodes
             .iter()
-            .filter(|n| n.ready && in_datacenters(n.datacenter, &job.datacenters))
+            .filter(|n| n.ready && in_datacenters(n.datacenter, &datacenters))
             .collect();
         // Live allocations of this job per node, counting this pass's placements.
         let mut per_node: HashMap<&str, usize> = HashMap::new();
         for a in allocs.values().filter(|a| a.job_id == job.id && a.live()) {
             *per_node.entry(a.node_id.as_str()).or_default() += 1;
         }
-        for group in &job.groups {
+        for group in &job.task_groups {
             let mine: Vec<&Alloc> = allocs
                 .values()
                 .filter(|a| a.job_id == job.id && a.task_group == group.name)
@@ -450,7 +356,7 @@ fn triage<'a>(
 }
 
 /// A new allocation of `group` on `node`, pending until its client starts it.
-fn new_alloc(job: &Job, group: &Group, node: &NodeView, name: String) -> Alloc {
+fn new_alloc(job: &Job, group: &TaskGroup, node: &NodeView, name: String) -> Alloc {
     let now = now_nanos();
     Alloc {
         id: uuid::Uuid::new_v4().to_string(),
@@ -491,25 +397,20 @@ pub struct DrainPass {
 ///   jobs are ignored.
 /// - At the deadline every remaining allocation is marked and the drain ends at once,
 ///   without waiting for them to stop (drainer.go handleDeadlinedNodes).
-pub fn drain_pass(data: &Value, settle: Duration) -> DrainPass {
-    let allocs = table(data);
+pub fn drain_pass(state: &State, settle: Duration) -> DrainPass {
+    let allocs = &state.allocs;
     let now = SystemTime::now();
     let mut pass = DrainPass::default();
-    let parse = |t: &Value| t.as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
-    let draining: Vec<(&String, &Value)> = data["nodes"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, n)| n["Drain"] == true && n["DrainStrategy"].is_object())
-        .filter(|(_, n)| parse(&n["DrainStrategy"]["StartedAt"]).is_none_or(|t| t + settle <= now))
+    let parse = |t: &str| humantime::parse_rfc3339(t).ok();
+    let draining: Vec<(&String, &super::state::DrainStrategy)> = state
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.drain)
+        .filter_map(|(id, n)| Some((id, n.drain_strategy.as_ref()?)))
+        .filter(|(_, s)| parse(&s.started_at).is_none_or(|t| t + settle <= now))
         .collect();
     let is_draining = |node: &str| draining.iter().any(|(id, _)| *id == node);
-    let jobs: BTreeMap<String, Job> = data["jobs"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(id, j)| Job::from_value(j).map(|j| (id.clone(), j)))
-        .collect();
+    let jobs = &state.jobs;
 
     // Service groups with allocations on a draining node.
     let mut groups: Vec<(&str, &str)> = allocs
@@ -520,7 +421,11 @@ pub fn drain_pass(data: &Value, settle: Duration) -> DrainPass {
     groups.sort_unstable();
     groups.dedup();
     for (job_id, group_name) in groups {
-        let Some(group) = jobs.get(job_id).and_then(|j| j.group(group_name)) else {
+        let Some(group) = jobs
+            .get(job_id)
+            .filter(|j| !j.stop)
+            .and_then(|j| j.group(group_name))
+        else {
             continue;
         };
         let of_group = || {
@@ -540,15 +445,13 @@ pub fn drain_pass(data: &Value, settle: Duration) -> DrainPass {
             .filter(|a| is_draining(&a.node_id))
             .filter(|a| !a.client_terminal() && !a.desired_transition.migrate)
             .collect();
-        let room =
-            healthy.saturating_sub((group.count.saturating_sub(group.max_parallel)) as usize);
+        let room = healthy.saturating_sub(group.count.saturating_sub(max_parallel(group)) as usize);
         pass.migrate
             .extend(drainable.iter().take(room).map(|a| a.id.clone()));
     }
 
-    for (id, node) in &draining {
-        let strategy = &node["DrainStrategy"];
-        let ignore_system = strategy["IgnoreSystemJobs"] == true;
+    for (id, strategy) in &draining {
+        let ignore_system = strategy.ignore_system_jobs;
         let on_node: Vec<&Alloc> = allocs
             .values()
             .filter(|a| &a.node_id == *id && !a.client_terminal())
@@ -560,7 +463,7 @@ pub fn drain_pass(data: &Value, settle: Duration) -> DrainPass {
                 .filter(|a| !a.desired_transition.migrate)
                 .map(|a| a.id.clone())
         };
-        let deadline = parse(&strategy["ForceDeadline"]).filter(|_| strategy["Deadline"] != 0);
+        let deadline = parse(&strategy.force_deadline).filter(|_| strategy.deadline != 0);
         if deadline.is_some_and(|d| d <= now) {
             pass.migrate.extend(remaining());
             pass.done.push(((*id).clone(), true));
@@ -580,13 +483,11 @@ pub fn drain_pass(data: &Value, settle: Duration) -> DrainPass {
 /// when there is no deployment); a stopped one ends complete. The lab's batch tasks end
 /// on their own after a few seconds.
 pub fn client_pass(
-    data_allocs: &Value,
-    jobs: &Value,
+    allocs: &BTreeMap<String, Alloc>,
+    jobs: &BTreeMap<String, Job>,
     node_id: &str,
     started: &mut HashMap<String, Instant>,
 ) -> Vec<ClientUpdate> {
-    let allocs: BTreeMap<String, Alloc> =
-        serde_json::from_value(data_allocs.clone()).unwrap_or_default();
     let mut updates = Vec::new();
     let update = |a: &Alloc, status: &str, healthy: Option<bool>| ClientUpdate {
         id: a.id.clone(),
@@ -608,9 +509,7 @@ pub fn client_pass(
             updates.push(update(a, "running", None));
             continue;
         }
-        let min_healthy = Job::from_value(&jobs[&a.job_id])
-            .and_then(|j| j.group(&a.task_group).map(|g| g.min_healthy))
-            .unwrap_or(DEFAULT_MIN_HEALTHY);
+        let min_healthy = min_healthy(jobs.get(&a.job_id).and_then(|j| j.group(&a.task_group)));
         match a.job_type.as_str() {
             "batch" if since.elapsed() >= BATCH_RUNS_FOR => {
                 updates.push(update(a, "complete", None));
@@ -628,27 +527,29 @@ pub fn client_pass(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nomad::state::{DrainStrategy, State};
 
-    fn state() -> Value {
-        json!({
-            "nodes": {
-                "n1": {"Name": "c1", "Status": "ready", "SchedulingEligibility": "eligible", "Datacenter": "homelab", "DrainStrategy": null},
-                "n2": {"Name": "c2", "Status": "ready", "SchedulingEligibility": "eligible", "Datacenter": "homelab", "DrainStrategy": null},
-                "n3": {"Name": "c3", "Status": "ready", "SchedulingEligibility": "eligible", "Datacenter": "homelab", "DrainStrategy": null},
-            },
+    fn state() -> State {
+        let node = |name: &str| json!({"Name": name, "Status": "ready", "SchedulingEligibility": "eligible", "Datacenter": "homelab"});
+        let mut state: State = serde_json::from_value(json!({
+            "nodes": {"n1": node("c1"), "n2": node("c2"), "n3": node("c3")},
             "jobs": {
                 "web": {"ID": "web", "Type": "service", "Datacenters": ["homelab"],
-                        "TaskGroups": canonical_groups(&json!({"Type": "service", "TaskGroups": [{"Name": "web", "Count": 3}]}))},
-                "proxy": {"ID": "proxy", "Type": "system", "Datacenters": ["*"], "TaskGroups": [{"Name": "proxy", "Count": 1}]},
+                        "TaskGroups": [{"Name": "web", "Count": 3}]},
+                "proxy": {"ID": "proxy", "Type": "system", "Datacenters": ["*"], "TaskGroups": [{"Name": "proxy"}]},
             },
-        })
+        }))
+        .unwrap();
+        let web = state.jobs.get_mut("web").unwrap();
+        web.task_groups = canonical_groups("service", std::mem::take(&mut web.task_groups));
+        state
     }
 
-    fn settle(data: &mut Value) {
-        let (stops, places) = schedule(data);
-        apply_plan(data, stops, places, 1);
-        let all = table(data);
-        let updates: Vec<ClientUpdate> = all
+    fn settle(state: &mut State) {
+        let (stops, places) = schedule(state);
+        apply_plan(state, stops, places, 1);
+        let updates: Vec<ClientUpdate> = state
+            .allocs
             .values()
             .filter(|a| !a.client_terminal())
             .map(|a| ClientUpdate {
@@ -662,11 +563,12 @@ mod tests {
                 healthy: (a.desired_status == "run").then_some(true),
             })
             .collect();
-        apply_client_updates(data, updates, 2);
+        apply_client_updates(state, updates, 2);
     }
 
-    fn running_on(data: &Value, job: &str) -> Vec<String> {
-        let mut v: Vec<String> = table(data)
+    fn running_on(state: &State, job: &str) -> Vec<String> {
+        let mut v: Vec<String> = state
+            .allocs
             .values()
             .filter(|a| a.job_id == job && a.live())
             .map(|a| a.node_name.clone())
@@ -675,70 +577,77 @@ mod tests {
         v
     }
 
+    fn drain(state: &mut State, node: &str) {
+        let n = state.nodes.get_mut(node).unwrap();
+        n.drain = true;
+        n.scheduling_eligibility = "ineligible".into();
+        n.drain_strategy = Some(DrainStrategy {
+            ignore_system_jobs: true,
+            ..DrainStrategy::default()
+        });
+    }
+
     #[test]
     fn places_spread_and_one_system_alloc_per_node() {
-        let mut data = state();
-        settle(&mut data);
-        assert_eq!(running_on(&data, "web"), ["c1", "c2", "c3"]);
-        assert_eq!(running_on(&data, "proxy"), ["c1", "c2", "c3"]);
+        let mut state = state();
+        settle(&mut state);
+        assert_eq!(running_on(&state, "web"), ["c1", "c2", "c3"]);
+        assert_eq!(running_on(&state, "proxy"), ["c1", "c2", "c3"]);
         // A second pass changes nothing.
-        let (stops, places) = schedule(&data);
+        let (stops, places) = schedule(&state);
         assert!(stops.is_empty() && places.is_empty());
     }
 
     #[test]
     fn a_drain_moves_one_at_a_time_and_keeps_system_allocs() {
-        let mut data = state();
-        settle(&mut data);
-        data["nodes"]["n2"]["Drain"] = json!(true);
-        data["nodes"]["n2"]["SchedulingEligibility"] = json!("ineligible");
-        data["nodes"]["n2"]["DrainStrategy"] =
-            json!({"Deadline": 0, "IgnoreSystemJobs": true, "StartedAt": null});
-        let pass = drain_pass(&data, Duration::ZERO);
+        let mut state = state();
+        settle(&mut state);
+        drain(&mut state, "n2");
+        let pass = drain_pass(&state, Duration::ZERO);
         assert_eq!(pass.migrate.len(), 1, "{pass:?}");
         assert!(pass.done.is_empty());
-        apply_migrate(&mut data, pass.migrate, 3);
-        settle(&mut data);
-        let mut web = running_on(&data, "web");
-        web.sort();
+        apply_migrate(&mut state, pass.migrate, 3);
+        settle(&mut state);
+        let web = running_on(&state, "web");
         assert!(
             !web.contains(&"c2".to_string()) && web.len() == 3,
             "{web:?}"
         );
-        let moved = table(&data)
-            .into_values()
+        let moved = state
+            .allocs
+            .values()
             .find(|a| a.node_name == "c2" && a.job_id == "web")
             .unwrap();
         assert_eq!(moved.desired_description, "alloc is being migrated");
         assert!(!moved.next_allocation.is_empty());
-        let pass = drain_pass(&data, Duration::ZERO);
+        let pass = drain_pass(&state, Duration::ZERO);
         assert_eq!(pass.done, [("n2".to_string(), false)]);
         assert!(pass.migrate.is_empty(), "system allocs stay: {pass:?}");
     }
 
     #[test]
     fn a_migration_with_nowhere_to_go_still_stops_the_old_alloc() {
-        let mut data = state();
-        settle(&mut data);
+        let mut state = state();
+        settle(&mut state);
         for n in ["n1", "n3"] {
-            data["nodes"][n]["SchedulingEligibility"] = json!("ineligible");
+            state.nodes.get_mut(n).unwrap().scheduling_eligibility = "ineligible".into();
         }
-        data["nodes"]["n2"]["Drain"] = json!(true);
-        data["nodes"]["n2"]["DrainStrategy"] = json!({"Deadline": 0, "IgnoreSystemJobs": true});
-        let pass = drain_pass(&data, Duration::ZERO);
-        apply_migrate(&mut data, pass.migrate, 3);
-        settle(&mut data);
-        assert_eq!(running_on(&data, "web"), ["c1", "c3"]);
+        drain(&mut state, "n2");
+        let pass = drain_pass(&state, Duration::ZERO);
+        apply_migrate(&mut state, pass.migrate, 3);
+        settle(&mut state);
+        assert_eq!(running_on(&state, "web"), ["c1", "c3"]);
     }
 
     #[test]
     fn allocs_of_a_down_node_are_lost_and_replaced() {
-        let mut data = state();
-        settle(&mut data);
-        data["nodes"]["n3"]["Status"] = json!("down");
-        settle(&mut data);
-        assert_eq!(running_on(&data, "web").len(), 3);
-        assert!(table(&data)
+        let mut state = state();
+        settle(&mut state);
+        state.nodes.get_mut("n3").unwrap().status = "down".into();
+        settle(&mut state);
+        assert_eq!(running_on(&state, "web").len(), 3);
+        assert!(state
+            .allocs
             .values()
             .any(|a| a.node_name == "c3" && a.client_status == "lost"));
     }

@@ -17,6 +17,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::state::{DrainStrategy, Job, LastDrain, Node, NodeChange, TaskGroup};
 use super::{allocs, Agent, Op, VERSION};
 use crate::cluster::{MemberStatus, WriteError};
 
@@ -97,9 +98,7 @@ async fn acl_check(State(agent): A, request: Request, next: Next) -> Response {
                 .map(|(_, t)| t.trim().to_string())
         })
         .unwrap_or_default();
-    let management = agent
-        .cluster
-        .read(|d| d["acl_bootstrap"]["secret"].as_str().map(str::to_string));
+    let management = agent.state().acl_bootstrap.map(|b| b.secret);
     match (token.is_empty(), management) {
         (false, Some(m)) if m == token => next.run(request).await,
         (true, _) => text(StatusCode::FORBIDDEN, "Permission denied"),
@@ -521,8 +520,8 @@ pub fn raft_id(member: &str) -> String {
         .to_string()
 }
 
-fn node_stub(n: &Value) -> Value {
-    let mut stub = n.clone();
+fn node_stub(n: &Node) -> Value {
+    let mut stub = json!(n);
     if let Some(o) = stub.as_object_mut() {
         o.remove("Member");
     }
@@ -534,15 +533,13 @@ async fn nodes(State(agent): A, Query(q): Q) -> Response {
         return r;
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
-    let list: Vec<Value> = agent.cluster.read(|d| {
-        d["nodes"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(id, _)| id.starts_with(&prefix))
-            .map(|(_, n)| node_stub(n))
-            .collect()
-    });
+    let list: Vec<Value> = agent
+        .state()
+        .nodes
+        .iter()
+        .filter(|(id, _)| id.starts_with(&prefix))
+        .map(|(_, n)| node_stub(n))
+        .collect();
     with_index(&agent, json!(list))
 }
 
@@ -550,8 +547,8 @@ async fn node(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response 
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.cluster.read(|d| d["nodes"].get(&id).cloned()) {
-        Some(n) => with_index(&agent, node_stub(&n)),
+    match agent.state().nodes.get(&id) {
+        Some(n) => with_index(&agent, node_stub(n)),
         None => text(StatusCode::NOT_FOUND, "node not found"),
     }
 }
@@ -563,12 +560,12 @@ fn parse(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-async fn update_node(agent: &Agent, id: &str, fields: Value) -> Response {
+async fn update_node(agent: &Agent, id: &str, change: NodeChange) -> Response {
     match agent
         .cluster
         .write(Op::UpdateNode {
             id: id.to_string(),
-            fields: fields.as_object().cloned().unwrap_or_default(),
+            change,
         })
         .await
     {
@@ -599,7 +596,7 @@ async fn drain(State(agent): A, Path(id): Path<String>, body: Bytes) -> Response
     };
     let now = std::time::SystemTime::now();
     let stamp = |t: std::time::SystemTime| humantime::format_rfc3339_nanos(t).to_string();
-    let fields = match body.get("DrainSpec").filter(|s| !s.is_null()) {
+    let change = match body.get("DrainSpec").filter(|s| !s.is_null()) {
         Some(spec) => {
             // Deadline in nanoseconds: > 0 forces the drain at now + Deadline, < 0 at once,
             // 0 never (Nomad's zero time).
@@ -609,34 +606,28 @@ async fn drain(State(agent): A, Path(id): Path<String>, body: Bytes) -> Response
                 d if d < 0 => stamp(now),
                 d => stamp(now + Duration::from_nanos(d as u64)),
             };
-            json!({
-                "Drain": true,
-                "SchedulingEligibility": "ineligible",
-                "DrainStrategy": {
-                    "Deadline": deadline,
-                    "IgnoreSystemJobs": spec["IgnoreSystemJobs"].as_bool().unwrap_or(false),
-                    "ForceDeadline": force,
-                    "StartedAt": stamp(now),
+            NodeChange::Drain {
+                strategy: DrainStrategy {
+                    deadline,
+                    ignore_system_jobs: spec["IgnoreSystemJobs"].as_bool().unwrap_or(false),
+                    force_deadline: force,
+                    started_at: stamp(now),
                 },
-                "LastDrain": {"Status": "draining", "StartedAt": stamp(now), "UpdatedAt": stamp(now), "AccessorID": "", "Meta": body["Meta"]},
-            })
-        }
-        None => {
-            let mut f = json!({"Drain": false, "DrainStrategy": null});
-            let last = agent.cluster.read(|d| d["nodes"][&id]["LastDrain"].clone());
-            if last["Status"] == "draining" {
-                let mut last = last;
-                last["Status"] = json!("canceled");
-                last["UpdatedAt"] = json!(stamp(now));
-                f["LastDrain"] = last;
+                last: LastDrain {
+                    status: "draining".into(),
+                    started_at: stamp(now),
+                    updated_at: stamp(now),
+                    accessor_id: String::new(),
+                    meta: body["Meta"].clone(),
+                },
             }
-            if body["MarkEligible"] == true {
-                f["SchedulingEligibility"] = json!("eligible");
-            }
-            f
         }
+        None => NodeChange::EndDrain {
+            at: stamp(now),
+            mark_eligible: body["MarkEligible"] == true,
+        },
     };
-    update_node(&agent, &id, fields).await
+    update_node(&agent, &id, change).await
 }
 
 async fn eligibility(State(agent): A, Path(id): Path<String>, body: Bytes) -> Response {
@@ -651,14 +642,15 @@ async fn eligibility(State(agent): A, Path(id): Path<String>, body: Bytes) -> Re
             format!("invalid scheduling eligibility {wanted:?}"),
         );
     }
-    let draining = agent.cluster.read(|d| d["nodes"][&id]["Drain"] == true);
+    let draining = agent.state().nodes.get(&id).is_some_and(|n| n.drain);
     if draining && wanted == "eligible" {
         return text(
             StatusCode::INTERNAL_SERVER_ERROR,
             "can not set node's scheduling eligibility to eligible while it is draining",
         );
     }
-    update_node(&agent, &id, json!({"SchedulingEligibility": wanted})).await
+    let eligible = wanted == "eligible";
+    update_node(&agent, &id, NodeChange::Eligibility { eligible }).await
 }
 
 async fn jobs(State(agent): A, Query(q): Q) -> Response {
@@ -666,15 +658,13 @@ async fn jobs(State(agent): A, Query(q): Q) -> Response {
         return r;
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
-    let list: Vec<Value> = agent.cluster.read(|d| {
-        d["jobs"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(id, _)| id.starts_with(&prefix))
-            .map(|(_, j)| job_stub(j))
-            .collect()
-    });
+    let list: Vec<Value> = agent
+        .state()
+        .jobs
+        .iter()
+        .filter(|(id, _)| id.starts_with(&prefix))
+        .map(|(_, j)| job_stub(j))
+        .collect();
     with_index(&agent, json!(list))
 }
 
@@ -682,15 +672,15 @@ async fn job(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.cluster.read(|d| d["jobs"].get(&id).cloned()) {
-        Some(j) => with_index(&agent, j),
+    match agent.state().jobs.get(&id) {
+        Some(j) => with_index(&agent, json!(j)),
         None => text(StatusCode::NOT_FOUND, "job not found"),
     }
 }
 
 /// `/v1/jobs` lists stubs (structs.go JobListStub): no task groups.
-fn job_stub(job: &Value) -> Value {
-    let mut stub = job.clone();
+fn job_stub(job: &Job) -> Value {
+    let mut stub = json!(job);
     if let Some(m) = stub.as_object_mut() {
         m.remove("TaskGroups");
     }
@@ -700,13 +690,13 @@ fn job_stub(job: &Value) -> Value {
 /// The allocations matching `keep`, full (a node's, as node_endpoint.go nodeAllocations
 /// answers) or as list stubs (a job's and `/v1/allocations`, AllocListStub).
 fn allocs_where(agent: &Agent, keep: impl Fn(&allocs::Alloc) -> bool, full: bool) -> Value {
-    let list: Vec<Value> = agent.cluster.read(|d| {
-        allocs::table(d)
-            .into_values()
-            .filter(|a| keep(a))
-            .map(|a| if full { json!(a) } else { a.stub() })
-            .collect()
-    });
+    let list: Vec<Value> = agent
+        .state()
+        .allocs
+        .into_values()
+        .filter(|a| keep(a))
+        .map(|a| if full { json!(a) } else { a.stub() })
+        .collect();
     json!(list)
 }
 
@@ -738,7 +728,7 @@ async fn allocation(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Res
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.cluster.read(|d| allocs::table(d).remove(&id)) {
+    match agent.state().allocs.remove(&id) {
         Some(a) => with_index(&agent, json!(a)),
         None => text(StatusCode::NOT_FOUND, "alloc not found"),
     }
@@ -755,22 +745,30 @@ async fn register_job(State(agent): A, body: Bytes) -> Response {
     let Some(id) = job["ID"].as_str().filter(|i| !i.is_empty()) else {
         return text(StatusCode::BAD_REQUEST, "Job ID does not match name");
     };
-    let stub = json!({
-        "ID": id,
-        "ParentID": "",
-        "Name": job["Name"].as_str().unwrap_or(id),
-        "Namespace": "default",
-        "Datacenters": job["Datacenters"],
-        "Type": job["Type"].as_str().unwrap_or("service"),
-        "Priority": job["Priority"].as_u64().unwrap_or(50),
-        "Periodic": false,
-        "ParameterizedJob": false,
-        "Stop": false,
-        "Status": "running",
-        "StatusDescription": "",
-        "TaskGroups": allocs::canonical_groups(job),
-    });
-    match agent.cluster.write(Op::UpsertJob { job: stub }).await {
+    let kind = job["Type"].as_str().unwrap_or("service").to_string();
+    let groups: Vec<TaskGroup> = match serde_json::from_value(job["TaskGroups"].clone()) {
+        Ok(groups) => groups,
+        Err(_) if job["TaskGroups"].is_null() => Vec::new(),
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("TaskGroups: {e}")),
+    };
+    let stub = Job {
+        id: id.to_string(),
+        name: job["Name"].as_str().unwrap_or(id).to_string(),
+        namespace: "default".into(),
+        datacenters: job["Datacenters"].clone(),
+        priority: job["Priority"].as_u64().unwrap_or(50),
+        status: "running".into(),
+        task_groups: allocs::canonical_groups(&kind, groups),
+        kind,
+        ..Job::default()
+    };
+    match agent
+        .cluster
+        .write(Op::UpsertJob {
+            job: Box::new(stub),
+        })
+        .await
+    {
         Ok(index) => with_index(
             &agent,
             json!({"EvalID": uuid::Uuid::new_v4().to_string(), "EvalCreateIndex": index, "JobModifyIndex": index, "Warnings": "", "Index": index}),

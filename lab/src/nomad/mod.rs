@@ -6,6 +6,7 @@
 
 mod allocs;
 mod api;
+mod state;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use serde_json::{json, Value};
 use crate::cluster::{Cluster, MemberStatus, Operation, Options};
 use crate::config::ConfigFile;
 use crate::tls::TlsFiles;
+use state::{AclBootstrap, Job, Node, NodeChange, State};
 
 pub const VERSION: &str = "1.7.7";
 
@@ -327,26 +329,19 @@ impl Heartbeats {
     }
 }
 
-/// The fields of a node that missed its heartbeats.
-fn status_down() -> serde_json::Map<String, Value> {
-    let mut fields = serde_json::Map::new();
-    fields.insert("Status".into(), json!("down"));
-    fields
-}
-
 /// The operations that change the replicated state: client nodes, jobs and the ACL
 /// bootstrap.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    /// A client node's registration (its `ID`, `Name`, `Status`, ...).
+    /// A client node's registration.
     UpsertNode {
-        node: Value,
+        node: Box<Node>,
     },
-    /// Some fields of a registered node (`Status`, `Drain`, ...).
+    /// A change of a registered node (down, a drain, its eligibility).
     UpdateNode {
         id: String,
-        fields: serde_json::Map<String, Value>,
+        change: NodeChange,
     },
     /// A node deregistered (`PUT /v1/node/:id/purge`, Node.Deregister).
     DeleteNode {
@@ -357,7 +352,7 @@ pub enum Op {
         accessor: String,
     },
     UpsertJob {
-        job: Value,
+        job: Box<Job>,
     },
     /// A scheduler's plan: allocations stopped and placed (nomad/plan_apply.go).
     Plan {
@@ -387,84 +382,62 @@ pub enum StateError {
     /// nomad/acl_endpoint.go Bootstrap: done once; the reset index names the way back.
     #[error("ACL bootstrap already done (reset index: {0})")]
     AclBootstrapped(u64),
+    /// The state on disk or from a snapshot is not one the twin wrote.
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 impl Operation for Op {
     type Error = StateError;
 
     fn apply(self, data: &mut Value, index: u64) -> Result<Value, StateError> {
-        for table in ["nodes", "jobs", "allocs"] {
-            if !data[table].is_object() {
-                data[table] = json!({});
-            }
+        if let Op::Restore { state } = self {
+            *data = state;
+            return Ok(json!(index));
         }
+        let mut state = State::from_json(data).map_err(StateError::Unreadable)?;
         match self {
-            Op::UpsertNode { mut node } => {
-                let id = node["ID"].as_str().unwrap_or_default().to_string();
-                let old = &data["nodes"][&id];
-                node["CreateIndex"] = old["CreateIndex"]
-                    .as_u64()
-                    .map_or(json!(index), |c| json!(c));
-                node["ModifyIndex"] = json!(index);
-                data["nodes"][&id] = node;
-                Ok(json!(index))
+            Op::UpsertNode { node } => {
+                let mut node = *node;
+                node.create_index = state.nodes.get(&node.id).map_or(index, |n| n.create_index);
+                node.modify_index = index;
+                state.nodes.insert(node.id.clone(), node);
             }
-            Op::UpdateNode { id, fields } => {
-                let node = data["nodes"]
-                    .get_mut(&id)
-                    .filter(|n| n.is_object())
-                    .ok_or(StateError::NodeNotFound)?;
-                for (k, v) in fields {
-                    node[k] = v;
-                }
-                node["ModifyIndex"] = json!(index);
-                Ok(json!(index))
+            Op::UpdateNode { id, change } => {
+                let node = state.nodes.get_mut(&id).ok_or(StateError::NodeNotFound)?;
+                change.apply(node);
+                node.modify_index = index;
             }
+            // nomad/node_endpoint.go Deregister: an unknown node is an error.
             Op::DeleteNode { id } => {
-                // nomad/node_endpoint.go Deregister: an unknown node is an error.
-                data["nodes"]
-                    .as_object_mut()
-                    .and_then(|nodes| nodes.remove(&id))
-                    .ok_or(StateError::NodeNotFound)?;
-                Ok(json!(index))
+                state.nodes.remove(&id).ok_or(StateError::NodeNotFound)?;
             }
             Op::AclBootstrap { secret, accessor } => {
-                if data["acl_bootstrap"].is_object() {
-                    let reset = data["acl_bootstrap"]["index"].as_u64().unwrap_or(0);
-                    return Err(StateError::AclBootstrapped(reset));
+                if let Some(done) = &state.acl_bootstrap {
+                    return Err(StateError::AclBootstrapped(done.index));
                 }
-                data["acl_bootstrap"] =
-                    json!({"secret": secret, "accessor": accessor, "index": index});
-                Ok(json!(index))
+                state.acl_bootstrap = Some(AclBootstrap {
+                    secret,
+                    accessor,
+                    index,
+                });
             }
-            Op::Restore { state } => {
-                *data = state;
-                Ok(json!(index))
+            Op::UpsertJob { job } => {
+                let mut job = *job;
+                job.create_index = state.jobs.get(&job.id).map_or(index, |j| j.create_index);
+                job.modify_index = index;
+                job.job_modify_index = index;
+                state.jobs.insert(job.id.clone(), job);
             }
-            Op::Plan { stops, places } => {
-                allocs::apply_plan(data, stops, places, index);
-                Ok(json!(index))
-            }
+            Op::Plan { stops, places } => allocs::apply_plan(&mut state, stops, places, index),
             Op::UpdateAllocs { updates } => {
-                allocs::apply_client_updates(data, updates, index);
-                Ok(json!(index))
+                allocs::apply_client_updates(&mut state, updates, index)
             }
-            Op::MigrateAllocs { ids } => {
-                allocs::apply_migrate(data, ids, index);
-                Ok(json!(index))
-            }
-            Op::UpsertJob { mut job } => {
-                let id = job["ID"].as_str().unwrap_or_default().to_string();
-                let old = &data["jobs"][&id];
-                job["CreateIndex"] = old["CreateIndex"]
-                    .as_u64()
-                    .map_or(json!(index), |c| json!(c));
-                job["ModifyIndex"] = json!(index);
-                job["JobModifyIndex"] = json!(index);
-                data["jobs"][&id] = job;
-                Ok(json!(index))
-            }
+            Op::MigrateAllocs { ids } => allocs::apply_migrate(&mut state, ids, index),
+            Op::Restore { .. } => {}
         }
+        *data = state.to_json();
+        Ok(json!(index))
     }
 }
 
@@ -502,24 +475,30 @@ impl Agent {
         }
         if self.settings.client {
             let existing = self.own_node().await;
-            if existing["Status"] != "ready" {
-                let node = json!({
-                    "ID": self.node_id,
-                    "Name": self.settings.name,
-                    "Datacenter": self.settings.datacenter,
-                    "Address": self.settings.bind,
-                    "NodeClass": "",
-                    "NodePool": "default",
-                    "Version": VERSION,
-                    "Drain": existing["Drain"].as_bool().unwrap_or(false),
-                    "SchedulingEligibility": existing["SchedulingEligibility"].as_str().unwrap_or("eligible"),
-                    "Status": "ready",
-                    "StatusDescription": "",
-                    "Drivers": {"docker": {"Attributes": {}, "Detected": true, "Healthy": true, "HealthDescription": "Healthy"}},
-                    "HostVolumes": {},
-                    "LastDrain": existing["LastDrain"].clone(),
-                    "Member": self.settings.member_name(),
-                });
+            if existing.as_ref().is_none_or(|n| n.status != "ready") {
+                let existing = existing.unwrap_or_default();
+                let node = Node {
+                    id: self.node_id.clone(),
+                    name: self.settings.name.clone(),
+                    datacenter: self.settings.datacenter.clone(),
+                    address: self.settings.bind.clone(),
+                    node_pool: "default".into(),
+                    version: VERSION.into(),
+                    drain: existing.drain,
+                    scheduling_eligibility: if existing.scheduling_eligibility.is_empty() {
+                        "eligible".into()
+                    } else {
+                        existing.scheduling_eligibility
+                    },
+                    status: "ready".into(),
+                    drivers: json!({"docker": {"Attributes": {}, "Detected": true, "Healthy": true, "HealthDescription": "Healthy"}}),
+                    host_volumes: json!({}),
+                    drain_strategy: existing.drain_strategy,
+                    last_drain: existing.last_drain,
+                    member: self.settings.member_name(),
+                    ..Node::default()
+                };
+                let node = Box::new(node);
                 let _ = self.cluster.write(Op::UpsertNode { node }).await;
             } else {
                 self.run_allocs().await;
@@ -538,34 +517,30 @@ impl Agent {
             // Heartbeats are per node ID (nomad/heartbeat.go resetHeartbeatTimer): when a
             // fresh machine registers a new node under an old name, only the newest node of
             // that member heartbeats; the old one goes silent and is marked down.
-            let alive: BTreeMap<String, bool> = self.cluster.read(|d| {
-                let nodes: Vec<(&String, &Value)> =
-                    d["nodes"].as_object().into_iter().flatten().collect();
-                let newest = |member: &str| {
-                    nodes
-                        .iter()
-                        .filter(|(_, n)| n["Member"] == member)
-                        .max_by_key(|(_, n)| n["CreateIndex"].as_u64().unwrap_or(0))
-                        .map(|(id, _)| id.as_str())
-                };
+            let nodes = self.state().nodes;
+            let newest = |member: &str| {
                 nodes
                     .iter()
-                    .filter(|(_, n)| n["Status"] == "ready")
-                    .filter_map(|(id, n)| {
-                        let member = n["Member"].as_str()?;
-                        let status = members.get(member)?;
-                        let heartbeats = newest(member) == Some(id.as_str());
-                        Some(((*id).clone(), heartbeats && *status == MemberStatus::Alive))
-                    })
-                    .collect()
-            });
+                    .filter(|(_, n)| n.member == member)
+                    .max_by_key(|(_, n)| n.create_index)
+                    .map(|(id, _)| id.as_str())
+            };
+            let alive: BTreeMap<String, bool> = nodes
+                .iter()
+                .filter(|(_, n)| n.status == "ready")
+                .filter_map(|(id, n)| {
+                    let status = members.get(&n.member)?;
+                    let heartbeats = newest(&n.member) == Some(id.as_str());
+                    Some((id.clone(), heartbeats && *status == MemberStatus::Alive))
+                })
+                .collect();
             let down = self.heartbeats.lock().expired(&alive);
             for id in down {
                 let _ = self
                     .cluster
                     .write(Op::UpdateNode {
                         id,
-                        fields: status_down(),
+                        change: NodeChange::Down,
                     })
                     .await;
             }
@@ -576,10 +551,11 @@ impl Agent {
     /// This client runs, watches and stops its own allocations (allocs.rs client_pass).
     async fn run_allocs(&self) {
         let all = self.cluster.read_at("/allocs").await;
-        if !all.is_object() {
-            return;
-        }
         let jobs = self.cluster.read_at("/jobs").await;
+        let (Ok(all), Ok(jobs)) = (serde_json::from_value(all), serde_json::from_value(jobs))
+        else {
+            return;
+        };
         let updates = {
             let mut started = self.started.lock();
             allocs::client_pass(&all, &jobs, &self.node_id, &mut started)
@@ -590,19 +566,30 @@ impl Agent {
     }
 
     /// This client's node as the servers hold it (a client-only agent asks the leader).
-    async fn own_node(&self) -> Value {
-        self.cluster
+    async fn own_node(&self) -> Option<Node> {
+        let node = self
+            .cluster
             .read_at(&format!("/nodes/{}", self.node_id))
-            .await
+            .await;
+        serde_json::from_value(node).ok()
+    }
+
+    /// The replicated state as this server holds it (empty when it cannot be read).
+    pub fn state(&self) -> State {
+        self.cluster.read(|d| {
+            State::from_json(d).unwrap_or_else(|e| {
+                tracing::error!("nomad state: {e}");
+                State::default()
+            })
+        })
     }
 
     /// The leader's drainer and scheduler, one pass each round (allocs.rs drain_pass and
     /// schedule). A drain that is over leaves the node ineligible, as Nomad's does
     /// (state_store.go updateNodeDrainImpl with no MarkEligible).
     async fn drain_and_schedule(&self) {
-        let pass = self
-            .cluster
-            .read(|d| allocs::drain_pass(d, Duration::from_secs(1)));
+        let state = self.state();
+        let pass = allocs::drain_pass(&state, Duration::from_secs(1));
         if !pass.migrate.is_empty() {
             let ids = pass.migrate;
             let _ = self.cluster.write(Op::MigrateAllocs { ids }).await;
@@ -610,19 +597,11 @@ impl Agent {
         let now = std::time::SystemTime::now();
         // Nomad notes a deadline in the node's events, not in LastDrain.
         for (id, _deadline) in pass.done {
-            let mut last = self.cluster.read(|d| d["nodes"][&id]["LastDrain"].clone());
-            last["Status"] = json!("complete");
-            last["UpdatedAt"] = json!(humantime::format_rfc3339_nanos(now).to_string());
-            let fields = json!({"Drain": false, "DrainStrategy": null, "LastDrain": last});
-            let _ = self
-                .cluster
-                .write(Op::UpdateNode {
-                    id,
-                    fields: fields.as_object().cloned().unwrap_or_default(),
-                })
-                .await;
+            let at = humantime::format_rfc3339_nanos(now).to_string();
+            let change = NodeChange::DrainComplete { at };
+            let _ = self.cluster.write(Op::UpdateNode { id, change }).await;
         }
-        let (stops, places) = self.cluster.read(allocs::schedule);
+        let (stops, places) = allocs::schedule(&self.state());
         if !stops.is_empty() || !places.is_empty() {
             let _ = self.cluster.write(Op::Plan { stops, places }).await;
         }
