@@ -373,9 +373,10 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
     );
     assert!(
         stdout.starts_with("WARNING - rolling reboot done: no host;")
-            && stdout.contains("left alone: nomad node controller3: ")
+            && stdout.contains("left alone: nomad node controller3: its allocation(s) of ")
+            && stdout.contains("web")
             && stdout.contains(
-                "web would have nowhere to go (no other node in homelab is ready and eligible)"
+                "would have nowhere to go (no other node of their datacenters and node pool is ready and eligible)"
             ),
         "{stdout}"
     );
@@ -451,6 +452,9 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
     std::fs::write(&worker_flag, "*** System restart required ***\n").unwrap();
     let worker_boot = || std::fs::read_to_string(lab.dir.join("worker1/boot_id")).unwrap();
     let before = (boot_ids(), worker_boot());
+    // The operator has taken worker1 out of scheduling: drained for its reboot all the
+    // same, it stays ineligible afterwards.
+    set_eligible(&["worker1"], "ineligible");
     let workers = rolling(&["--set", "reboot=needed", "--set", "role=all"]);
     assert_eq!(
         workers.status.code(),
@@ -479,9 +483,12 @@ fn ha_then_rolling_restarts_and_reboots_keep_every_cluster_serving() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|n| n["Name"] == "worker1" && n["Status"] == "ready"),
+            .any(|n| n["Name"] == "worker1"
+                && n["Status"] == "ready"
+                && n["SchedulingEligibility"] == "ineligible"),
         "{nodes}"
     );
+    set_eligible(&["worker1"], "eligible");
 
     // Killed (SIGKILL, or Ctrl-C's SIGINT) at its first change, inside the second
     // controller's turn, and as the third begins: the next run finishes from the record.

@@ -23,11 +23,11 @@ nomad::wait_nodes_ready(c1, 1, 10.0);
 let id = nomad::node_ids(c1)["controller1"];
 nomad::drain(c1, id, 2);
 let n = nomad::node(c1, id);
-print(`${n.Drain} ${n.SchedulingEligibility} ${n.LastDrain.Status}`);
+print(`${n.DrainStrategy != ()} ${n.SchedulingEligibility} ${n.LastDrain.Status}`);
 try { nomad::eligibility(c1, id, true) } catch (e) { print(e.message) }
 print(nomad::wait_drained(c1, id, 20.0));
 let n = nomad::node(c1, id);
-print(`${n.Drain} ${n.SchedulingEligibility} ${n.DrainStrategy}`);
+print(`${n.DrainStrategy != ()} ${n.SchedulingEligibility}`);
 nomad::eligibility(c1, id, true);
 print(nomad::node(c1, id).SchedulingEligibility);"#,
     )
@@ -43,7 +43,7 @@ print(nomad::node(c1, id).SchedulingEligibility);"#,
     );
     assert_eq!(
         &lines[2..],
-        ["complete", "false ineligible ", "eligible"],
+        ["complete", "false ineligible", "eligible"],
         "{}",
         out.stdout
     );

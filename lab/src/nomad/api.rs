@@ -548,7 +548,14 @@ async fn node(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response 
         return r;
     }
     match agent.state().nodes.get(&id) {
-        Some(n) => with_index(&agent, node_stub(n)),
+        // The full node has no `Drain` (only the list's stubs do): its DrainStrategy says.
+        Some(n) => {
+            let mut full = node_stub(n);
+            if let Some(o) = full.as_object_mut() {
+                o.remove("Drain");
+            }
+            with_index(&agent, full)
+        }
         None => text(StatusCode::NOT_FOUND, "node not found"),
     }
 }
@@ -690,14 +697,34 @@ fn job_stub(job: &Job) -> Value {
 /// The allocations matching `keep`, full (a node's, as node_endpoint.go nodeAllocations
 /// answers) or as list stubs (a job's and `/v1/allocations`, AllocListStub).
 fn allocs_where(agent: &Agent, keep: impl Fn(&allocs::Alloc) -> bool, full: bool) -> Value {
-    let list: Vec<Value> = agent
-        .state()
+    let state = agent.state();
+    let list: Vec<Value> = state
         .allocs
-        .into_values()
+        .values()
         .filter(|a| keep(a))
-        .map(|a| if full { json!(a) } else { a.stub() })
+        .map(|a| {
+            if full {
+                full_alloc(a, &state.jobs)
+            } else {
+                a.stub()
+            }
+        })
         .collect();
     json!(list)
+}
+
+/// An allocation in full, as structs.Allocation is: its job embedded (`Job`), no `JobType`
+/// (only the list stubs carry that).
+fn full_alloc(a: &allocs::Alloc, jobs: &std::collections::BTreeMap<String, Job>) -> Value {
+    let mut v = json!(a);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("JobType");
+        o.insert(
+            "Job".into(),
+            jobs.get(&a.job_id).map_or(Value::Null, |j| json!(j)),
+        );
+    }
+    v
 }
 
 async fn job_allocations(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
@@ -728,8 +755,9 @@ async fn allocation(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Res
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.state().allocs.remove(&id) {
-        Some(a) => with_index(&agent, json!(a)),
+    let state = agent.state();
+    match state.allocs.get(&id) {
+        Some(a) => with_index(&agent, full_alloc(a, &state.jobs)),
         None => text(StatusCode::NOT_FOUND, "alloc not found"),
     }
 }

@@ -228,11 +228,18 @@ impl NodeChange {
     pub fn apply(self, node: &mut Node) {
         match self {
             NodeChange::Down => node.status = "down".into(),
-            NodeChange::Drain { strategy, last } => {
+            // A drain asked again of a draining node keeps when it began and its record
+            // (nomad/node_endpoint.go UpdateDrain, state_store.go updateNodeDrainImpl).
+            NodeChange::Drain { mut strategy, last } => {
+                let under_way = node.drain_strategy.as_ref().map(|s| s.started_at.clone());
+                if let Some(started_at) = under_way {
+                    strategy.started_at = started_at;
+                } else {
+                    node.last_drain = Some(last);
+                }
                 node.drain = true;
                 node.scheduling_eligibility = "ineligible".into();
                 node.drain_strategy = Some(strategy);
-                node.last_drain = Some(last);
             }
             NodeChange::EndDrain { at, mark_eligible } => {
                 node.drain = false;
