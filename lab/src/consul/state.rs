@@ -15,6 +15,16 @@ fn obj<'a>(data: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     data[key].as_object_mut().expect("just made an object")
 }
 
+/// A node's entries in the per-node table `table` (`services`, `checks`), made when
+/// missing.
+fn per_node<'a>(data: &'a mut Value, table: &str, node: &str) -> &'a mut Map<String, Value> {
+    let entry = obj(data, table).entry(node).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    entry.as_object_mut().expect("just made an object")
+}
+
 /// The operations that change the replicated state. Each carries its own inputs (IDs,
 /// times), so applying it is deterministic on every server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -206,12 +216,7 @@ pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, StateError> 
 /// A service registered on a node (its CreateIndex kept across updates).
 fn register_service(data: &mut Value, node: String, mut service: Value, index: u64) -> Value {
     let id = service["ID"].as_str().unwrap_or_default().to_string();
-    let services = obj(data, "services");
-    let entry = services.entry(node).or_insert_with(|| json!({}));
-    if !entry.is_object() {
-        *entry = json!({});
-    }
-    let per_node = entry.as_object_mut().expect("made an object above");
+    let per_node = per_node(data, "services", &node);
     let create = per_node
         .get(&id)
         .and_then(|s| s["CreateIndex"].as_u64())
@@ -250,12 +255,7 @@ fn register_check(
     now_ms: u64,
 ) -> Value {
     let id = check["CheckID"].as_str().unwrap_or_default().to_string();
-    let checks = obj(data, "checks");
-    let entry = checks.entry(node.to_string()).or_insert_with(|| json!({}));
-    if !entry.is_object() {
-        *entry = json!({});
-    }
-    let per_node = entry.as_object_mut().expect("made an object above");
+    let per_node = per_node(data, "checks", node);
     let create = per_node
         .get(&id)
         .and_then(|c| c["CreateIndex"].as_u64())

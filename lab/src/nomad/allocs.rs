@@ -380,8 +380,8 @@ fn new_alloc(job: &Job, group: &TaskGroup, node: &NodeView, name: String) -> All
 #[derive(Debug, Default)]
 pub struct DrainPass {
     pub migrate: Vec<String>,
-    /// Node ID, and whether its deadline ended it.
-    pub done: Vec<(String, bool)>,
+    /// The nodes whose drain is over (done, or at its deadline).
+    pub done: Vec<String>,
 }
 
 /// One pass of the drainer over the draining nodes whose drain began at least `settle`
@@ -456,20 +456,16 @@ pub fn drain_pass(state: &State, settle: Duration) -> DrainPass {
             .values()
             .filter(|a| &a.node_id == *id && !a.client_terminal())
             .collect();
-        let remaining = || {
-            on_node
+        let deadline = parse(&strategy.force_deadline).filter(|_| strategy.deadline != 0);
+        let over = deadline.is_some_and(|d| d <= now);
+        if over || on_node.iter().all(|a| a.job_type == "system") {
+            let remaining = on_node
                 .iter()
                 .filter(|a| !(ignore_system && a.job_type == "system"))
                 .filter(|a| !a.desired_transition.migrate)
-                .map(|a| a.id.clone())
-        };
-        let deadline = parse(&strategy.force_deadline).filter(|_| strategy.deadline != 0);
-        if deadline.is_some_and(|d| d <= now) {
-            pass.migrate.extend(remaining());
-            pass.done.push(((*id).clone(), true));
-        } else if on_node.iter().all(|a| a.job_type == "system") {
-            pass.migrate.extend(remaining());
-            pass.done.push(((*id).clone(), false));
+                .map(|a| a.id.clone());
+            pass.migrate.extend(remaining);
+            pass.done.push((*id).clone());
         }
     }
     pass.migrate.sort_unstable();
@@ -621,7 +617,7 @@ mod tests {
         assert_eq!(moved.desired_description, "alloc is being migrated");
         assert!(!moved.next_allocation.is_empty());
         let pass = drain_pass(&state, Duration::ZERO);
-        assert_eq!(pass.done, [("n2".to_string(), false)]);
+        assert_eq!(pass.done, ["n2"]);
         assert!(pass.migrate.is_empty(), "system allocs stay: {pass:?}");
     }
 

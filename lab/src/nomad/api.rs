@@ -17,7 +17,12 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::state::{DrainStrategy, Job, LastDrain, Node, NodeChange, TaskGroup};
+use super::state::{AclBootstrap, DrainStrategy, Job, LastDrain, Node, NodeChange, TaskGroup};
+
+/// The state's tables, by ID.
+type Nodes = std::collections::BTreeMap<String, Node>;
+type Jobs = std::collections::BTreeMap<String, Job>;
+type Allocs = std::collections::BTreeMap<String, allocs::Alloc>;
 use super::{allocs, Agent, Op, VERSION};
 use crate::cluster::{MemberStatus, WriteError};
 
@@ -98,7 +103,9 @@ async fn acl_check(State(agent): A, request: Request, next: Next) -> Response {
                 .map(|(_, t)| t.trim().to_string())
         })
         .unwrap_or_default();
-    let management = agent.state().acl_bootstrap.map(|b| b.secret);
+    let management = agent
+        .part::<Option<AclBootstrap>>("acl_bootstrap")
+        .map(|b| b.secret);
     match (token.is_empty(), management) {
         (false, Some(m)) if m == token => next.run(request).await,
         (true, _) => text(StatusCode::FORBIDDEN, "Permission denied"),
@@ -534,8 +541,7 @@ async fn nodes(State(agent): A, Query(q): Q) -> Response {
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     let list: Vec<Value> = agent
-        .state()
-        .nodes
+        .part::<Nodes>("nodes")
         .iter()
         .filter(|(id, _)| id.starts_with(&prefix))
         .map(|(_, n)| node_stub(n))
@@ -547,7 +553,7 @@ async fn node(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response 
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.state().nodes.get(&id) {
+    match agent.part::<Nodes>("nodes").get(&id) {
         // The full node has no `Drain` (only the list's stubs do): its DrainStrategy says.
         Some(n) => {
             let mut full = node_stub(n);
@@ -649,7 +655,10 @@ async fn eligibility(State(agent): A, Path(id): Path<String>, body: Bytes) -> Re
             format!("invalid scheduling eligibility {wanted:?}"),
         );
     }
-    let draining = agent.state().nodes.get(&id).is_some_and(|n| n.drain);
+    let draining = agent
+        .part::<Nodes>("nodes")
+        .get(&id)
+        .is_some_and(|n| n.drain);
     if draining && wanted == "eligible" {
         return text(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -666,8 +675,7 @@ async fn jobs(State(agent): A, Query(q): Q) -> Response {
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     let list: Vec<Value> = agent
-        .state()
-        .jobs
+        .part::<Jobs>("jobs")
         .iter()
         .filter(|(id, _)| id.starts_with(&prefix))
         .map(|(_, j)| job_stub(j))
@@ -679,7 +687,7 @@ async fn job(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.state().jobs.get(&id) {
+    match agent.part::<Jobs>("jobs").get(&id) {
         Some(j) => with_index(&agent, json!(j)),
         None => text(StatusCode::NOT_FOUND, "job not found"),
     }
@@ -697,25 +705,23 @@ fn job_stub(job: &Job) -> Value {
 /// The allocations matching `keep`, full (a node's, as node_endpoint.go nodeAllocations
 /// answers) or as list stubs (a job's and `/v1/allocations`, AllocListStub).
 fn allocs_where(agent: &Agent, keep: impl Fn(&allocs::Alloc) -> bool, full: bool) -> Value {
-    let state = agent.state();
-    let list: Vec<Value> = state
-        .allocs
+    let jobs: Jobs = if full {
+        agent.part("jobs")
+    } else {
+        Jobs::new()
+    };
+    let list: Vec<Value> = agent
+        .part::<Allocs>("allocs")
         .values()
         .filter(|a| keep(a))
-        .map(|a| {
-            if full {
-                full_alloc(a, &state.jobs)
-            } else {
-                a.stub()
-            }
-        })
+        .map(|a| if full { full_alloc(a, &jobs) } else { a.stub() })
         .collect();
     json!(list)
 }
 
 /// An allocation in full, as structs.Allocation is: its job embedded (`Job`), no `JobType`
 /// (only the list stubs carry that).
-fn full_alloc(a: &allocs::Alloc, jobs: &std::collections::BTreeMap<String, Job>) -> Value {
+fn full_alloc(a: &allocs::Alloc, jobs: &Jobs) -> Value {
     let mut v = json!(a);
     if let Some(o) = v.as_object_mut() {
         o.remove("JobType");
@@ -755,9 +761,8 @@ async fn allocation(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Res
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    let state = agent.state();
-    match state.allocs.get(&id) {
-        Some(a) => with_index(&agent, full_alloc(a, &state.jobs)),
+    match agent.part::<Allocs>("allocs").get(&id) {
+        Some(a) => with_index(&agent, full_alloc(a, &agent.part("jobs"))),
         None => text(StatusCode::NOT_FOUND, "alloc not found"),
     }
 }

@@ -517,7 +517,7 @@ impl Agent {
             // Heartbeats are per node ID (nomad/heartbeat.go resetHeartbeatTimer): when a
             // fresh machine registers a new node under an old name, only the newest node of
             // that member heartbeats; the old one goes silent and is marked down.
-            let nodes = self.state().nodes;
+            let nodes: BTreeMap<String, Node> = self.part("nodes");
             let newest = |member: &str| {
                 nodes
                     .iter()
@@ -574,6 +574,18 @@ impl Agent {
         serde_json::from_value(node).ok()
     }
 
+    /// One table of the replicated state (`nodes`, `jobs`, `allocs`, `acl_bootstrap`),
+    /// read alone: a request needs only its table deserialized, not the whole state.
+    pub fn part<T: serde::de::DeserializeOwned + Default>(&self, key: &str) -> T {
+        self.cluster.read(|d| match d.get(key) {
+            None | Some(Value::Null) => T::default(),
+            Some(v) => T::deserialize(v).unwrap_or_else(|e| {
+                tracing::error!("nomad state, {key}: {e}");
+                T::default()
+            }),
+        })
+    }
+
     /// The replicated state as this server holds it (empty when it cannot be read).
     pub fn state(&self) -> State {
         self.cluster.read(|d| {
@@ -595,8 +607,9 @@ impl Agent {
             let _ = self.cluster.write(Op::MigrateAllocs { ids }).await;
         }
         let now = std::time::SystemTime::now();
-        // Nomad notes a deadline in the node's events, not in LastDrain.
-        for (id, _deadline) in pass.done {
+        // Complete whether done or at the deadline: Nomad notes a deadline in the node's
+        // events (which the twin does not keep), not in LastDrain.
+        for id in pass.done {
             let at = humantime::format_rfc3339_nanos(now).to_string();
             let change = NodeChange::DrainComplete { at };
             let _ = self.cluster.write(Op::UpdateNode { id, change }).await;

@@ -26,7 +26,7 @@ impl State {
         if data.as_object().is_none_or(|o| o.is_empty()) {
             return Ok(State::default());
         }
-        serde_json::from_value(data.clone()).map_err(|e| format!("unreadable state: {e}"))
+        State::deserialize(data).map_err(|e| format!("unreadable state: {e}"))
     }
 
     pub fn to_json(&self) -> Value {
