@@ -554,7 +554,8 @@ async fn node(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response 
         return r;
     }
     match agent.part::<Nodes>("nodes").get(&id) {
-        // The full node has no `Drain` (only the list's stubs do): its DrainStrategy says.
+        // nomad/structs/structs.go: Node has no `Drain` (NodeListStub has): a drain shows
+        // as the full node's DrainStrategy.
         Some(n) => {
             let mut full = node_stub(n);
             if let Some(o) = full.as_object_mut() {
@@ -719,8 +720,9 @@ fn allocs_where(agent: &Agent, keep: impl Fn(&allocs::Alloc) -> bool, full: bool
     json!(list)
 }
 
-/// An allocation in full, as structs.Allocation is: its job embedded (`Job`), no `JobType`
-/// (only the list stubs carry that).
+/// An allocation in full, as nomad/structs/structs.go Allocation is (what
+/// command/agent/node_endpoint.go nodeAllocations answers): its job embedded (`Job`), no
+/// `JobType` (only the list stubs carry that).
 fn full_alloc(a: &allocs::Alloc, jobs: &Jobs) -> Value {
     let mut v = json!(a);
     if let Some(o) = v.as_object_mut() {
