@@ -34,34 +34,78 @@ fn serving(address: &str, port: u16, path: &str) -> bool {
 }
 
 /// Samples, every 50 ms until stopped, how many controllers serve each service; keeps the
-/// fewest seen.
+/// fewest seen. A restart cannot slip between two samples: a controller whose process for
+/// the service changed since the last sample (the lab's pid file, `run/SERVICE.pid`) was
+/// down in between and counts as not serving in that sample; the restarts seen per
+/// controller and service are counted too.
 struct Watch {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<BTreeMap<&'static str, usize>>,
+    handle: std::thread::JoinHandle<Watched>,
+}
+
+#[derive(Default)]
+struct Watched {
+    fewest: BTreeMap<&'static str, usize>,
+    /// (controller, service) → how many times its process changed.
+    restarts: BTreeMap<(String, &'static str), usize>,
+}
+
+/// The pid the lab wrote for a service; none while the file is missing or half-written.
+fn pid(lab_dir: &std::path::Path, host: &str, service: &str) -> Option<i32> {
+    let file = lab_dir.join(host).join("run").join(format!("{service}.pid"));
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
 impl Watch {
     fn start(lab: &Lab) -> Watch {
-        let addresses: Vec<String> = lab.controllers().iter().map(|h| lab.address(h)).collect();
+        let hosts: Vec<(String, String)> = lab
+            .controllers()
+            .into_iter()
+            .map(|h| (lab.address(&h), h))
+            .collect();
+        let dir = lab.dir.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let mut fewest: BTreeMap<&'static str, usize> =
-                SERVING.iter().map(|(s, _, _)| (*s, usize::MAX)).collect();
+            let mut watched = Watched {
+                fewest: SERVING.iter().map(|(s, _, _)| (*s, usize::MAX)).collect(),
+                ..Watched::default()
+            };
+            let mut last: BTreeMap<(String, &'static str), Option<i32>> = BTreeMap::new();
+            for (_, host) in &hosts {
+                for (service, _, _) in SERVING {
+                    last.insert((host.clone(), service), pid(&dir, host, service));
+                }
+            }
             while !flag.load(Ordering::SeqCst) {
                 for (service, port, path) in SERVING {
-                    let n = addresses.iter().filter(|a| serving(a, port, path)).count();
-                    let least = fewest.get_mut(service).unwrap();
+                    let mut n = 0;
+                    for (address, host) in &hosts {
+                        let up = serving(address, port, path);
+                        let now = pid(&dir, host, service);
+                        let key = (host.clone(), service);
+                        let same = last.get(&key) == Some(&now);
+                        if !same && now.is_some() {
+                            *watched.restarts.entry(key.clone()).or_default() += 1;
+                        }
+                        if up && same && now.is_some() {
+                            n += 1;
+                        }
+                        if !same {
+                            last.insert(key, now);
+                        }
+                    }
+                    let least = watched.fewest.get_mut(service).unwrap();
                     *least = (*least).min(n);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            fewest
+            watched
         });
         Watch { stop, handle }
     }
 
-    fn stop(self) -> BTreeMap<&'static str, usize> {
+    fn stop(self) -> Watched {
         self.stop.store(true, Ordering::SeqCst);
         self.handle.join().unwrap()
     }
@@ -132,7 +176,7 @@ fn five_controllers_go_to_ha_tolerate_two_failures_and_restart_in_turn() {
         "--yes",
         script("rolling-restart.rhai").to_str().unwrap(),
     ]);
-    let fewest = watch.stop();
+    let watched = watch.stop();
     let stdout = text(&rolling.stdout);
     assert_eq!(
         rolling.status.code(),
@@ -144,11 +188,17 @@ fn five_controllers_go_to_ha_tolerate_two_failures_and_restart_in_turn() {
         stdout.starts_with("OK - rolling restart done: "),
         "{stdout}"
     );
-    for (service, least) in &fewest {
+    for (service, least) in &watched.fewest {
         assert!(
             (3..5).contains(least),
             "{service}: {least} of 5 serving at the least"
         );
+    }
+    for host in &controllers {
+        for (service, _, _) in SERVING {
+            let seen = watched.restarts.get(&(host.clone(), service));
+            assert_eq!(seen, Some(&1), "{host} {service}: new processes seen");
+        }
     }
     let log = audited(&audit);
     for host in &controllers {

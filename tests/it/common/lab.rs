@@ -309,7 +309,32 @@ pub fn wait_for_changes(audit: &Path, changes: usize, run: &mut std::process::Ch
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_tails();
+        }
         let _ = self.lab("down", &[]);
+    }
+}
+
+impl Lab {
+    /// The last lines each service of each host logged, for a failed test's output: the
+    /// lab goes with the test.
+    fn print_log_tails(&self) {
+        let Ok(hosts) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut logs: Vec<std::path::PathBuf> = hosts
+            .flatten()
+            .filter_map(|h| std::fs::read_dir(h.path().join("log")).ok())
+            .flat_map(|logs| logs.flatten().map(|l| l.path()))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            eprintln!("--- {} (last lines)\n{tail}", log.display());
+        }
     }
 }
 
