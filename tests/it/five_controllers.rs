@@ -52,7 +52,10 @@ struct Watched {
 
 /// The pid the lab wrote for a service; none while the file is missing or half-written.
 fn pid(lab_dir: &std::path::Path, host: &str, service: &str) -> Option<i32> {
-    let file = lab_dir.join(host).join("run").join(format!("{service}.pid"));
+    let file = lab_dir
+        .join(host)
+        .join("run")
+        .join(format!("{service}.pid"));
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 

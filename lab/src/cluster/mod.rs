@@ -371,6 +371,19 @@ impl Cluster {
         f(&lock(&self.inner).p.data)
     }
 
+    /// One table of the replicated state, typed and read alone: a request needs only its
+    /// table deserialized, not the whole state. A table the twin cannot read is logged
+    /// and read as empty (a read never writes it back).
+    pub fn part<T: DeserializeOwned + Default>(&self, key: &str) -> T {
+        self.read(|d| match d.get(key) {
+            None | Some(Value::Null) => T::default(),
+            Some(v) => T::deserialize(v).unwrap_or_else(|e| {
+                tracing::error!("replicated state, {key}: {e}");
+                T::default()
+            }),
+        })
+    }
+
     /// The members erased by a force-leave with prune (see `Inner::pruned`).
     pub fn pruned(&self) -> Vec<String> {
         lock(&self.inner).pruned.iter().cloned().collect()

@@ -5,7 +5,7 @@
 // Response is large, but these are cold paths in a test double.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +18,7 @@ use axum::routing::{delete, get, put};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::state::{decode_value, encode_value, Op};
+use super::state::{decode_value, encode_value, Check, KvEntry, Node, Op, Service, Session};
 use super::{Agent, LocalCheck};
 use crate::cluster::MemberStatus;
 
@@ -899,57 +899,42 @@ async fn datacenters(State(agent): A) -> Response {
 async fn catalog_nodes(State(agent): A, headers: HeaderMap, q: Q) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let nodes: Vec<Value> = agent.cluster.read(|d| {
-        d["nodes"]
-            .as_object()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    });
-    indexed(&agent, Value::Array(nodes))
+    let nodes: BTreeMap<String, Node> = agent.cluster.part("nodes");
+    indexed(&agent, json!(nodes.values().collect::<Vec<_>>()))
 }
 
 async fn catalog_services(State(agent): A, headers: HeaderMap, q: Q) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let mut out = serde_json::Map::new();
-    agent.cluster.read(|d| {
-        for per_node in d["services"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-        {
-            for s in per_node.as_object().into_iter().flat_map(|m| m.values()) {
-                let name = s["Service"].as_str().unwrap_or_default().to_string();
-                let tags = out.entry(name).or_insert_with(|| json!([]));
-                for t in s["Tags"].as_array().into_iter().flatten() {
-                    let list = tags.as_array_mut().expect("tags are an array");
-                    if !list.contains(t) {
-                        list.push(t.clone());
-                    }
-                }
+    let services: Services = agent.cluster.part("services");
+    let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in services.values().flat_map(BTreeMap::values) {
+        let tags = out.entry(&s.service).or_default();
+        for t in s.tags() {
+            if !tags.contains(&t) {
+                tags.push(t);
             }
         }
-    });
-    indexed(&agent, Value::Object(out))
+    }
+    indexed(&agent, json!(out))
 }
 
-/// Every (node, service) pair of a service name, in node order.
-fn instances(d: &Value, name: &str, tag: Option<&str>) -> Vec<(Value, Value)> {
+/// Node name → service ID → service, as the state keeps them.
+type Services = BTreeMap<String, BTreeMap<String, Service>>;
+/// Node name → check ID → check.
+type Checks = BTreeMap<String, BTreeMap<String, Check>>;
+
+/// Every (node, service) pair of a service name, in node order, each as the API shows it.
+fn instances(agent: &Agent, name: &str, tag: Option<&str>) -> Vec<(Value, Value)> {
+    let nodes: BTreeMap<String, Node> = agent.cluster.part("nodes");
+    let services: Services = agent.cluster.part("services");
     let mut out = Vec::new();
-    for (node, per_node) in d["services"].as_object().into_iter().flatten() {
-        for s in per_node.as_object().into_iter().flat_map(|m| m.values()) {
-            if s["Service"] != name {
+    for (node, per_node) in &services {
+        for s in per_node.values() {
+            if s.service != name || tag.is_some_and(|tag| !s.tags().any(|t| t == tag)) {
                 continue;
             }
-            if let Some(tag) = tag {
-                if !s["Tags"]
-                    .as_array()
-                    .is_some_and(|t| t.iter().any(|x| x == tag))
-                {
-                    continue;
-                }
-            }
-            out.push((d["nodes"][node].clone(), s.clone()));
+            out.push((json!(nodes.get(node)), json!(s)));
         }
     }
     out
@@ -963,31 +948,27 @@ async fn catalog_service(
 ) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let list: Vec<Value> = agent.cluster.read(|d| {
-        instances(d, &name, q.get("tag").map(String::as_str))
-            .into_iter()
-            .map(|(node, s)| {
-                json!({
-                    "ID": node["ID"], "Node": node["Node"], "Address": node["Address"],
-                    "Datacenter": node["Datacenter"], "TaggedAddresses": node["TaggedAddresses"],
-                    "NodeMeta": node["Meta"],
-                    "ServiceID": s["ID"], "ServiceName": s["Service"], "ServiceTags": s["Tags"],
-                    "ServiceAddress": s["Address"], "ServicePort": s["Port"], "ServiceMeta": s["Meta"],
-                    "ServiceWeights": s["Weights"], "ServiceEnableTagOverride": s["EnableTagOverride"],
-                    "CreateIndex": s["CreateIndex"], "ModifyIndex": s["ModifyIndex"],
-                    "Namespace": "default",
-                })
+    let list: Vec<Value> = instances(&agent, &name, q.get("tag").map(String::as_str))
+        .into_iter()
+        .map(|(node, s)| {
+            json!({
+                "ID": node["ID"], "Node": node["Node"], "Address": node["Address"],
+                "Datacenter": node["Datacenter"], "TaggedAddresses": node["TaggedAddresses"],
+                "NodeMeta": node["Meta"],
+                "ServiceID": s["ID"], "ServiceName": s["Service"], "ServiceTags": s["Tags"],
+                "ServiceAddress": s["Address"], "ServicePort": s["Port"], "ServiceMeta": s["Meta"],
+                "ServiceWeights": s["Weights"], "ServiceEnableTagOverride": s["EnableTagOverride"],
+                "CreateIndex": s["CreateIndex"], "ModifyIndex": s["ModifyIndex"],
+                "Namespace": "default",
             })
-            .collect()
-    });
+        })
+        .collect();
     indexed(&agent, Value::Array(list))
 }
 
-fn node_checks(d: &Value, node: &str) -> Vec<Value> {
-    d["checks"][node]
-        .as_object()
-        .map(|m| m.values().cloned().collect())
-        .unwrap_or_default()
+/// Every check of every node, in node order.
+fn all_checks(checks: &Checks) -> impl Iterator<Item = &Check> {
+    checks.values().flat_map(BTreeMap::values)
 }
 
 async fn health_service(
@@ -1004,24 +985,24 @@ async fn health_service(
         Some("false" | "0") => false,
         Some(_) => return text(StatusCode::BAD_REQUEST, "Invalid value for ?passing"),
     };
-    let list: Vec<Value> = agent.cluster.read(|d| {
-        instances(d, &name, q.get("tag").map(String::as_str))
-            .into_iter()
-            .filter_map(|(node, s)| {
-                let node_name = node["Node"].as_str().unwrap_or_default().to_string();
-                let checks: Vec<Value> = node_checks(d, &node_name)
-                    .into_iter()
-                    .filter(|c| c["ServiceID"] == "" || c["ServiceID"] == s["ID"])
-                    .collect();
-                if passing_only && !checks.iter().all(|c| c["Status"] == "passing") {
-                    return None;
-                }
-                let mut service = s.clone();
-                service.as_object_mut().map(|o| o.remove("Datacenter"));
-                Some(json!({"Node": node, "Service": service, "Checks": checks}))
-            })
-            .collect()
-    });
+    let all: Checks = agent.cluster.part("checks");
+    let list: Vec<Value> = instances(&agent, &name, q.get("tag").map(String::as_str))
+        .into_iter()
+        .filter_map(|(node, mut service)| {
+            let node_name = node["Node"].as_str().unwrap_or_default();
+            let checks: Vec<&Check> = all
+                .get(node_name)
+                .into_iter()
+                .flat_map(BTreeMap::values)
+                .filter(|c| c.service_id.is_empty() || service["ID"] == c.service_id.as_str())
+                .collect();
+            if passing_only && !checks.iter().all(|c| c.status == "passing") {
+                return None;
+            }
+            service.as_object_mut().map(|o| o.remove("Datacenter"));
+            Some(json!({"Node": node, "Service": service, "Checks": checks}))
+        })
+        .collect();
     indexed(&agent, Value::Array(list))
 }
 
@@ -1039,20 +1020,11 @@ async fn health_state(
             format!("Invalid check state: '{state}'"),
         );
     }
-    let list: Vec<Value> = agent.cluster.read(|d| {
-        d["checks"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-            .flat_map(|per| {
-                per.as_object()
-                    .into_iter()
-                    .flat_map(|m| m.values().cloned())
-            })
-            .filter(|c| state == "any" || c["Status"] == state.as_str())
-            .collect()
-    });
-    indexed(&agent, Value::Array(list))
+    let checks: Checks = agent.cluster.part("checks");
+    let list: Vec<&Check> = all_checks(&checks)
+        .filter(|c| state == "any" || c.status == state)
+        .collect();
+    indexed(&agent, json!(list))
 }
 
 async fn health_node(
@@ -1063,8 +1035,13 @@ async fn health_node(
 ) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let list = agent.cluster.read(|d| node_checks(d, &node));
-    indexed(&agent, Value::Array(list))
+    let checks: Checks = agent.cluster.part("checks");
+    let list: Vec<&Check> = checks
+        .get(&node)
+        .into_iter()
+        .flat_map(BTreeMap::values)
+        .collect();
+    indexed(&agent, json!(list))
 }
 
 async fn health_checks(
@@ -1075,20 +1052,11 @@ async fn health_checks(
 ) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let list: Vec<Value> = agent.cluster.read(|d| {
-        d["checks"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.values())
-            .flat_map(|per| {
-                per.as_object()
-                    .into_iter()
-                    .flat_map(|m| m.values().cloned())
-            })
-            .filter(|c| c["ServiceName"] == service.as_str())
-            .collect()
-    });
-    indexed(&agent, Value::Array(list))
+    let checks: Checks = agent.cluster.part("checks");
+    let list: Vec<&Check> = all_checks(&checks)
+        .filter(|c| c.service_name == service)
+        .collect();
+    indexed(&agent, json!(list))
 }
 
 // ----- KV -----
@@ -1113,21 +1081,18 @@ async fn kv_get(State(agent): A, headers: HeaderMap, q: Q, Path(key): Path<Strin
         return text(StatusCode::BAD_REQUEST, "Missing key name");
     }
     need_leader!(agent, q);
-    let entries: Vec<Value> = agent.cluster.read(|d| {
-        d["kv"]
-            .as_object()
-            .into_iter()
-            .flat_map(|m| m.iter())
-            .filter(|(k, _)| {
-                if recurse {
-                    k.starts_with(&key)
-                } else {
-                    **k == key
-                }
-            })
-            .map(|(_, v)| v.clone())
-            .collect()
-    });
+    let kv: BTreeMap<String, KvEntry> = agent.cluster.part("kv");
+    let entries: Vec<&KvEntry> = kv
+        .iter()
+        .filter(|(k, _)| {
+            if recurse {
+                k.starts_with(&key)
+            } else {
+                **k == key
+            }
+        })
+        .map(|(_, e)| e)
+        .collect();
     if keys {
         let separator = q
             .get("separator")
@@ -1136,7 +1101,7 @@ async fn kv_get(State(agent): A, headers: HeaderMap, q: Q, Path(key): Path<Strin
             .unwrap_or_default();
         let mut names: Vec<String> = Vec::new();
         for e in &entries {
-            let k = e["Key"].as_str().unwrap_or_default();
+            let k = e.key.as_str();
             let name = match separator.chars().next() {
                 Some(_) => match k[key.len()..].find(&separator) {
                     Some(i) => k[..key.len() + i + separator.len()].to_string(),
@@ -1161,7 +1126,7 @@ async fn kv_get(State(agent): A, headers: HeaderMap, q: Q, Path(key): Path<Strin
         return r;
     }
     if flag(&q, "raw") {
-        let bytes = decode_value(&entries[0]["Value"]);
+        let bytes = decode_value(entries[0].value.as_deref());
         let mut r = (StatusCode::OK, bytes).into_response();
         r.headers_mut()
             .insert("Content-Type", HeaderValue::from_static("text/plain"));
@@ -1172,7 +1137,7 @@ async fn kv_get(State(agent): A, headers: HeaderMap, q: Q, Path(key): Path<Strin
         add_index_headers(&agent, r.headers_mut());
         return r;
     }
-    indexed(&agent, Value::Array(entries))
+    indexed(&agent, json!(entries))
 }
 
 fn parse_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Response> {
@@ -1315,17 +1280,21 @@ async fn session_create(State(agent): A, headers: HeaderMap, q: Q, body: Bytes) 
         }
     };
     let node_checks = session_checks(&body);
-    let session = json!({
-        "ID": uuid::Uuid::new_v4().to_string(),
+    let rest = json!({
         "Name": field(&body, "Name").and_then(Value::as_str).unwrap_or(""),
-        "Node": node,
-        "LockDelay": lock_delay.as_nanos() as u64,
         "Behavior": behavior,
-        "TTL": ttl_text,
-        "NodeChecks": node_checks,
         "ServiceChecks": null,
         "Namespace": "default",
     });
+    let session = Session {
+        id: uuid::Uuid::new_v4().to_string(),
+        node: node.to_string(),
+        node_checks,
+        lock_delay: lock_delay.as_nanos() as u64,
+        ttl: ttl_text.to_string(),
+        rest: rest.as_object().cloned().unwrap_or_default(),
+        ..Session::default()
+    };
     let expires_ms = ttl.map(|t| now_ms() + 2 * t.as_millis() as u64);
     match agent
         .cluster
@@ -1389,11 +1358,10 @@ async fn session_renew(
     Path(id): Path<String>,
 ) -> Response {
     authorize!(agent, headers, q);
-    let ttl = agent.cluster.read(|d| {
-        d["sessions"][&id]["TTL"]
-            .as_str()
-            .and_then(|t| humantime::parse_duration(t).ok())
-    });
+    let sessions: BTreeMap<String, Session> = agent.cluster.part("sessions");
+    let ttl = sessions
+        .get(&id)
+        .and_then(|s| humantime::parse_duration(&s.ttl).ok());
     let op = Op::SessionRenew {
         id: id.clone(),
         expires_ms: ttl.map(|t| now_ms() + 2 * t.as_millis() as u64),
@@ -1436,25 +1404,18 @@ async fn session_info(
 ) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let found: Vec<Value> = agent
-        .cluster
-        .read(|d| d["sessions"].get(&id).cloned().into_iter().collect());
-    if found.is_empty() {
-        return indexed(&agent, Value::Null);
+    let sessions: BTreeMap<String, Session> = agent.cluster.part("sessions");
+    match sessions.get(&id) {
+        Some(session) => indexed(&agent, json!([session])),
+        None => indexed(&agent, Value::Null),
     }
-    indexed(&agent, Value::Array(found))
 }
 
 async fn session_list(State(agent): A, headers: HeaderMap, q: Q) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let list: Vec<Value> = agent.cluster.read(|d| {
-        d["sessions"]
-            .as_object()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    });
-    indexed(&agent, Value::Array(list))
+    let sessions: BTreeMap<String, Session> = agent.cluster.part("sessions");
+    indexed(&agent, json!(sessions.values().collect::<Vec<_>>()))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::cluster::{Cluster, MemberStatus, Options};
+use crate::cluster::{Cluster, Member, MemberStatus, Options};
 use crate::config::ConfigFile;
 use state::Op;
 
@@ -311,10 +311,13 @@ impl Agent {
                 .get(id)
                 .is_some_and(|c| strip_indexes(c) == strip_indexes(service));
             if !same {
-                ops.push(Op::RegisterService {
-                    node: me.clone(),
-                    service: service.clone(),
-                });
+                match serde_json::from_value(service.clone()) {
+                    Ok(service) => ops.push(Op::RegisterService {
+                        node: me.clone(),
+                        service,
+                    }),
+                    Err(e) => tracing::error!("service {id}: {e}"),
+                }
             }
         }
         for id in catalog_services.keys() {
@@ -330,11 +333,14 @@ impl Agent {
                 .get(id)
                 .is_some_and(|c| strip_indexes(c) == strip_indexes(&check.def));
             if !same {
-                ops.push(Op::RegisterCheck {
-                    node: me.clone(),
-                    check: check.def.clone(),
-                    now_ms: api::now_ms(),
-                });
+                match serde_json::from_value(check.def.clone()) {
+                    Ok(check) => ops.push(Op::RegisterCheck {
+                        node: me.clone(),
+                        check,
+                        now_ms: api::now_ms(),
+                    }),
+                    Err(e) => tracing::error!("check {id}: {e}"),
+                }
             }
         }
         for (id, check) in &catalog_checks {
@@ -376,15 +382,11 @@ impl Agent {
         }
         // Sessions whose TTL ran out twice over without a renewal are invalidated.
         let now = api::now_ms();
-        let expired: Vec<String> = self.cluster.read(|d| {
-            d["session_expiry"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, at)| at.as_u64().is_some_and(|at| at <= now))
-                .map(|(id, _)| id.clone())
-                .collect()
-        });
+        let expiry: BTreeMap<String, u64> = self.cluster.part("session_expiry");
+        let expired = expiry
+            .into_iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(id, _)| id);
         for id in expired {
             tracing::info!("session {id} expired: invalidated");
             let _ = self
@@ -393,12 +395,11 @@ impl Agent {
                 .await;
         }
         let members = self.cluster.members();
-        let (nodes, checks) = self
-            .cluster
-            .read(|d| (d["nodes"].clone(), d["checks"].clone()));
+        let nodes: BTreeMap<String, state::Node> = self.cluster.part("nodes");
+        let checks: BTreeMap<String, BTreeMap<String, state::Check>> = self.cluster.part("checks");
         // leader.go reconcileReaped: a node pruned from the members leaves the catalog.
         for gone in self.cluster.pruned() {
-            if nodes.get(&gone).is_some() && !members.iter().any(|m| m.name == gone) {
+            if nodes.contains_key(&gone) && !members.iter().any(|m| m.name == gone) {
                 self.deregister_node(&gone).await;
             }
         }
@@ -407,7 +408,7 @@ impl Agent {
                 MemberStatus::Alive => "passing",
                 MemberStatus::Failed | MemberStatus::Leaving => "critical",
                 MemberStatus::Left => {
-                    if nodes.get(&m.name).is_some() {
+                    if nodes.contains_key(&m.name) {
                         self.deregister_node(&m.name).await;
                     }
                     continue;
@@ -417,64 +418,92 @@ impl Agent {
             // it or knows it at another address or ID (a new machine under an old name).
             let id = m.tags.get("id").cloned().unwrap_or_default();
             let known = nodes.get(&m.name);
-            let stale = known.is_some_and(|n| {
-                n["Address"] != m.addr.as_str() || (!id.is_empty() && n["ID"] != id.as_str())
-            });
+            let stale =
+                known.is_some_and(|n| n.address != m.addr || (!id.is_empty() && n.id != id));
             if stale {
                 self.deregister_node(&m.name).await;
             }
-            if known.is_none() || stale {
-                let node = json!({
-                    "ID": id,
-                    "Node": m.name,
-                    "Address": m.addr,
-                    "Datacenter": m.tags.get("dc").cloned().unwrap_or_else(|| "dc1".into()),
-                    "TaggedAddresses": {"lan": m.addr, "wan": m.addr},
-                    "Meta": {"consul-network-segment": ""},
-                });
-                if self.cluster.write(Op::RegisterNode { node }).await.is_err() {
-                    return;
-                }
-                if m.server {
-                    let service = json!({
-                        "ID": "consul", "Service": "consul", "Tags": [], "Meta": {},
-                        "Address": "", "Port": self.settings.server_port,
-                        "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": false,
-                    });
-                    let _ = self
-                        .cluster
-                        .write(Op::RegisterService {
-                            node: m.name.clone(),
-                            service,
-                        })
-                        .await;
-                }
+            if (known.is_none() || stale) && !self.register_member(&m, id).await {
+                return;
             }
-            let current = checks[&m.name]["serfHealth"]["Status"].as_str();
+            let current = checks
+                .get(&m.name)
+                .and_then(|c| c.get("serfHealth"))
+                .map(|c| c.status.as_str());
             if current != Some(status) {
-                let output = if status == "passing" {
-                    "Agent alive and reachable"
-                } else {
-                    "Agent not live or unreachable"
-                };
-                let check = json!({
-                    "Node": m.name, "CheckID": "serfHealth", "Name": "Serf Health Status",
-                    "Status": status, "Notes": "", "Output": output,
-                    "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "",
-                });
-                let _ = self
-                    .cluster
-                    .write(Op::RegisterCheck {
-                        node: m.name.clone(),
-                        check,
-                        now_ms: api::now_ms(),
-                    })
-                    .await;
+                self.set_serf_health(&m.name, status).await;
             }
         }
     }
 
-    /// TTL checks that were not refreshed in time turn critical.
+    /// A member's node put in the catalog, with the `consul` service of a server; false
+    /// when the write fails (this round ends; the next tries again).
+    async fn register_member(&self, m: &Member, id: String) -> bool {
+        let rest = json!({
+            "Datacenter": m.tags.get("dc").cloned().unwrap_or_else(|| "dc1".into()),
+            "TaggedAddresses": {"lan": m.addr, "wan": m.addr},
+            "Meta": {"consul-network-segment": ""},
+        });
+        let node = state::Node {
+            id,
+            name: m.name.clone(),
+            address: m.addr.clone(),
+            rest: as_map(rest),
+            ..state::Node::default()
+        };
+        if self.cluster.write(Op::RegisterNode { node }).await.is_err() {
+            return false;
+        }
+        if m.server {
+            let rest = json!({
+                "Tags": [], "Meta": {}, "Address": "", "Port": self.settings.server_port,
+                "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": false,
+            });
+            let service = state::Service {
+                id: "consul".into(),
+                service: "consul".into(),
+                rest: as_map(rest),
+                ..state::Service::default()
+            };
+            let _ = self
+                .cluster
+                .write(Op::RegisterService {
+                    node: m.name.clone(),
+                    service,
+                })
+                .await;
+        }
+        true
+    }
+
+    /// A member's serfHealth check set to `passing` or `critical`, in Consul's words.
+    async fn set_serf_health(&self, node: &str, status: &str) {
+        let output = if status == "passing" {
+            "Agent alive and reachable"
+        } else {
+            "Agent not live or unreachable"
+        };
+        let rest = json!({
+            "Name": "Serf Health Status", "Notes": "", "Output": output,
+            "ServiceTags": [], "Type": "",
+        });
+        let check = state::Check {
+            node: node.to_string(),
+            check_id: "serfHealth".into(),
+            status: status.into(),
+            rest: as_map(rest),
+            ..state::Check::default()
+        };
+        let _ = self
+            .cluster
+            .write(Op::RegisterCheck {
+                node: node.to_string(),
+                check,
+                now_ms: api::now_ms(),
+            })
+            .await;
+    }
+
     /// Runs the HTTP checks that are due, each in the background, as Consul's agent does
     /// every Interval (agent/checks/check.go `CheckHTTP.check`): a GET with Consul's
     /// headers, within Timeout (default 10 s); 2xx passing, 429 warning, anything else or
@@ -534,6 +563,7 @@ impl Agent {
         }
     }
 
+    /// TTL checks that were not refreshed in time turn critical; whether any did.
     fn expire_ttls(&self) -> bool {
         let mut changed = false;
         let mut local = self.local();
@@ -591,6 +621,14 @@ fn strip_indexes(v: &Value) -> Value {
         o.remove("ModifyIndex");
     }
     v
+}
+
+/// A JSON object's fields (the parts of a catalog entry kept as registered).
+fn as_map(value: Value) -> serde_json::Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// Runs the Consul twin until it is stopped or leaves.

@@ -1,6 +1,10 @@
-//! The Consul twin's replicated state (the catalog, KV and sessions) and the operations
-//! that change it. Every operation carries its own inputs (IDs, times), so applying it is
-//! deterministic on every server.
+//! The Consul twin's replicated state (the catalog, KV and sessions), typed, and the
+//! operations that change it. Every operation carries its own inputs (IDs, times), so
+//! applying it is deterministic on every server. The consensus core carries the state as
+//! JSON; each table keeps the shape Consul's API shows (state/catalog.go, kvs.go,
+//! session.go), with the fields the twin does not act on kept as they were registered.
+
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -8,21 +12,136 @@ use serde_json::{json, Map, Value};
 
 use crate::cluster::Operation;
 
-fn obj<'a>(data: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
-    if !data.get(key).is_some_and(Value::is_object) {
-        data[key] = json!({});
-    }
-    data[key].as_object_mut().expect("just made an object")
+/// The replicated state: one table per kind, keyed as Consul's state store keys them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct State {
+    /// Catalog nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Node name → service ID → service.
+    pub services: BTreeMap<String, BTreeMap<String, Service>>,
+    /// Node name → check ID → check.
+    pub checks: BTreeMap<String, BTreeMap<String, Check>>,
+    pub kv: BTreeMap<String, KvEntry>,
+    pub sessions: BTreeMap<String, Session>,
+    /// Session ID → when (ms since the epoch) it is invalidated unless renewed.
+    pub session_expiry: BTreeMap<String, u64>,
+    /// Key → until when (ms) a released lock stays out of reach (the session's LockDelay).
+    pub lock_delay: BTreeMap<String, u64>,
 }
 
-/// A node's entries in the per-node table `table` (`services`, `checks`), made when
-/// missing.
-fn per_node<'a>(data: &'a mut Value, table: &str, node: &str) -> &'a mut Map<String, Value> {
-    let entry = obj(data, table).entry(node).or_insert_with(|| json!({}));
-    if !entry.is_object() {
-        *entry = json!({});
+impl State {
+    /// The state as the consensus core holds it. A state the twin cannot read is an
+    /// error, never taken for an empty one (a write would then erase it).
+    pub fn from_json(data: &Value) -> Result<State, StateError> {
+        if data.as_object().is_none_or(|o| o.is_empty()) {
+            return Ok(State::default());
+        }
+        State::deserialize(data).map_err(|e| StateError::Unreadable(e.to_string()))
     }
-    entry.as_object_mut().expect("just made an object")
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// A catalog node (structs.Node as `/v1/catalog/nodes` shows it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Node {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Node")]
+    pub name: String,
+    pub address: String,
+    /// Datacenter, TaggedAddresses, Meta: shown as registered.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A service on a node (structs.NodeService).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Service {
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// The service's name.
+    pub service: String,
+    /// Tags, Address, Port, Meta, Weights...: shown as registered.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl Service {
+    /// Its tags (none when registered without, or with `null`).
+    pub fn tags(&self) -> impl Iterator<Item = &str> {
+        self.rest
+            .get("Tags")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+    }
+}
+
+/// A health check on a node (structs.HealthCheck); a node check has an empty ServiceID.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Check {
+    pub node: String,
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    /// `passing`, `warning` or `critical`.
+    pub status: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    pub service_name: String,
+    /// Name, Notes, Output, ServiceTags, Type...: shown as registered.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A KV entry (structs.DirEntry).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct KvEntry {
+    pub key: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+    pub lock_index: u64,
+    pub flags: u64,
+    /// Base64, `null` for an empty value (see `encode_value`).
+    pub value: Option<String>,
+    /// The session holding its lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// A session (structs.Session).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Session {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub node: String,
+    /// The node's checks it is tied to: one turning critical invalidates it.
+    pub node_checks: Vec<String>,
+    /// Nanoseconds a released lock stays out of reach.
+    pub lock_delay: u64,
+    /// The TTL as given (`"15s"`), empty for none.
+    #[serde(rename = "TTL")]
+    pub ttl: String,
+    /// Name, Behavior, ServiceChecks, Namespace: shown as created.
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+    pub create_index: u64,
+    pub modify_index: u64,
 }
 
 /// The operations that change the replicated state. Each carries its own inputs (IDs,
@@ -33,8 +152,8 @@ pub enum Op {
     /// `PUT /v1/kv/KEY`, with its `cas`, `acquire` and `release`.
     KvSet {
         key: String,
-        /// Base64, `null` for an empty value (see `encode_value`).
-        value: Value,
+        /// Base64, `None` for an empty value (see `encode_value`).
+        value: Option<String>,
         #[serde(default)]
         flags: u64,
         cas: Option<u64>,
@@ -49,9 +168,8 @@ pub enum Op {
         recurse: bool,
         cas: Option<u64>,
     },
-    /// A catalog node (its `Node`, `Address`, ...).
     RegisterNode {
-        node: Value,
+        node: Node,
     },
     /// A node gone from the catalog, with its services, checks and sessions.
     DeregisterNode {
@@ -61,7 +179,7 @@ pub enum Op {
     },
     RegisterService {
         node: String,
-        service: Value,
+        service: Service,
     },
     DeregisterService {
         node: String,
@@ -69,7 +187,7 @@ pub enum Op {
     },
     RegisterCheck {
         node: String,
-        check: Value,
+        check: Check,
         #[serde(default)]
         now_ms: u64,
     },
@@ -78,7 +196,7 @@ pub enum Op {
         id: String,
     },
     SessionCreate {
-        session: Value,
+        session: Session,
         expires_ms: Option<u64>,
     },
     SessionRenew {
@@ -102,30 +220,30 @@ pub enum StateError {
     /// A lock acquired with a session that does not exist (state/kvs.go kvsLockTxn).
     #[error("invalid session \"{0}\"")]
     InvalidSession(String),
+    /// The state held (or a snapshot restored) is not the twin's.
+    #[error("unreadable state: {0}")]
+    Unreadable(String),
 }
 
 impl Operation for Op {
     type Error = StateError;
 
     fn apply(self, data: &mut Value, index: u64) -> Result<Value, StateError> {
-        apply(data, self, index)
+        let mut state = match self {
+            Op::Restore { .. } => State::default(),
+            _ => State::from_json(data)?,
+        };
+        let answer = state.apply(self, index)?;
+        *data = state.to_json();
+        Ok(answer)
     }
 }
 
-/// Applies one operation at raft index `index`.
-pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, StateError> {
-    match op {
-        Op::KvSet {
-            key,
-            value,
-            flags,
-            cas,
-            acquire,
-            release,
-            now_ms,
-        } => kv_set(
-            data,
-            KvSet {
+impl State {
+    /// Applies one operation at raft index `index`; its answer goes to the writer.
+    pub fn apply(&mut self, op: Op, index: u64) -> Result<Value, StateError> {
+        match op {
+            Op::KvSet {
                 key,
                 value,
                 flags,
@@ -133,182 +251,231 @@ pub fn apply(data: &mut Value, op: Op, index: u64) -> Result<Value, StateError> 
                 acquire,
                 release,
                 now_ms,
-            },
-            index,
-        ),
-        Op::KvDelete { key, recurse, cas } => Ok(kv_delete(data, &key, recurse, cas)),
-        Op::RegisterNode { mut node } => {
-            let name = node["Node"].as_str().unwrap_or_default().to_string();
-            let nodes = obj(data, "nodes");
-            let create = nodes
-                .get(&name)
-                .and_then(|n| n["CreateIndex"].as_u64())
-                .unwrap_or(index);
-            node["CreateIndex"] = json!(create);
-            node["ModifyIndex"] = json!(index);
-            nodes.insert(name, node);
-            Ok(Value::Bool(true))
-        }
-        Op::DeregisterNode { node, now_ms } => Ok(deregister_node(data, &node, index, now_ms)),
-        Op::RegisterService { node, service } => Ok(register_service(data, node, service, index)),
-        Op::DeregisterService { node, id } => {
-            if let Some(per_node) = obj(data, "services")
-                .get_mut(&node)
-                .and_then(Value::as_object_mut)
-            {
-                per_node.remove(&id);
+            } => self.kv_set(
+                KvSet {
+                    key,
+                    value,
+                    flags,
+                    cas,
+                    acquire,
+                    release,
+                    now_ms,
+                },
+                index,
+            ),
+            Op::KvDelete { key, recurse, cas } => {
+                Ok(Value::Bool(self.kv_delete(&key, recurse, cas)))
             }
-            if let Some(checks) = obj(data, "checks")
-                .get_mut(&node)
-                .and_then(Value::as_object_mut)
-            {
-                checks.retain(|_, c| c["ServiceID"] != id.as_str());
+            Op::RegisterNode { mut node } => {
+                node.create_index = self.nodes.get(&node.name).map_or(index, |n| n.create_index);
+                node.modify_index = index;
+                self.nodes.insert(node.name.clone(), node);
+                Ok(Value::Bool(true))
             }
-            Ok(Value::Bool(true))
-        }
-        Op::RegisterCheck {
-            node,
-            check,
-            now_ms,
-        } => Ok(register_check(data, &node, check, index, now_ms)),
-        Op::DeregisterCheck { node, id } => {
-            if let Some(checks) = obj(data, "checks")
-                .get_mut(&node)
-                .and_then(Value::as_object_mut)
-            {
-                checks.remove(&id);
+            Op::DeregisterNode { node, now_ms } => {
+                self.deregister_node(&node, index, now_ms);
+                Ok(Value::Bool(true))
             }
-            Ok(Value::Bool(true))
-        }
-        Op::SessionCreate {
-            mut session,
-            expires_ms,
-        } => {
-            let id = session["ID"].as_str().unwrap_or_default().to_string();
-            session["CreateIndex"] = json!(index);
-            session["ModifyIndex"] = json!(index);
-            obj(data, "sessions").insert(id.clone(), session);
-            if let Some(at) = expires_ms {
-                obj(data, "session_expiry").insert(id.clone(), json!(at));
+            Op::RegisterService { node, mut service } => {
+                let per_node = self.services.entry(node).or_default();
+                service.create_index = per_node.get(&service.id).map_or(index, |s| s.create_index);
+                service.modify_index = index;
+                per_node.insert(service.id.clone(), service);
+                Ok(Value::Bool(true))
             }
-            Ok(json!({ "ID": id }))
-        }
-        Op::SessionRenew { id, expires_ms } => {
-            let Some(session) = data["sessions"].get(&id).cloned() else {
-                return Ok(Value::Null);
-            };
-            if let Some(at) = expires_ms {
-                obj(data, "session_expiry").insert(id, json!(at));
+            Op::DeregisterService { node, id } => {
+                if let Some(services) = self.services.get_mut(&node) {
+                    services.remove(&id);
+                }
+                if let Some(checks) = self.checks.get_mut(&node) {
+                    checks.retain(|_, c| c.service_id != id);
+                }
+                Ok(Value::Bool(true))
             }
-            Ok(json!([session]))
-        }
-        Op::SessionDestroy { id, now_ms } => {
-            destroy_session(data, &id, index, now_ms);
-            Ok(Value::Bool(true))
-        }
-        Op::Restore { state } => {
-            *data = state;
-            Ok(Value::Bool(true))
+            Op::RegisterCheck {
+                node,
+                check,
+                now_ms,
+            } => {
+                self.register_check(&node, check, index, now_ms);
+                Ok(Value::Bool(true))
+            }
+            Op::DeregisterCheck { node, id } => {
+                if let Some(checks) = self.checks.get_mut(&node) {
+                    checks.remove(&id);
+                }
+                Ok(Value::Bool(true))
+            }
+            Op::SessionCreate {
+                mut session,
+                expires_ms,
+            } => {
+                let id = session.id.clone();
+                session.create_index = index;
+                session.modify_index = index;
+                self.sessions.insert(id.clone(), session);
+                if let Some(at) = expires_ms {
+                    self.session_expiry.insert(id.clone(), at);
+                }
+                Ok(json!({ "ID": id }))
+            }
+            Op::SessionRenew { id, expires_ms } => {
+                let Some(session) = self.sessions.get(&id).cloned() else {
+                    return Ok(Value::Null);
+                };
+                if let Some(at) = expires_ms {
+                    self.session_expiry.insert(id, at);
+                }
+                Ok(json!([session]))
+            }
+            Op::SessionDestroy { id, now_ms } => {
+                self.destroy_session(&id, index, now_ms);
+                Ok(Value::Bool(true))
+            }
+            Op::Restore { state } => {
+                *self = State::from_json(&state)?;
+                Ok(Value::Bool(true))
+            }
         }
     }
-}
 
-/// A service registered on a node (its CreateIndex kept across updates).
-fn register_service(data: &mut Value, node: String, mut service: Value, index: u64) -> Value {
-    let id = service["ID"].as_str().unwrap_or_default().to_string();
-    let per_node = per_node(data, "services", &node);
-    let create = per_node
-        .get(&id)
-        .and_then(|s| s["CreateIndex"].as_u64())
-        .unwrap_or(index);
-    service["CreateIndex"] = json!(create);
-    service["ModifyIndex"] = json!(index);
-    per_node.insert(id, service);
-    Value::Bool(true)
-}
-
-/// A node leaves the catalog with its services and checks; sessions tied to it are
-/// invalidated, releasing their locks.
-fn deregister_node(data: &mut Value, node: &str, index: u64, now_ms: u64) -> Value {
-    obj(data, "nodes").remove(node);
-    obj(data, "services").remove(node);
-    obj(data, "checks").remove(node);
-    let ids: Vec<String> = obj(data, "sessions")
-        .iter()
-        .filter(|(_, s)| s["Node"] == node)
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in ids {
-        destroy_session(data, &id, index, now_ms);
-    }
-    Value::Bool(true)
-}
-
-/// A check registered on a node. One turning critical invalidates the sessions tied to
-/// it (Consul's state/catalog.go ensureCheckTxn): serfHealth of a failed agent takes the
-/// sessions made through it with the default checks, not pure TTL ones.
-fn register_check(
-    data: &mut Value,
-    node: &str,
-    mut check: Value,
-    index: u64,
-    now_ms: u64,
-) -> Value {
-    let id = check["CheckID"].as_str().unwrap_or_default().to_string();
-    let per_node = per_node(data, "checks", node);
-    let create = per_node
-        .get(&id)
-        .and_then(|c| c["CreateIndex"].as_u64())
-        .unwrap_or(index);
-    check["CreateIndex"] = json!(create);
-    check["ModifyIndex"] = json!(index);
-    let critical = check["Status"] == "critical";
-    per_node.insert(id.clone(), check);
-    if critical {
-        let tied: Vec<String> = obj(data, "sessions")
-            .iter()
-            .filter(|(_, s)| {
-                s["Node"] == node
-                    && s["NodeChecks"]
-                        .as_array()
-                        .is_some_and(|c| c.iter().any(|c| c == id.as_str()))
-            })
-            .map(|(sid, _)| sid.clone())
+    /// A node leaves the catalog with its services and checks; sessions tied to it are
+    /// invalidated, releasing their locks.
+    fn deregister_node(&mut self, node: &str, index: u64, now_ms: u64) {
+        self.nodes.remove(node);
+        self.services.remove(node);
+        self.checks.remove(node);
+        let ids: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.node == node)
+            .map(|s| s.id.clone())
             .collect();
-        for sid in tied {
-            destroy_session(data, &sid, index, now_ms);
+        for id in ids {
+            self.destroy_session(&id, index, now_ms);
         }
     }
-    Value::Bool(true)
-}
 
-/// An invalidated session (destroyed, expired, or its node gone): its locks are released
-/// (Behavior "release") and, as in Consul's state store, each stays out of reach of other
-/// sessions for the session's LockDelay (checked against real Consul 1.8.7: an acquire
-/// right after a destroy answers false, one after the delay true).
-fn destroy_session(data: &mut Value, id: &str, index: u64, now_ms: u64) {
-    let delay_ms = data["sessions"][id]["LockDelay"].as_u64().unwrap_or(0) / 1_000_000;
-    obj(data, "sessions").remove(id);
-    obj(data, "session_expiry").remove(id);
-    let mut held = Vec::new();
-    for (key, entry) in obj(data, "kv").iter_mut() {
-        if entry["Session"] == id {
-            entry.as_object_mut().expect("an entry").remove("Session");
-            entry["ModifyIndex"] = json!(index);
-            held.push(key.clone());
+    /// A check registered on a node. One turning critical invalidates the sessions tied
+    /// to it (Consul's state/catalog.go ensureCheckTxn): serfHealth of a failed agent
+    /// takes the sessions made through it with the default checks, not pure TTL ones.
+    fn register_check(&mut self, node: &str, mut check: Check, index: u64, now_ms: u64) {
+        let per_node = self.checks.entry(node.to_string()).or_default();
+        check.create_index = per_node
+            .get(&check.check_id)
+            .map_or(index, |c| c.create_index);
+        check.modify_index = index;
+        let critical = check.status == "critical";
+        let id = check.check_id.clone();
+        per_node.insert(id.clone(), check);
+        if critical {
+            let tied: Vec<String> = self
+                .sessions
+                .values()
+                .filter(|s| s.node == node && s.node_checks.contains(&id))
+                .map(|s| s.id.clone())
+                .collect();
+            for sid in tied {
+                self.destroy_session(&sid, index, now_ms);
+            }
         }
     }
-    if delay_ms > 0 && now_ms > 0 {
-        for key in held {
-            obj(data, "lock_delay").insert(key, json!(now_ms + delay_ms));
+
+    /// An invalidated session (destroyed, expired, or its node gone): its locks are
+    /// released (Behavior "release") and, as in Consul's state store, each stays out of
+    /// reach of other sessions for the session's LockDelay (checked against real Consul
+    /// 1.8.7: an acquire right after a destroy answers false, one after the delay true).
+    fn destroy_session(&mut self, id: &str, index: u64, now_ms: u64) {
+        let delay_ms = self
+            .sessions
+            .get(id)
+            .map_or(0, |s| s.lock_delay / 1_000_000);
+        self.sessions.remove(id);
+        self.session_expiry.remove(id);
+        for (key, entry) in &mut self.kv {
+            if entry.session.as_deref() == Some(id) {
+                entry.session = None;
+                entry.modify_index = index;
+                if delay_ms > 0 && now_ms > 0 {
+                    self.lock_delay.insert(key.clone(), now_ms + delay_ms);
+                }
+            }
         }
+    }
+
+    fn kv_set(&mut self, op: KvSet, index: u64) -> Result<Value, StateError> {
+        let existing = self.kv.get(&op.key);
+        if let Some(cas) = op.cas {
+            let ok = match (cas, existing) {
+                (0, None) => true,
+                (0, Some(_)) | (_, None) => false,
+                (c, Some(e)) => c == e.modify_index,
+            };
+            if !ok {
+                return Ok(Value::Bool(false));
+            }
+        }
+        let mut lock_index = existing.map_or(0, |e| e.lock_index);
+        let mut session = existing.and_then(|e| e.session.clone());
+        let create_index = existing.map_or(index, |e| e.create_index);
+        if let Some(acquire) = op.acquire {
+            if !self.sessions.contains_key(&acquire) {
+                return Err(StateError::InvalidSession(acquire));
+            }
+            let delayed = self
+                .lock_delay
+                .get(&op.key)
+                .is_some_and(|until| op.now_ms < *until);
+            match &session {
+                Some(holder) if *holder != acquire => return Ok(Value::Bool(false)),
+                Some(_) => {}
+                None if delayed => return Ok(Value::Bool(false)),
+                None => {
+                    lock_index += 1;
+                    session = Some(acquire);
+                }
+            }
+        }
+        if let Some(release) = op.release {
+            match &session {
+                Some(holder) if *holder == release => session = None,
+                _ => return Ok(Value::Bool(false)),
+            }
+        }
+        let entry = KvEntry {
+            key: op.key.clone(),
+            create_index,
+            modify_index: index,
+            lock_index,
+            flags: op.flags,
+            value: op.value,
+            session,
+        };
+        self.kv.insert(op.key, entry);
+        Ok(Value::Bool(true))
+    }
+
+    /// Whether the delete went ahead (a `cas` that does not match refuses it).
+    fn kv_delete(&mut self, key: &str, recurse: bool, cas: Option<u64>) -> bool {
+        if recurse {
+            self.kv.retain(|k, _| !k.starts_with(key));
+            return true;
+        }
+        if let Some(cas) = cas {
+            let current = self.kv.get(key).map(|e| e.modify_index);
+            if cas == 0 || current != Some(cas) {
+                return false;
+            }
+        }
+        self.kv.remove(key);
+        true
     }
 }
 
 /// The inputs of `Op::KvSet`.
 struct KvSet {
     key: String,
-    value: Value,
+    value: Option<String>,
     flags: u64,
     cas: Option<u64>,
     acquire: Option<String>,
@@ -316,102 +483,13 @@ struct KvSet {
     now_ms: u64,
 }
 
-fn kv_set(data: &mut Value, op: KvSet, index: u64) -> Result<Value, StateError> {
-    let key = op.key;
-    let existing = data.get("kv").and_then(|kv| kv.get(&key)).cloned();
-    if let Some(cas) = op.cas {
-        let current = existing.as_ref().and_then(|e| e["ModifyIndex"].as_u64());
-        let ok = match (cas, current) {
-            (0, None) => true,
-            (0, Some(_)) => false,
-            (c, Some(m)) => c == m,
-            (_, None) => false,
-        };
-        if !ok {
-            return Ok(Value::Bool(false));
-        }
-    }
-    let mut lock_index = existing
-        .as_ref()
-        .and_then(|e| e["LockIndex"].as_u64())
-        .unwrap_or(0);
-    let mut session = existing
-        .as_ref()
-        .and_then(|e| e["Session"].as_str())
-        .map(str::to_string);
-    if let Some(acquire) = op.acquire {
-        if data
-            .get("sessions")
-            .is_none_or(|s| s.get(&acquire).is_none())
-        {
-            return Err(StateError::InvalidSession(acquire));
-        }
-        let delayed = data["lock_delay"][&key]
-            .as_u64()
-            .is_some_and(|until| op.now_ms < until);
-        match &session {
-            Some(holder) if *holder != acquire => return Ok(Value::Bool(false)),
-            Some(_) => {}
-            None if delayed => return Ok(Value::Bool(false)),
-            None => {
-                lock_index += 1;
-                session = Some(acquire);
-            }
-        }
-    }
-    if let Some(release) = op.release {
-        match &session {
-            Some(holder) if *holder == release => session = None,
-            _ => return Ok(Value::Bool(false)),
-        }
-    }
-    let create = existing
-        .as_ref()
-        .and_then(|e| e["CreateIndex"].as_u64())
-        .unwrap_or(index);
-    let mut entry = json!({
-        "Key": key,
-        "CreateIndex": create,
-        "ModifyIndex": index,
-        "LockIndex": lock_index,
-        "Flags": op.flags,
-        "Value": op.value,
-    });
-    if let Some(s) = session {
-        entry["Session"] = json!(s);
-    }
-    obj(data, "kv").insert(key, entry);
-    Ok(Value::Bool(true))
+/// Base64 of raw bytes, `None` for an empty value (Consul shows it as `null`).
+pub fn encode_value(bytes: &[u8]) -> Option<String> {
+    (!bytes.is_empty()).then(|| base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
-fn kv_delete(data: &mut Value, key: &str, recurse: bool, cas: Option<u64>) -> Value {
-    let kv = obj(data, "kv");
-    if recurse {
-        kv.retain(|k, _| !k.starts_with(key));
-        return Value::Bool(true);
-    }
-    if let Some(cas) = cas {
-        let current = kv.get(key).and_then(|e| e["ModifyIndex"].as_u64());
-        if cas == 0 || current != Some(cas) {
-            return Value::Bool(false);
-        }
-    }
-    kv.remove(key);
-    Value::Bool(true)
-}
-
-/// Base64 of raw bytes, `null` for an empty value (as Consul shows it).
-pub fn encode_value(bytes: &[u8]) -> Value {
-    if bytes.is_empty() {
-        Value::Null
-    } else {
-        Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-}
-
-pub fn decode_value(value: &Value) -> Vec<u8> {
+pub fn decode_value(value: Option<&str>) -> Vec<u8> {
     value
-        .as_str()
         .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
         .unwrap_or_default()
 }
@@ -423,7 +501,7 @@ mod tests {
     fn set(key: &str, cas: Option<u64>, acquire: Option<&str>) -> Op {
         Op::KvSet {
             key: key.into(),
-            value: json!("dg=="),
+            value: Some("dg==".into()),
             flags: 0,
             cas,
             acquire: acquire.map(str::to_string),
@@ -434,40 +512,38 @@ mod tests {
 
     fn session(id: &str, node: &str) -> Op {
         Op::SessionCreate {
-            session: json!({"ID": id, "Node": node}),
+            session: Session {
+                id: id.into(),
+                node: node.into(),
+                ..Session::default()
+            },
             expires_ms: None,
         }
     }
 
     #[test]
     fn cas_and_locks() {
-        let mut data = json!({});
-        assert_eq!(apply(&mut data, set("a", Some(0), None), 5).unwrap(), true);
-        assert_eq!(apply(&mut data, set("a", Some(0), None), 6).unwrap(), false);
-        assert_eq!(apply(&mut data, set("a", Some(5), None), 7).unwrap(), true);
-        assert_eq!(data["kv"]["a"]["CreateIndex"], 5);
-        assert_eq!(data["kv"]["a"]["ModifyIndex"], 7);
-        apply(&mut data, session("s1", "n1"), 8).unwrap();
+        let mut data = State::default();
+        assert_eq!(data.apply(set("a", Some(0), None), 5).unwrap(), true);
+        assert_eq!(data.apply(set("a", Some(0), None), 6).unwrap(), false);
+        assert_eq!(data.apply(set("a", Some(5), None), 7).unwrap(), true);
+        assert_eq!(data.kv["a"].create_index, 5);
+        assert_eq!(data.kv["a"].modify_index, 7);
+        data.apply(session("s1", "n1"), 8).unwrap();
+        assert_eq!(data.apply(set("lock", None, Some("s1")), 9).unwrap(), true);
+        data.apply(session("s2", "n2"), 10).unwrap();
         assert_eq!(
-            apply(&mut data, set("lock", None, Some("s1")), 9).unwrap(),
-            true
-        );
-        apply(&mut data, session("s2", "n2"), 10).unwrap();
-        assert_eq!(
-            apply(&mut data, set("lock", None, Some("s2")), 11).unwrap(),
+            data.apply(set("lock", None, Some("s2")), 11).unwrap(),
             false
         );
         let destroy = Op::SessionDestroy {
             id: "s1".into(),
             now_ms: 0,
         };
-        apply(&mut data, destroy, 12).unwrap();
-        assert!(data["kv"]["lock"].get("Session").is_none());
-        assert_eq!(
-            apply(&mut data, set("lock", None, Some("s2")), 13).unwrap(),
-            true
-        );
-        assert_eq!(data["kv"]["lock"]["LockIndex"], 2);
+        data.apply(destroy, 12).unwrap();
+        assert_eq!(data.kv["lock"].session, None);
+        assert_eq!(data.apply(set("lock", None, Some("s2")), 13).unwrap(), true);
+        assert_eq!(data.kv["lock"].lock_index, 2);
     }
 
     /// Operations travel between servers as JSON tagged by `op`; an unknown one is an
@@ -487,20 +563,78 @@ mod tests {
     /// for the lock delay (Consul's state store).
     #[test]
     fn a_nodes_sessions_end_with_it_and_their_locks_wait_out_the_delay() {
-        let mut data = json!({});
+        let mut data = State::default();
         let with_delay = Op::SessionCreate {
-            session: json!({"ID": "s1", "Node": "n1", "LockDelay": 1_000_000_000u64}),
+            session: Session {
+                id: "s1".into(),
+                node: "n1".into(),
+                lock_delay: 1_000_000_000,
+                ..Session::default()
+            },
             expires_ms: None,
         };
-        apply(&mut data, with_delay, 1).unwrap();
-        apply(&mut data, set("lock", None, Some("s1")), 2).unwrap();
+        data.apply(with_delay, 1).unwrap();
+        data.apply(set("lock", None, Some("s1")), 2).unwrap();
         let gone = Op::DeregisterNode {
             node: "n1".into(),
             now_ms: 10_000,
         };
-        apply(&mut data, gone, 3).unwrap();
-        assert!(data["sessions"].get("s1").is_none());
-        assert!(data["kv"]["lock"].get("Session").is_none());
-        assert_eq!(data["lock_delay"]["lock"], 11_000);
+        data.apply(gone, 3).unwrap();
+        assert!(!data.sessions.contains_key("s1"));
+        assert_eq!(data.kv["lock"].session, None);
+        assert_eq!(data.lock_delay["lock"], 11_000);
+    }
+    /// The typed tables keep Consul's API shapes: a service comes back as registered plus
+    /// its indexes (the agent's catalog sync compares them, so a field lost would make it
+    /// register again on every round), a KV entry without a lock has no Session field and
+    /// an empty value is null.
+    #[test]
+    fn entries_keep_the_shape_they_were_registered_in() {
+        let registered = json!({
+            "ID": "web-1", "Service": "web", "Tags": ["a"], "Meta": {}, "Port": 80,
+            "Address": "", "Weights": {"Passing": 1, "Warning": 1},
+            "EnableTagOverride": false, "Datacenter": "dc1",
+        });
+        let service: Service = serde_json::from_value(registered.clone()).unwrap();
+        let mut data = json!({});
+        let op = Op::RegisterService {
+            node: "n1".into(),
+            service,
+        };
+        op.apply(&mut data, 4).unwrap();
+        let mut stored = data["services"]["n1"]["web-1"].clone();
+        assert_eq!(stored["CreateIndex"], 4);
+        let fields = stored.as_object_mut().unwrap();
+        fields.remove("CreateIndex");
+        fields.remove("ModifyIndex");
+        assert_eq!(stored, registered);
+
+        let empty = Op::KvSet {
+            key: "k".into(),
+            value: encode_value(b""),
+            flags: 0,
+            cas: None,
+            acquire: None,
+            release: None,
+            now_ms: 0,
+        };
+        empty.apply(&mut data, 5).unwrap();
+        assert_eq!(
+            data["kv"]["k"],
+            json!({"Key": "k", "CreateIndex": 5, "ModifyIndex": 5, "LockIndex": 0, "Flags": 0, "Value": null})
+        );
+    }
+
+    /// A state the twin cannot read refuses the write; it is never taken for an empty one
+    /// (the write would erase it).
+    #[test]
+    fn an_unreadable_state_refuses_writes() {
+        let mut data = json!({"kv": {"k": "not an entry"}});
+        let refused = set("other", None, None).apply(&mut data, 9);
+        assert!(
+            matches!(refused, Err(StateError::Unreadable(_))),
+            "{refused:?}"
+        );
+        assert_eq!(data["kv"]["k"], "not an entry");
     }
 }

@@ -574,16 +574,9 @@ impl Agent {
         serde_json::from_value(node).ok()
     }
 
-    /// One table of the replicated state (`nodes`, `jobs`, `allocs`, `acl_bootstrap`),
-    /// read alone: a request needs only its table deserialized, not the whole state.
+    /// One table of the replicated state (`nodes`, `jobs`, `allocs`, `acl_bootstrap`).
     pub fn part<T: serde::de::DeserializeOwned + Default>(&self, key: &str) -> T {
-        self.cluster.read(|d| match d.get(key) {
-            None | Some(Value::Null) => T::default(),
-            Some(v) => T::deserialize(v).unwrap_or_else(|e| {
-                tracing::error!("nomad state, {key}: {e}");
-                T::default()
-            }),
-        })
+        self.cluster.part(key)
     }
 
     /// The replicated state as this server holds it (empty when it cannot be read).
@@ -823,6 +816,12 @@ pub async fn serve(config: &Path) -> Result<(), String> {
             .build()
             .map_err(|e| e.to_string())?,
     });
+    // Everything that can refuse the start comes before the port opens: the lab takes an
+    // open port for a started agent.
+    let consul_client = match &settings.consul {
+        Some(c) => Some(c.client()?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(settings.http)
         .await
         .map_err(|e| {
@@ -833,10 +832,6 @@ pub async fn serve(config: &Path) -> Result<(), String> {
         })?;
     cluster.spawn();
     let a = agent.clone();
-    let consul_client = match &settings.consul {
-        Some(c) => Some(c.client()?),
-        None => None,
-    };
     tokio::spawn(async move {
         let mut advertised = false;
         let mut next_discovery = tokio::time::Instant::now();
