@@ -5,21 +5,23 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use serde_json::{json, Value};
 
-use super::storage::FileBackend;
+use super::storage::{Ciphertext, FileBackend, RaftState};
 use super::{host_port, raft_node_id, raft_state_file, storage_block, StorageSettings};
 use crate::cluster::{Persistent, Server};
 use crate::config::ConfigFile;
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const LOCK: &str = "core/migration";
 
 /// A storage opened for migration: file on disk or a raft node's state file.
 enum Side {
     File(FileBackend),
-    Raft { state_file: PathBuf, p: Persistent },
+    Raft {
+        state_file: PathBuf,
+        p: Persistent,
+        state: RaftState,
+    },
 }
 
 impl Side {
@@ -43,9 +45,7 @@ impl Side {
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .unwrap_or_default();
-                if !p.data.is_object() {
-                    p.data = json!({});
-                }
+                let state = RaftState::from_json(&p.data).map_err(|e| mount(e.to_string()))?;
                 if role == "storage_destination" {
                     let cluster_addr =
                         cluster_addr.ok_or_else(|| mount("cluster_addr config not set".into()))?;
@@ -70,7 +70,11 @@ impl Side {
                         p.index = p.index.max(1);
                     }
                 }
-                Ok(Side::Raft { state_file, p })
+                Ok(Side::Raft {
+                    state_file,
+                    p,
+                    state,
+                })
             }
         }
     }
@@ -78,34 +82,24 @@ impl Side {
     fn keys(&self) -> Vec<String> {
         match self {
             Side::File(f) => f.all_keys(),
-            Side::Raft { p, .. } => {
-                let mut keys: Vec<String> = p.data["vault"]
-                    .as_object()
-                    .map(|o| o.keys().cloned().collect())
-                    .unwrap_or_default();
-                keys.sort();
-                keys
-            }
+            Side::Raft { state, .. } => state.vault.keys().cloned().collect(),
         }
     }
 
     fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self {
             Side::File(f) => f.get(key),
-            Side::Raft { p, .. } => p.data["vault"][key]
-                .as_str()
-                .and_then(|v| B64.decode(v).ok()),
+            Side::Raft { state, .. } => state.vault.get(key).map(|c| c.0.clone()),
         }
     }
 
     fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
         match self {
             Side::File(f) => f.put(key, value),
-            Side::Raft { p, .. } => {
-                if !p.data["vault"].is_object() {
-                    p.data["vault"] = json!({});
-                }
-                p.data["vault"][key] = json!(B64.encode(value));
+            Side::Raft { state, .. } => {
+                state
+                    .vault
+                    .insert(key.to_string(), Ciphertext(value.to_vec()));
                 Ok(())
             }
         }
@@ -114,18 +108,25 @@ impl Side {
     fn delete(&mut self, key: &str) -> Result<(), String> {
         match self {
             Side::File(f) => f.delete(key),
-            Side::Raft { p, .. } => {
-                if let Some(o) = p.data["vault"].as_object_mut() {
-                    o.remove(key);
-                }
+            Side::Raft { state, .. } => {
+                state.vault.remove(key);
                 Ok(())
             }
         }
     }
 
     fn commit(&self) -> Result<(), String> {
-        if let Side::Raft { state_file, p } = self {
-            let bytes = serde_json::to_vec(p).expect("serializes");
+        if let Side::Raft {
+            state_file,
+            p,
+            state,
+        } = self
+        {
+            let p = Persistent {
+                data: state.to_json(),
+                ..p.clone()
+            };
+            let bytes = serde_json::to_vec(&p).expect("serializes");
             crate::cluster::write_state_file(state_file, &bytes)
                 .map_err(|e| format!("failed to write {}: {e}", state_file.display()))?;
         }

@@ -629,11 +629,13 @@ impl Node {
                 }
             }
             Storage::Raft(cluster) => {
-                let mut data = json!({"vault": {}});
-                for (key, value) in &entries {
-                    data["vault"][key] = json!(B64.encode(value));
-                }
-                cluster.bootstrap_alone(data);
+                let state = storage::RaftState {
+                    vault: entries
+                        .into_iter()
+                        .map(|(key, value)| (key, storage::Ciphertext(value)))
+                        .collect(),
+                };
+                cluster.bootstrap_alone(state.to_json());
             }
         }
         Ok((keys, root_token))

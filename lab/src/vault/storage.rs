@@ -1,6 +1,7 @@
 //! Vault's physical storage: `file` in Vault's on-disk layout, or `raft` replicated through
 //! the lab's consensus core. Values are raw bytes, already encrypted by the barrier.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,9 +29,7 @@ impl Storage {
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self {
             Storage::File(f) => f.get(key),
-            Storage::Raft(c) => {
-                c.read(|d| d["vault"][key].as_str().and_then(|v| B64.decode(v).ok()))
-            }
+            Storage::Raft(c) => c.read(|d| RaftState::entry(d, key)),
         }
     }
 
@@ -40,7 +39,7 @@ impl Storage {
             Storage::Raft(c) => c
                 .write(Op::Put {
                     key: key.to_string(),
-                    value: B64.encode(value),
+                    value: Ciphertext(value.to_vec()),
                 })
                 .await
                 .map(|_| ())
@@ -69,29 +68,78 @@ impl Storage {
                 .into_iter()
                 .filter(|k| k.starts_with(prefix))
                 .collect(),
-            Storage::Raft(c) => c.read(|d| {
-                d["vault"]
-                    .as_object()
-                    .map(|o| {
-                        o.keys()
-                            .filter(|k| k.starts_with(prefix))
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }),
+            Storage::Raft(c) => c.read(|d| RaftState::keys_in(d, prefix)),
         }
     }
 }
 
-/// The storage operations raft replicates: Vault's physical `Put` and `Delete` (values
-/// base64, already encrypted by the barrier).
+/// Vault's raft FSM (physical/raft/fsm.go): every storage entry by key, its value as the
+/// barrier wrote it. The consensus core carries it as JSON, values in base64.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RaftState {
+    #[serde(default)]
+    pub vault: BTreeMap<String, Ciphertext>,
+}
+
+/// A stored value: bytes the barrier encrypted (or the few it keeps in the clear, such as
+/// the seal configuration), base64 in JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ciphertext(pub Vec<u8>);
+
+impl Serialize for Ciphertext {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Ciphertext {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        B64.decode(text)
+            .map(Ciphertext)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl RaftState {
+    /// The state as the consensus core (or a state file) holds it. A state the twin
+    /// cannot read is an error, never taken for an empty one (a write would erase it).
+    pub fn from_json(data: &Value) -> Result<RaftState, StateError> {
+        if data.as_object().is_none_or(|o| o.is_empty()) {
+            return Ok(RaftState::default());
+        }
+        RaftState::deserialize(data).map_err(|e| StateError::Unreadable(e.to_string()))
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// One entry, read alone from the state as held (no need to decode the rest).
+    pub fn entry(data: &Value, key: &str) -> Option<Vec<u8>> {
+        let value = data.get("vault")?.get(key)?;
+        Ciphertext::deserialize(value).ok().map(|c| c.0)
+    }
+
+    /// The keys under `prefix`, sorted, from the state as held.
+    pub fn keys_in(data: &Value, prefix: &str) -> Vec<String> {
+        data.get("vault")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|o| o.keys())
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The storage operations raft replicates: Vault's physical `Put` and `Delete`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Put {
         key: String,
-        value: String,
+        value: Ciphertext,
     },
     Delete {
         key: String,
@@ -102,23 +150,32 @@ pub enum Op {
     },
 }
 
-impl Operation for Op {
-    /// Raft storage takes every put and delete (what Vault refuses, it refuses before).
-    type Error = std::convert::Infallible;
+/// Why raft storage refuses an operation: only a state it cannot read (what Vault
+/// refuses, it refuses before the write reaches raft).
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum StateError {
+    #[error("unreadable raft state: {0}")]
+    Unreadable(String),
+}
 
-    fn apply(self, data: &mut Value, _index: u64) -> Result<Value, Self::Error> {
-        if !data["vault"].is_object() {
-            data["vault"] = json!({});
-        }
+impl Operation for Op {
+    type Error = StateError;
+
+    fn apply(self, data: &mut Value, _index: u64) -> Result<Value, StateError> {
+        let mut state = match &self {
+            Op::Restore { state } => RaftState::from_json(state)?,
+            _ => RaftState::from_json(data)?,
+        };
         match self {
-            Op::Restore { state } => *data = state,
-            Op::Put { key, value } => data["vault"][key] = Value::String(value),
+            Op::Restore { .. } => {}
+            Op::Put { key, value } => {
+                state.vault.insert(key, value);
+            }
             Op::Delete { key } => {
-                if let Some(entries) = data["vault"].as_object_mut() {
-                    entries.remove(&key);
-                }
+                state.vault.remove(&key);
             }
         }
+        *data = state.to_json();
         Ok(Value::Null)
     }
 }
@@ -229,5 +286,38 @@ mod tests {
         f.delete("core/seal-config").unwrap();
         assert!(!dir.path().join("core").exists());
         assert!(f.put("../escape", b"x").is_err());
+    }
+    /// Raft storage keeps each value as the barrier wrote it, base64 in the state; an
+    /// entry reads back alone; a state that is not Vault's refuses the write.
+    #[test]
+    fn raft_state_keeps_values_and_refuses_a_state_it_cannot_read() {
+        let mut data = json!({});
+        let put = Op::Put {
+            key: "core/keyring".into(),
+            value: Ciphertext(vec![0, 1, 255]),
+        };
+        put.apply(&mut data, 1).unwrap();
+        assert_eq!(data, json!({"vault": {"core/keyring": "AAH/"}}));
+        assert_eq!(
+            RaftState::entry(&data, "core/keyring"),
+            Some(vec![0, 1, 255])
+        );
+        assert_eq!(RaftState::keys_in(&data, "core/"), ["core/keyring"]);
+        let delete = Op::Delete {
+            key: "core/keyring".into(),
+        };
+        delete.apply(&mut data, 2).unwrap();
+        assert_eq!(RaftState::entry(&data, "core/keyring"), None);
+
+        let mut garbled = json!({"vault": {"core/keyring": "not base64!"}});
+        let put = Op::Put {
+            key: "other".into(),
+            value: Ciphertext(vec![1]),
+        };
+        assert!(matches!(
+            put.apply(&mut garbled, 3),
+            Err(StateError::Unreadable(_))
+        ));
+        assert_eq!(garbled["vault"]["core/keyring"], "not base64!");
     }
 }
