@@ -1,15 +1,15 @@
 //! `local`: files and commands on the machine harun runs on (a controller running its own
-//! health check from cron, or the lab). Writes are atomic and keep a backup; every change
-//! goes through the run's dry-run / audit path.
+//! health check from cron, or the lab). This machine is the host `local`: commands and
+//! writes go through the hosts' runner and atomic write (with its backup), and every
+//! change through the run's dry-run / audit path.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use harun_runtime::codes;
-use harun_runtime::error::call_error;
-use harun_runtime::private_fs;
-use harun_runtime::{Action, Context};
+use harun_runtime::error::{call_error, code_and_message};
 use rhai::plugin::*;
+
+use crate::hosts::{write_file as write_on, FileOptions, HostHandle};
 
 #[export_module]
 pub mod local_api {
@@ -116,7 +116,7 @@ pub mod local_api {
         path: &str,
         content: &str,
     ) -> Result<bool, Box<EvalAltResult>> {
-        write_file(&ctx, path, content, content, None, true)
+        write_file(&ctx, path, content, None, None, true)
     }
 
     /// Like `write(path, content)` without the backup: for a file harun makes afresh each
@@ -127,7 +127,7 @@ pub mod local_api {
         path: &str,
         content: &str,
     ) -> Result<bool, Box<EvalAltResult>> {
-        write_file(&ctx, path, content, content, None, false)
+        write_file(&ctx, path, content, None, None, false)
     }
 
     /// Like `write(path, content)`, with the file's `mode` (e.g. `0o600`).
@@ -138,7 +138,7 @@ pub mod local_api {
         content: &str,
         mode: i64,
     ) -> Result<bool, Box<EvalAltResult>> {
-        write_file(&ctx, path, content, content, Some(mode), true)
+        write_file(&ctx, path, content, None, Some(mode), true)
     }
 
     /// Writes a Secret to `path` with mode 0600; plans and logs show `<secret>`.
@@ -152,7 +152,7 @@ pub mod local_api {
             &ctx,
             path,
             content.expose(),
-            "<secret>\n",
+            Some("<secret>\n"),
             Some(0o600),
             true,
         )
@@ -172,66 +172,39 @@ pub mod local_api {
     }
 }
 
+/// A write to this machine: the hosts' atomic write on the host `local` (the same script,
+/// backup and protections as `h.write`), with the mode always named in the plan: the
+/// one given, the old file's, or 0644.
 fn write_file(
     ctx: &NativeCallContext,
     path: &str,
     content: &str,
-    shown: &str,
+    shown: Option<&str>,
     mode: Option<i64>,
     backup: bool,
 ) -> Result<bool, Box<EvalAltResult>> {
-    let target = Path::new(path);
-    let old = match std::fs::read_to_string(target) {
-        Ok(old) => Some(old),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(call_error(
-                ctx,
-                codes::LOCAL_READ,
-                format!("cannot read {path} before writing it: {e}"),
-            ))
-        }
-    };
-    if old.as_deref() == Some(content) {
-        return Ok(false);
-    }
-    let old_mode = std::fs::metadata(target)
+    let old_mode = std::fs::metadata(path)
         .ok()
         .map(|m| m.permissions().mode() & 0o7777);
-    let mode = mode.map(|m| m as u32).or(old_mode).unwrap_or(0o644);
-    let old_shown = match (&old, shown == content) {
-        (Some(old), true) => old.clone(),
-        (Some(_), false) => "<secret>\n".to_string(),
-        (None, _) => String::new(),
+    let options = FileOptions {
+        mode: Some(mode.map_or(old_mode.unwrap_or(0o644), |m| m as u32)),
+        backup,
+        writer_owns: shown.is_some(),
+        ..FileOptions::default()
     };
-    let policy = harun_runtime::plan::DiffPolicy {
-        private: mode & 0o077 == 0 || old_mode.is_some_and(|m| m & 0o077 == 0),
-        ..Default::default()
-    };
-    let action = Action::new("write", "local", format!("write {path} (mode {mode:04o})"))
-        .with_file_diff(path, &old_shown, shown, &policy);
-    let context = Context::of(ctx);
-    // A refusal (the run's lock lost) keeps its own code, not local::write's.
-    context.check_guards()?;
-    let done = context
-        .perform(action, || {
-            atomic_write(target, content, mode, backup && old.is_some())
-        })
-        .map_err(|e| call_error(ctx, codes::LOCAL_WRITE, format!("cannot write {path}: {e}")))?;
-    Ok(done.is_some())
+    let host = HostHandle::local();
+    write_on(ctx, &host, path, content.as_bytes(), shown, &options)
+        .map_err(|e| as_local_write(ctx, e))
 }
 
-/// The new file replaces the old one by a rename; the old one stays as its backup (a hard
-/// link, never through a name someone else made: see `private_fs::link_backup`), and the
-/// new one keeps its owner and group where this user may give them.
-fn atomic_write(target: &Path, content: &str, mode: u32, backup: bool) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if backup {
-        private_fs::link_backup(target, &crate::hosts::stamp())?;
+/// A failure of the host `local` as `local::write`'s own (`harun::local::write`); a
+/// refusal that is not the host's (the run's lock lost) keeps its code.
+fn as_local_write(ctx: &NativeCallContext, e: Box<EvalAltResult>) -> Box<EvalAltResult> {
+    if let EvalAltResult::ErrorRuntime(value, _) = &*e {
+        let (code, message) = code_and_message(value);
+        if code.starts_with("harun::host::") {
+            return call_error(ctx, codes::LOCAL_WRITE, message);
+        }
     }
-    let owner = std::fs::metadata(target)
-        .ok()
-        .filter(|_| private_fs::euid() == 0)
-        .map(|m| (m.uid(), m.gid()));
-    private_fs::write_atomic(target, content.as_bytes(), mode, owner)
+    e
 }
