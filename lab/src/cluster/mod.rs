@@ -50,6 +50,23 @@ pub trait Operation: Serialize + DeserializeOwned + Send + 'static {
     type Error: std::fmt::Display;
 }
 
+/// A twin's typed state. The consensus core carries it as JSON, in the shape the twin's
+/// API shows, and each write reads it, applies the operation and writes it back.
+pub trait TypedState: Serialize + DeserializeOwned + Default {
+    /// The state as the core holds it. A state the twin cannot read is an error, never
+    /// taken for an empty one (the write would then erase it).
+    fn from_json(data: &Value) -> Result<Self, String> {
+        if data.as_object().is_none_or(|o| o.is_empty()) {
+            return Ok(Self::default());
+        }
+        Self::deserialize(data).map_err(|e| format!("unreadable state: {e}"))
+    }
+
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// Applies one replicated operation, as it travels (JSON), to the state.
 type ApplyFn = dyn Fn(&mut Value, &Value, u64) -> Result<Value, WriteError> + Send + Sync;
 /// Whether this node may take part in consensus right now (a sealed Vault may not).

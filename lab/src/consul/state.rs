@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::cluster::Operation;
+use crate::cluster::{Operation, TypedState};
 
 /// The replicated state: one table per kind, keyed as Consul's state store keys them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -30,20 +30,7 @@ pub struct State {
     pub lock_delay: BTreeMap<String, u64>,
 }
 
-impl State {
-    /// The state as the consensus core holds it. A state the twin cannot read is an
-    /// error, never taken for an empty one (a write would then erase it).
-    pub fn from_json(data: &Value) -> Result<State, StateError> {
-        if data.as_object().is_none_or(|o| o.is_empty()) {
-            return Ok(State::default());
-        }
-        State::deserialize(data).map_err(|e| StateError::Unreadable(e.to_string()))
-    }
-
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-}
+impl TypedState for State {}
 
 /// A catalog node (structs.Node as `/v1/catalog/nodes` shows it).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -221,7 +208,7 @@ pub enum StateError {
     #[error("invalid session \"{0}\"")]
     InvalidSession(String),
     /// The state held (or a snapshot restored) is not the twin's.
-    #[error("unreadable state: {0}")]
+    #[error("{0}")]
     Unreadable(String),
 }
 
@@ -231,7 +218,7 @@ impl Operation for Op {
     fn apply(self, data: &mut Value, index: u64) -> Result<Value, StateError> {
         let mut state = match self {
             Op::Restore { .. } => State::default(),
-            _ => State::from_json(data)?,
+            _ => State::from_json(data).map_err(StateError::Unreadable)?,
         };
         let answer = state.apply(self, index)?;
         *data = state.to_json();
@@ -333,7 +320,7 @@ impl State {
                 Ok(Value::Bool(true))
             }
             Op::Restore { state } => {
-                *self = State::from_json(&state)?;
+                *self = State::from_json(&state).map_err(StateError::Unreadable)?;
                 Ok(Value::Bool(true))
             }
         }

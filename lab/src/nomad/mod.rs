@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::cluster::{Cluster, MemberStatus, Operation, Options};
+use crate::cluster::{Cluster, MemberStatus, Operation, Options, TypedState};
 use crate::config::ConfigFile;
 use crate::tls::TlsFiles;
 use state::{AclBootstrap, Job, Node, NodeChange, State};

@@ -19,20 +19,7 @@ pub struct State {
     pub acl_bootstrap: Option<AclBootstrap>,
 }
 
-impl State {
-    /// The state as the consensus core holds it. A state the twin cannot read is an
-    /// error, never taken for an empty one (a write would then erase it).
-    pub fn from_json(data: &Value) -> Result<State, String> {
-        if data.as_object().is_none_or(|o| o.is_empty()) {
-            return Ok(State::default());
-        }
-        State::deserialize(data).map_err(|e| format!("unreadable state: {e}"))
-    }
-
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-}
+impl crate::cluster::TypedState for State {}
 
 /// A client node as `GET /v1/node/:id` shows it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

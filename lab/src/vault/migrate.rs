@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::storage::{Ciphertext, FileBackend, RaftState};
 use super::{host_port, raft_node_id, raft_state_file, storage_block, StorageSettings};
-use crate::cluster::{Persistent, Server};
+use crate::cluster::{Persistent, Server, TypedState};
 use crate::config::ConfigFile;
 
 const LOCK: &str = "core/migration";
@@ -45,7 +45,7 @@ impl Side {
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .unwrap_or_default();
-                let state = RaftState::from_json(&p.data).map_err(|e| mount(e.to_string()))?;
+                let state = RaftState::from_json(&p.data).map_err(mount)?;
                 if role == "storage_destination" {
                     let cluster_addr =
                         cluster_addr.ok_or_else(|| mount("cluster_addr config not set".into()))?;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::cluster::{Cluster, Options};
+use crate::cluster::{Cluster, Options, TypedState};
 use crate::config::ConfigFile;
 use barrier::SealConfig;
 use storage::{FileBackend, Storage};

@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::cluster::{Cluster, Operation};
+use crate::cluster::{Cluster, Operation, TypedState};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -101,20 +101,9 @@ impl<'de> Deserialize<'de> for Ciphertext {
     }
 }
 
+impl TypedState for RaftState {}
+
 impl RaftState {
-    /// The state as the consensus core (or a state file) holds it. A state the twin
-    /// cannot read is an error, never taken for an empty one (a write would erase it).
-    pub fn from_json(data: &Value) -> Result<RaftState, StateError> {
-        if data.as_object().is_none_or(|o| o.is_empty()) {
-            return Ok(RaftState::default());
-        }
-        RaftState::deserialize(data).map_err(|e| StateError::Unreadable(e.to_string()))
-    }
-
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
     /// One entry, read alone from the state as held (no need to decode the rest).
     pub fn entry(data: &Value, key: &str) -> Option<Vec<u8>> {
         let value = data.get("vault")?.get(key)?;
@@ -154,7 +143,7 @@ pub enum Op {
 /// refuses, it refuses before the write reaches raft).
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum StateError {
-    #[error("unreadable raft state: {0}")]
+    #[error("raft: {0}")]
     Unreadable(String),
 }
 
@@ -163,9 +152,10 @@ impl Operation for Op {
 
     fn apply(self, data: &mut Value, _index: u64) -> Result<Value, StateError> {
         let mut state = match &self {
-            Op::Restore { state } => RaftState::from_json(state)?,
-            _ => RaftState::from_json(data)?,
-        };
+            Op::Restore { state } => RaftState::from_json(state),
+            _ => RaftState::from_json(data),
+        }
+        .map_err(StateError::Unreadable)?;
         match self {
             Op::Restore { .. } => {}
             Op::Put { key, value } => {
