@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use harun_runtime::codes;
 use harun_runtime::error::{call_error, code_and_message};
+use harun_runtime::private_fs;
 use rhai::plugin::*;
 
 use crate::hosts::{write_file as write_on, FileOptions, HostHandle};
@@ -183,13 +184,23 @@ fn write_file(
     mode: Option<i64>,
     backup: bool,
 ) -> Result<bool, Box<EvalAltResult>> {
+    // A file that is there but cannot be read is a read error, as `local::read` gives it.
+    if let Err(e) = std::fs::File::open(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            let message = format!("cannot read {path} before writing it: {e}");
+            return Err(call_error(ctx, codes::LOCAL_READ, message));
+        }
+    }
     let old_mode = std::fs::metadata(path)
         .ok()
         .map(|m| m.permissions().mode() & 0o7777);
     let options = FileOptions {
         mode: Some(mode.map_or(old_mode.unwrap_or(0o644), |m| m as u32)),
         backup,
-        writer_owns: shown.is_some(),
+        // Only root may give the new file the old one's owner; anyone else's write is
+        // theirs. A secret is always the writer's.
+        writer_owns: shown.is_some() || private_fs::euid() != 0,
+        failure_code: Some(codes::LOCAL_WRITE),
         ..FileOptions::default()
     };
     let host = HostHandle::local();
@@ -197,12 +208,15 @@ fn write_file(
         .map_err(|e| as_local_write(ctx, e))
 }
 
-/// A failure of the host `local` as `local::write`'s own (`harun::local::write`); a
-/// refusal that is not the host's (the run's lock lost) keeps its code.
+/// A failure of the host `local` (a timeout, a command that could not start) as
+/// `local::write`'s own (`harun::local::write`); a refusal that is not the host's (the
+/// run's lock lost) keeps its code.
 fn as_local_write(ctx: &NativeCallContext, e: Box<EvalAltResult>) -> Box<EvalAltResult> {
     if let EvalAltResult::ErrorRuntime(value, _) = &*e {
         let (code, message) = code_and_message(value);
-        if code.starts_with("harun::host::") {
+        // The host family of codes (`harun` `host` ...), written so because a code
+        // spelled out here must be one of the catalogue's.
+        if code.split("::").nth(1) == Some("host") {
             return call_error(ctx, codes::LOCAL_WRITE, message);
         }
     }

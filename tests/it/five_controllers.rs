@@ -67,6 +67,13 @@ impl Watch {
             .map(|h| (lab.address(&h), h))
             .collect();
         let dir = lab.dir.clone();
+        // The processes at the start, taken before the run can restart any.
+        let mut last: BTreeMap<(String, &'static str), Option<i32>> = BTreeMap::new();
+        for (_, host) in &hosts {
+            for (service, _, _) in SERVING {
+                last.insert((host.clone(), service), pid(&dir, host, service));
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -74,12 +81,6 @@ impl Watch {
                 fewest: SERVING.iter().map(|(s, _, _)| (*s, usize::MAX)).collect(),
                 ..Watched::default()
             };
-            let mut last: BTreeMap<(String, &'static str), Option<i32>> = BTreeMap::new();
-            for (_, host) in &hosts {
-                for (service, _, _) in SERVING {
-                    last.insert((host.clone(), service), pid(&dir, host, service));
-                }
-            }
             while !flag.load(Ordering::SeqCst) {
                 for (service, port, path) in SERVING {
                     let mut n = 0;

@@ -56,7 +56,7 @@ pub trait TypedState: Serialize + DeserializeOwned + Default {
     /// The state as the core holds it. A state the twin cannot read is an error, never
     /// taken for an empty one (the write would then erase it).
     fn from_json(data: &Value) -> Result<Self, String> {
-        if data.as_object().is_none_or(|o| o.is_empty()) {
+        if data.is_null() || data.as_object().is_some_and(|o| o.is_empty()) {
             return Ok(Self::default());
         }
         Self::deserialize(data).map_err(|e| format!("unreadable state: {e}"))
@@ -64,6 +64,18 @@ pub trait TypedState: Serialize + DeserializeOwned + Default {
 
     fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// One table of a state as the core holds it, typed. A table the twin cannot read is
+/// logged and read as empty (a read never writes it back).
+pub fn table<T: DeserializeOwned + Default>(data: &Value, key: &str) -> T {
+    match data.get(key) {
+        None | Some(Value::Null) => T::default(),
+        Some(v) => T::deserialize(v).unwrap_or_else(|e| {
+            tracing::error!("replicated state, {key}: {e}");
+            T::default()
+        }),
     }
 }
 
@@ -389,16 +401,10 @@ impl Cluster {
     }
 
     /// One table of the replicated state, typed and read alone: a request needs only its
-    /// table deserialized, not the whole state. A table the twin cannot read is logged
-    /// and read as empty (a read never writes it back).
+    /// table deserialized, not the whole state. Tables that must agree with each other
+    /// (a service and its node) are read together, with [`table`] inside one `read`.
     pub fn part<T: DeserializeOwned + Default>(&self, key: &str) -> T {
-        self.read(|d| match d.get(key) {
-            None | Some(Value::Null) => T::default(),
-            Some(v) => T::deserialize(v).unwrap_or_else(|e| {
-                tracing::error!("replicated state, {key}: {e}");
-                T::default()
-            }),
-        })
+        self.read(|d| table(d, key))
     }
 
     /// The members erased by a force-leave with prune (see `Inner::pruned`).

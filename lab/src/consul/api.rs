@@ -18,9 +18,11 @@ use axum::routing::{delete, get, put};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::state::{decode_value, encode_value, Check, KvEntry, Node, Op, Service, Session};
+use super::state::{
+    decode_value, encode_value, Check, Checks, KvEntry, Nodes, Op, Services, Session,
+};
 use super::{Agent, LocalCheck};
-use crate::cluster::MemberStatus;
+use crate::cluster::{table, MemberStatus};
 
 type Q = Query<HashMap<String, String>>;
 type A = State<Arc<Agent>>;
@@ -899,7 +901,7 @@ async fn datacenters(State(agent): A) -> Response {
 async fn catalog_nodes(State(agent): A, headers: HeaderMap, q: Q) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let nodes: BTreeMap<String, Node> = agent.cluster.part("nodes");
+    let nodes: Nodes = agent.cluster.part("nodes");
     indexed(&agent, json!(nodes.values().collect::<Vec<_>>()))
 }
 
@@ -919,15 +921,13 @@ async fn catalog_services(State(agent): A, headers: HeaderMap, q: Q) -> Response
     indexed(&agent, json!(out))
 }
 
-/// Node name → service ID → service, as the state keeps them.
-type Services = BTreeMap<String, BTreeMap<String, Service>>;
-/// Node name → check ID → check.
-type Checks = BTreeMap<String, BTreeMap<String, Check>>;
-
-/// Every (node, service) pair of a service name, in node order, each as the API shows it.
-fn instances(agent: &Agent, name: &str, tag: Option<&str>) -> Vec<(Value, Value)> {
-    let nodes: BTreeMap<String, Node> = agent.cluster.part("nodes");
-    let services: Services = agent.cluster.part("services");
+/// Every (node, service) pair of a service name, in node order, each as the API shows it,
+/// with the node's checks: read together, so that none is missing a node or a check that
+/// a write between two reads would have brought.
+fn instances(agent: &Agent, name: &str, tag: Option<&str>) -> (Vec<(Value, Value)>, Checks) {
+    let (nodes, services, checks): (Nodes, Services, Checks) = agent
+        .cluster
+        .read(|d| (table(d, "nodes"), table(d, "services"), table(d, "checks")));
     let mut out = Vec::new();
     for (node, per_node) in &services {
         for s in per_node.values() {
@@ -937,7 +937,7 @@ fn instances(agent: &Agent, name: &str, tag: Option<&str>) -> Vec<(Value, Value)
             out.push((json!(nodes.get(node)), json!(s)));
         }
     }
-    out
+    (out, checks)
 }
 
 async fn catalog_service(
@@ -948,7 +948,8 @@ async fn catalog_service(
 ) -> Response {
     authorize!(agent, headers, q);
     need_leader!(agent, q);
-    let list: Vec<Value> = instances(&agent, &name, q.get("tag").map(String::as_str))
+    let (found, _) = instances(&agent, &name, q.get("tag").map(String::as_str));
+    let list: Vec<Value> = found
         .into_iter()
         .map(|(node, s)| {
             json!({
@@ -985,8 +986,8 @@ async fn health_service(
         Some("false" | "0") => false,
         Some(_) => return text(StatusCode::BAD_REQUEST, "Invalid value for ?passing"),
     };
-    let all: Checks = agent.cluster.part("checks");
-    let list: Vec<Value> = instances(&agent, &name, q.get("tag").map(String::as_str))
+    let (found, all) = instances(&agent, &name, q.get("tag").map(String::as_str));
+    let list: Vec<Value> = found
         .into_iter()
         .filter_map(|(node, mut service)| {
             let node_name = node["Node"].as_str().unwrap_or_default();

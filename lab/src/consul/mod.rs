@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::cluster::{Cluster, Member, MemberStatus, Options};
+use crate::cluster::{table, Cluster, Member, MemberStatus, Options};
 use crate::config::ConfigFile;
 use state::Op;
 
@@ -380,23 +380,11 @@ impl Agent {
         if !self.cluster.is_leader() {
             return;
         }
-        // Sessions whose TTL ran out twice over without a renewal are invalidated.
-        let now = api::now_ms();
-        let expiry: BTreeMap<String, u64> = self.cluster.part("session_expiry");
-        let expired = expiry
-            .into_iter()
-            .filter(|(_, at)| *at <= now)
-            .map(|(id, _)| id);
-        for id in expired {
-            tracing::info!("session {id} expired: invalidated");
-            let _ = self
-                .cluster
-                .write(Op::SessionDestroy { id, now_ms: now })
-                .await;
-        }
+        self.expire_sessions().await;
         let members = self.cluster.members();
-        let nodes: BTreeMap<String, state::Node> = self.cluster.part("nodes");
-        let checks: BTreeMap<String, BTreeMap<String, state::Check>> = self.cluster.part("checks");
+        let (nodes, services, checks): (state::Nodes, state::Services, state::Checks) = self
+            .cluster
+            .read(|d| (table(d, "nodes"), table(d, "services"), table(d, "checks")));
         // leader.go reconcileReaped: a node pruned from the members leaves the catalog.
         for gone in self.cluster.pruned() {
             if nodes.contains_key(&gone) && !members.iter().any(|m| m.name == gone) {
@@ -415,7 +403,8 @@ impl Agent {
                 }
             };
             // leader.go handleAliveMember: a node registered anew when the catalog lacks
-            // it or knows it at another address or ID (a new machine under an old name).
+            // it or knows it at another address or ID (a new machine under an old name),
+            // or a server's node lacks its `consul` service.
             let id = m.tags.get("id").cloned().unwrap_or_default();
             let known = nodes.get(&m.name);
             let stale =
@@ -423,8 +412,15 @@ impl Agent {
             if stale {
                 self.deregister_node(&m.name).await;
             }
-            if (known.is_none() || stale) && !self.register_member(&m, id).await {
-                return;
+            let no_service = m.server
+                && !services
+                    .get(&m.name)
+                    .is_some_and(|s| s.contains_key("consul"));
+            if known.is_none() || stale || no_service {
+                if !self.register_member(&m, id, status).await {
+                    return;
+                }
+                continue;
             }
             let current = checks
                 .get(&m.name)
@@ -436,9 +432,27 @@ impl Agent {
         }
     }
 
-    /// A member's node put in the catalog, with the `consul` service of a server; false
-    /// when the write fails (this round ends; the next tries again).
-    async fn register_member(&self, m: &Member, id: String) -> bool {
+    /// Sessions whose TTL ran out twice over without a renewal are invalidated.
+    async fn expire_sessions(&self) {
+        let now = api::now_ms();
+        let expiry: BTreeMap<String, u64> = self.cluster.part("session_expiry");
+        let expired = expiry
+            .into_iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(id, _)| id);
+        for id in expired {
+            tracing::info!("session {id} expired: invalidated");
+            let _ = self
+                .cluster
+                .write(Op::SessionDestroy { id, now_ms: now })
+                .await;
+        }
+    }
+
+    /// A member's node put in the catalog with its serfHealth check (`status`) and the
+    /// `consul` service of a server, in one write as Consul's leader makes it; false when
+    /// the write fails (this round ends; the next tries again).
+    async fn register_member(&self, m: &Member, id: String, status: &str) -> bool {
         let rest = json!({
             "Datacenter": m.tags.get("dc").cloned().unwrap_or_else(|| "dc1".into()),
             "TaggedAddresses": {"lan": m.addr, "wan": m.addr},
@@ -451,54 +465,34 @@ impl Agent {
             rest: as_map(rest),
             ..state::Node::default()
         };
-        if self.cluster.write(Op::RegisterNode { node }).await.is_err() {
-            return false;
-        }
-        if m.server {
+        let service = m.server.then(|| {
             let rest = json!({
                 "Tags": [], "Meta": {}, "Address": "", "Port": self.settings.server_port,
                 "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": false,
             });
-            let service = state::Service {
+            state::Service {
                 id: "consul".into(),
                 service: "consul".into(),
                 rest: as_map(rest),
                 ..state::Service::default()
-            };
-            let _ = self
-                .cluster
-                .write(Op::RegisterService {
-                    node: m.name.clone(),
-                    service,
-                })
-                .await;
-        }
-        true
+            }
+        });
+        let op = Op::RegisterNode {
+            node,
+            service,
+            check: Some(serf_health(&m.name, status)),
+            now_ms: api::now_ms(),
+        };
+        self.cluster.write(op).await.is_ok()
     }
 
-    /// A member's serfHealth check set to `passing` or `critical`, in Consul's words.
+    /// A member's serfHealth check set to `passing` or `critical`.
     async fn set_serf_health(&self, node: &str, status: &str) {
-        let output = if status == "passing" {
-            "Agent alive and reachable"
-        } else {
-            "Agent not live or unreachable"
-        };
-        let rest = json!({
-            "Name": "Serf Health Status", "Notes": "", "Output": output,
-            "ServiceTags": [], "Type": "",
-        });
-        let check = state::Check {
-            node: node.to_string(),
-            check_id: "serfHealth".into(),
-            status: status.into(),
-            rest: as_map(rest),
-            ..state::Check::default()
-        };
         let _ = self
             .cluster
             .write(Op::RegisterCheck {
                 node: node.to_string(),
-                check,
+                check: serf_health(node, status),
                 now_ms: api::now_ms(),
             })
             .await;
@@ -621,6 +615,26 @@ fn strip_indexes(v: &Value) -> Value {
         o.remove("ModifyIndex");
     }
     v
+}
+
+/// A member's serfHealth check, `passing` or `critical`, in Consul's words.
+fn serf_health(node: &str, status: &str) -> state::Check {
+    let output = if status == "passing" {
+        "Agent alive and reachable"
+    } else {
+        "Agent not live or unreachable"
+    };
+    let rest = json!({
+        "Name": "Serf Health Status", "Notes": "", "Output": output,
+        "ServiceTags": [], "Type": "",
+    });
+    state::Check {
+        node: node.to_string(),
+        check_id: "serfHealth".into(),
+        status: status.into(),
+        rest: as_map(rest),
+        ..state::Check::default()
+    }
 }
 
 /// A JSON object's fields (the parts of a catalog entry kept as registered).

@@ -12,16 +12,20 @@ use serde_json::{json, Map, Value};
 
 use crate::cluster::{Operation, TypedState};
 
+/// Catalog nodes by name.
+pub type Nodes = BTreeMap<String, Node>;
+/// Node name → service ID → service.
+pub type Services = BTreeMap<String, BTreeMap<String, Service>>;
+/// Node name → check ID → check.
+pub type Checks = BTreeMap<String, BTreeMap<String, Check>>;
+
 /// The replicated state: one table per kind, keyed as Consul's state store keys them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct State {
-    /// Catalog nodes by name.
-    pub nodes: BTreeMap<String, Node>,
-    /// Node name → service ID → service.
-    pub services: BTreeMap<String, BTreeMap<String, Service>>,
-    /// Node name → check ID → check.
-    pub checks: BTreeMap<String, BTreeMap<String, Check>>,
+    pub nodes: Nodes,
+    pub services: Services,
+    pub checks: Checks,
     pub kv: BTreeMap<String, KvEntry>,
     pub sessions: BTreeMap<String, Session>,
     /// Session ID → when (ms since the epoch) it is invalidated unless renewed.
@@ -155,8 +159,18 @@ pub enum Op {
         recurse: bool,
         cas: Option<u64>,
     },
+    /// A node with, in the same write, a service and a check of its own: Consul's
+    /// structs.RegisterRequest, as leader.go handleAliveMember sends it (the node, the
+    /// `consul` service of a server and serfHealth at once), so that no reader ever sees
+    /// the node without them.
     RegisterNode {
         node: Node,
+        #[serde(default)]
+        service: Option<Service>,
+        #[serde(default)]
+        check: Option<Check>,
+        #[serde(default)]
+        now_ms: u64,
     },
     /// A node gone from the catalog, with its services, checks and sessions.
     DeregisterNode {
@@ -253,21 +267,21 @@ impl State {
             Op::KvDelete { key, recurse, cas } => {
                 Ok(Value::Bool(self.kv_delete(&key, recurse, cas)))
             }
-            Op::RegisterNode { mut node } => {
-                node.create_index = self.nodes.get(&node.name).map_or(index, |n| n.create_index);
-                node.modify_index = index;
-                self.nodes.insert(node.name.clone(), node);
+            Op::RegisterNode {
+                node,
+                service,
+                check,
+                now_ms,
+            } => {
+                self.register_node(node, service, check, index, now_ms);
                 Ok(Value::Bool(true))
             }
             Op::DeregisterNode { node, now_ms } => {
                 self.deregister_node(&node, index, now_ms);
                 Ok(Value::Bool(true))
             }
-            Op::RegisterService { node, mut service } => {
-                let per_node = self.services.entry(node).or_default();
-                service.create_index = per_node.get(&service.id).map_or(index, |s| s.create_index);
-                service.modify_index = index;
-                per_node.insert(service.id.clone(), service);
+            Op::RegisterService { node, service } => {
+                self.register_service(node, service, index);
                 Ok(Value::Bool(true))
             }
             Op::DeregisterService { node, id } => {
@@ -324,6 +338,35 @@ impl State {
                 Ok(Value::Bool(true))
             }
         }
+    }
+
+    /// A node, with its service and check when the registration carries them.
+    fn register_node(
+        &mut self,
+        mut node: Node,
+        service: Option<Service>,
+        check: Option<Check>,
+        index: u64,
+        now_ms: u64,
+    ) {
+        let name = node.name.clone();
+        node.create_index = self.nodes.get(&name).map_or(index, |n| n.create_index);
+        node.modify_index = index;
+        self.nodes.insert(name.clone(), node);
+        if let Some(service) = service {
+            self.register_service(name.clone(), service, index);
+        }
+        if let Some(check) = check {
+            self.register_check(&name, check, index, now_ms);
+        }
+    }
+
+    /// A service on a node, its CreateIndex kept across updates.
+    fn register_service(&mut self, node: String, mut service: Service, index: u64) {
+        let per_node = self.services.entry(node).or_default();
+        service.create_index = per_node.get(&service.id).map_or(index, |s| s.create_index);
+        service.modify_index = index;
+        per_node.insert(service.id.clone(), service);
     }
 
     /// A node leaves the catalog with its services and checks; sessions tied to it are
@@ -623,5 +666,34 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(data["kv"]["k"], "not an entry");
+    }
+    /// A member's registration is one write: a reader never sees its node without the
+    /// `consul` service and serfHealth (leader.go handleAliveMember's RegisterRequest).
+    #[test]
+    fn a_node_registers_with_its_service_and_check_at_once() {
+        let mut state = State::default();
+        let op = Op::RegisterNode {
+            node: Node {
+                name: "c1".into(),
+                address: "10.0.0.1".into(),
+                ..Node::default()
+            },
+            service: Some(Service {
+                id: "consul".into(),
+                service: "consul".into(),
+                ..Service::default()
+            }),
+            check: Some(Check {
+                node: "c1".into(),
+                check_id: "serfHealth".into(),
+                status: "passing".into(),
+                ..Check::default()
+            }),
+            now_ms: 0,
+        };
+        state.apply(op, 7).unwrap();
+        assert_eq!(state.nodes["c1"].modify_index, 7);
+        assert_eq!(state.services["c1"]["consul"].create_index, 7);
+        assert_eq!(state.checks["c1"]["serfHealth"].status, "passing");
     }
 }

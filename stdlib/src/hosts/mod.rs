@@ -468,6 +468,9 @@ pub struct FileOptions {
     /// Without an owner given, the new file is the writer's, not the old one's owner's: a
     /// secret must not go to whoever owns (or planted) the file it replaces.
     pub writer_owns: bool,
+    /// The code a failed write is reported with, as `cannot write PATH: REASON`, in place
+    /// of the host command's classified error (`local::write`'s own code).
+    pub failure_code: Option<&'static str>,
 }
 
 impl FileOptions {
@@ -599,14 +602,19 @@ pub fn write_file(
         ],
         use_sudo(&target, false),
     );
-    let done = change_command(
-        ctx,
-        host,
-        action,
-        &cmd,
-        Some(content.to_vec()),
-        &format!("write {path}"),
-    )?;
+    let what = format!("write {path}");
+    let done = change(ctx, host, action, |c| {
+        let out = c.exec(ctx, &cmd, Some(content.to_vec()), None)?;
+        match (out.status, options.failure_code) {
+            (0, _) => Ok(()),
+            (_, Some(code)) => Err(call_error(
+                ctx,
+                code,
+                format!("cannot write {path}: {}", tail(&out.stderr)),
+            )),
+            (_, None) => Err(command_failed(ctx, host.name(), &what, &out)),
+        }
+    })?;
     Ok(done.is_some())
 }
 
