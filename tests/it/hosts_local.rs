@@ -70,6 +70,51 @@ fn a_host_write_never_writes_the_old_file_in_place() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+/// What a write killed with its shell left (its `.harun.PID.XXXXXX` directory) goes with
+/// the next write into that directory, also one that changes nothing (a kill after the
+/// rename leaves a file already right). A writer still running keeps its directory, and a
+/// PID now used by a process that started after the directory last changed is not it.
+#[test]
+fn what_killed_writes_left_goes_with_the_next_write() {
+    let t = Test::new()
+        .file("harun.hcl", TOPOLOGY)
+        .file("app.hcl", "a = 1\n")
+        .args([
+            "-e",
+            "print(host(\"here\").write(\"app.hcl\", \"a = 1\\n\"))",
+        ]);
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let mut running = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let pid = running.id();
+    let dead = format!(".harun.{gone_pid}.aaaaaa");
+    let reused = format!(".harun.{pid}.bbbbbb");
+    let live = format!(".harun.{pid}.cccccc");
+    for name in [&dead, &reused, &live] {
+        std::fs::create_dir(t.path(name)).unwrap();
+    }
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(t.path(&reused))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    t.run().status(0).stdout("false\n");
+    let left: Vec<String> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".harun."))
+        .collect();
+    let _ = running.kill();
+    let _ = running.wait();
+    assert_eq!(left, [live], "{dead} and {reused} should be gone");
+}
+
 #[test]
 fn upload_and_download_copy_files_whole() {
     let t = Test::new()

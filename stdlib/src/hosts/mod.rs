@@ -554,6 +554,7 @@ pub fn write_file(
 ) -> RhaiResult<bool> {
     let old = read_optional(ctx, host, path)?;
     if old.as_deref() == Some(content) {
+        clear_dead_writes(ctx, host, path)?;
         return Ok(false);
     }
     let new_shown = shown.map_or_else(|| as_text(content), str::to_string);
@@ -616,6 +617,46 @@ pub fn write_file(
         }
     })?;
     Ok(done.is_some())
+}
+
+/// What writes killed with their shell left beside `path` (`shell::DEAD_WRITES`), removed
+/// as a change of its own. A write that changes the file removes them itself; this is for
+/// the write that finds nothing to change, such as the next run's after a kill between a
+/// write's rename and its last step. Looked for once per host and directory in a run.
+fn clear_dead_writes(ctx: &NativeCallContext, host: &HostHandle, path: &str) -> RhaiResult<()> {
+    static LOOKED: std::sync::LazyLock<parking_lot::Mutex<std::collections::BTreeSet<String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let dir = std::path::Path::new(path)
+        .parent()
+        .map_or(String::new(), |d| d.display().to_string());
+    if !LOOKED.lock().insert(format!("{}\0{dir}", host.name())) {
+        return Ok(());
+    }
+    let target = host.target();
+    let sudo = use_sudo(&target, false);
+    let listed = read_command(
+        ctx,
+        host,
+        &shell::script(shell::DEAD_WRITES, &[path], sudo),
+        None,
+        None,
+    );
+    let Some(found) = listed
+        .ok()
+        .filter(|out| out.status == 0 && !out.stdout.is_empty())
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    else {
+        return Ok(());
+    };
+    let what = format!("remove what killed writes left: {found}");
+    let action = Action::new("remove", host.name(), what.clone());
+    let cmd = shell::script(shell::CLEAR_DEAD_WRITES, &[path], sudo);
+    change_command(ctx, host, action, &cmd, None, &what).map(|_| ())
 }
 
 /// The permission bits of `path` on `host`, None when it cannot be read.

@@ -44,6 +44,48 @@ while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done
 if [ -r "$d" ] && [ -x "$d" ]; then exit 66; fi
 exec cat -- "$1""#;
 
+/// The shell function `dead_writes DIR`: prints this user's `.harun.PID.XXXXXX`
+/// directories in DIR whose writing shell is gone (a write killed with its shell, between
+/// `mktemp` and the removal of its directory, left them). A zombie counts as gone, and so
+/// does a process that started after the directory last changed: its PID was reused
+/// (pid_max is 32768 on many machines). Nothing is followed through a symlink.
+macro_rules! dead_writes {
+    () => {
+        r#"started() { s=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 1; set -- $s; echo $(( boot + ${20} / ticks )); }
+writer_alive() {
+  [ -r "/proc/$1/stat" ] || { kill -0 "$1" 2>/dev/null; return; }
+  ! grep -q ') [ZX] ' "/proc/$1/stat" || return 1
+  start=$(started "$1") || return 1
+  [ "$start" -le "$(stat -c %Y -- "$2")" ]
+}
+dead_writes() {
+  boot=$(sed -n 's/^btime //p' /proc/stat 2>/dev/null); boot=${boot:-0}; ticks=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  for old in "$1"/.harun.[0-9]*.??????; do
+    [ -d "$old" ] && [ ! -L "$old" ] || continue
+    pid=${old##*/.harun.}; pid=${pid%%.*}
+    case $pid in ''|*[!0-9]*) continue ;; esac
+    [ "$(stat -c %u -- "$old")" = "$(id -u)" ] || continue
+    ! writer_alive "$pid" "$old" || continue
+    printf '%s\n' "$old"
+  done
+}"#
+    };
+}
+
+/// Prints what killed writes left beside the file `$1` (see `dead_writes!`): a read.
+pub const DEAD_WRITES: &str = concat!(
+    dead_writes!(),
+    r#"
+dead_writes "$(dirname -- "$1")""#
+);
+
+/// Removes what killed writes left beside the file `$1`, and prints it.
+pub const CLEAR_DEAD_WRITES: &str = concat!(
+    dead_writes!(),
+    r#"
+dead_writes "$(dirname -- "$1")" | while IFS= read -r old; do rm -rf -- "$old" && printf '%s\n' "$old"; done"#
+);
+
 /// Writes stdin to `$1` atomically, where another user may own the directory (a service
 /// user owns its config directory in the packaged installs) and so may swap any name in it:
 /// - the new file is made, filled and given its mode and owner (`$2` mode, `$3` owner,
@@ -56,23 +98,17 @@ exec cat -- "$1""#;
 /// - the rename happens only when all `$7` bytes arrived: a harun killed mid-write closes
 ///   the pipe early, and the shell, which outlives it, must not put a short file in place;
 ///   its working directory goes too, even when the shell dies of the broken pipe (its
-///   message to a dead harun) or a hangup, which would skip a bare EXIT trap.
-pub const WRITE: &str = r#"set -e
+///   message to a dead harun) or a hangup, which would skip a bare EXIT trap;
+/// - what killed writes left in the directory goes first (`dead_writes!`).
+pub const WRITE: &str = concat!(
+    dead_writes!(),
+    r#"
+set -e
 target=$1 mode=$2 owner=$3 group=$4 backup=$5 stamp=$6 size=$7 rand=$8
 [ -d "$(dirname -- "$target")" ] || { echo "directory $(dirname -- "$target") does not exist" >&2; exit 1; }
 case $target in /*) ;; *) target=$PWD/$target ;; esac
 dir=$(dirname -- "$target")
-# What a killed write left (its shell killed with it, between mktemp and the trap): our
-# own .harun.PID.* directories whose shell no longer runs (a zombie counts as gone).
-alive() { if [ -r "/proc/$1/stat" ]; then ! grep -q ') [ZX] ' "/proc/$1/stat"; else kill -0 "$1" 2>/dev/null; fi; }
-for old in "$dir"/.harun.[0-9]*.??????; do
-  [ -d "$old" ] && [ ! -L "$old" ] || continue
-  pid=${old##*/.harun.}; pid=${pid%%.*}
-  case $pid in ''|*[!0-9]*) continue ;; esac
-  ! alive "$pid" || continue
-  [ "$(stat -c %u -- "$old")" = "$(id -u)" ] || continue
-  rm -rf -- "$old"
-done
+dead_writes "$dir" | while IFS= read -r old; do rm -rf -- "$old"; done
 work=$(mktemp -d "$dir/.harun.$$.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
 trap 'exit 1' HUP INT TERM PIPE
@@ -99,7 +135,8 @@ if [ -n "$owner$group" ]; then chown "$owner${group:+:$group}" "new.$rand"; fi
 mv -f -- "new.$rand" "$target"
 trap - EXIT
 cd /
-rmdir -- "$work" 2>/dev/null || true"#;
+rmdir -- "$work" 2>/dev/null || true"#
+);
 
 /// Whether anything under `$1` has another owner than `$2` (or group `$3`): prints it (or
 /// `unreadable`); exit 1 for a missing path, 2 for an unknown user.
