@@ -184,8 +184,9 @@ pub fn write_atomic(
 }
 
 /// Removes what a killed run's `write_atomic` left in `dir`: `.harun.PID.*` files of ours
-/// whose writer (PID) no longer runs. A write killed between its temporary file and the
-/// rename cannot clean up after itself (SIGKILL); the next write into the directory does.
+/// whose writer (PID) no longer runs, or whose PID a later process now has. A write killed
+/// between its temporary file and the rename cannot clean up after itself (SIGKILL); the
+/// next write into the directory does.
 /// Only regular files owned by this user go, never through a symlink; a live writer's,
 /// or another user's, stay.
 fn remove_dead_writers_files(dir: &Path) {
@@ -202,12 +203,18 @@ fn remove_dead_writers_files(dir: &Path) {
         else {
             continue;
         };
-        if crate::process::is_running(pid) {
-            continue;
-        }
         let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
             continue;
         };
+        // A process under that PID that started after the file last changed is not its
+        // writer: the PID was reused.
+        let reused = match (crate::process::start_time(pid), meta.modified()) {
+            (Some(started), Ok(changed)) => started > changed,
+            _ => false,
+        };
+        if crate::process::is_running(pid) && !reused {
+            continue;
+        }
         if meta.file_type().is_file() && meta.uid() == euid() {
             tracing::info!("removing {}, left by a killed run", entry.path().display());
             let _ = std::fs::remove_file(entry.path());
@@ -258,8 +265,9 @@ pub fn open_private_append(path: &Path) -> std::io::Result<(std::fs::File, bool)
 mod tests {
     use super::*;
 
-    /// A killed writer's temporary file goes with the next write into its directory; a
-    /// live writer's stays, and so does a symlink of that name.
+    /// A killed writer's temporary file goes with the next write into its directory, and
+    /// so does one whose PID a later process has; a live writer's stays, and so does a
+    /// symlink of that name.
     #[test]
     fn a_killed_writers_temporary_file_goes_with_the_next_write() {
         let tmp = tempfile::tempdir().unwrap();
@@ -268,12 +276,25 @@ mod tests {
         let live = tmp
             .path()
             .join(format!(".harun.{}.GhIjKl", std::process::id()));
+        // This process's PID on a file from before it started: a reused PID.
+        let reused = tmp
+            .path()
+            .join(format!(".harun.{}.MnOpQr", std::process::id()));
         let link = tmp.path().join(".harun.4194304.link");
         std::fs::write(&dead, "half").unwrap();
         std::fs::write(&live, "under way").unwrap();
+        std::fs::write(&reused, "half").unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&reused)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
         std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
         write_atomic(&tmp.path().join("nomad.hcl"), b"x = 1\n", 0o644, None).unwrap();
         assert!(!dead.exists());
+        assert!(!reused.exists());
         assert!(live.exists());
         assert!(std::fs::symlink_metadata(&link).is_ok());
         assert_eq!(

@@ -19,6 +19,27 @@ pub fn is_running(pid: i32) -> bool {
     exists && !matches!(state, Some("Z" | "X"))
 }
 
+/// When `pid` started, to the second at worst early (/proc/PID/stat's start time in clock
+/// ticks after /proc/stat's `btime`); None when it cannot be read. A process that started
+/// after something was made is not the one that made it: its PID was reused.
+pub fn start_time(pid: i32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is the 3rd, starttime the 22nd.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    let seconds = boot + ticks / per_second.max(1);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
 /// Whether `pid` has SIGKILL pending (/proc/PID/status `SigPnd` or `ShdPnd`): it is
 /// exiting and will not act again, though it may still hold its files and ports.
 pub fn is_dying(pid: i32) -> bool {
