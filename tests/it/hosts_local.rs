@@ -7,6 +7,18 @@ use common::Test;
 const TOPOLOGY: &str =
     "defaults { transport = \"local\" }\nhost \"here\" {}\nhost \"also-here\" {}\n";
 
+/// The names of write leftovers (`.harun.*`) in `dir`, sorted.
+fn writes_left_in(dir: &std::path::Path) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".harun."))
+        .collect();
+    left.sort();
+    left
+}
+
 #[test]
 fn commands_files_and_directories_on_this_machine() {
     let t = Test::new().file("harun.hcl", TOPOLOGY).file(
@@ -61,12 +73,7 @@ fn a_host_write_never_writes_the_old_file_in_place() {
         "a = 2\n"
     );
     assert_eq!(std::io::read_to_string(&reader).unwrap(), "a = 1\n");
-    let left: Vec<String> = std::fs::read_dir(t.dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".harun."))
-        .collect();
+    let left = writes_left_in(t.dir.path());
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -104,12 +111,7 @@ fn what_killed_writes_left_goes_with_the_next_write() {
         .unwrap();
     assert!(touched.success());
     t.run().status(0).stdout("false\n");
-    let left: Vec<String> = std::fs::read_dir(t.dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".harun."))
-        .collect();
+    let left = writes_left_in(t.dir.path());
     let _ = running.kill();
     let _ = running.wait();
     assert_eq!(left, [live], "{dead} and {reused} should be gone");
