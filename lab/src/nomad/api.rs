@@ -104,6 +104,7 @@ async fn acl_check(State(agent): A, request: Request, next: Next) -> Response {
         })
         .unwrap_or_default();
     let management = agent
+        .cluster
         .part::<Option<AclBootstrap>>("acl_bootstrap")
         .map(|b| b.secret);
     match (token.is_empty(), management) {
@@ -541,6 +542,7 @@ async fn nodes(State(agent): A, Query(q): Q) -> Response {
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     let list: Vec<Value> = agent
+        .cluster
         .part::<Nodes>("nodes")
         .iter()
         .filter(|(id, _)| id.starts_with(&prefix))
@@ -553,7 +555,7 @@ async fn node(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response 
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.part::<Nodes>("nodes").get(&id) {
+    match agent.cluster.part::<Nodes>("nodes").get(&id) {
         // nomad/structs/structs.go: Node has no `Drain` (NodeListStub has): a drain shows
         // as the full node's DrainStrategy.
         Some(n) => {
@@ -657,6 +659,7 @@ async fn eligibility(State(agent): A, Path(id): Path<String>, body: Bytes) -> Re
         );
     }
     let draining = agent
+        .cluster
         .part::<Nodes>("nodes")
         .get(&id)
         .is_some_and(|n| n.drain);
@@ -676,6 +679,7 @@ async fn jobs(State(agent): A, Query(q): Q) -> Response {
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
     let list: Vec<Value> = agent
+        .cluster
         .part::<Jobs>("jobs")
         .iter()
         .filter(|(id, _)| id.starts_with(&prefix))
@@ -688,7 +692,7 @@ async fn job(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Response {
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.part::<Jobs>("jobs").get(&id) {
+    match agent.cluster.part::<Jobs>("jobs").get(&id) {
         Some(j) => with_index(&agent, json!(j)),
         None => text(StatusCode::NOT_FOUND, "job not found"),
     }
@@ -707,11 +711,12 @@ fn job_stub(job: &Job) -> Value {
 /// answers) or as list stubs (a job's and `/v1/allocations`, AllocListStub).
 fn allocs_where(agent: &Agent, keep: impl Fn(&allocs::Alloc) -> bool, full: bool) -> Value {
     let jobs: Jobs = if full {
-        agent.part("jobs")
+        agent.cluster.part("jobs")
     } else {
         Jobs::new()
     };
     let list: Vec<Value> = agent
+        .cluster
         .part::<Allocs>("allocs")
         .values()
         .filter(|a| keep(a))
@@ -763,8 +768,8 @@ async fn allocation(State(agent): A, Path(id): Path<String>, Query(q): Q) -> Res
     if let Err(r) = need_leader(&agent, &q).await {
         return r;
     }
-    match agent.part::<Allocs>("allocs").get(&id) {
-        Some(a) => with_index(&agent, full_alloc(a, &agent.part("jobs"))),
+    match agent.cluster.part::<Allocs>("allocs").get(&id) {
+        Some(a) => with_index(&agent, full_alloc(a, &agent.cluster.part("jobs"))),
         None => text(StatusCode::NOT_FOUND, "alloc not found"),
     }
 }

@@ -517,7 +517,7 @@ impl Agent {
             // Heartbeats are per node ID (nomad/heartbeat.go resetHeartbeatTimer): when a
             // fresh machine registers a new node under an old name, only the newest node of
             // that member heartbeats; the old one goes silent and is marked down.
-            let nodes: BTreeMap<String, Node> = self.part("nodes");
+            let nodes: BTreeMap<String, Node> = self.cluster.part("nodes");
             let newest = |member: &str| {
                 nodes
                     .iter()
@@ -572,11 +572,6 @@ impl Agent {
             .read_at(&format!("/nodes/{}", self.node_id))
             .await;
         serde_json::from_value(node).ok()
-    }
-
-    /// One table of the replicated state (`nodes`, `jobs`, `allocs`, `acl_bootstrap`).
-    pub fn part<T: serde::de::DeserializeOwned + Default>(&self, key: &str) -> T {
-        self.cluster.part(key)
     }
 
     /// The replicated state as this server holds it (empty when it cannot be read).
